@@ -1,0 +1,435 @@
+"""Typed, declarative configuration loaded from TOML.
+
+Each section is a dataclass whose fields carry their documentation in ``metadata["doc"]``;
+the loader walks the TOML document against those dataclasses and rejects unknown keys,
+wrong types and out-of-range values with one line naming the file, the key and the fix.
+``docs/config.md`` is generated from the same metadata (``gateway config-doc``), and a test
+keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from . import resources
+
+METHOD_NAMES = ("max_likelihood", "least_squares", "weighted_centroid", "nearest")
+
+
+class ConfigError(Exception):
+    """A configuration problem, already phrased for the operator."""
+
+    def __init__(self, file: str, key: str, problem: str) -> None:
+        self.file, self.key, self.problem = file, key, problem
+        where = f"{file}: {key}" if key else file
+        super().__init__(f"{where}: {problem}")
+
+
+def doc(text: str, **kwargs: Any) -> Any:
+    """A dataclass field with its documentation attached."""
+    return field(metadata={"doc": text}, **kwargs)
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySection:
+    id: str = doc("Name of this gateway, unique within its store.", default="gw-demo-1")
+    store: str = doc("Store identifier used in events and topics.", default="demo-bookstore")
+    state_dir: str = doc(
+        "Directory for the SQLite state (profiles, offers, outbox). Relative to the config "
+        "file's directory.",
+        default="state",
+    )
+    timezone: str = doc(
+        "IANA time zone of the store: defines the store day for caps and quiet hours.",
+        default="Europe/Berlin",
+    )
+    pseudonym_key: str = doc(
+        "Hex secret (≥ 16 bytes) used to derive pseudonymous device ids; raw MAC addresses "
+        "and NFC UIDs never leave the box.",
+        default="6c6f63616c2d64656d6f2d6b65792d30",
+    )
+
+    def validate(self) -> dict[str, str]:
+        problems: dict[str, str] = {}
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            problems["timezone"] = f"unknown time zone {self.timezone!r}; use e.g. 'Europe/Paris'"
+        try:
+            if len(bytes.fromhex(self.pseudonym_key)) < 16:
+                problems["pseudonym_key"] = "too short: give at least 32 hex digits"
+        except ValueError:
+            problems["pseudonym_key"] = "not hex: give at least 32 hex digits"
+        if not self.id.strip():
+            problems["id"] = "must not be empty"
+        return problems
+
+
+@dataclass(frozen=True, slots=True)
+class MapSection:
+    path: str = doc(
+        "Store map (GeoJSON FeatureCollection in local metres). Relative to the config "
+        "file's directory, else to the shipped data directory.",
+        default="geofences/demo-bookstore.geojson",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceSection:
+    device_profile: str = doc(
+        "Hardware profile (firmware_profiles/beacons/NAME.toml) assumed for shopper devices "
+        "whose frames carry no calibrated power.",
+        default="phone-app-ibeacon",
+    )
+    measured_power: float | None = doc(
+        "Override: RSSI in dBm at 1 m for all devices in this store (else per frame/profile).",
+        default=None,
+    )
+    path_loss_exponent: float | None = doc(
+        "Override: log-distance path-loss exponent for this store (else the profile's).",
+        default=None,
+    )
+    process_noise_db: float = doc(
+        "RSSI filter: how fast the true signal may drift, dB per √s (higher follows faster).",
+        default=2.0,
+    )
+    measurement_noise_db: float = doc(
+        "RSSI filter: standard deviation of one reading around the true level, dB.",
+        default=5.0,
+    )
+    outlier_sigma: float = doc(
+        "RSSI filter: readings further than this many standard deviations from the "
+        "prediction are rejected as outliers (counted).",
+        default=3.5,
+    )
+    stale_after_s: float = doc(
+        "A receiver's reading of a device is dropped after this silence; a device with no "
+        "fresh reading at all is forgotten and leaves its zones.",
+        default=10.0,
+    )
+    method: str = doc(
+        "Position method: 'max_likelihood' (RSSI-domain, resolves mirror images; default), "
+        "'least_squares' (range-domain), 'weighted_centroid' or 'nearest'.",
+        default="max_likelihood",
+    )
+    shadowing_db: float = doc(
+        "Slow shadowing the filter cannot remove (shelves, bodies), dB: weights receivers "
+        "in the position fit.",
+        default=3.0,
+    )
+
+    def validate(self) -> dict[str, str]:
+        problems: dict[str, str] = {}
+        if self.method not in METHOD_NAMES:
+            problems["method"] = "use one of " + ", ".join(repr(m) for m in METHOD_NAMES)
+        for key in (
+            "process_noise_db",
+            "measurement_noise_db",
+            "outlier_sigma",
+            "stale_after_s",
+            "shadowing_db",
+        ):
+            if getattr(self, key) <= 0:
+                problems[key] = "must be greater than 0"
+        if self.path_loss_exponent is not None and not 1.0 <= self.path_loss_exponent <= 6.0:
+            problems["path_loss_exponent"] = "must be between 1.0 and 6.0"
+        if self.measured_power is not None and not -120 <= self.measured_power <= 0:
+            problems["measured_power"] = "must be between -120 and 0 dBm"
+        return problems
+
+
+@dataclass(frozen=True, slots=True)
+class ZonesSection:
+    hysteresis_m: float = doc(
+        "Default exit margin: a device leaves a zone only when it is this far outside it "
+        "(a zone's own `hysteresis_m` property wins).",
+        default=1.0,
+    )
+    dwell_s: float = doc(
+        "Default time inside a zone before a dwell event (a zone's `dwell_s` property wins).",
+        default=20.0,
+    )
+    min_inside_s: float = doc(
+        "A device must be inside a zone this long before the enter event is emitted.",
+        default=1.0,
+    )
+    min_outside_s: float = doc(
+        "A device must stay beyond the exit margin this long before the exit event.",
+        default=3.0,
+    )
+
+    def validate(self) -> dict[str, str]:
+        problems = {}
+        for key in ("hysteresis_m", "dwell_s", "min_inside_s", "min_outside_s"):
+            if getattr(self, key) < 0:
+                problems[key] = "must not be negative"
+        return problems
+
+
+@dataclass(frozen=True, slots=True)
+class PickupDiscountSection:
+    enabled: bool = doc("Run the pickup-discount campaign.", default=True)
+    campaign: str = doc("Campaign id used in events and codes.", default="pickup-discount")
+    percent: int = doc("Discount in percent.", default=10)
+    enter_zones: list[str] = doc(
+        "Zone ids whose enter event triggers the offer (e.g. the entrance).",
+        default_factory=lambda: ["entrance"],
+    )
+    dwell_at_item_zone: bool = doc(
+        "Also trigger when the shopper dwells in the zone where the cart item is stocked.",
+        default=True,
+    )
+    validity_s: int = doc("How long an issued code stays redeemable, in seconds.", default=7200)
+    max_per_day: int = doc(
+        "At most this many offers of this campaign per shopper per store day.", default=1
+    )
+    message: str = doc(
+        "Push text; {title} and {percent} are filled in.",
+        default="{title} from your cart is here: pick it up now with {percent} % off",
+    )
+
+    def validate(self) -> dict[str, str]:
+        problems: dict[str, str] = {}
+        if not 1 <= self.percent <= 90:
+            problems["percent"] = "must be between 1 and 90"
+        if self.validity_s <= 0:
+            problems["validity_s"] = "must be greater than 0"
+        if self.max_per_day < 1:
+            problems["max_per_day"] = "must be at least 1 (disable the campaign instead)"
+        try:
+            self.message.format(title="x", percent=1)
+        except (KeyError, IndexError, ValueError):
+            problems["message"] = "only {title} and {percent} may be used as placeholders"
+        return problems
+
+
+@dataclass(frozen=True, slots=True)
+class OffersSection:
+    pickup_discount: PickupDiscountSection = doc(
+        "The flagship campaign.", default_factory=PickupDiscountSection
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TouchpointSection:
+    zone: str = doc("Zone id where this NFC reader stands.")
+    redeem: bool = doc(
+        "Taps here may redeem issued offers (only with a verified loyalty token).",
+        default=False,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class NfcSection:
+    loyalty_key: str = doc(
+        "Hex HMAC key that signs loyalty tokens; a tap redeems only with a verified token.",
+        default="64656d6f2d6c6f79616c74792d6b6579",
+    )
+    debounce_s: float = doc(
+        "Taps of the same tag on the same reader within this window count once.", default=3.0
+    )
+    touchpoints: dict[str, TouchpointSection] = doc(
+        "NFC readers by id (table per reader: zone, redeem).",
+        default_factory=lambda: {
+            "counter-reader": TouchpointSection(zone="pickup-counter", redeem=True)
+        },
+    )
+
+    def validate(self) -> dict[str, str]:
+        try:
+            if len(bytes.fromhex(self.loyalty_key)) < 16:
+                return {"loyalty_key": "too short: give at least 32 hex digits"}
+        except ValueError:
+            return {"loyalty_key": "not hex: give at least 32 hex digits"}
+        return {}
+
+
+@dataclass(frozen=True, slots=True)
+class SinksSection:
+    stdout: bool = doc("Print each local push as a line on standard output.", default=True)
+    push_log: str = doc(
+        "JSON-lines file receiving every local push; relative to the state directory. "
+        "Empty to disable.",
+        default="pushes.jsonl",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ReplaySection:
+    path: str = doc(
+        "JSON-lines trace to replay (see docs/trace-format.md). Relative to the config "
+        "file's directory, else to the shipped data directory. Empty: no replay source.",
+        default="",
+    )
+    speed: float = doc(
+        "Replay speed: 1.0 is real time, 10 ten times faster, 0 as fast as possible.",
+        default=0.0,
+    )
+
+    def validate(self) -> dict[str, str]:
+        return {"speed": "must not be negative"} if self.speed < 0 else {}
+
+
+@dataclass(frozen=True, slots=True)
+class SourcesSection:
+    replay: ReplaySection = doc("Replay a recorded trace.", default_factory=ReplaySection)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    gateway: GatewaySection = doc("Identity of this box.", default_factory=GatewaySection)
+    map: MapSection = doc("The store map.", default_factory=MapSection)
+    presence: PresenceSection = doc(
+        "RSSI filtering, distance and position.", default_factory=PresenceSection
+    )
+    zones: ZonesSection = doc("Zone events.", default_factory=ZonesSection)
+    offers: OffersSection = doc("Offer campaigns.", default_factory=OffersSection)
+    nfc: NfcSection = doc("NFC touchpoints.", default_factory=NfcSection)
+    sinks: SinksSection = doc("Local push sinks.", default_factory=SinksSection)
+    sources: SourcesSection = doc("Where sightings come from.", default_factory=SourcesSection)
+    # Not a TOML key: the directory relative paths resolve against.
+    base_dir: Path = field(default=Path("."), metadata={"internal": True})
+
+    def resolve(self, relative: str, *, shared: bool = True) -> Path:
+        """Resolve a path from the config: config dir first, then shipped data."""
+        path = Path(relative).expanduser()
+        if path.is_absolute():
+            return path
+        local = self.base_dir / path
+        if local.exists() or not shared:
+            return local
+        shipped = resources.shared_path(relative)
+        return shipped if shipped is not None else local
+
+    @property
+    def state_path(self) -> Path:
+        return self.resolve(self.gateway.state_dir, shared=False)
+
+
+T = TypeVar("T")
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}s"
+    if origin is dict:
+        return "a table"
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
+    if dataclasses.is_dataclass(tp):
+        return "a table"
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(
+        tp, str(tp)
+    )
+
+
+def _convert(value: Any, tp: Any, file: str, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _convert(value, args[0], file, key)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(file, key, f"expected a table [{key}], got {value!r}")
+        return build_section(typing.cast(type[Any], tp), value, file, key)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(file, key, f"expected a table [{key}], got {value!r}")
+        item_type = typing.get_args(tp)[1]
+        return {k: _convert(v, item_type, file, f"{key}.{k}") for k, v in value.items()}
+    if origin is list:
+        item_type = typing.get_args(tp)[0]
+        if not isinstance(value, list):
+            raise ConfigError(file, key, f"expected {_type_name(tp)}, got {value!r}")
+        return [_convert(v, item_type, file, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, bool):
+        raise ConfigError(file, key, f"expected an integer, got {value!r}")
+    if not isinstance(value, tp):
+        raise ConfigError(file, key, f"expected {_type_name(tp)}, got {value!r}")
+    return value
+
+
+def build_section(cls: type[T], data: dict[str, Any], file: str, prefix: str) -> T:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else name
+        if name not in fields:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(file, key, f"unknown key; known keys here: {known}")
+        kwargs[name] = _convert(value, hints[name], file, key)
+    for name, f in fields.items():
+        if (
+            name not in kwargs
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        ):
+            key = f"{prefix}.{name}" if prefix else name
+            raise ConfigError(file, key, f"missing; set it to {_type_name(hints[name])}")
+    obj = cls(**kwargs)
+    validate = getattr(obj, "validate", None)
+    if validate is not None:
+        for name, problem in validate().items():
+            raise ConfigError(file, f"{prefix}.{name}" if prefix else name, problem)
+    return obj
+
+
+def parse_config(text: str, file: str = "<config>", base_dir: Path | None = None) -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(file, "", f"not valid TOML: {exc}") from None
+    config = build_section(Config, data, file, "")
+    return dataclasses.replace(config, base_dir=base_dir or Path("."))
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Load and validate a config file; ``None`` gives the embedded defaults."""
+    if path is None:
+        return Config(base_dir=Path.cwd())
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(p), "", "file not found; pass an existing --config path") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(p), "", f"cannot read: {exc}") from None
+    return parse_config(text, str(p), p.resolve().parent)
+
+
+def describe(cls: type[Any] = Config, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """(key, type, default, doc) rows for every key, depth first: the config reference."""
+    rows: list[tuple[str, str, str, str]] = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("internal"):
+            continue
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            rows.append((f"[{key}]", "table", "", f.metadata.get("doc", "")))
+            rows.extend(describe(typing.cast(type[Any], tp), key))
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = repr(f.default)
+        elif f.default_factory is not dataclasses.MISSING:
+            default = repr(f.default_factory())
+        else:
+            default = "(required)"
+        rows.append((key, _type_name(tp), default, f.metadata.get("doc", "")))
+        if typing.get_origin(tp) is dict:
+            item = typing.get_args(tp)[1]
+            if dataclasses.is_dataclass(item):
+                rows.extend(describe(typing.cast(type[Any], item), f"{key}.<id>"))
+    return rows

@@ -1,0 +1,130 @@
+"""Who is this? Device and tag identities → cached shopper profiles.
+
+The profile cache lives on disk (SQLite), so a box with 100k profiles keeps little in RAM.
+Identifiers are (kind, value) pairs: `ibeacon` → "uuid:major:minor", `nfc_uid` → hex UID,
+later Eddystone-UID, EID keys and IRKs. Device ids that leave the box are pseudonymous:
+a keyed hash of the identity, stable per gateway key, useless without it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from .db import transaction
+
+
+def pseudonymise(key: bytes, identity: str, prefix: str = "dev") -> str:
+    digest = hmac.new(key, identity.encode(), hashlib.sha256).hexdigest()
+    return f"{prefix}-{digest[:16]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    profile_id: str
+    consent_offers: bool
+    opted_out: bool
+    language: str
+
+
+@dataclass(frozen=True, slots=True)
+class CartItem:
+    sku: str
+    title: str
+    price: float
+    added_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class StockItem:
+    sku: str
+    title: str
+    quantity: int
+    zone_id: str
+
+
+class IdentityStore:
+    """Reads and writes profiles, identifiers, carts and stock in the state database."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def resolve(self, kind: str, value: str) -> str | None:
+        row = self.conn.execute(
+            "SELECT profile_id FROM identifiers WHERE kind = ? AND value = ?", (kind, value)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def profile(self, profile_id: str) -> Profile | None:
+        row = self.conn.execute(
+            "SELECT profile_id, consent_offers, opted_out, language FROM profiles "
+            "WHERE profile_id = ?",
+            (profile_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        return Profile(str(row[0]), bool(row[1]), bool(row[2]), str(row[3] or "en"))
+
+    def cart(self, profile_id: str) -> list[CartItem]:
+        rows = self.conn.execute(
+            "SELECT sku, title, price, added_at FROM cart_items WHERE profile_id = ? "
+            "ORDER BY added_at DESC, sku",
+            (profile_id,),
+        )
+        return [CartItem(str(r[0]), str(r[1]), float(r[2]), str(r[3])) for r in rows]
+
+    def stock(self, sku: str) -> StockItem | None:
+        row = self.conn.execute(
+            "SELECT sku, title, quantity, zone_id FROM stock WHERE sku = ?", (sku,)
+        ).fetchone()
+        if row is None:
+            return None
+        return StockItem(str(row[0]), str(row[1] or ""), int(row[2]), str(row[3] or ""))
+
+    def stocked_zones(self) -> set[str]:
+        rows = self.conn.execute("SELECT DISTINCT zone_id FROM stock WHERE quantity > 0")
+        return {str(r[0]) for r in rows if r[0]}
+
+    def load_seed(self, seed: dict[str, Any]) -> None:
+        """Load a seed document (profiles with identifiers and carts, and stock) atomically."""
+        profiles: list[dict[str, Any]] = []
+        identifiers: list[dict[str, Any]] = []
+        carts: list[dict[str, Any]] = []
+        for p in seed.get("profiles", []):
+            pid = p["profile_id"]
+            consent = p.get("consent", {})
+            profiles.append(
+                {
+                    "profile_id": pid,
+                    "consent_offers": int(bool(consent.get("proximity_offers", False))),
+                    "consent_at": consent.get("at"),
+                    "consent_source": consent.get("source"),
+                    "language": p.get("language", "en"),
+                    "opted_out": int(bool(p.get("opted_out", False))),
+                    "version": int(p.get("version", 1)),
+                }
+            )
+            identifiers.extend(
+                {"kind": i["kind"], "value": i["value"].lower(), "profile_id": pid}
+                for i in p.get("identifiers", [])
+            )
+            carts.extend({"profile_id": pid, **item} for item in p.get("cart", []))
+        with transaction(self.conn):
+            _upsert(self.conn, "profiles", profiles)
+            _upsert(self.conn, "identifiers", identifiers)
+            _upsert(self.conn, "cart_items", carts)
+            _upsert(self.conn, "stock", seed.get("stock", []))
+
+
+def _upsert(conn: sqlite3.Connection, table: str, rows: Iterable[dict[str, Any]]) -> None:
+    rows = list(rows)
+    if not rows:
+        return
+    columns = list(rows[0])
+    placeholders = ", ".join("?" for _ in columns)
+    sql = f"INSERT OR REPLACE INTO {table} ({', '.join(columns)}) VALUES ({placeholders})"
+    conn.executemany(sql, [tuple(r.get(c) for c in columns) for r in rows])

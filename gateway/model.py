@@ -1,0 +1,148 @@
+"""Plain data passed between pipeline stages.
+
+Every stage is a pure synchronous core that takes and returns these values; the asyncio
+shell only moves them around. They are frozen slotted dataclasses: cheap to build, safe to
+share, and easy to print.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+# --- sources -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Advert:
+    """One BLE advertisement as a scanner hands it over (nothing decoded yet).
+
+    `ad` is the raw advertising data (AD structures) when the scanner exposes it; `mfr` and
+    `svc` are bleak's manufacturer-data and service-data dicts. A source fills whichever it
+    has; the decoder looks at both.
+    """
+
+    t: float
+    receiver: str
+    address: str
+    rssi: int
+    ad: bytes = b""
+    mfr: dict[int, bytes] = field(default_factory=dict)
+    svc: dict[str, bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Tap:
+    """One NFC tag presented to a reader (a touchpoint)."""
+
+    t: float
+    reader: str
+    uid: bytes
+    ndef: bytes = b""
+
+
+# --- decode --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IBeacon:
+    uuid: str  # lower-case 8-4-4-4-12
+    major: int
+    minor: int
+    tx_power: int  # calibrated RSSI at 1 m, dBm
+
+    @property
+    def identity(self) -> str:
+        return f"ibeacon:{self.uuid}:{self.major}:{self.minor}"
+
+
+Frame = IBeacon
+
+# --- presence / zones ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    device: str
+    t: float
+    x: float
+    y: float
+    uncertainty_m: float
+    method: str
+    receivers: int
+
+
+ZoneEventKind = Literal["enter", "exit", "dwell"]
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneEvent:
+    kind: ZoneEventKind
+    device: str
+    zone: str
+    t: float
+    entered_at: float
+    confidence: float
+
+
+# --- identity ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityMatch:
+    device: str
+    t: float
+    via: str  # "ibeacon" | "nfc_uid" | ...
+    profile_id: str | None  # None: unknown device
+
+
+# --- offers --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OfferDecision:
+    """The outcome of evaluating the offer rules for one trigger.
+
+    `issued` is True for an emitted offer; otherwise `reason` says why nothing was sent.
+    """
+
+    t: float
+    device: str
+    profile_id: str | None
+    campaign: str
+    trigger: str  # e.g. "enter:entrance", "dwell:aisle-scifi", "tap:counter-reader"
+    issued: bool
+    reason: str
+    sku: str | None = None
+    title: str | None = None
+    code: str | None = None
+    expires_at: float | None = None
+    percent: int | None = None
+    message: str | None = None
+    offer_id: str | None = None
+    decision_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Redemption:
+    t: float
+    profile_id: str
+    offer_id: str
+    code: str
+    sku: str
+    reader: str
+
+
+@dataclass(frozen=True, slots=True)
+class TapEvent:
+    t: float
+    reader: str
+    zone: str | None
+    device: str  # pseudonymous id of the tag, never the raw UID
+    profile_id: str | None
+    token_verified: bool
+
+
+PipelineEvent = ZoneEvent | IdentityMatch | OfferDecision | Redemption | TapEvent
+
+JSON = dict[str, Any]

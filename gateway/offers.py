@@ -1,0 +1,255 @@
+"""The offer engine: decide, explain, record, redeem.
+
+`decide_pickup` is the pure rule: given the facts about one shopper at one trigger it returns
+an offer or the reason there is none. `OfferEngine` gathers those facts from the state
+database, records every decision (issued or suppressed) and the offers, inside the caller's
+transaction so that an offer and its outbox event are committed together.
+
+Idempotency: decision and offer ids are derived from their content (campaign, profile, item,
+store day, trigger, time), so replaying the same sightings re-derives the same ids and the
+inserts are no-ops; the per-day cap then holds across restarts as well.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from .config import PickupDiscountSection
+from .identity import CartItem, IdentityStore, Profile, StockItem
+from .model import OfferDecision, Redemption, ZoneEvent
+
+# Reason codes: stable strings, part of the uplink contract.
+ISSUED = "cart_item_in_stock"
+UNKNOWN = "unknown"
+OPTED_OUT = "opted_out"
+NO_CONSENT = "no_consent"
+NO_SAVED_CART = "no_saved_cart"
+OUT_OF_STOCK = "out_of_stock"
+NOT_ITEM_ZONE = "not_item_zone"
+ALREADY_REDEEMED = "already_redeemed"
+CAP_DAY = "cap_day"
+
+
+@dataclass(frozen=True, slots=True)
+class PickupFacts:
+    profile: Profile | None
+    cart: list[CartItem]
+    in_stock: list[tuple[CartItem, StockItem]]  # cart items with quantity > 0 here
+    redeemed_skus: frozenset[str]
+    offers_today: int  # of this campaign, to this profile, this store day
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    reason: str
+    item: tuple[CartItem, StockItem] | None = None
+
+    @property
+    def issued(self) -> bool:
+        return self.item is not None
+
+
+def decide_pickup(
+    rule: PickupDiscountSection, facts: PickupFacts, dwell_zone: str | None
+) -> Verdict:
+    """The flagship rule. `dwell_zone` is set for a dwell trigger (the item must be there)."""
+    if facts.profile is None:
+        return Verdict(UNKNOWN)
+    if facts.profile.opted_out:
+        return Verdict(OPTED_OUT)
+    if not facts.profile.consent_offers:
+        return Verdict(NO_CONSENT)
+    if not facts.cart:
+        return Verdict(NO_SAVED_CART)
+    if not facts.in_stock:
+        return Verdict(OUT_OF_STOCK)
+    candidates = facts.in_stock
+    if dwell_zone is not None:
+        candidates = [c for c in candidates if c[1].zone_id == dwell_zone]
+        if not candidates:
+            return Verdict(NOT_ITEM_ZONE)
+    candidates = [c for c in candidates if c[0].sku not in facts.redeemed_skus]
+    if not candidates:
+        return Verdict(ALREADY_REDEEMED)
+    if facts.offers_today >= rule.max_per_day:
+        return Verdict(CAP_DAY)
+    return Verdict(ISSUED, candidates[0])  # cart is ordered newest first
+
+
+_CROCKFORD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", "0123456789ABCDEFGHJKMNPQRSTVWXYZ")
+
+
+def offer_code(key: bytes, offer_id: str) -> str:
+    """A short, unambiguous, unguessable code: PK-XXXX-XXXX (Crockford base32)."""
+    digest = hmac.new(key, offer_id.encode(), hashlib.sha256).digest()
+    text = base64.b32encode(digest[:5]).decode().translate(_CROCKFORD)
+    return f"PK-{text[:4]}-{text[4:8]}"
+
+
+def _stable_id(prefix: str, *parts: object) -> str:
+    return prefix + "-" + hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:20]
+
+
+class OfferEngine:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        identity: IdentityStore,
+        rule: PickupDiscountSection,
+        timezone: str,
+        key: bytes,
+    ) -> None:
+        self.conn = conn
+        self.identity = identity
+        self.rule = rule
+        self.tz = ZoneInfo(timezone)
+        self.key = key
+        self._stocked_zones = identity.stocked_zones()
+
+    def store_day(self, t: float) -> str:
+        return datetime.fromtimestamp(t, self.tz).date().isoformat()
+
+    def trigger_for(self, event: ZoneEvent) -> str | None:
+        """Which zone events the campaign reacts to."""
+        if not self.rule.enabled:
+            return None
+        if event.kind == "enter" and event.zone in self.rule.enter_zones:
+            return f"enter:{event.zone}"
+        if (
+            event.kind == "dwell"
+            and self.rule.dwell_at_item_zone
+            and event.zone in self._stocked_zones
+        ):
+            return f"dwell:{event.zone}"
+        return None
+
+    def facts(self, profile_id: str | None, t: float) -> PickupFacts:
+        if profile_id is None:
+            return PickupFacts(None, [], [], frozenset(), 0)
+        profile = self.identity.profile(profile_id)
+        if profile is None:
+            return PickupFacts(None, [], [], frozenset(), 0)
+        cart = self.identity.cart(profile_id)
+        in_stock = []
+        for item in cart:
+            stock = self.identity.stock(item.sku)
+            if stock is not None and stock.quantity > 0:
+                in_stock.append((item, stock))
+        redeemed = frozenset(
+            str(r[0])
+            for r in self.conn.execute(
+                "SELECT sku FROM offers WHERE profile_id = ? AND status = 'redeemed'",
+                (profile_id,),
+            )
+        )
+        today = self.conn.execute(
+            "SELECT count(*) FROM offers WHERE profile_id = ? AND campaign = ? AND store_day = ?",
+            (profile_id, self.rule.campaign, self.store_day(t)),
+        ).fetchone()[0]
+        return PickupFacts(profile, cart, in_stock, redeemed, int(today))
+
+    def evaluate(
+        self, event: ZoneEvent, device: str, profile_id: str | None
+    ) -> OfferDecision | None:
+        """Decide for one zone event; record the decision (and the offer). None: no trigger."""
+        trigger = self.trigger_for(event)
+        if trigger is None:
+            return None
+        dwell_zone = event.zone if event.kind == "dwell" else None
+        verdict = decide_pickup(self.rule, self.facts(profile_id, event.t), dwell_zone)
+        decision_id = _stable_id("dc", self.rule.campaign, device, trigger, event.t)
+        decision = OfferDecision(
+            t=event.t,
+            device=device,
+            profile_id=profile_id,
+            campaign=self.rule.campaign,
+            trigger=trigger,
+            issued=False,
+            reason=verdict.reason,
+            decision_id=decision_id,
+        )
+        if verdict.item is not None and profile_id is not None:
+            cart_item, stock = verdict.item
+            day = self.store_day(event.t)
+            offer_id = _stable_id("of", self.rule.campaign, profile_id, cart_item.sku, day)
+            code = offer_code(self.key, offer_id)
+            expires = event.t + self.rule.validity_s
+            self.conn.execute(
+                "INSERT OR IGNORE INTO offers (offer_id, profile_id, campaign, sku, code, "
+                "issued_at, expires_at, store_day, status) VALUES (?,?,?,?,?,?,?,?, 'issued')",
+                (
+                    offer_id,
+                    profile_id,
+                    self.rule.campaign,
+                    cart_item.sku,
+                    code,
+                    event.t,
+                    expires,
+                    day,
+                ),
+            )
+            title = cart_item.title or stock.title
+            decision = OfferDecision(
+                t=event.t,
+                device=device,
+                profile_id=profile_id,
+                campaign=self.rule.campaign,
+                trigger=trigger,
+                issued=True,
+                reason=verdict.reason,
+                sku=cart_item.sku,
+                title=title,
+                code=code,
+                expires_at=expires,
+                percent=self.rule.percent,
+                message=self.rule.message.format(title=title, percent=self.rule.percent),
+                offer_id=offer_id,
+                decision_id=decision_id,
+            )
+        self.conn.execute(
+            "INSERT OR IGNORE INTO decisions (decision_id, t, device, profile_id, campaign, "
+            "trigger, issued, reason, offer_id) VALUES (?,?,?,?,?,?,?,?,?)",
+            (
+                decision_id,
+                event.t,
+                device,
+                profile_id,
+                self.rule.campaign,
+                trigger,
+                int(decision.issued),
+                decision.reason,
+                decision.offer_id,
+            ),
+        )
+        return decision
+
+    def redeem(self, profile_id: str, t: float, reader: str) -> list[Redemption]:
+        """Mark every open (issued, unexpired) offer of the profile redeemed."""
+        rows = self.conn.execute(
+            "SELECT offer_id, code, sku FROM offers WHERE profile_id = ? AND status = 'issued' "
+            "AND expires_at >= ? AND issued_at <= ? ORDER BY issued_at",
+            (profile_id, t, t),
+        ).fetchall()
+        out = []
+        for offer_id, code, sku in rows:
+            self.conn.execute(
+                "UPDATE offers SET status = 'redeemed', redeemed_at = ? WHERE offer_id = ?",
+                (t, offer_id),
+            )
+            out.append(Redemption(t, profile_id, offer_id, code, sku, reader))
+        return out
+
+    def why(self, who: str) -> list[tuple[float, str, str, bool, str]]:
+        """Past decisions for a profile id or device id: (t, campaign, trigger, issued, reason)."""
+        rows = self.conn.execute(
+            "SELECT t, campaign, trigger, issued, reason FROM decisions "
+            "WHERE profile_id = ? OR device = ? ORDER BY t",
+            (who, who),
+        )
+        return [(float(r[0]), str(r[1]), str(r[2]), bool(r[3]), str(r[4])) for r in rows]

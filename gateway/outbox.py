@@ -1,0 +1,85 @@
+"""The durable outbox: every event that must leave the box is committed here first.
+
+An event counts as done for its producer only once `append` has returned (the transaction
+is committed with synchronous=FULL). Senders read in `seq` order per stream and delete a row
+only after the broker acknowledged it, so delivery is at-least-once; the CloudEvents `id`
+is stable (derived from the event's content), and re-appending the same id is a no-op, so a
+replayed trace or a restarted daemon never duplicates an event.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .db import transaction
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    event_id: str
+    stream: str
+    type: str
+    priority: int  # lower is more important
+    created_at: float
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedEvent:
+    seq: int
+    event_id: str
+    stream: str
+    type: str
+    body: dict[str, Any]
+
+
+class Outbox:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def append(self, events: Iterable[OutboxEvent]) -> list[int]:
+        """Commit events durably in one transaction; return the seq of each newly added one
+        (duplicates by event id are skipped and get no seq)."""
+        added: list[int] = []
+        with transaction(self.conn):
+            for e in events:
+                cur = self.conn.execute(
+                    "INSERT OR IGNORE INTO outbox (event_id, stream, type, priority, "
+                    "created_at, body) VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        e.event_id,
+                        e.stream,
+                        e.type,
+                        e.priority,
+                        e.created_at,
+                        json.dumps(e.body, separators=(",", ":"), sort_keys=True),
+                    ),
+                )
+                if cur.rowcount:
+                    added.append(int(cur.lastrowid or 0))
+        return added
+
+    def peek(self, limit: int = 100) -> list[QueuedEvent]:
+        rows = self.conn.execute(
+            "SELECT seq, event_id, stream, type, body FROM outbox ORDER BY seq LIMIT ?", (limit,)
+        )
+        return [QueuedEvent(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
+
+    def acknowledge(self, seqs: Sequence[int]) -> None:
+        with transaction(self.conn):
+            self.conn.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
+
+    def depth(self) -> int:
+        return int(self.conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
+
+    def oldest_age(self, now: float) -> float | None:
+        row = self.conn.execute("SELECT min(created_at) FROM outbox").fetchone()
+        return None if row[0] is None else now - float(row[0])
+
+    def types(self) -> list[str]:
+        """Event types in queue order (for summaries and tests)."""
+        return [str(r[0]) for r in self.conn.execute("SELECT type FROM outbox ORDER BY seq")]

@@ -1,0 +1,207 @@
+"""The pipeline's synchronous core, read top to bottom:
+
+    advert ─ decode ─ presence (filter, distance, position) ─ zones ─ identity ─ offers
+    tap ──── touchpoint ─ identity ─ (redemption with a verified token)
+
+Each call takes one input with its own timestamp and returns the events it caused, in
+order. The caller (the asyncio shell in `daemon.py`) owns the transaction around it and
+routes the events to the outbox and the sinks. Time moves only through the inputs and
+`advance`, so a replayed trace gives the same result however fast it is played.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from . import decode, loyalty
+from .config import Config
+from .identity import IdentityStore, pseudonymise
+from .model import (
+    Advert,
+    IBeacon,
+    IdentityMatch,
+    OfferDecision,
+    PipelineEvent,
+    Tap,
+    TapEvent,
+    ZoneEvent,
+)
+from .offers import OfferEngine
+from .presence import PresenceSettings, PresenceTracker
+from .profiles import BeaconProfile
+from .storemap import StoreMap
+from .zones import ZoneTracker
+
+# Positions may fall this far outside the floor: a shopper walking away from the door must be
+# placed outside (and leave the entrance zone), not clamped onto the threshold.
+OUTSIDE_MARGIN_M = 15.0
+
+
+def _expanded(
+    bounds: tuple[float, float, float, float], margin: float
+) -> tuple[float, float, float, float]:
+    return (bounds[0] - margin, bounds[1] - margin, bounds[2] + margin, bounds[3] + margin)
+
+
+@dataclass(slots=True)
+class PipelineStats:
+    adverts: int = 0
+    taps: int = 0
+    decode: decode.DecodeStats = field(default_factory=decode.DecodeStats)
+    anchor_adverts: Counter[str] = field(default_factory=Counter)
+    zone_events: Counter[str] = field(default_factory=Counter)
+    decisions: Counter[str] = field(default_factory=Counter)  # by reason
+    offers_issued: int = 0
+    redemptions: int = 0
+    taps_rejected: Counter[str] = field(default_factory=Counter)
+
+
+class Pipeline:
+    def __init__(
+        self,
+        config: Config,
+        store_map: StoreMap,
+        identity: IdentityStore,
+        offers: OfferEngine,
+        device_profile: BeaconProfile,
+    ) -> None:
+        p = config.presence
+        self.config = config
+        self.map = store_map
+        self.identity = identity
+        self.offers = offers
+        self.key = bytes.fromhex(config.gateway.pseudonym_key)
+        self.loyalty_key = bytes.fromhex(config.nfc.loyalty_key)
+        self.presence = PresenceTracker(
+            PresenceSettings(
+                process_noise_db=p.process_noise_db,
+                measurement_noise_db=p.measurement_noise_db,
+                outlier_sigma=p.outlier_sigma,
+                stale_after_s=p.stale_after_s,
+                method=p.method,
+                path_loss_exponent=p.path_loss_exponent or device_profile.path_loss_exponent,
+                default_measured_power=device_profile.measured_power_dbm,
+                measured_power_override=p.measured_power,
+                shadowing_db=p.shadowing_db,
+                bounds=_expanded(store_map.bounds, OUTSIDE_MARGIN_M),
+            ),
+            store_map.receivers,
+        )
+        self.zones = ZoneTracker(
+            store_map.zones,
+            hysteresis_m=config.zones.hysteresis_m,
+            dwell_s=config.zones.dwell_s,
+            min_inside_s=config.zones.min_inside_s,
+            min_outside_s=config.zones.min_outside_s,
+        )
+        self.anchor_ids = {a.identity: a.id for a in store_map.anchors}
+        self.anchor_last_seen: dict[str, float] = {}
+        self.profiles: dict[str, str | None] = {}  # device -> profile (resolved once per visit)
+        self.last_taps: dict[tuple[str, bytes], float] = {}
+        self.stats = PipelineStats()
+        self.now = 0.0
+
+    def pseudonym(self, identity: str) -> str:
+        return pseudonymise(self.key, identity)
+
+    # --- time ----------------------------------------------------------------------------
+
+    def advance(self, now: float) -> list[PipelineEvent]:
+        """Let time pass: devices that fell silent leave their zones; dwell timers fire."""
+        if now <= self.now:
+            return []
+        self.now = now
+        events: list[PipelineEvent] = []
+        for device in self.presence.expire(now):
+            for zone_event in self.zones.leave_all(device, now):
+                events.extend(self._on_zone_event(zone_event))
+            self.profiles.pop(device, None)
+        for device in list(self.zones.visits):
+            for zone_event in self.zones.dwells(device, now):
+                events.extend(self._on_zone_event(zone_event))
+        return events
+
+    # --- BLE -----------------------------------------------------------------------------
+
+    def on_advert(self, advert: Advert) -> list[PipelineEvent]:
+        self.stats.adverts += 1
+        events = self.advance(advert.t)
+        frame, reason = decode.decode_advert(advert)
+        self.stats.decode.record(frame, reason)
+        if frame is None:
+            return events
+        device = frame.identity
+        anchor = self.anchor_ids.get(device)
+        if anchor is not None:
+            # A fixed beacon: fleet health, not a shopper.
+            self.stats.anchor_adverts[anchor] += 1
+            self.anchor_last_seen[anchor] = advert.t
+            return events
+        if device not in self.profiles:
+            events.append(self._resolve(device, frame, advert.t))
+        measured = frame.tx_power if isinstance(frame, IBeacon) else None
+        position = self.presence.observe(device, advert.receiver, advert.t, advert.rssi, measured)
+        if position is None:
+            return events
+        for zone_event in self.zones.update(position):
+            events.extend(self._on_zone_event(zone_event))
+        return events
+
+    def _resolve(self, device: str, frame: IBeacon, t: float) -> IdentityMatch:
+        value = device.split(":", 1)[1]
+        profile_id = self.identity.resolve("ibeacon", value)
+        self.profiles[device] = profile_id
+        return IdentityMatch(device, t, "ibeacon", profile_id)
+
+    def _on_zone_event(self, event: ZoneEvent) -> list[PipelineEvent]:
+        self.stats.zone_events[event.kind] += 1
+        out: list[PipelineEvent] = [event]
+        decision = self.offers.evaluate(event, event.device, self.profiles.get(event.device))
+        if decision is not None:
+            out.append(decision)
+            self._count(decision)
+        return out
+
+    def _count(self, decision: OfferDecision) -> None:
+        self.stats.decisions[decision.reason] += 1
+        if decision.issued:
+            self.stats.offers_issued += 1
+
+    # --- NFC -----------------------------------------------------------------------------
+
+    def on_tap(self, tap: Tap) -> list[PipelineEvent]:
+        self.stats.taps += 1
+        events = self.advance(tap.t)
+        touchpoint = self.config.nfc.touchpoints.get(tap.reader)
+        if touchpoint is None:
+            self.stats.taps_rejected["unknown_reader"] += 1
+            return events
+        last = self.last_taps.get((tap.reader, tap.uid))
+        self.last_taps[(tap.reader, tap.uid)] = tap.t
+        if last is not None and tap.t - last < self.config.nfc.debounce_s:
+            self.stats.taps_rejected["debounced"] += 1
+            return events
+        uid_identity = "nfc_uid:" + tap.uid.hex()
+        token, _reason = loyalty.read_token(self.loyalty_key, tap.ndef)
+        profile_id = self.identity.resolve("nfc_uid", tap.uid.hex())
+        verified = token is not None and token.verified
+        if verified and token is not None:
+            # A verified token names its profile; a UID that disagrees is not trusted.
+            profile_id = token.profile_id
+        events.append(IdentityMatch(uid_identity, tap.t, "nfc", profile_id))
+        events.append(
+            TapEvent(
+                tap.t,
+                tap.reader,
+                touchpoint.zone,
+                self.pseudonym(uid_identity),
+                profile_id,
+                verified,
+            )
+        )
+        if touchpoint.redeem and verified and profile_id is not None:
+            for redemption in self.offers.redeem(profile_id, tap.t, tap.reader):
+                self.stats.redemptions += 1
+                events.append(redemption)
+        return events

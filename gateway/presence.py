@@ -1,0 +1,342 @@
+"""Sightings → smoothed RSSI → distances → a position per device.
+
+Pure and synchronous: the tracker is fed sightings with their own timestamps and answers
+with positions; time only moves when a caller says so (`expire`). Nothing here does I/O.
+
+Model
+-----
+* RSSI per (device, receiver) follows a random walk observed with Gaussian noise: a 1-D
+  Kalman filter is the optimal smoother for that and costs a handful of float operations.
+  Process noise grows with the time between readings, so sparse and dense advertisers are
+  handled alike. Readings beyond `outlier_sigma` of the prediction are rejected (multipath
+  nulls, body blocking); three rejections in a row mean the level really moved, and the
+  filter restarts there instead of locking out a moving person.
+* Distance: log-distance path loss, d = 10 ** ((P1m - RSSI) / (10 n)).
+* Position from the receivers' known positions: nearest receiver, weighted centroid, or
+  weighted least-squares multilateration (Gauss-Newton), each with an uncertainty.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+from .model import Position
+
+LN10_OVER_10 = math.log(10) / 10
+
+
+def rssi_to_distance(rssi: float, measured_power: float, exponent: float) -> float:
+    """Log-distance path loss: metres at which `measured_power` (RSSI at 1 m) drops to `rssi`."""
+    return float(10 ** ((measured_power - rssi) / (10.0 * exponent)))
+
+
+def distance_sigma(distance: float, rssi_sigma: float, exponent: float) -> float:
+    """First-order propagation of RSSI uncertainty to distance (log-normal shadowing)."""
+    return distance * LN10_OVER_10 * rssi_sigma / exponent
+
+
+@dataclass(slots=True)
+class RssiFilter:
+    """Random-walk Kalman filter on RSSI in dB."""
+
+    process_noise: float  # dB per sqrt(s)
+    measurement_noise: float  # dB
+    outlier_sigma: float
+    level: float = math.nan
+    variance: float = 0.0
+    t: float = -math.inf
+    rejected_in_row: int = 0
+
+    def update(self, t: float, rssi: float) -> bool:
+        """Fold one reading in; False if it was rejected as an outlier."""
+        r2 = self.measurement_noise**2
+        if math.isnan(self.level):
+            self.level, self.variance, self.t = rssi, r2, t
+            return True
+        dt = max(0.0, t - self.t)
+        predicted_var = self.variance + self.process_noise**2 * dt
+        innovation = rssi - self.level
+        s = predicted_var + r2
+        if innovation * innovation > self.outlier_sigma**2 * s:
+            self.rejected_in_row += 1
+            if self.rejected_in_row < 3:
+                self.variance = predicted_var
+                self.t = t
+                return False
+            # The level really moved (a person turned a corner): start again from here.
+            self.level, self.variance, self.t, self.rejected_in_row = rssi, r2, t, 0
+            return True
+        gain = predicted_var / s
+        self.level += gain * innovation
+        self.variance = (1.0 - gain) * predicted_var
+        self.t = t
+        self.rejected_in_row = 0
+        return True
+
+    @property
+    def sigma(self) -> float:
+        return math.sqrt(self.variance)
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    """Where one receiver puts a device: its position and the estimated distance."""
+
+    receiver: str
+    x: float
+    y: float
+    distance: float
+    sigma: float  # of the distance, metres
+    rssi: float
+    sigma_db: float  # of the filtered RSSI plus the model's shadowing, dB
+    exponent: float
+
+
+def nearest(ranges: list[Range]) -> tuple[float, float, float]:
+    best = min(ranges, key=lambda r: r.distance)
+    return best.x, best.y, best.distance + best.sigma
+
+
+def weighted_centroid(ranges: list[Range]) -> tuple[float, float, float]:
+    weights = [1.0 / max(r.distance, 0.1) ** 2 for r in ranges]
+    total = sum(weights)
+    x = sum(w * r.x for w, r in zip(weights, ranges, strict=True)) / total
+    y = sum(w * r.y for w, r in zip(weights, ranges, strict=True)) / total
+    # Spread: how far the estimated ranges disagree with the chosen point, weighted.
+    err = sum(
+        w * abs(math.hypot(x - r.x, y - r.y) - r.distance)
+        for w, r in zip(weights, ranges, strict=True)
+    )
+    return x, y, err / total + min(r.sigma for r in ranges)
+
+
+def least_squares(ranges: list[Range], iterations: int = 12) -> tuple[float, float, float]:
+    """Weighted Gauss-Newton multilateration started from the weighted centroid."""
+    if len(ranges) < 3:
+        return weighted_centroid(ranges)
+    x, y, _ = weighted_centroid(ranges)
+    a11 = a12 = a22 = 0.0
+    for _ in range(iterations):
+        a11 = a12 = a22 = b1 = b2 = 0.0
+        chi2 = 0.0
+        for r in ranges:
+            dx, dy = x - r.x, y - r.y
+            dist = math.hypot(dx, dy) or 1e-6
+            w = 1.0 / max(r.sigma, 0.05) ** 2
+            res = dist - r.distance
+            jx, jy = dx / dist, dy / dist
+            a11 += w * jx * jx
+            a12 += w * jx * jy
+            a22 += w * jy * jy
+            b1 += w * jx * res
+            b2 += w * jy * res
+            chi2 += w * res * res
+        det = a11 * a22 - a12 * a12
+        if det <= 1e-12:
+            break
+        step_x = (a22 * b1 - a12 * b2) / det
+        step_y = (a11 * b2 - a12 * b1) / det
+        x -= step_x
+        y -= step_y
+        if step_x * step_x + step_y * step_y < 1e-6:
+            break
+    det = a11 * a22 - a12 * a12
+    if det <= 1e-12:
+        return weighted_centroid(ranges)
+    # Covariance (JᵀWJ)⁻¹, inflated when residuals say the sigmas were optimistic.
+    dof = len(ranges) - 2
+    chi2 = sum(
+        (math.hypot(x - r.x, y - r.y) - r.distance) ** 2 / max(r.sigma, 0.05) ** 2 for r in ranges
+    )
+    scale = max(1.0, chi2 / dof)
+    trace = (a11 + a22) / det * scale
+    return x, y, math.sqrt(trace)
+
+
+def _ml_cost(ranges: list[Range], x: float, y: float, k: float) -> float:
+    cost = 0.0
+    for r in ranges:
+        d2 = max((x - r.x) ** 2 + (y - r.y) ** 2, 0.01)
+        # predicted level relative to the measured one: 10·n·log10(d_est/d) = k/2·ln(d_est²/d²)
+        res = 0.5 * k * math.log(r.distance * r.distance / d2)
+        cost += res * res / r.sigma_db**2
+    return cost
+
+
+def max_likelihood(ranges: list[Range], iterations: int = 15) -> tuple[float, float, float]:
+    """Maximum-likelihood position under log-normal shadowing.
+
+    Residuals are in dB (the domain where the noise is Gaussian), so a far receiver's weak
+    reading counts as much evidence as a near one's: this is what rules out the mirror image
+    of a point across a line of receivers, which range-domain least squares cannot. The
+    cost has local minima, so Gauss-Newton starts from the weighted centroid and from points
+    around the strongest receivers, and the best end point wins.
+    """
+    if len(ranges) < 3:
+        return weighted_centroid(ranges)
+    k = 10.0 * ranges[0].exponent / math.log(10)  # dB per neper of distance
+    cx, cy, _ = weighted_centroid(ranges)
+    starts = [(cx, cy)]
+    for r in sorted(ranges, key=lambda r: r.distance)[:2]:
+        for angle in range(0, 360, 60):
+            a = math.radians(angle)
+            starts.append((r.x + r.distance * math.cos(a), r.y + r.distance * math.sin(a)))
+    scored = sorted(starts, key=lambda p: _ml_cost(ranges, p[0], p[1], k))[:3]
+    best: tuple[float, float, float, float] | None = None
+    for sx, sy in scored:
+        x, y, info = _gauss_newton_db(ranges, sx, sy, k, iterations)
+        cost = _ml_cost(ranges, x, y, k)
+        if best is None or cost < best[0]:
+            best = (cost, x, y, info)
+    assert best is not None
+    cost, x, y, info = best
+    if info <= 0:
+        return weighted_centroid(ranges)
+    scale = max(1.0, cost / (len(ranges) - 2))
+    return x, y, math.sqrt(scale / info)
+
+
+def _gauss_newton_db(
+    ranges: list[Range], x: float, y: float, k: float, iterations: int
+) -> tuple[float, float, float]:
+    """Refine (x, y); also return a scalar information (½ trace of JᵀWJ, inverted later)."""
+    a11 = a12 = a22 = 0.0
+    for _ in range(iterations):
+        a11 = a12 = a22 = b1 = b2 = 0.0
+        for r in ranges:
+            dx, dy = x - r.x, y - r.y
+            d2 = max(dx * dx + dy * dy, 0.01)
+            res = 0.5 * k * math.log(r.distance * r.distance / d2)
+            w = 1.0 / r.sigma_db**2
+            jx, jy = -k * dx / d2, -k * dy / d2
+            a11 += w * jx * jx
+            a12 += w * jx * jy
+            a22 += w * jy * jy
+            b1 += w * jx * res
+            b2 += w * jy * res
+        det = a11 * a22 - a12 * a12
+        if det <= 1e-12:
+            return x, y, 0.0
+        step_x = (a22 * b1 - a12 * b2) / det
+        step_y = (a11 * b2 - a12 * b1) / det
+        norm = math.hypot(step_x, step_y)
+        if norm > 5.0:  # damp wild steps far from the receivers
+            step_x, step_y = step_x * 5.0 / norm, step_y * 5.0 / norm
+        x -= step_x
+        y -= step_y
+        if norm < 1e-3:
+            break
+    det = a11 * a22 - a12 * a12
+    if det <= 1e-12:
+        return x, y, 0.0
+    # Position variance ≈ trace((JᵀWJ)⁻¹) = (a11 + a22) / det; return its inverse.
+    return x, y, det / (a11 + a22)
+
+
+METHODS = {
+    "max_likelihood": max_likelihood,
+    "nearest": nearest,
+    "weighted_centroid": weighted_centroid,
+    "least_squares": least_squares,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceSettings:
+    process_noise_db: float
+    measurement_noise_db: float
+    outlier_sigma: float
+    stale_after_s: float
+    method: str
+    path_loss_exponent: float
+    default_measured_power: float
+    measured_power_override: float | None = None
+    # Slow shadowing the filter cannot remove (shelves, bodies): the model's own error, dB.
+    shadowing_db: float = 3.0
+    # Floor bounds (min_x, min_y, max_x, max_y): positions are clamped inside.
+    bounds: tuple[float, float, float, float] | None = None
+
+
+@dataclass(slots=True)
+class _Device:
+    filters: dict[str, RssiFilter] = field(default_factory=dict)
+    measured_power: float = -59.0
+    last_seen: float = -math.inf
+
+
+class PresenceTracker:
+    """Tracks every device heard by the store's receivers and positions it."""
+
+    def __init__(self, settings: PresenceSettings, receivers: dict[str, tuple[float, float]]):
+        self.settings = settings
+        self.receivers = receivers
+        self.devices: dict[str, _Device] = {}
+        self.rejected: Counter[str] = Counter()
+        self._locate = METHODS[settings.method]
+
+    def observe(
+        self, device: str, receiver: str, t: float, rssi: float, measured_power: float | None
+    ) -> Position | None:
+        """Fold one sighting in and return the device's new position (None if rejected)."""
+        s = self.settings
+        if receiver not in self.receivers:
+            self.rejected["unknown_receiver"] += 1
+            return None
+        if not (-127.0 <= rssi < 0.0) or math.isnan(rssi):
+            self.rejected["rssi_out_of_range"] += 1
+            return None
+        state = self.devices.get(device)
+        if state is None:
+            state = self.devices[device] = _Device()
+        if t < state.last_seen - s.stale_after_s:
+            self.rejected["clock_backwards"] += 1
+            return None
+        power = s.measured_power_override
+        if power is None:
+            power = measured_power if measured_power else s.default_measured_power
+        state.measured_power = power
+        flt = state.filters.get(receiver)
+        if flt is None:
+            flt = state.filters[receiver] = RssiFilter(
+                s.process_noise_db, s.measurement_noise_db, s.outlier_sigma
+            )
+        if not flt.update(t, rssi):
+            self.rejected["rssi_outlier"] += 1
+        state.last_seen = max(state.last_seen, t)
+        return self.position(device, t)
+
+    def ranges(self, device: str, t: float) -> list[Range]:
+        s = self.settings
+        state = self.devices.get(device)
+        if state is None:
+            return []
+        out = []
+        for receiver, flt in state.filters.items():
+            if t - flt.t > s.stale_after_s:
+                continue
+            rx, ry = self.receivers[receiver]
+            d = rssi_to_distance(flt.level, state.measured_power, s.path_loss_exponent)
+            sigma = distance_sigma(d, flt.sigma, s.path_loss_exponent)
+            sigma_db = math.hypot(flt.sigma, s.shadowing_db)
+            out.append(Range(receiver, rx, ry, d, sigma, flt.level, sigma_db, s.path_loss_exponent))
+        return out
+
+    def position(self, device: str, t: float) -> Position | None:
+        ranges = self.ranges(device, t)
+        if not ranges:
+            return None
+        x, y, uncertainty = self._locate(ranges)
+        if self.settings.bounds is not None:
+            min_x, min_y, max_x, max_y = self.settings.bounds
+            x, y = min(max(x, min_x), max_x), min(max(y, min_y), max_y)
+        return Position(device, t, x, y, uncertainty, self.settings.method, len(ranges))
+
+    def expire(self, now: float) -> list[str]:
+        """Forget devices silent for longer than the stale timeout; return their ids."""
+        limit = now - self.settings.stale_after_s
+        gone = [d for d, state in self.devices.items() if state.last_seen < limit]
+        for device in gone:
+            del self.devices[device]
+        return gone

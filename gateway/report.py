@@ -1,0 +1,68 @@
+"""Readable lines for people watching the pipeline (the demo, `gateway run -v`)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from typing import TextIO
+from zoneinfo import ZoneInfo
+
+from .model import IdentityMatch, OfferDecision, PipelineEvent, Redemption, TapEvent, ZoneEvent
+
+
+Pseudonym = Callable[[str], str]
+
+
+class ConsoleReporter:
+    def __init__(self, timezone: str, pseudonym: Pseudonym, out: TextIO | None = None) -> None:
+        self.tz = ZoneInfo(timezone)
+        self.pseudonym = pseudonym
+        self.out = out or sys.stdout
+
+    def clock(self, t: float) -> str:
+        return datetime.fromtimestamp(t, self.tz).strftime("%H:%M:%S")
+
+    def _print(self, t: float, text: str) -> None:
+        print(f"{self.clock(t)}  {text}", file=self.out, flush=True)
+
+    def event(self, event: PipelineEvent) -> None:
+        if isinstance(event, ZoneEvent):
+            self._print(
+                event.t,
+                f"ZONE      {event.kind:<5} {event.zone:<16} {self.pseudonym(event.device)}"
+                f"  confidence {event.confidence:.2f}",
+            )
+        elif isinstance(event, IdentityMatch):
+            who = f"profile {event.profile_id}" if event.profile_id else "no profile (unknown)"
+            self._print(event.t, f"IDENTITY  {event.via:<7} {self.pseudonym(event.device)} → {who}")
+        elif isinstance(event, OfferDecision):
+            who = event.profile_id or self.pseudonym(event.device)
+            if event.issued:
+                expires = self.clock(event.expires_at or event.t)
+                self._print(
+                    event.t,
+                    f"OFFER     issue {who} on {event.trigger}: {event.percent} % off "
+                    f"{event.title!r} ({event.sku}), code {event.code}, expires {expires}"
+                    f"  reason {event.reason}",
+                )
+            else:
+                self._print(
+                    event.t, f"OFFER     none  {who} on {event.trigger}  reason {event.reason}"
+                )
+        elif isinstance(event, TapEvent):
+            who = event.profile_id or "unknown"
+            token = "verified token" if event.token_verified else "no verified token"
+            self._print(event.t, f"NFC       tap   {event.reader} ({event.zone}) {who}, {token}")
+        elif isinstance(event, Redemption):
+            self._print(
+                event.t,
+                f"REDEEM    {event.profile_id} redeemed {event.code} ({event.sku}) "
+                f"at {event.reader}",
+            )
+
+    def outbox(self, t: float, event_type: str, seq: int) -> None:
+        self._print(t, f"OUTBOX    +{event_type} (#{seq})")
+
+    def line(self, text: str) -> None:
+        print(text, file=self.out, flush=True)

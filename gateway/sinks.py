@@ -1,0 +1,54 @@
+"""Local push sinks: where an issued offer is delivered on the shop floor.
+
+The local sink writes one JSON line per push (for the in-store push service / a display to
+pick up) and optionally a readable line on stdout. Webhook and MQTT sinks come with their
+issues; they all take the same `Push`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TextIO
+
+from .model import OfferDecision
+
+
+@dataclass(frozen=True, slots=True)
+class Push:
+    offer_id: str
+    profile_id: str
+    t: float
+    sku: str
+    code: str
+    expires_at: float
+    message: str
+
+    @classmethod
+    def from_decision(cls, d: OfferDecision) -> Push:
+        assert d.issued and d.offer_id and d.profile_id and d.sku and d.code and d.message
+        return cls(d.offer_id, d.profile_id, d.t, d.sku, d.code, d.expires_at or d.t, d.message)
+
+
+class LocalPushSink:
+    def __init__(self, log_path: Path | None, stdout: bool, out: TextIO | None = None) -> None:
+        self.log_path = log_path
+        self.stdout = stdout
+        self.out = out or sys.stdout
+        self.pushed = 0
+        if log_path is not None:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+
+    def push(self, push: Push, clock: str) -> None:
+        if self.log_path is not None:
+            with self.log_path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(asdict(push), separators=(",", ":")) + "\n")
+        if self.stdout:
+            print(
+                f'{clock}  PUSH      → {push.profile_id}: "{push.message}" code {push.code}',
+                file=self.out,
+                flush=True,
+            )
+        self.pushed += 1

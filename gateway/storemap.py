@@ -1,0 +1,198 @@
+"""Store maps: a GeoJSON FeatureCollection in local metric coordinates.
+
+Features are told apart by their `kind` property:
+  * `floor`   – Polygon, the sales floor outline (positions are clamped inside its bounds)
+  * `zone`    – Polygon/MultiPolygon with `id`, `name`, optional `category`, `dwell_s`,
+                `hysteresis_m`, `priority`
+  * `gateway` – Point, a receiver (an adapter of this box or a peer gateway) with `id`
+  * `beacon`  – Point, a fixed anchor with `id`, its identity (`ibeacon` =
+                "uuid:major:minor") and `profile` (firmware_profiles/beacons/NAME)
+  * `wall`    – LineString, informational for now
+
+Loading is strict: any structural problem is a `MapError` naming the file, the feature (by
+id, else by index) and what to fix. No partial map is ever returned.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shapely import geometry
+from shapely.geometry.base import BaseGeometry
+from shapely.validation import explain_validity
+
+KINDS = ("floor", "zone", "gateway", "beacon", "wall")
+
+
+class MapError(Exception):
+    def __init__(self, file: str, where: str, problem: str) -> None:
+        self.file, self.where, self.problem = file, where, problem
+        super().__init__(f"{file}: {where}: {problem}" if where else f"{file}: {problem}")
+
+
+@dataclass(frozen=True, slots=True)
+class Zone:
+    id: str
+    name: str
+    category: str
+    shape: BaseGeometry
+    dwell_s: float | None
+    hysteresis_m: float | None
+    priority: int
+
+
+@dataclass(frozen=True, slots=True)
+class Anchor:
+    """A fixed beacon with known position."""
+
+    id: str
+    x: float
+    y: float
+    identity: str  # e.g. "ibeacon:<uuid>:<major>:<minor>"
+    profile: str
+
+
+@dataclass(slots=True)
+class StoreMap:
+    name: str
+    zones: list[Zone] = field(default_factory=list)
+    receivers: dict[str, tuple[float, float]] = field(default_factory=dict)
+    anchors: list[Anchor] = field(default_factory=list)
+    floor: BaseGeometry | None = None
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        if self.floor is not None:
+            b = self.floor.bounds
+            return (b[0], b[1], b[2], b[3])
+        xs: list[float] = []
+        ys: list[float] = []
+        for z in self.zones:
+            minx, miny, maxx, maxy = z.shape.bounds
+            xs += [minx, maxx]
+            ys += [miny, maxy]
+        for x, y in self.receivers.values():
+            xs.append(x)
+            ys.append(y)
+        return (min(xs), min(ys), max(xs), max(ys))
+
+    def zone(self, zone_id: str) -> Zone | None:
+        return next((z for z in self.zones if z.id == zone_id), None)
+
+
+def _finite(coords: Any) -> bool:
+    if isinstance(coords, (int, float)) and not isinstance(coords, bool):
+        return math.isfinite(coords)
+    if isinstance(coords, list):
+        return all(_finite(c) for c in coords)
+    return False
+
+
+def parse_map(data: Any, file: str = "<map>") -> StoreMap:
+    if not isinstance(data, dict) or data.get("type") != "FeatureCollection":
+        raise MapError(file, "", "expected a GeoJSON FeatureCollection at the top level")
+    features = data.get("features")
+    if not isinstance(features, list):
+        raise MapError(file, "features", "expected a list of features")
+    props_top = data.get("properties") or {}
+    store = StoreMap(name=str(props_top.get("name", Path(file).stem)))
+    seen: set[str] = set()
+    for index, feature in enumerate(features):
+        where = f"feature #{index}"
+        if not isinstance(feature, dict) or feature.get("type") != "Feature":
+            raise MapError(file, where, "not a GeoJSON Feature")
+        props = feature.get("properties") or {}
+        if not isinstance(props, dict):
+            raise MapError(file, where, "properties must be an object")
+        fid = props.get("id")
+        if fid is not None:
+            where = f"feature {fid!r} (#{index})"
+        kind = props.get("kind")
+        if kind not in KINDS:
+            raise MapError(file, where, f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
+        geom_json = feature.get("geometry")
+        if not isinstance(geom_json, dict) or not _finite(geom_json.get("coordinates")):
+            raise MapError(file, where, "geometry missing or has non-finite coordinates")
+        try:
+            shape = geometry.shape(geom_json)
+        except Exception as exc:  # shapely raises several types for bad GeoJSON
+            raise MapError(file, where, f"invalid geometry: {exc}") from None
+        if kind != "floor" and kind != "wall":
+            if not isinstance(fid, str) or not fid:
+                raise MapError(file, where, "needs a non-empty string property 'id'")
+            if fid in seen:
+                raise MapError(file, where, "duplicate id; ids must be unique in a map")
+            seen.add(fid)
+        if kind in ("floor", "zone"):
+            if shape.geom_type not in ("Polygon", "MultiPolygon"):
+                raise MapError(file, where, f"a {kind} must be a Polygon or MultiPolygon")
+            if not shape.is_valid:
+                raise MapError(
+                    file, where, f"invalid polygon ({explain_validity(shape)}); fix the ring"
+                )
+            if shape.area <= 0:
+                raise MapError(file, where, "polygon has no area")
+        if kind == "floor":
+            store.floor = shape
+        elif kind == "zone":
+            assert isinstance(fid, str)
+            store.zones.append(
+                Zone(
+                    id=fid,
+                    name=str(props.get("name", fid)),
+                    category=str(props.get("category", "")),
+                    shape=shape,
+                    dwell_s=_opt_number(props, "dwell_s", file, where),
+                    hysteresis_m=_opt_number(props, "hysteresis_m", file, where),
+                    priority=int(_opt_number(props, "priority", file, where) or 0),
+                )
+            )
+        elif kind in ("gateway", "beacon"):
+            if shape.geom_type != "Point":
+                raise MapError(file, where, f"a {kind} must be a Point")
+            assert isinstance(fid, str)
+            if kind == "gateway":
+                store.receivers[fid] = (shape.x, shape.y)
+            else:
+                identity = props.get("ibeacon")
+                if not isinstance(identity, str) or identity.count(":") != 2:
+                    raise MapError(file, where, "a beacon needs 'ibeacon': 'uuid:major:minor'")
+                store.anchors.append(
+                    Anchor(
+                        fid,
+                        shape.x,
+                        shape.y,
+                        "ibeacon:" + identity.lower(),
+                        str(props.get("profile", "generic-ibeacon")),
+                    )
+                )
+    if not store.zones:
+        raise MapError(file, "", "the map has no zone features")
+    if not store.receivers:
+        raise MapError(file, "", "the map has no gateway (receiver) features")
+    return store
+
+
+def _opt_number(props: dict[str, Any], key: str, file: str, where: str) -> float | None:
+    value = props.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise MapError(file, where, f"property {key!r} must be a finite number")
+    if value < 0:
+        raise MapError(file, where, f"property {key!r} must not be negative")
+    return float(value)
+
+
+def load_map(path: Path) -> StoreMap:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MapError(str(path), "", "file not found; check [map] path in the config") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MapError(str(path), "", f"not readable JSON: {exc}") from None
+    return parse_map(data, str(path))

@@ -1,0 +1,146 @@
+"""Positions → zone enter / exit / dwell events.
+
+Pure and synchronous. Flapping on a zone boundary is what makes zone events useless, so:
+  * enter needs the position inside the polygon for `min_inside_s` (a single noisy fix
+    does not count);
+  * exit needs the position more than the zone's hysteresis margin *outside* the polygon
+    for `min_outside_s` (standing on the line, or one fix thrown out by a passing body,
+    produces nothing);
+  * dwell fires once per visit, `dwell_s` after the enter.
+Candidate zones come from a Shapely STRtree so the cost stays flat with many zones.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import shapely
+from shapely import STRtree
+
+from .model import Position, ZoneEvent
+from .storemap import Zone
+
+
+@dataclass(slots=True)
+class _Visit:
+    first_inside: float
+    confirmed: bool = False
+    dwell_done: bool = False
+    outside_since: float | None = None  # first fix beyond the exit margin, if any
+
+
+def _confidence(depth: float, uncertainty: float) -> float:
+    """P(true position inside) for a Gaussian error of `uncertainty` metres at `depth`
+    metres inside the boundary (negative depth: outside)."""
+    sigma = max(uncertainty, 0.1)
+    return round(0.5 * (1.0 + math.erf(depth / (sigma * math.sqrt(2.0)))), 3)
+
+
+class ZoneTracker:
+    def __init__(
+        self,
+        zones: list[Zone],
+        *,
+        hysteresis_m: float,
+        dwell_s: float,
+        min_inside_s: float,
+        min_outside_s: float = 0.0,
+    ) -> None:
+        self.zones = zones
+        self.default_hysteresis = hysteresis_m
+        self.default_dwell = dwell_s
+        self.min_inside_s = min_inside_s
+        self.min_outside_s = min_outside_s
+        for zone in zones:
+            shapely.prepare(zone.shape)
+        self._tree = STRtree([z.shape for z in zones])
+        self.visits: dict[str, dict[int, _Visit]] = {}
+
+    def _hysteresis(self, zone: Zone) -> float:
+        return self.default_hysteresis if zone.hysteresis_m is None else zone.hysteresis_m
+
+    def _dwell(self, zone: Zone) -> float:
+        return self.default_dwell if zone.dwell_s is None else zone.dwell_s
+
+    def containing(self, x: float, y: float) -> list[int]:
+        """Indices of zones containing the point."""
+        point = shapely.Point(x, y)
+        return [int(i) for i in self._tree.query(point, predicate="intersects")]
+
+    def update(self, pos: Position) -> list[ZoneEvent]:
+        events: list[ZoneEvent] = []
+        visits = self.visits.setdefault(pos.device, {})
+        inside = set(self.containing(pos.x, pos.y))
+        point = shapely.Point(pos.x, pos.y)
+        for index in inside:
+            zone = self.zones[index]
+            visit = visits.get(index)
+            if visit is None:
+                visit = visits[index] = _Visit(first_inside=pos.t)
+            visit.outside_since = None
+            if not visit.confirmed and pos.t - visit.first_inside >= self.min_inside_s:
+                visit.confirmed = True
+                depth = (
+                    zone.shape.exterior.distance(point)
+                    if zone.shape.geom_type == "Polygon"
+                    else 0.0
+                )
+                events.append(
+                    ZoneEvent(
+                        "enter",
+                        pos.device,
+                        zone.id,
+                        pos.t,
+                        visit.first_inside,
+                        _confidence(depth, pos.uncertainty_m),
+                    )
+                )
+        for index in [i for i in visits if i not in inside]:
+            zone = self.zones[index]
+            visit = visits[index]
+            if not visit.confirmed:
+                del visits[index]  # never entered for real: forget the pending visit
+                continue
+            outside_by = zone.shape.distance(point)
+            if outside_by <= self._hysteresis(zone):
+                visit.outside_since = None
+                continue
+            if visit.outside_since is None:
+                visit.outside_since = pos.t
+            if pos.t - visit.outside_since >= self.min_outside_s:
+                del visits[index]
+                events.append(
+                    ZoneEvent(
+                        "exit",
+                        pos.device,
+                        zone.id,
+                        pos.t,
+                        visit.first_inside,
+                        _confidence(outside_by, pos.uncertainty_m),
+                    )
+                )
+        events.extend(self.dwells(pos.device, pos.t))
+        return events
+
+    def dwells(self, device: str, now: float) -> list[ZoneEvent]:
+        events = []
+        for index, visit in self.visits.get(device, {}).items():
+            zone = self.zones[index]
+            due = visit.confirmed and not visit.dwell_done
+            if due and now - visit.first_inside >= self._dwell(zone):
+                visit.dwell_done = True
+                events.append(ZoneEvent("dwell", device, zone.id, now, visit.first_inside, 1.0))
+        return events
+
+    def leave_all(self, device: str, t: float) -> list[ZoneEvent]:
+        """The device is gone (stale): close every confirmed visit."""
+        events = [
+            ZoneEvent("exit", device, self.zones[i].id, t, v.first_inside, 1.0)
+            for i, v in sorted(self.visits.pop(device, {}).items())
+            if v.confirmed
+        ]
+        return events
+
+    def zones_of(self, device: str) -> list[str]:
+        return [self.zones[i].id for i, v in self.visits.get(device, {}).items() if v.confirmed]
