@@ -70,7 +70,7 @@ def _cmd_sim(args: argparse.Namespace) -> int:
 
 
 def _cmd_config_doc(args: argparse.Namespace) -> int:
-    print(config_reference())
+    sys.stdout.write(config_reference())
     return 0
 
 

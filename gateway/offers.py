@@ -157,13 +157,22 @@ class OfferEngine:
     def evaluate(
         self, event: ZoneEvent, device: str, profile_id: str | None
     ) -> OfferDecision | None:
-        """Decide for one zone event; record the decision (and the offer). None: no trigger."""
+        """Decide for one zone event; record the decision (and the offer).
+
+        None: the event is no trigger, or this very decision was already taken (a replay or a
+        restart re-reading the same sightings): it is not taken, emitted or pushed again.
+        """
         trigger = self.trigger_for(event)
         if trigger is None:
             return None
+        decision_id = _stable_id("dc", self.rule.campaign, device, trigger, event.t)
+        seen = self.conn.execute(
+            "SELECT 1 FROM decisions WHERE decision_id = ?", (decision_id,)
+        ).fetchone()
+        if seen is not None:
+            return None
         dwell_zone = event.zone if event.kind == "dwell" else None
         verdict = decide_pickup(self.rule, self.facts(profile_id, event.t), dwell_zone)
-        decision_id = _stable_id("dc", self.rule.campaign, device, trigger, event.t)
         decision = OfferDecision(
             t=event.t,
             device=device,
@@ -213,7 +222,7 @@ class OfferEngine:
                 decision_id=decision_id,
             )
         self.conn.execute(
-            "INSERT OR IGNORE INTO decisions (decision_id, t, device, profile_id, campaign, "
+            "INSERT INTO decisions (decision_id, t, device, profile_id, campaign, "
             "trigger, issued, reason, offer_id) VALUES (?,?,?,?,?,?,?,?,?)",
             (
                 decision_id,

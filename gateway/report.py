@@ -10,7 +10,6 @@ from zoneinfo import ZoneInfo
 
 from .model import IdentityMatch, OfferDecision, PipelineEvent, Redemption, TapEvent, ZoneEvent
 
-
 Pseudonym = Callable[[str], str]
 
 

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway import db
+from gateway.identity import IdentityStore
+from gateway.resources import data_file, shared_path
+from gateway.storemap import StoreMap, load_map
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture
+def conn(tmp_path: Path) -> Iterator[sqlite3.Connection]:
+    connection = db.connect(tmp_path / "state" / "gateway.db")
+    yield connection
+    connection.close()
+
+
+@pytest.fixture
+def seeded(conn: sqlite3.Connection) -> IdentityStore:
+    store = IdentityStore(conn)
+    store.load_seed(json.loads(data_file("demo-profiles.json").read_text()))
+    return store
+
+
+@pytest.fixture(scope="session")
+def demo_map() -> StoreMap:
+    path = shared_path("geofences/demo-bookstore.geojson")
+    assert path is not None
+    return load_map(path)
+
+
+def shared_data(relative: str) -> Path:
+    """A file from ../shared/data, or skip (with the reason) outside this repository layout."""
+    path = SHARED_DATA / relative
+    if not path.exists():
+        pytest.skip(f"{path} is absent: run the suite from the project layout with ../shared")
+    return path

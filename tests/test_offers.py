@@ -1,0 +1,167 @@
+"""The offer engine: every reason, the daily cap, idempotency, codes, redemption."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway import offers
+from gateway.config import PickupDiscountSection
+from gateway.db import transaction
+from gateway.identity import CartItem, IdentityStore, Profile, StockItem
+from gateway.model import ZoneEvent
+from gateway.offers import OfferEngine, PickupFacts, decide_pickup
+
+RULE = PickupDiscountSection()
+KEY = b"k" * 16
+CODE = re.compile(r"^PK-[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}$")
+ALICE_DEVICE = "ibeacon:5f2b7a10-3c4d-4e8f-9a1b-2c3d4e5f6a7b:100:1"
+T0 = datetime(2026, 11, 23, 10, 0, tzinfo=ZoneInfo("Europe/Berlin")).timestamp()
+
+ITEM = CartItem("sku-1", "Book", 10.0, "2026-11-01")
+STOCK = StockItem("sku-1", "Book", 2, "aisle-scifi")
+
+
+def _facts(**kw: object) -> PickupFacts:
+    base: dict[str, object] = {
+        "profile": Profile("p", True, False, "en"),
+        "cart": [ITEM],
+        "in_stock": [(ITEM, STOCK)],
+        "redeemed_skus": frozenset(),
+        "offers_today": 0,
+    }
+    base.update(kw)
+    return PickupFacts(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("facts", "dwell_zone", "reason"),
+    [
+        (_facts(profile=None), None, offers.UNKNOWN),
+        (_facts(profile=Profile("p", True, True, "en")), None, offers.OPTED_OUT),
+        (_facts(profile=Profile("p", False, False, "en")), None, offers.NO_CONSENT),
+        (_facts(cart=[], in_stock=[]), None, offers.NO_SAVED_CART),
+        (_facts(in_stock=[]), None, offers.OUT_OF_STOCK),
+        (_facts(), "aisle-kids", offers.NOT_ITEM_ZONE),
+        (_facts(redeemed_skus=frozenset({"sku-1"})), None, offers.ALREADY_REDEEMED),
+        (_facts(offers_today=1), None, offers.CAP_DAY),
+        (_facts(), None, offers.ISSUED),
+        (_facts(), "aisle-scifi", offers.ISSUED),
+    ],
+)
+def test_every_outcome_has_its_reason(
+    facts: PickupFacts, dwell_zone: str | None, reason: str
+) -> None:
+    verdict = decide_pickup(RULE, facts, dwell_zone)
+    assert verdict.reason == reason
+    assert verdict.issued == (reason == offers.ISSUED)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    consent=st.booleans(),
+    opted_out=st.booleans(),
+    known=st.booleans(),
+    offers_today=st.integers(0, 3),
+    in_stock=st.booleans(),
+    max_per_day=st.integers(1, 3),
+)
+def test_trust_properties(
+    consent: bool, opted_out: bool, known: bool, offers_today: int, in_stock: bool, max_per_day: int
+) -> None:
+    rule = PickupDiscountSection(max_per_day=max_per_day)
+    profile = Profile("p", consent, opted_out, "en") if known else None
+    verdict = decide_pickup(
+        rule,
+        _facts(
+            profile=profile, offers_today=offers_today, in_stock=[(ITEM, STOCK)] if in_stock else []
+        ),
+        None,
+    )
+    if verdict.issued:
+        assert known and consent and not opted_out and in_stock
+        assert offers_today < max_per_day
+    assert verdict.reason
+
+
+def _engine(conn: sqlite3.Connection, seeded: IdentityStore) -> OfferEngine:
+    return OfferEngine(conn, seeded, RULE, "Europe/Berlin", KEY)
+
+
+def _evaluate(engine: OfferEngine, kind: str, zone: str, t: float, profile: str | None):  # type: ignore[no-untyped-def]
+    with transaction(engine.conn):
+        return engine.evaluate(
+            ZoneEvent(kind, ALICE_DEVICE, zone, t, t, 0.9), ALICE_DEVICE, profile
+        )  # type: ignore[arg-type]
+
+
+def test_issue_then_cap_then_next_day(conn: sqlite3.Connection, seeded: IdentityStore) -> None:
+    engine = _engine(conn, seeded)
+    first = _evaluate(engine, "enter", "entrance", T0, "p-alice-3f9c")
+    assert first is not None and first.issued
+    assert first.sku == "978-0441478125"  # newest in-stock item; The Way of Kings is sold out
+    assert first.code is not None and CODE.match(first.code)
+    assert first.expires_at == T0 + RULE.validity_s
+    assert (
+        first.message
+        == "The Left Hand of Darkness from your cart is here: pick it up now with 10 % off"
+    )
+    again = _evaluate(engine, "dwell", "aisle-scifi", T0 + 60, "p-alice-3f9c")
+    assert again is not None and not again.issued and again.reason == offers.CAP_DAY
+    # 23:59 local is still the same store day; 00:01 the next day is a new one.
+    late = datetime(2026, 11, 23, 23, 59, tzinfo=ZoneInfo("Europe/Berlin")).timestamp()
+    assert _evaluate(engine, "enter", "entrance", late, "p-alice-3f9c").reason == offers.CAP_DAY
+    tomorrow = datetime(2026, 11, 24, 0, 1, tzinfo=ZoneInfo("Europe/Berlin")).timestamp()
+    next_day = _evaluate(engine, "enter", "entrance", tomorrow, "p-alice-3f9c")
+    assert next_day.issued and next_day.code != first.code
+
+
+def test_replay_is_idempotent(conn: sqlite3.Connection, seeded: IdentityStore) -> None:
+    engine = _engine(conn, seeded)
+    first = _evaluate(engine, "enter", "entrance", T0, "p-alice-3f9c")
+    assert first is not None and first.issued
+    assert _evaluate(engine, "enter", "entrance", T0, "p-alice-3f9c") is None  # already decided
+    assert conn.execute("SELECT count(*) FROM offers").fetchone()[0] == 1
+    assert conn.execute("SELECT count(*) FROM decisions").fetchone()[0] == 1
+
+
+def test_non_trigger_events_are_not_decisions(
+    conn: sqlite3.Connection, seeded: IdentityStore
+) -> None:
+    engine = _engine(conn, seeded)
+    assert _evaluate(engine, "exit", "entrance", T0, "p-alice-3f9c") is None
+    assert (
+        _evaluate(engine, "dwell", "aisle-fiction", T0, "p-alice-3f9c") is None
+    )  # nothing stocked
+    assert _evaluate(engine, "enter", "aisle-scifi", T0, "p-alice-3f9c") is None
+
+
+def test_redeem_marks_open_offers_once(conn: sqlite3.Connection, seeded: IdentityStore) -> None:
+    engine = _engine(conn, seeded)
+    issued = _evaluate(engine, "enter", "entrance", T0, "p-alice-3f9c")
+    with transaction(conn):
+        redemptions = engine.redeem("p-alice-3f9c", T0 + 100, "counter-reader")
+    assert [(r.offer_id, r.code) for r in redemptions] == [(issued.offer_id, issued.code)]
+    with transaction(conn):
+        assert engine.redeem("p-alice-3f9c", T0 + 200, "counter-reader") == []
+    assert (
+        _evaluate(engine, "enter", "entrance", T0 + 86400, "p-alice-3f9c").reason
+        == offers.ALREADY_REDEEMED
+    )
+    assert [row[4] for row in engine.why("p-alice-3f9c")] == [
+        offers.ISSUED,
+        offers.ALREADY_REDEEMED,
+    ]
+
+
+def test_expired_offers_are_not_redeemed(conn: sqlite3.Connection, seeded: IdentityStore) -> None:
+    engine = _engine(conn, seeded)
+    _evaluate(engine, "enter", "entrance", T0, "p-alice-3f9c")
+    with transaction(conn):
+        assert engine.redeem("p-alice-3f9c", T0 + RULE.validity_s + 1, "counter-reader") == []

@@ -1,0 +1,64 @@
+"""The outbox: durable, ordered, deduplicated by id, atomic with the work that made it."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from gateway import db
+from gateway.outbox import Outbox, OutboxEvent
+
+
+def _event(i: int, stream: str = "zone") -> OutboxEvent:
+    return OutboxEvent(f"id-{i}", stream, f"{stream}.enter", 3, 1000.0 + i, {"n": i})
+
+
+def test_append_survives_reopen_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "gw.db"
+    conn = db.connect(path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    seqs = Outbox(conn).append([_event(i) for i in range(5)])
+    assert seqs == sorted(seqs) and len(seqs) == 5
+    conn.close()
+    reopened = Outbox(db.connect(path))
+    queued = reopened.peek(10)
+    assert [q.event_id for q in queued] == [f"id-{i}" for i in range(5)]
+    assert queued[2].body == {"n": 2}
+
+
+def test_duplicate_ids_are_ignored(conn: sqlite3.Connection) -> None:
+    outbox = Outbox(conn)
+    first = outbox.append([_event(1), _event(2)])
+    second = outbox.append([_event(2), _event(3)])
+    assert len(first) == 2 and len(second) == 1 and second[0] > first[-1]
+    assert [q.event_id for q in outbox.peek()] == ["id-1", "id-2", "id-3"]
+
+
+def test_acknowledge_deletes_only_those(conn: sqlite3.Connection) -> None:
+    outbox = Outbox(conn)
+    seqs = outbox.append([_event(i) for i in range(4)])
+    outbox.acknowledge(seqs[:2])
+    assert [q.event_id for q in outbox.peek()] == ["id-2", "id-3"]
+    assert outbox.oldest_age(1010.0) == pytest.approx(8.0)
+
+
+def test_failed_batch_leaves_nothing(conn: sqlite3.Connection) -> None:
+    outbox = Outbox(conn)
+    with pytest.raises(RuntimeError), db.transaction(conn):
+        conn.execute(
+            "INSERT INTO offers (offer_id, profile_id, campaign, sku, code, issued_at, "
+            "expires_at, store_day, status) VALUES ('o', 'p', 'c', 's', 'x', 0, 1, 'd', 'issued')"
+        )
+        outbox.append([_event(1, "offer")])
+        raise RuntimeError("crash between offer and event")
+    assert outbox.depth() == 0
+    assert conn.execute("SELECT count(*) FROM offers").fetchone()[0] == 0
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "gw.db"
+    db.connect(path).execute("INSERT INTO schema_version VALUES (99)")
+    with pytest.raises(db.SchemaError, match="newer than this gateway"):
+        db.connect(path)

@@ -1,0 +1,137 @@
+"""Presence: path-loss model, RSSI filter, position methods, measured accuracy."""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway import presence, sim
+from gateway.presence import PresenceSettings, PresenceTracker, Range, RssiFilter
+from gateway.storemap import StoreMap
+
+
+def test_distance_is_one_metre_at_measured_power() -> None:
+    assert presence.rssi_to_distance(-59, -59, 2.5) == pytest.approx(1.0)
+    # 10·n dB weaker is ten times further.
+    assert presence.rssi_to_distance(-84, -59, 2.5) == pytest.approx(10.0)
+
+
+@given(st.floats(-120, -1), st.floats(-120, -1), st.floats(1.5, 4))
+def test_distance_decreases_with_signal(a: float, b: float, n: float) -> None:
+    if a < b:
+        assert presence.rssi_to_distance(a, -59, n) >= presence.rssi_to_distance(b, -59, n)
+
+
+def _filter() -> RssiFilter:
+    return RssiFilter(process_noise=2.0, measurement_noise=5.0, outlier_sigma=3.5)
+
+
+def test_filter_converges_and_reduces_noise() -> None:
+    rng = random.Random(1)
+    flt = _filter()
+    for i in range(200):
+        flt.update(i * 0.5, -70 + rng.gauss(0, 5))
+    assert abs(flt.level - (-70)) < 3
+    assert flt.sigma < 5  # tighter than one reading
+
+
+def test_filter_rejects_a_single_outlier_but_follows_a_real_step() -> None:
+    flt = _filter()
+    for i in range(20):
+        flt.update(i * 0.5, -60.0)
+    assert not flt.update(10.0, -95.0)  # a multipath null: rejected
+    assert flt.level == pytest.approx(-60.0, abs=0.5)
+    for i in range(12):
+        flt.update(10.5 + i * 0.5, -80.0)  # the person really walked away
+    # Followed within a few seconds (walking people do not jump 20 dB at once).
+    assert flt.level == pytest.approx(-80.0, abs=2.0)
+
+
+RECEIVERS = {
+    "a": (0.0, 0.0),
+    "b": (20.0, 0.0),
+    "c": (0.0, 12.0),
+    "d": (20.0, 12.0),
+    "e": (10.0, 0.0),
+}
+
+
+def _ranges(x: float, y: float, sigma_db: float = 3.0) -> list[Range]:
+    out = []
+    for rid, (rx, ry) in RECEIVERS.items():
+        d = max(math.hypot(x - rx, y - ry), 0.1)
+        out.append(Range(rid, rx, ry, d, d * 0.3, -59 - 25 * math.log10(d), sigma_db, 2.5))
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(0.5, 19.5), st.floats(0.5, 11.5))
+def test_noiseless_ranges_give_the_true_position(x: float, y: float) -> None:
+    for method in (presence.max_likelihood, presence.least_squares):
+        ex, ey, unc = method(_ranges(x, y))
+        assert math.hypot(ex - x, ey - y) < 0.05, method.__name__
+        assert unc >= 0
+
+
+def test_max_likelihood_resolves_a_point_outside_the_receiver_line() -> None:
+    # 7 m outside the front door, beyond the front row of receivers.
+    ex, ey, _ = presence.max_likelihood(_ranges(10.0, -7.0))
+    assert math.hypot(ex - 10.0, ey + 7.0) < 0.1
+
+
+def _walk_errors(store: StoreMap, method: str, seed: int) -> list[float]:
+    rng = random.Random(seed)
+    walker = sim.Walker(
+        "AA",
+        sim.ibeacon_ad(sim.APP_UUID, 1, 1, -59),
+        0,
+        [(3, 3, 5), (17, 9, 20), (10, 8, 30), (4, 10, 10), (16, 2, 10)],
+    )
+    tracker = PresenceTracker(
+        PresenceSettings(2.0, 5.0, 3.5, 10.0, method, 2.5, -59, bounds=store.bounds),
+        store.receivers,
+    )
+    errors = []
+    for advert in sim.simulate([walker], store.receivers, sim.Channel(), rng):
+        pos = tracker.observe("d", advert.receiver, advert.t, advert.rssi, -59)
+        truth = walker.at(advert.t)
+        if pos is not None and truth is not None and advert.t > 3:
+            errors.append(math.hypot(pos.x - truth[0], pos.y - truth[1]))
+    return errors
+
+
+def test_accuracy_on_a_simulated_walk(demo_map: StoreMap) -> None:
+    """Simulated shop noise (3 dB shadowing, fading, body loss, drops): a person walking
+    is located to within a few metres, and every method beats 'nearest receiver'."""
+    mean_error = {
+        method: statistics.mean(
+            e for seed in range(3) for e in _walk_errors(demo_map, method, seed)
+        )
+        for method in ("max_likelihood", "least_squares", "weighted_centroid", "nearest")
+    }
+    assert mean_error["max_likelihood"] < 3.0
+    assert mean_error["least_squares"] < 3.0
+    assert (
+        max(mean_error["max_likelihood"], mean_error["weighted_centroid"]) < mean_error["nearest"]
+    )
+
+
+def test_tracker_rejects_bad_readings_and_forgets_silent_devices(demo_map: StoreMap) -> None:
+    tracker = PresenceTracker(
+        PresenceSettings(2.0, 5.0, 3.5, 10.0, "max_likelihood", 2.5, -59), demo_map.receivers
+    )
+    assert tracker.observe("d", "nope", 0.0, -60, None) is None
+    assert tracker.observe("d", "gw-sw", 0.0, 5, None) is None
+    assert tracker.observe("d", "gw-sw", 0.0, float("nan"), None) is None
+    assert tracker.rejected == {"unknown_receiver": 1, "rssi_out_of_range": 2}
+    assert tracker.observe("d", "gw-sw", 100.0, -60, None) is not None
+    assert tracker.observe("d", "gw-nw", 50.0, -60, None) is None  # clock went far back
+    assert tracker.rejected["clock_backwards"] == 1
+    assert tracker.expire(105.0) == []
+    assert tracker.expire(111.0) == ["d"]
+    assert tracker.devices == {}
