@@ -252,6 +252,25 @@ class NfcSection:
 
 
 @dataclass(frozen=True, slots=True)
+class FleetSection:
+    missing_after_s: float = doc(
+        "A fixed beacon not heard for this long is reported missing.", default=60.0
+    )
+    low_battery_pct: float = doc(
+        "Below this battery level (from Eddystone-TLM voltage and the beacon's profile) a "
+        "beacon is reported low_battery.",
+        default=15.0,
+    )
+
+    def validate(self) -> dict[str, str]:
+        if self.missing_after_s <= 0:
+            return {"missing_after_s": "must be greater than 0"}
+        if not 0 <= self.low_battery_pct <= 100:
+            return {"low_battery_pct": "must be between 0 and 100"}
+        return {}
+
+
+@dataclass(frozen=True, slots=True)
 class SinksSection:
     stdout: bool = doc("Print each local push as a line on standard output.", default=True)
     push_log: str = doc(
@@ -292,6 +311,7 @@ class Config:
     zones: ZonesSection = doc("Zone events.", default_factory=ZonesSection)
     offers: OffersSection = doc("Offer campaigns.", default_factory=OffersSection)
     nfc: NfcSection = doc("NFC touchpoints.", default_factory=NfcSection)
+    fleet: FleetSection = doc("Health of the fixed beacons.", default_factory=FleetSection)
     sinks: SinksSection = doc("Local push sinks.", default_factory=SinksSection)
     sources: SourcesSection = doc("Where sightings come from.", default_factory=SourcesSection)
     # Not a TOML key: the directory relative paths resolve against.

@@ -12,12 +12,20 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from .model import IdentityMatch, OfferDecision, PipelineEvent, Redemption, TapEvent, ZoneEvent
+from .model import (
+    BeaconHealth,
+    IdentityMatch,
+    OfferDecision,
+    PipelineEvent,
+    Redemption,
+    TapEvent,
+    ZoneEvent,
+)
 from .outbox import OutboxEvent
 
 TYPE_PREFIX = "com.storegate."
 # Lower is more important: what the shop is paid for goes first when the link is thin.
-PRIORITY = {"redemption": 0, "offer": 1, "nfc": 2, "zone": 3}
+PRIORITY = {"redemption": 0, "offer": 1, "nfc": 2, "zone": 3, "beacon": 4}
 
 
 def rfc3339(t: float) -> str:
@@ -127,6 +135,25 @@ class EnvelopeFactory:
                 },
                 event.device,
                 event.reader,
+                event.t,
+            )
+        if isinstance(event, BeaconHealth):
+            return self._envelope(
+                "beacon",
+                "health",
+                event.t,
+                event.beacon,
+                {
+                    "beacon": event.beacon,
+                    "status": event.status,
+                    "last_seen": rfc3339(event.last_seen) if event.last_seen else None,
+                    "interval_s": None if event.interval_s is None else round(event.interval_s, 3),
+                    "battery_mv": event.battery_mv,
+                    "battery_pct": event.battery_pct,
+                    "temperature": event.temperature,
+                },
+                event.beacon,
+                event.status,
                 event.t,
             )
         if isinstance(event, IdentityMatch):

@@ -44,6 +44,10 @@ class Tap:
 # --- decode --------------------------------------------------------------------------------
 
 
+# Eddystone frames state power at 0 m; 41 dB is the spec's loss over the first metre.
+EDDYSTONE_0M_TO_1M_DB = 41
+
+
 @dataclass(frozen=True, slots=True)
 class IBeacon:
     uuid: str  # lower-case 8-4-4-4-12
@@ -51,12 +55,114 @@ class IBeacon:
     minor: int
     tx_power: int  # calibrated RSSI at 1 m, dBm
 
+    kind = "ibeacon"
+
     @property
     def identity(self) -> str:
         return f"ibeacon:{self.uuid}:{self.major}:{self.minor}"
 
+    @property
+    def measured_power(self) -> int | None:
+        return self.tx_power or None
 
-Frame = IBeacon
+
+@dataclass(frozen=True, slots=True)
+class AltBeacon:
+    company_id: int
+    beacon_id: str  # 20 bytes, hex
+    tx_power: int  # reference RSSI at 1 m, dBm
+    mfg_reserved: int
+
+    kind = "altbeacon"
+
+    @property
+    def identity(self) -> str:
+        return f"altbeacon:{self.beacon_id}"
+
+    @property
+    def measured_power(self) -> int | None:
+        return self.tx_power or None
+
+
+@dataclass(frozen=True, slots=True)
+class EddystoneUID:
+    namespace: str  # 10 bytes, hex
+    instance: str  # 6 bytes, hex
+    tx_power: int  # at 0 m
+
+    kind = "eddystone_uid"
+
+    @property
+    def identity(self) -> str:
+        return f"eddystone_uid:{self.namespace}:{self.instance}"
+
+    @property
+    def measured_power(self) -> int | None:
+        return self.tx_power - EDDYSTONE_0M_TO_1M_DB
+
+
+@dataclass(frozen=True, slots=True)
+class EddystoneURL:
+    url: str
+    tx_power: int  # at 0 m
+
+    kind = "eddystone_url"
+
+    @property
+    def identity(self) -> str:
+        return f"eddystone_url:{self.url}"
+
+    @property
+    def measured_power(self) -> int | None:
+        return self.tx_power - EDDYSTONE_0M_TO_1M_DB
+
+
+@dataclass(frozen=True, slots=True)
+class EddystoneTLM:
+    voltage: int  # mV; 0 = not reported (mains powered)
+    temperature: float | None  # °C; None = not supported (0x8000)
+    adv_count: int
+    sec_count: int  # 0.1 s since power-on
+
+    kind = "eddystone_tlm"
+    identity = None  # telemetry: belongs to whatever the same address also sends
+    measured_power = None
+
+    @property
+    def uptime(self) -> float:
+        return self.sec_count / 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class EddystoneETLM:
+    etlm: str  # 12 bytes, hex (encrypted telemetry)
+    salt: str
+    mic: str
+
+    kind = "eddystone_etlm"
+    identity = None
+    measured_power = None
+
+
+@dataclass(frozen=True, slots=True)
+class EddystoneEID:
+    eid: str  # 8 bytes, hex
+    tx_power: int  # at 0 m
+
+    kind = "eddystone_eid"
+
+    @property
+    def identity(self) -> str:
+        return f"eddystone_eid:{self.eid}"
+
+    @property
+    def measured_power(self) -> int | None:
+        return self.tx_power - EDDYSTONE_0M_TO_1M_DB
+
+
+Frame = (
+    IBeacon | AltBeacon | EddystoneUID | EddystoneURL | EddystoneTLM | EddystoneETLM | EddystoneEID
+)
 
 # --- presence / zones ----------------------------------------------------------------------
 
@@ -143,6 +249,23 @@ class TapEvent:
     token_verified: bool
 
 
-PipelineEvent = ZoneEvent | IdentityMatch | OfferDecision | Redemption | TapEvent
+# --- fleet ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BeaconHealth:
+    """A fixed beacon's state, emitted when its status changes."""
+
+    t: float
+    beacon: str
+    status: str  # "ok" | "missing" | "low_battery" | "slow"
+    last_seen: float | None
+    interval_s: float | None  # observed mean interval between adverts
+    battery_mv: int | None
+    battery_pct: float | None
+    temperature: float | None
+
+
+PipelineEvent = ZoneEvent | IdentityMatch | OfferDecision | Redemption | TapEvent | BeaconHealth
 
 JSON = dict[str, Any]

@@ -11,15 +11,16 @@ routes the events to the outbox and the sinks. Time moves only through the input
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 
 from . import decode, loyalty
 from .config import Config
+from .fleet import Expectation, FleetHealth
 from .identity import IdentityStore, pseudonymise
 from .model import (
     Advert,
-    IBeacon,
     IdentityMatch,
     OfferDecision,
     PipelineEvent,
@@ -29,9 +30,24 @@ from .model import (
 )
 from .offers import OfferEngine
 from .presence import PresenceSettings, PresenceTracker
-from .profiles import BeaconProfile
+from .profiles import BeaconProfile, load_beacon_profile
 from .storemap import StoreMap
 from .zones import ZoneTracker
+
+
+def _expectations(store_map: StoreMap) -> dict[str, Expectation]:
+    """What each fixed beacon's hardware profile says it should do."""
+    profiles: dict[str, BeaconProfile] = {}
+    out = {}
+    for anchor in store_map.anchors:
+        if anchor.profile not in profiles:
+            profiles[anchor.profile] = load_beacon_profile(anchor.profile)
+        p = profiles[anchor.profile]
+        out[anchor.id] = Expectation(
+            p.advertising_interval_ms / 1000.0, p.battery_min_mv, p.battery_max_mv
+        )
+    return out
+
 
 # Positions may fall this far outside the floor: a shopper walking away from the door must be
 # placed outside (and leave the entrance zone), not clamped onto the threshold.
@@ -96,7 +112,13 @@ class Pipeline:
             min_outside_s=config.zones.min_outside_s,
         )
         self.anchor_ids = {a.identity: a.id for a in store_map.anchors}
-        self.anchor_last_seen: dict[str, float] = {}
+        self.fleet = FleetHealth(
+            store_map.anchors,
+            expectations=_expectations(store_map),
+            missing_after_s=config.fleet.missing_after_s,
+            low_battery_pct=config.fleet.low_battery_pct,
+        )
+        self._next_fleet_check = 0.0
         self.profiles: dict[str, str | None] = {}  # device -> profile (resolved once per visit)
         self.last_taps: dict[tuple[str, bytes], float] = {}
         self.stats = PipelineStats()
@@ -120,6 +142,9 @@ class Pipeline:
         for device in list(self.zones.visits):
             for zone_event in self.zones.dwells(device, now):
                 events.extend(self._on_zone_event(zone_event))
+        if now >= self._next_fleet_check:
+            self._next_fleet_check = math.floor(now) + 1.0
+            events.extend(self.fleet.check(now))
         return events
 
     # --- BLE -----------------------------------------------------------------------------
@@ -132,27 +157,31 @@ class Pipeline:
         if frame is None:
             return events
         device = frame.identity
+        if device is None:  # telemetry (Eddystone-TLM): health of a fixed beacon, not a person
+            self.fleet.telemetry(advert.address, advert.t, frame)
+            return events
         anchor = self.anchor_ids.get(device)
         if anchor is not None:
             # A fixed beacon: fleet health, not a shopper.
             self.stats.anchor_adverts[anchor] += 1
-            self.anchor_last_seen[anchor] = advert.t
+            self.fleet.seen(anchor, advert.address, advert.t)
             return events
         if device not in self.profiles:
-            events.append(self._resolve(device, frame, advert.t))
-        measured = frame.tx_power if isinstance(frame, IBeacon) else None
-        position = self.presence.observe(device, advert.receiver, advert.t, advert.rssi, measured)
+            events.append(self._resolve(device, advert.t))
+        position = self.presence.observe(
+            device, advert.receiver, advert.t, advert.rssi, frame.measured_power
+        )
         if position is None:
             return events
         for zone_event in self.zones.update(position):
             events.extend(self._on_zone_event(zone_event))
         return events
 
-    def _resolve(self, device: str, frame: IBeacon, t: float) -> IdentityMatch:
-        value = device.split(":", 1)[1]
-        profile_id = self.identity.resolve("ibeacon", value)
+    def _resolve(self, device: str, t: float) -> IdentityMatch:
+        kind, value = device.split(":", 1)
+        profile_id = self.identity.resolve(kind, value)
         self.profiles[device] = profile_id
-        return IdentityMatch(device, t, "ibeacon", profile_id)
+        return IdentityMatch(device, t, kind, profile_id)
 
     def _on_zone_event(self, event: ZoneEvent) -> list[PipelineEvent]:
         self.stats.zone_events[event.kind] += 1

@@ -8,7 +8,15 @@ from datetime import datetime
 from typing import TextIO
 from zoneinfo import ZoneInfo
 
-from .model import IdentityMatch, OfferDecision, PipelineEvent, Redemption, TapEvent, ZoneEvent
+from .model import (
+    BeaconHealth,
+    IdentityMatch,
+    OfferDecision,
+    PipelineEvent,
+    Redemption,
+    TapEvent,
+    ZoneEvent,
+)
 
 Pseudonym = Callable[[str], str]
 
@@ -53,6 +61,9 @@ class ConsoleReporter:
             who = event.profile_id or "unknown"
             token = "verified token" if event.token_verified else "no verified token"
             self._print(event.t, f"NFC       tap   {event.reader} ({event.zone}) {who}, {token}")
+        elif isinstance(event, BeaconHealth):
+            extra = f", battery {event.battery_mv} mV" if event.battery_mv else ""
+            self._print(event.t, f"BEACON    {event.beacon} {event.status}{extra}")
         elif isinstance(event, Redemption):
             self._print(
                 event.t,

@@ -5,8 +5,10 @@ Features are told apart by their `kind` property:
   * `zone`    – Polygon/MultiPolygon with `id`, `name`, optional `category`, `dwell_s`,
                 `hysteresis_m`, `priority`
   * `gateway` – Point, a receiver (an adapter of this box or a peer gateway) with `id`
-  * `beacon`  – Point, a fixed anchor with `id`, its identity (`ibeacon` =
-                "uuid:major:minor") and `profile` (firmware_profiles/beacons/NAME)
+  * `beacon`  – Point, a fixed anchor with `id`, its identity — one of `ibeacon` =
+                "uuid:major:minor", `eddystone_uid` = "namespace:instance" (hex),
+                `altbeacon` = 20-byte beacon id (hex) — and `profile`
+                (firmware_profiles/beacons/NAME)
   * `wall`    – LineString, informational for now
 
 Loading is strict: any structural problem is a `MapError` naming the file, the feature (by
@@ -158,15 +160,12 @@ def parse_map(data: Any, file: str = "<map>") -> StoreMap:
             if kind == "gateway":
                 store.receivers[fid] = (shape.x, shape.y)
             else:
-                identity = props.get("ibeacon")
-                if not isinstance(identity, str) or identity.count(":") != 2:
-                    raise MapError(file, where, "a beacon needs 'ibeacon': 'uuid:major:minor'")
                 store.anchors.append(
                     Anchor(
                         fid,
                         shape.x,
                         shape.y,
-                        "ibeacon:" + identity.lower(),
+                        _anchor_identity(props, file, where),
                         str(props.get("profile", "generic-ibeacon")),
                     )
                 )
@@ -175,6 +174,55 @@ def parse_map(data: Any, file: str = "<map>") -> StoreMap:
     if not store.receivers:
         raise MapError(file, "", "the map has no gateway (receiver) features")
     return store
+
+
+_ANCHOR_IDS = {
+    # map property → what its value must look like
+    "ibeacon": "uuid:major:minor, e.g. 'f7826da6-4fa2-4e98-8024-bc5b71e0893e:1:7'",
+    "eddystone_uid": "namespace:instance in hex (20 and 12 digits)",
+    "altbeacon": "the 20-byte beacon id in hex (40 digits)",
+}
+
+
+def _anchor_identity(props: dict[str, Any], file: str, where: str) -> str:
+    """The frame identity a fixed beacon advertises, normalised like the decoder's."""
+    given = [k for k in _ANCHOR_IDS if k in props]
+    if len(given) != 1:
+        raise MapError(
+            file, where, "a beacon needs exactly one of 'ibeacon', 'eddystone_uid', 'altbeacon'"
+        )
+    kind = given[0]
+    value = props[kind]
+    ok = isinstance(value, str)
+    if ok and kind == "ibeacon":
+        parts = value.lower().split(":")
+        ok = len(parts) == 3 and len(parts[0]) == 36 and parts[1].isdigit() and parts[2].isdigit()
+        if ok:
+            ok = int(parts[1]) < 65536 and int(parts[2]) < 65536
+            value = f"{parts[0]}:{int(parts[1])}:{int(parts[2])}"
+    elif ok and kind == "eddystone_uid":
+        parts = value.lower().split(":")
+        ok = (
+            len(parts) == 2
+            and len(parts[0]) == 20
+            and len(parts[1]) == 12
+            and _is_hex("".join(parts))
+        )
+        value = value.lower()
+    elif ok:
+        ok = len(value) == 40 and _is_hex(value)
+        value = value.lower()
+    if not ok:
+        raise MapError(file, where, f"bad {kind!r}: expected {_ANCHOR_IDS[kind]}")
+    return f"{kind}:{value}"
+
+
+def _is_hex(text: str) -> bool:
+    try:
+        bytes.fromhex(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _opt_number(props: dict[str, Any], key: str, file: str, where: str) -> float | None:

@@ -91,7 +91,12 @@ def assert_business_outcome(gateway: Gateway) -> None:
         "com.storegate.offer.suppressed",
         "com.storegate.nfc.tap",
         "com.storegate.redemption.redeemed",
+        "com.storegate.beacon.health",  # each fixed beacon reported ok once
     }
+    health = [e for e in events if e["type"] == "com.storegate.beacon.health"]
+    assert sorted(e["data"]["beacon"] for e in health) == sorted(  # type: ignore[index]
+        a.id for a in gateway.store_map.anchors
+    )
     assert len({e["id"] for e in events}) == len(events)
     for e in events:
         assert (
