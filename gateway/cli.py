@@ -26,7 +26,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .daemon import Gateway, replay_source, run_pipeline
+    import signal
+
+    from .daemon import Gateway, RunSummary, ble_sources, replay_source, run_pipeline
     from .report import ConsoleReporter
 
     config = load_config(args.config)

@@ -297,8 +297,58 @@ class ReplaySection:
 
 
 @dataclass(frozen=True, slots=True)
+class BleAdapterSection:
+    receiver: str = doc(
+        "The map's `gateway` feature id where this adapter stands (positions use it).",
+        default="",
+    )
+    passive: bool = doc(
+        "Passive scanning through BlueZ advertisement monitors (needs BlueZ ≥ 5.56 started "
+        "with --experimental, kernel ≥ 5.10): the radio never transmits scan requests. "
+        "Active scanning (false) works on every BlueZ.",
+        default=False,
+    )
+    min_interval_s: float = doc(
+        "Forward an unchanged advert of one address at most this often.", default=0.5
+    )
+    rssi_delta_db: float = doc(
+        "…unless its RSSI moved by at least this much since the last forwarded one.",
+        default=6.0,
+    )
+    silence_restart_s: float = doc(
+        "No advert at all for this long means the scanner is stuck: restart it.", default=30.0
+    )
+    restarts_before_power_cycle: int = doc(
+        "After this many failed restarts in a row, power-cycle the adapter through BlueZ.",
+        default=2,
+    )
+    backoff_max_s: float = doc("Longest wait between recovery attempts.", default=60.0)
+    address_ttl_s: float = doc(
+        "Per-address duplicate-control state is forgotten after this silence (random "
+        "addresses rotate; memory stays bounded under a flood of new ones).",
+        default=120.0,
+    )
+
+    def validate(self) -> dict[str, str]:
+        problems: dict[str, str] = {}
+        for key in ("min_interval_s", "silence_restart_s", "backoff_max_s", "address_ttl_s"):
+            if getattr(self, key) <= 0:
+                problems[key] = "must be greater than 0"
+        if self.rssi_delta_db < 0:
+            problems["rssi_delta_db"] = "must not be negative"
+        if self.restarts_before_power_cycle < 1:
+            problems["restarts_before_power_cycle"] = "must be at least 1"
+        return problems
+
+
+@dataclass(frozen=True, slots=True)
 class SourcesSection:
     replay: ReplaySection = doc("Replay a recorded trace.", default_factory=ReplaySection)
+    ble: dict[str, BleAdapterSection] = doc(
+        "BLE adapters to scan with, by BlueZ name (a table per adapter, e.g. "
+        "[sources.ble.hci0]); each is a separate source.",
+        default_factory=dict,
+    )
 
 
 @dataclass(frozen=True, slots=True)

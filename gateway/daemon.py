@@ -14,14 +14,16 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import db
-from .config import Config
+from .config import BleAdapterSection, Config
 from .events import EnvelopeFactory
 from .identity import IdentityStore
-from .model import Advert, OfferDecision, PipelineEvent, Tap
+from .model import AdapterHealth, Advert, OfferDecision, PipelineEvent, Tap
 from .offers import OfferEngine
 from .outbox import Outbox
 from .pipeline import Pipeline
@@ -32,7 +34,10 @@ from .sources.replay import replay
 from .sources.trace import TraceError
 from .storemap import load_map
 
-Item = Advert | Tap
+if TYPE_CHECKING:
+    from .sources.ble import BleSource
+
+Item = Advert | Tap | AdapterHealth
 BATCH = 256
 
 
@@ -45,6 +50,7 @@ class RunSummary:
     wall_s: float = 0.0
     first_t: float | None = None
     last_t: float | None = None
+    dropped: int = 0  # items a radio produced while the queue was full
 
 
 class Gateway:
@@ -72,6 +78,7 @@ class Gateway:
         self.sink = LocalPushSink(push_log, config.sinks.stdout and not quiet_sink)
         self.reporter = reporter
         self.summary = RunSummary()
+        self.ble_sources: list[BleSource] = []
 
     def refresh(self) -> None:
         """Re-read caches derived from the database (after seeding or a downlink update)."""
@@ -84,8 +91,10 @@ class Gateway:
             for item in batch:
                 if isinstance(item, Advert):
                     events.extend(self.pipeline.on_advert(item))
-                else:
+                elif isinstance(item, Tap):
                     events.extend(self.pipeline.on_tap(item))
+                else:
+                    events.append(item)  # source health goes straight to the outbox
             seqs = self._enqueue(events)
         self._after_commit(events, seqs)
         self.summary.items += len(batch)
@@ -131,25 +140,47 @@ class Gateway:
         self.conn.close()
 
 
-async def run_pipeline(
-    gateway: Gateway,
-    sources: list[Callable[[Callable[[Item], Awaitable[None]]], Awaitable[int]]],
-) -> RunSummary:
-    """Run finite sources to their end through the pipeline, then let time pass so that
-    every device that went quiet leaves its zones."""
-    started = time.monotonic()
-    queue: asyncio.Queue[Item | None] = asyncio.Queue(maxsize=4 * BATCH)
+class Inlet:
+    """Where sources put items. Replay awaits (back-pressure); radio callbacks must never
+    block the event loop, so they use `put_nowait`, and an overflow is counted, not hidden."""
 
-    async def emit(item: Item) -> None:
-        await queue.put(item)
+    def __init__(self, queue: asyncio.Queue[Item | None]) -> None:
+        self.queue = queue
+        self.dropped = 0
 
-    async def source_task(
-        source: Callable[[Callable[[Item], Awaitable[None]]], Awaitable[int]],
-    ) -> None:
+    async def put(self, item: Item) -> None:
+        await self.queue.put(item)
+
+    def put_nowait(self, item: Item) -> None:
         try:
-            await source(emit)
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+
+Source = Callable[[Inlet], Awaitable[object]]
+
+
+async def run_pipeline(
+    gateway: Gateway, sources: list[Source], stop: asyncio.Event | None = None
+) -> RunSummary:
+    """Run sources through the pipeline until they all end (replay) or `stop` is set (live),
+    then let time pass so that every device that went quiet leaves its zones."""
+    started = time.monotonic()
+    queue: asyncio.Queue[Item | None] = asyncio.Queue(maxsize=16 * BATCH)
+    inlet = Inlet(queue)
+
+    async def source_task(source: Source) -> None:
+        try:
+            await source(inlet)
         finally:
-            await queue.put(None)
+            # The consumer counts one end marker per source; never block here on a full queue.
+            while True:
+                try:
+                    queue.put_nowait(None)
+                    break
+                except asyncio.QueueFull:
+                    await asyncio.sleep(0.01)
 
     async def consume(n_sources: int) -> None:
         finished = 0
@@ -167,24 +198,54 @@ async def run_pipeline(
             if batch:
                 gateway.process(batch)
 
+    async def watch_stop(tasks: list[asyncio.Task[None]]) -> None:
+        assert stop is not None
+        while not all(t.done() for t in tasks):
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.25)
+                for t in tasks:
+                    t.cancel()
+                return
+
     async with asyncio.TaskGroup() as tg:
         tg.create_task(consume(len(sources)))
-        for source in sources:
-            tg.create_task(source_task(source))
+        tasks = [tg.create_task(source_task(source)) for source in sources]
+        if stop is not None:
+            tg.create_task(watch_stop(tasks))
     if gateway.summary.last_t is not None:
         gateway.advance(gateway.summary.last_t + gateway.config.presence.stale_after_s + 1.0)
     gateway.summary.wall_s = time.monotonic() - started
+    gateway.summary.dropped = inlet.dropped
     return gateway.summary
 
 
-def replay_source(
-    gateway: Gateway, path: Path, speed: float
-) -> Callable[[Callable[[Item], Awaitable[None]]], Awaitable[int]]:
+def replay_source(gateway: Gateway, path: Path, speed: float) -> Source:
     def on_error(error: TraceError) -> None:
         gateway.summary.trace_errors.append(str(error))
         print(f"{path}: rejected {error}", file=sys.stderr)
 
-    async def source(emit: Callable[[Item], Awaitable[None]]) -> int:
-        return await replay(path, speed, emit, on_error)
+    async def source(inlet: Inlet) -> int:
+        return await replay(path, speed, inlet.put, on_error)
 
     return source
+
+
+def ble_sources(gateway: Gateway) -> list[Source]:
+    """One source per configured adapter; each scans until cancelled."""
+    from .sources.ble import BleSource
+
+    out: list[Source] = []
+    for adapter, settings in gateway.config.sources.ble.items():
+        receiver = settings.receiver or gateway.config.gateway.id
+
+        def make(adapter: str = adapter, settings: BleAdapterSection = settings,
+                 receiver: str = receiver) -> Source:  # fmt: skip
+            async def source(inlet: Inlet) -> None:
+                ble = BleSource(adapter, settings, receiver, inlet.put_nowait)
+                gateway.ble_sources.append(ble)
+                await ble.run()
+
+            return source
+
+        out.append(make())
+    return out

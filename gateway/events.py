@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .model import (
+    AdapterHealth,
     BeaconHealth,
     IdentityMatch,
     OfferDecision,
@@ -25,7 +26,7 @@ from .outbox import OutboxEvent
 
 TYPE_PREFIX = "com.storegate."
 # Lower is more important: what the shop is paid for goes first when the link is thin.
-PRIORITY = {"redemption": 0, "offer": 1, "nfc": 2, "zone": 3, "beacon": 4}
+PRIORITY = {"redemption": 0, "offer": 1, "nfc": 2, "zone": 3, "beacon": 4, "gateway": 4}
 
 
 def rfc3339(t: float) -> str:
@@ -154,6 +155,22 @@ class EnvelopeFactory:
                 },
                 event.beacon,
                 event.status,
+                event.t,
+            )
+        if isinstance(event, AdapterHealth):
+            return self._envelope(
+                "gateway",
+                "adapter",
+                event.t,
+                event.adapter,
+                {
+                    "adapter": event.adapter,
+                    "state": event.state,
+                    "reason": event.reason,
+                    "restarts": event.restarts,
+                },
+                event.adapter,
+                event.state,
                 event.t,
             )
         if isinstance(event, IdentityMatch):

@@ -41,6 +41,17 @@ class Tap:
     ndef: bytes = b""
 
 
+@dataclass(frozen=True, slots=True)
+class AdapterHealth:
+    """A radio source's state changed (scanning, restarting, power_cycled, unavailable)."""
+
+    t: float
+    adapter: str
+    state: str
+    reason: str
+    restarts: int
+
+
 # --- decode --------------------------------------------------------------------------------
 
 
@@ -266,6 +277,8 @@ class BeaconHealth:
     temperature: float | None
 
 
-PipelineEvent = ZoneEvent | IdentityMatch | OfferDecision | Redemption | TapEvent | BeaconHealth
+PipelineEvent = (
+    ZoneEvent | IdentityMatch | OfferDecision | Redemption | TapEvent | BeaconHealth | AdapterHealth
+)
 
 JSON = dict[str, Any]

@@ -9,6 +9,7 @@ from typing import TextIO
 from zoneinfo import ZoneInfo
 
 from .model import (
+    AdapterHealth,
     BeaconHealth,
     IdentityMatch,
     OfferDecision,
@@ -61,6 +62,9 @@ class ConsoleReporter:
             who = event.profile_id or "unknown"
             token = "verified token" if event.token_verified else "no verified token"
             self._print(event.t, f"NFC       tap   {event.reader} ({event.zone}) {who}, {token}")
+        elif isinstance(event, AdapterHealth):
+            why = f" ({event.reason})" if event.reason else ""
+            self._print(event.t, f"ADAPTER   {event.adapter} {event.state}{why}")
         elif isinstance(event, BeaconHealth):
             extra = f", battery {event.battery_mv} mV" if event.battery_mv else ""
             self._print(event.t, f"BEACON    {event.beacon} {event.status}{extra}")
