@@ -26,9 +26,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    import signal
 
-    from .daemon import Gateway, RunSummary, ble_sources, replay_source, run_pipeline
+    from .daemon import Gateway, replay_source, run_pipeline
     from .report import ConsoleReporter
 
     config = load_config(args.config)

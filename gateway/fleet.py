@@ -55,8 +55,9 @@ class FleetHealth:
         if self.started is None:
             self.started = t
         if t - state.last_advert > SAME_ADVERT_S:
-            if state.last_advert > -math.inf:
-                gap = t - state.last_advert
+            gap = t - state.last_advert
+            # An outage is not an advertising interval: only gaps short of "missing" count.
+            if gap < self.missing_after_s:
                 state.interval = gap if state.interval is None else 0.9 * state.interval + 0.1 * gap
             state.last_advert = t
         state.last_seen = t if state.last_seen is None else max(state.last_seen, t)

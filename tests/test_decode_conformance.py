@@ -106,8 +106,16 @@ CORPUS: list[tuple[str, str, dict[str, Any]]] = [
 ]  # fmt: skip
 
 REJECTS = [
-    ("eddystone-url reserved byte 0x0e", svc_feaa("100003" + "610e"), "eddystone_url_reserved_byte"),
-    ("eddystone-url reserved byte 0x7f", svc_feaa("100003" + "617f"), "eddystone_url_reserved_byte"),
+    (
+        "eddystone-url reserved byte 0x0e",
+        svc_feaa("100003" + "610e"),
+        "eddystone_url_reserved_byte",
+    ),
+    (
+        "eddystone-url reserved byte 0x7f",
+        svc_feaa("100003" + "617f"),
+        "eddystone_url_reserved_byte",
+    ),
     ("eddystone-url scheme 4", svc_feaa("100004" + "61"), "eddystone_url_scheme"),
     ("eddystone-url over 17 bytes", svc_feaa("100003" + "61" * 18), "eddystone_url_long"),
     ("eddystone-tlm version 2", svc_feaa("2002" + "00" * 12), "eddystone_tlm_version"),

@@ -74,3 +74,29 @@ def test_unreadable_files(tmp_path: Path) -> None:
     (tmp_path / "x.geojson").write_text("{not json")
     with pytest.raises(MapError, match="not readable JSON"):
         load_map(tmp_path / "x.geojson")
+
+
+def test_anchor_identities_of_every_format() -> None:
+    data = _demo()
+    beacons = [f for f in data["features"] if f["properties"]["kind"] == "beacon"]
+    del beacons[0]["properties"]["ibeacon"]
+    beacons[0]["properties"]["eddystone_uid"] = "00112233445566778899:AABBCCDDEEFF"
+    del beacons[1]["properties"]["ibeacon"]
+    beacons[1]["properties"]["altbeacon"] = "2F234454CF6D4A0FADF2F4911BA9FFA600010002"
+    beacons[2]["properties"]["ibeacon"] = "0F1E2D3C-4B5A-4978-8695-A4B3C2D1E0F9:01:003"
+    store = parse_map(data, "store.geojson")
+    identities = [a.identity for a in store.anchors[:3]]
+    assert identities == [
+        "eddystone_uid:00112233445566778899:aabbccddeeff",
+        "altbeacon:2f234454cf6d4a0fadf2f4911ba9ffa600010002",
+        "ibeacon:0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9:1:3",  # as the decoder spells it
+    ]
+
+
+def test_bad_anchor_identities() -> None:
+    data = _demo()
+    beacon = next(f for f in data["features"] if f["properties"]["kind"] == "beacon")
+    beacon["properties"]["ibeacon"] = "not-a-uuid:1:2"
+    _rejects(copy.deepcopy(data), beacon["properties"]["id"], "uuid:major:minor")
+    beacon["properties"]["eddystone_uid"] = "0011:2233"
+    _rejects(copy.deepcopy(data), "exactly one of")

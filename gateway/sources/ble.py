@@ -142,10 +142,11 @@ class BleSource:
         while True:
             scanner: Any = None
             try:
-                kwargs: dict[str, Any] = {"adapter": self.adapter}
+                bluez: dict[str, Any] = {"adapter": self.adapter}
+                kwargs: dict[str, Any] = {"bluez": bluez}
                 if self.settings.passive:
                     kwargs["scanning_mode"] = "passive"
-                    kwargs["bluez"] = {"or_patterns": _or_patterns()}
+                    bluez["or_patterns"] = _or_patterns()
                 scanner = BleakScanner(detection_callback=self.on_detection, **kwargs)
                 await scanner.start()
                 self.last_advert = time.monotonic()
