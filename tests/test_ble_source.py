@@ -256,3 +256,29 @@ async def test_ble_sightings_reach_the_offer_engine(bluez: FakeBlueZ, tmp_path: 
     assert types.index("zone.enter") < types.index("offer.issued")
     assert summary.dropped == 0
     gateway.close()
+
+
+async def test_two_adapters_are_two_sources(bus: PrivateBus) -> None:
+    bluez = FakeBlueZ(bus.address, adapters=("hci0", "hci1"))
+    await bluez.start()
+    out = Collector()
+    first = BleSource("hci0", _settings(), "gw-entrance", out)
+    second = BleSource("hci1", _settings(), "gw-counter", out)
+    tasks = [await _running(first), await _running(second)]
+    try:
+        bluez.advertise(
+            "5A:10:22:8B:C1:03", -60, manufacturer={0x004C: IBEACON_MFR}, adapter="hci0"
+        )
+        bluez.advertise(
+            "5A:10:22:8B:C1:03", -75, manufacturer={0x004C: IBEACON_MFR}, adapter="hci1"
+        )
+        await wait_for(lambda: len(out.adverts) == 2)
+        assert sorted((a.receiver, a.rssi) for a in out.adverts) == [
+            ("gw-counter", -75),
+            ("gw-entrance", -60),
+        ]
+        assert ("hci1", "StartDiscovery") in bluez.calls
+    finally:
+        for task in tasks:
+            await _stop(task)
+        bluez.stop()
