@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -52,6 +54,48 @@ def _cmd_run(args: argparse.Namespace) -> int:
     )
     gateway.close()
     return 0
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    """Replay a trace with the configured sinks and uplink; exit 0 once the outbox is empty."""
+    from .daemon import Gateway, replay_source, run_pipeline
+    from .uplink import Uplink
+
+    config = load_config(args.config)
+    trace = Path(args.trace)
+    if not trace.exists():
+        print(f"gateway: {trace}: trace not found", file=sys.stderr)
+        return 2
+    gateway = Gateway(config, quiet_sink=True)
+    if not config.mqtt.enabled:
+        raise ConfigError(args.config, "mqtt.enabled", "replay drains to the broker: set it true")
+    uplink = Uplink(config, gateway.outbox)
+    gateway.on_commit = uplink.notify
+
+    async def main() -> bool:
+        uplink_task = asyncio.create_task(uplink.run())
+        try:
+            await run_pipeline(gateway, [replay_source(gateway, trace, 0.0)])
+            deadline = time.monotonic() + args.until_drained
+            while gateway.outbox.depth() and time.monotonic() < deadline:
+                uplink.notify()
+                await asyncio.sleep(0.05)
+            return gateway.outbox.depth() == 0
+        finally:
+            uplink_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await uplink_task
+
+    drained = asyncio.run(main())
+    produced = sum(gateway.summary.outbox_added.values())
+    print(
+        f"replayed {gateway.summary.items} items; events produced {produced}; "
+        f"delivered {uplink.stats.delivered}; outbox depth {gateway.outbox.depth()}; "
+        f"broker connects {uplink.stats.connects}"
+        + (f"; last error: {uplink.stats.last_error}" if uplink.stats.last_error else "")
+    )
+    gateway.close()
+    return 0 if drained else 1
 
 
 def _cmd_sim(args: argparse.Namespace) -> int:
@@ -149,6 +193,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="TOML config file (docs/config.md)")
     p.add_argument("-v", "--verbose", action="store_true", help="print every event")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser(
+        "replay", help="replay a trace through the pipeline and the MQTT uplink until drained"
+    )
+    p.add_argument("trace", help="JSON-lines trace (docs/trace-format.md)")
+    p.add_argument("--config", required=True)
+    p.add_argument(
+        "--until-drained",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="after the trace, wait at most this long for the outbox to empty (exit 1 if not)",
+    )
+    p.set_defaults(func=_cmd_replay)
 
     p = sub.add_parser("sim", help="generate the demo scenario trace from the simulator")
     p.add_argument("--seed", type=int, default=7)

@@ -352,6 +352,72 @@ class SourcesSection:
 
 
 @dataclass(frozen=True, slots=True)
+class MqttSection:
+    enabled: bool = doc("Connect to the backend broker (uplink and downlink).", default=False)
+    host: str = doc("Broker host name or address.", default="localhost")
+    port: int = doc("Broker port (1883 plain, 8883 TLS by convention).", default=1883)
+    tls: bool = doc("Use TLS; the system CAs unless `ca_file` is set.", default=False)
+    ca_file: str = doc("CA bundle (PEM) that signs the broker's certificate.", default="")
+    cert_file: str = doc("Client certificate (PEM) for mutual TLS.", default="")
+    key_file: str = doc("Client private key (PEM) for mutual TLS.", default="")
+    username: str = doc("User name, if the broker wants one.", default="")
+    password: str = doc("Password, if the broker wants one.", default="")
+    client_id: str = doc("MQTT client id; default: the gateway id.", default="")
+    protocol: str = doc("'5' (default) or '3.1.1' for old brokers.", default="5")
+    keepalive_s: int = doc("MQTT keepalive.", default=30)
+    session_expiry_s: int = doc(
+        "MQTT 5 session expiry: the broker keeps our QoS 1 subscriptions and queued "
+        "downlink this long across a drop (clean start is off).",
+        default=3600,
+    )
+    allow_plaintext_remote: bool = doc(
+        "Allow an unencrypted connection to a broker that is not on this machine. Off: such "
+        "a config is refused at start-up.",
+        default=False,
+    )
+    topic_prefix: str = doc(
+        "First topic levels of the contract (docs/asyncapi.yaml).", default="storegate/v1"
+    )
+    inflight: int = doc("QoS 1 messages in flight at once.", default=64)
+    backoff_max_s: float = doc("Longest wait between reconnection attempts.", default=30.0)
+    downlink_key: str = doc(
+        "Hex HMAC-SHA256 key that signs downlink documents and commands; unsigned or "
+        "wrongly signed ones are rejected. Empty: reject every downlink.",
+        default="",
+    )
+    delivered_retention_s: float = doc(
+        "How long the ids of delivered events are remembered (replays within it are not "
+        "sent again).",
+        default=7 * 86400.0,
+    )
+
+    def validate(self) -> dict[str, str]:
+        problems: dict[str, str] = {}
+        if self.protocol not in ("5", "3.1.1"):
+            problems["protocol"] = "use '5' or '3.1.1'"
+        if not 0 < self.port < 65536:
+            problems["port"] = "must be 1-65535"
+        if self.inflight < 1:
+            problems["inflight"] = "must be at least 1"
+        if bool(self.cert_file) != bool(self.key_file):
+            problems["cert_file"] = "set both cert_file and key_file for mutual TLS, or neither"
+        if (self.cert_file or self.ca_file) and not self.tls:
+            problems["tls"] = "certificates are set but tls = false; set tls = true"
+        if self.downlink_key:
+            try:
+                bytes.fromhex(self.downlink_key)
+            except ValueError:
+                problems["downlink_key"] = "not hex"
+        loopback = self.host in ("localhost", "::1") or self.host.startswith("127.")
+        if self.enabled and not self.tls and not self.allow_plaintext_remote and not loopback:
+            problems["tls"] = (
+                f"refusing plaintext MQTT to {self.host}: set tls = true (or "
+                "allow_plaintext_remote = true on a trusted network)"
+            )
+        return problems
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     gateway: GatewaySection = doc("Identity of this box.", default_factory=GatewaySection)
     map: MapSection = doc("The store map.", default_factory=MapSection)
@@ -364,6 +430,7 @@ class Config:
     fleet: FleetSection = doc("Health of the fixed beacons.", default_factory=FleetSection)
     sinks: SinksSection = doc("Local push sinks.", default_factory=SinksSection)
     sources: SourcesSection = doc("Where sightings come from.", default_factory=SourcesSection)
+    mqtt: MqttSection = doc("The backend broker.", default_factory=MqttSection)
     # Not a TOML key: the directory relative paths resolve against.
     base_dir: Path = field(default=Path("."), metadata={"internal": True})
 

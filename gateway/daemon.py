@@ -79,6 +79,7 @@ class Gateway:
         self.reporter = reporter
         self.summary = RunSummary()
         self.ble_sources: list[BleSource] = []
+        self.on_commit: Callable[[], None] | None = None  # e.g. wake the uplink
 
     def refresh(self) -> None:
         """Re-read caches derived from the database (after seeding or a downlink update)."""
@@ -124,6 +125,8 @@ class Gateway:
         return seqs
 
     def _after_commit(self, events: list[PipelineEvent], seqs: list[int | None]) -> None:
+        if self.on_commit is not None and any(s is not None for s in seqs):
+            self.on_commit()
         for event, seq in zip(events, seqs, strict=True):
             if self.reporter is not None:
                 self.reporter.event(event)

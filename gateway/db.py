@@ -86,7 +86,17 @@ def _v1(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: list[Migration] = [_v1]
+def _v2(db: sqlite_utils.Database) -> None:
+    # Ids of events the broker acknowledged: a replayed or re-derived event with a known id is
+    # not queued again (pruned after a retention period).
+    db.execute("CREATE TABLE delivered (event_id TEXT PRIMARY KEY, delivered_at REAL NOT NULL)")
+    db.execute("CREATE INDEX delivered_at ON delivered (delivered_at)")
+    db.execute("CREATE INDEX outbox_drain ON outbox (priority, seq)")
+    # Downlink document families (stock, profiles, ...) and the version last applied.
+    db.execute("CREATE TABLE doc_versions (family TEXT PRIMARY KEY, version INTEGER NOT NULL)")
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -49,7 +49,8 @@ class Outbox:
             for e in events:
                 cur = self.conn.execute(
                     "INSERT OR IGNORE INTO outbox (event_id, stream, type, priority, "
-                    "created_at, body) VALUES (?, ?, ?, ?, ?, ?)",
+                    "created_at, body) SELECT ?, ?, ?, ?, ?, ? "
+                    "WHERE NOT EXISTS (SELECT 1 FROM delivered WHERE event_id = ?)",
                     (
                         e.event_id,
                         e.stream,
@@ -57,6 +58,7 @@ class Outbox:
                         e.priority,
                         e.created_at,
                         json.dumps(e.body, separators=(",", ":"), sort_keys=True),
+                        e.event_id,
                     ),
                 )
                 if cur.rowcount:
@@ -64,14 +66,26 @@ class Outbox:
         return added
 
     def peek(self, limit: int = 100) -> list[QueuedEvent]:
+        """The next events to send: most important stream first, each stream in order."""
         rows = self.conn.execute(
-            "SELECT seq, event_id, stream, type, body FROM outbox ORDER BY seq LIMIT ?", (limit,)
+            "SELECT seq, event_id, stream, type, body FROM outbox ORDER BY priority, seq LIMIT ?",
+            (limit,),
         )
         return [QueuedEvent(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
 
-    def acknowledge(self, seqs: Sequence[int]) -> None:
+    def acknowledge(self, events: Sequence[QueuedEvent], now: float) -> None:
+        """The broker has them: remember their ids as delivered and drop the rows."""
         with transaction(self.conn):
-            self.conn.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO delivered (event_id, delivered_at) VALUES (?, ?)",
+                [(e.event_id, now) for e in events],
+            )
+            self.conn.executemany("DELETE FROM outbox WHERE seq = ?", [(e.seq,) for e in events])
+
+    def prune_delivered(self, older_than: float) -> int:
+        with transaction(self.conn):
+            cur = self.conn.execute("DELETE FROM delivered WHERE delivered_at < ?", (older_than,))
+        return cur.rowcount
 
     def depth(self) -> int:
         return int(self.conn.execute("SELECT count(*) FROM outbox").fetchone()[0])

@@ -38,10 +38,31 @@ def test_duplicate_ids_are_ignored(conn: sqlite3.Connection) -> None:
 
 def test_acknowledge_deletes_only_those(conn: sqlite3.Connection) -> None:
     outbox = Outbox(conn)
-    seqs = outbox.append([_event(i) for i in range(4)])
-    outbox.acknowledge(seqs[:2])
+    outbox.append([_event(i) for i in range(4)])
+    outbox.acknowledge(outbox.peek(2), now=2000.0)
     assert [q.event_id for q in outbox.peek()] == ["id-2", "id-3"]
     assert outbox.oldest_age(1010.0) == pytest.approx(8.0)
+
+
+def test_delivered_ids_are_not_queued_again(conn: sqlite3.Connection) -> None:
+    outbox = Outbox(conn)
+    outbox.append([_event(1), _event(2)])
+    outbox.acknowledge(outbox.peek(1), now=2000.0)
+    assert outbox.append([_event(1), _event(3)]) != []  # only id-3 is new
+    assert [q.event_id for q in outbox.peek()] == ["id-2", "id-3"]
+    assert outbox.prune_delivered(older_than=2001.0) == 1
+    assert len(outbox.append([_event(1)])) == 1  # forgotten after retention: queued again
+
+
+def test_peek_takes_important_streams_first_each_in_order(conn: sqlite3.Connection) -> None:
+    outbox = Outbox(conn)
+
+    def ev(event_id: str, stream: str, priority: int) -> OutboxEvent:
+        return OutboxEvent(event_id, stream, f"{stream}.x", priority, 1.0, {})
+
+    outbox.append([ev("z1", "zone", 3), ev("r1", "redemption", 0), ev("z2", "zone", 3)])
+    outbox.append([ev("o1", "offer", 1), ev("r2", "redemption", 0)])
+    assert [q.event_id for q in outbox.peek()] == ["r1", "r2", "o1", "z1", "z2"]
 
 
 def test_failed_batch_leaves_nothing(conn: sqlite3.Connection) -> None:

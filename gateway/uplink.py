@@ -1,0 +1,291 @@
+"""MQTT uplink: drains the outbox to the broker, keeps a birth/will status, hands downlink
+messages to a handler. One long-lived connection, reconnecting with backoff.
+
+Delivery is at-least-once and ordered per stream:
+  * events are read from the outbox most important stream first (priority, then seq);
+  * a batch is published at QoS 1 with up to `inflight` messages outstanding; aiomqtt's
+    publish returns when the broker's PUBACK arrived;
+  * per stream, only the acknowledged *prefix* is removed from the outbox (moved to
+    `delivered`). A message acknowledged after one that failed is sent again later, so the
+    consumer may see a duplicate — with the same CloudEvents id — but never a reordering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import random
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from . import __version__
+from .config import Config, MqttSection
+from .outbox import Outbox, QueuedEvent
+
+log = logging.getLogger(__name__)
+
+CLOUDEVENTS_JSON = "application/cloudevents+json"
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """The topic contract (docs/asyncapi.yaml); version 1 lives under `storegate/v1`."""
+
+    prefix: str
+    store: str
+    gateway: str
+
+    @property
+    def base(self) -> str:
+        return f"{self.prefix}/{self.store}/{self.gateway}"
+
+    def events(self, stream: str) -> str:
+        return f"{self.base}/events/{stream}"
+
+    @property
+    def status(self) -> str:
+        return f"{self.base}/status"
+
+    @property
+    def resync(self) -> str:
+        return f"{self.base}/resync"
+
+    @property
+    def downlink_filters(self) -> list[str]:
+        return [
+            f"{self.prefix}/{self.store}/down/+",  # store-wide documents
+            f"{self.base}/down/+",  # documents for this gateway only
+            f"{self.base}/cmd/+",  # commands
+        ]
+
+
+def client_settings(mqtt: MqttSection, config: Config, will_payload: bytes) -> dict[str, Any]:
+    """Keyword arguments for aiomqtt.Client from the config."""
+    v5 = mqtt.protocol == "5"
+    kwargs: dict[str, Any] = {
+        "hostname": mqtt.host,
+        "port": mqtt.port,
+        "identifier": mqtt.client_id or config.gateway.id,
+        "keepalive": mqtt.keepalive_s,
+        "protocol": aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
+        "will": aiomqtt.Will(
+            Topics(mqtt.topic_prefix, config.gateway.store, config.gateway.id).status,
+            will_payload,
+            qos=1,
+            retain=True,
+        ),
+        "timeout": 10.0,
+        "max_inflight_messages": mqtt.inflight,
+    }
+    if v5:
+        # Clean start off plus a session expiry: QoS 1 subscriptions and queued downlink
+        # survive a short drop.
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = mqtt.session_expiry_s
+        kwargs["properties"] = props
+        kwargs["clean_start"] = False
+    else:
+        kwargs["clean_session"] = False
+    if mqtt.username:
+        kwargs["username"] = mqtt.username
+        kwargs["password"] = mqtt.password or None
+    if mqtt.tls:
+        context = ssl.create_default_context(
+            cafile=str(config.resolve(mqtt.ca_file, shared=False)) if mqtt.ca_file else None
+        )
+        if mqtt.cert_file:
+            context.load_cert_chain(
+                str(config.resolve(mqtt.cert_file, shared=False)),
+                str(config.resolve(mqtt.key_file, shared=False)),
+            )
+        kwargs["tls_context"] = context
+    return kwargs
+
+
+def config_hash(config: Config) -> str:
+    text = repr(config).encode()
+    return hashlib.sha256(text).hexdigest()[:12]
+
+
+DownlinkHandler = Callable[[aiomqtt.Message, "Uplink"], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class UplinkStats:
+    connected: bool = False
+    connects: int = 0
+    delivered: int = 0
+    published: int = 0
+    failures: int = 0
+    last_error: str = ""
+    received: int = 0
+
+
+@dataclass(slots=True)
+class Uplink:
+    config: Config
+    outbox: Outbox
+    on_downlink: DownlinkHandler | None = None
+    batch: int = 500
+    stats: UplinkStats = field(default_factory=UplinkStats)
+    started: float = field(default_factory=time.time)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    client: aiomqtt.Client | None = None
+
+    @property
+    def topics(self) -> Topics:
+        g = self.config.gateway
+        return Topics(self.config.mqtt.topic_prefix, g.store, g.id)
+
+    def _status(self, state: str) -> bytes:
+        return json.dumps(
+            {
+                "state": state,
+                "gateway": self.config.gateway.id,
+                "store": self.config.gateway.store,
+                "version": __version__,
+                "started_at": self.started,
+                "uptime_s": round(time.time() - self.started, 1),
+                "config_hash": config_hash(self.config),
+            },
+            separators=(",", ":"),
+        ).encode()
+
+    def notify(self) -> None:
+        """New events were committed: drain now instead of at the next poll."""
+        self.wake.set()
+
+    async def run(self) -> None:
+        """Connect, drain and listen until cancelled; reconnect on any broker failure."""
+        mqtt = self.config.mqtt
+        failures = 0
+        while True:
+            try:
+                await self._session()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # broker gone, TLS refused, network down: retry
+                failures += 1
+                self.stats.failures += 1
+                self.stats.last_error = _describe(exc)
+                log.warning(
+                    "mqtt %s:%s: %s; reconnecting", mqtt.host, mqtt.port, self.stats.last_error
+                )
+            else:
+                failures = 0
+            finally:
+                self.stats.connected = False
+                self.client = None
+            delay = min(mqtt.backoff_max_s, 0.2 * 2.0 ** min(failures, 10))
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+
+    async def _session(self) -> None:
+        settings = client_settings(self.config.mqtt, self.config, self._status("offline"))
+        async with aiomqtt.Client(**settings) as client:
+            self.client = client
+            self.stats.connected = True
+            self.stats.connects += 1
+            await client.publish(self.topics.status, self._status("online"), qos=1, retain=True)
+            for topic in self.topics.downlink_filters:
+                await client.subscribe(topic, qos=1)
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self._drain_forever(client))
+                    tg.create_task(self._listen(client))
+            except asyncio.CancelledError:
+                # Clean shutdown: say offline ourselves (the will only fires on a lost link).
+                with contextlib.suppress(aiomqtt.MqttError, TimeoutError, OSError):
+                    await asyncio.wait_for(
+                        client.publish(
+                            self.topics.status, self._status("offline"), qos=1, retain=True
+                        ),
+                        2.0,
+                    )
+                raise
+
+    async def _listen(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            self.stats.received += 1
+            if self.on_downlink is not None:
+                await self.on_downlink(message, self)
+
+    async def _drain_forever(self, client: aiomqtt.Client) -> None:
+        last_prune = 0.0
+        while True:
+            sent = await self.drain_once(client)
+            now = time.time()
+            if now - last_prune > 3600:
+                self.outbox.prune_delivered(now - self.config.mqtt.delivered_retention_s)
+                last_prune = now
+            if not sent:
+                self.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), 1.0)
+
+    async def drain_once(self, client: aiomqtt.Client) -> int:
+        """Publish one batch; acknowledge what the broker confirmed. Returns events removed."""
+        queued = self.outbox.peek(self.batch)
+        if not queued:
+            return 0
+        semaphore = asyncio.Semaphore(self.config.mqtt.inflight)
+        v5 = self.config.mqtt.protocol == "5"
+
+        async def send(event: QueuedEvent) -> bool:
+            async with semaphore:
+                props = None
+                if v5:
+                    # CloudEvents MQTT binding, structured mode: the content type says so.
+                    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+                    props.ContentType = CLOUDEVENTS_JSON
+                payload = json.dumps(event.body, separators=(",", ":")).encode()
+                try:
+                    await client.publish(
+                        self.topics.events(event.stream), payload, qos=1, properties=props
+                    )
+                except aiomqtt.MqttError:
+                    return False
+                self.stats.published += 1
+                return True
+
+        results = await asyncio.gather(*(send(e) for e in queued))
+        done = acknowledged_prefix(queued, results)
+        if done:
+            self.outbox.acknowledge(done, time.time())
+            self.stats.delivered += len(done)
+        if len(done) < len(queued):
+            raise aiomqtt.MqttError(f"{len(queued) - len(done)} of {len(queued)} not acknowledged")
+        return len(done)
+
+    async def publish_json(self, topic: str, body: dict[str, Any], **kwargs: Any) -> None:
+        if self.client is not None:
+            await self.client.publish(topic, json.dumps(body).encode(), qos=1, **kwargs)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_describe(e) for e in exc.exceptions)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def acknowledged_prefix(queued: list[QueuedEvent], results: list[bool]) -> list[QueuedEvent]:
+    """Per stream, the events up to (not including) the first one that failed."""
+    blocked: set[str] = set()
+    done = []
+    for event, ok in zip(queued, results, strict=True):
+        if event.stream in blocked:
+            continue
+        if ok:
+            done.append(event)
+        else:
+            blocked.add(event.stream)
+    return done
