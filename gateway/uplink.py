@@ -34,6 +34,9 @@ from .outbox import Outbox, QueuedEvent
 
 log = logging.getLogger(__name__)
 
+# Events read and published per round; their acknowledgement is recorded once per round.
+BATCH = 500
+
 CLOUDEVENTS_JSON = "application/cloudevents+json"
 
 
@@ -136,7 +139,7 @@ class Uplink:
     config: Config
     outbox: Outbox
     on_downlink: DownlinkHandler | None = None
-    batch: int = 500
+    batch: int = BATCH
     stats: UplinkStats = field(default_factory=UplinkStats)
     started: float = field(default_factory=time.time)
     wake: asyncio.Event = field(default_factory=asyncio.Event)

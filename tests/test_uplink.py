@@ -49,9 +49,12 @@ def produce(outbox: Outbox, start: int, count: int) -> None:
 class Consumer:
     """A central system: a durable QoS 1 subscription that reconnects through restarts."""
 
-    def __init__(self, port: int, topic: str = "storegate/v1/+/+/events/#") -> None:
+    def __init__(
+        self, port: int, topic: str = "storegate/v1/+/+/events/#", name: str = "central-consumer"
+    ) -> None:
         self.port = port
         self.topic = topic
+        self.name = name
         self.received: list[tuple[str, dict[str, Any], str | None]] = []
         self.ready = asyncio.Event()
 
@@ -61,7 +64,7 @@ class Consumer:
         while True:
             try:
                 async with aiomqtt.Client(
-                    "127.0.0.1", self.port, identifier="central-consumer",
+                    "127.0.0.1", self.port, identifier=self.name,
                     protocol=aiomqtt.ProtocolVersion.V5, clean_start=False, properties=props,
                 ) as client:  # fmt: skip
                     await client.subscribe(self.topic, qos=1)
@@ -282,7 +285,7 @@ async def test_mqtt_311_fallback_delivers(tmp_path: Path) -> None:
 
 
 def test_plaintext_to_a_remote_broker_is_refused() -> None:
-    with pytest.raises(ConfigError, match="refusing plaintext MQTT to broker.example"):
+    with pytest.raises(ConfigError, match=r"refusing plaintext MQTT to broker\.example"):
         parse_config("[mqtt]\nenabled = true\nhost = 'broker.example'\n", "gw.toml")
     parse_config("[mqtt]\nenabled = true\nhost = 'broker.example'\nallow_plaintext_remote = true\n")
 
