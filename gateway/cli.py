@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -58,44 +56,29 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_replay(args: argparse.Namespace) -> int:
     """Replay a trace with the configured sinks and uplink; exit 0 once the outbox is empty."""
-    from .daemon import Gateway, replay_source, run_pipeline
-    from .uplink import Uplink
+    from .daemon import Gateway, replay_source, run_gateway
 
     config = load_config(args.config)
+    if not config.mqtt.enabled:
+        raise ConfigError(args.config, "mqtt.enabled", "replay drains to the broker: set it true")
     trace = Path(args.trace)
     if not trace.exists():
         print(f"gateway: {trace}: trace not found", file=sys.stderr)
         return 2
     gateway = Gateway(config, quiet_sink=True)
-    if not config.mqtt.enabled:
-        raise ConfigError(args.config, "mqtt.enabled", "replay drains to the broker: set it true")
-    uplink = Uplink(config, gateway.outbox)
-    gateway.on_commit = uplink.notify
-
-    async def main() -> bool:
-        uplink_task = asyncio.create_task(uplink.run())
-        try:
-            await run_pipeline(gateway, [replay_source(gateway, trace, 0.0)])
-            deadline = time.monotonic() + args.until_drained
-            while gateway.outbox.depth() and time.monotonic() < deadline:
-                uplink.notify()
-                await asyncio.sleep(0.05)
-            return gateway.outbox.depth() == 0
-        finally:
-            uplink_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await uplink_task
-
-    drained = asyncio.run(main())
-    produced = sum(gateway.summary.outbox_added.values())
+    summary, uplink = asyncio.run(
+        run_gateway(gateway, [replay_source(gateway, trace, 0.0)], drain_s=args.until_drained)
+    )
+    assert uplink is not None
+    depth = gateway.outbox.depth()
     print(
-        f"replayed {gateway.summary.items} items; events produced {produced}; "
-        f"delivered {uplink.stats.delivered}; outbox depth {gateway.outbox.depth()}; "
+        f"replayed {summary.items} items; events produced {sum(summary.outbox_added.values())}; "
+        f"delivered {uplink.stats.delivered}; outbox depth {depth}; "
         f"broker connects {uplink.stats.connects}"
         + (f"; last error: {uplink.stats.last_error}" if uplink.stats.last_error else "")
     )
     gateway.close()
-    return 0 if drained else 1
+    return 0 if depth == 0 else 1
 
 
 def _cmd_sim(args: argparse.Namespace) -> int:

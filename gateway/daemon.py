@@ -9,6 +9,7 @@ delivered and events reported — "queued in the outbox" always means "on disk".
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import sys
 import time
@@ -19,11 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import db
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from . import db, downlink
 from .config import BleAdapterSection, Config
 from .events import EnvelopeFactory
 from .identity import IdentityStore
-from .model import AdapterHealth, Advert, OfferDecision, PipelineEvent, Tap
+from .model import AdapterHealth, Advert, GatewayNotice, OfferDecision, PipelineEvent, Tap
 from .offers import OfferEngine
 from .outbox import Outbox
 from .pipeline import Pipeline
@@ -36,6 +41,9 @@ from .storemap import load_map
 
 if TYPE_CHECKING:
     from .sources.ble import BleSource
+    from .uplink import Uplink
+
+log = logging.getLogger(__name__)
 
 Item = Advert | Tap | AdapterHealth
 BATCH = 256
@@ -80,6 +88,8 @@ class Gateway:
         self.summary = RunSummary()
         self.ble_sources: list[BleSource] = []
         self.on_commit: Callable[[], None] | None = None  # e.g. wake the uplink
+        self.nonces = downlink.NonceCache()
+        self.uplink: Uplink | None = None
 
     def refresh(self) -> None:
         """Re-read caches derived from the database (after seeding or a downlink update)."""
@@ -138,6 +148,119 @@ class Gateway:
                 envelope = self.envelopes.envelope(event)
                 assert envelope is not None
                 self.reporter.outbox(event.t, envelope.type, seq)
+
+    def notify(self, notices: list[PipelineEvent]) -> None:
+        """Queue events that did not come from a sensor (downlink outcomes, commands)."""
+        with db.transaction(self.conn):
+            seqs = self._enqueue(notices)
+        self._after_commit(notices, seqs)
+
+    async def on_downlink(self, message: aiomqtt.Message, uplink: Uplink) -> None:
+        topic = str(message.topic)
+        *_, channel, name = topic.split("/")
+        key = bytes.fromhex(self.config.mqtt.downlink_key)
+        now = time.time()
+        payload = (
+            message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
+        )
+        document = downlink.verify(key, payload)
+        if isinstance(document, downlink.Rejected):
+            self._reject(now, topic, document.reason, document.detail)
+            return
+        if channel == "cmd":
+            await self._command(message, uplink, document, name, now)
+            return
+        if document.get("family") != name:
+            self._reject(now, topic, "family_mismatch", f"{document.get('family')!r} on {topic}")
+            return
+        try:
+            outcome = downlink.apply_document(self.conn, document)
+        except downlink.DocumentRejected as exc:
+            self._reject(now, topic, exc.reason, exc.detail)
+            if exc.reason == "version_gap":
+                row = self.conn.execute(
+                    "SELECT version FROM doc_versions WHERE family = ?", (name,)
+                ).fetchone()
+                await uplink.publish_json(
+                    uplink.topics.resync, {"family": name, "have": int(row[0]) if row else 0}
+                )
+            return
+        if outcome == "applied":
+            self.refresh()
+            self.pipeline.profiles.clear()  # identities may have changed: resolve again
+            self.notify(
+                [
+                    GatewayNotice(
+                        now,
+                        "downlink_applied",
+                        name,
+                        {"topic": topic, "version": document["version"], "kind": document["kind"]},
+                    )
+                ]
+            )
+
+    def _reject(self, now: float, topic: str, reason: str, detail: str) -> None:
+        log.warning("downlink rejected on %s: %s (%s)", topic, reason, detail)
+        self.notify(
+            [
+                GatewayNotice(
+                    now,
+                    "downlink_rejected",
+                    topic.rsplit("/", 1)[-1],
+                    {"topic": topic, "reason": reason, "detail": detail},
+                )
+            ]
+        )
+
+    async def _command(
+        self,
+        message: aiomqtt.Message,
+        uplink: Uplink,
+        document: dict[str, object],
+        name: str,
+        now: float,
+    ) -> None:
+        reason = downlink.check_command(document, self.nonces, now)
+        if not reason and document.get("command") != name:
+            reason = "command_mismatch"
+        result: dict[str, object] = {}
+        if not reason:
+            if name == "flush":
+                uplink.notify()
+                result = {"outbox_depth": self.outbox.depth()}
+            elif name == "diagnose":
+                result = {
+                    "outbox_depth": self.outbox.depth(),
+                    "uplink": {
+                        "connects": uplink.stats.connects,
+                        "delivered": uplink.stats.delivered,
+                    },
+                    "adverts": self.pipeline.stats.adverts,
+                    "decode_rejected": dict(self.pipeline.stats.decode.rejected),
+                }
+            elif name == "reload":
+                self.refresh()
+                self.pipeline.profiles.clear()
+                result = {"reloaded": ["stock", "profiles"]}
+        response = {
+            "command": name,
+            "nonce": document.get("nonce"),
+            "ok": not reason,
+            "reason": reason or None,
+            "result": result,
+        }
+        props = getattr(message, "properties", None)
+        topic = getattr(props, "ResponseTopic", None) or f"{uplink.topics.base}/cmd-resp/{name}"
+        kwargs: dict[str, object] = {}
+        correlation = getattr(props, "CorrelationData", None)
+        if correlation is not None and self.config.mqtt.protocol == "5":
+            out = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            out.CorrelationData = correlation
+            kwargs["properties"] = out
+        await uplink.publish_json(topic, response, **kwargs)
+        self.notify(
+            [GatewayNotice(now, "command", name, {"ok": not reason, "reason": reason or None})]
+        )
 
     def close(self) -> None:
         self.conn.close()
@@ -222,6 +345,37 @@ async def run_pipeline(
     return gateway.summary
 
 
+async def run_gateway(
+    gateway: Gateway,
+    sources: list[Source],
+    stop: asyncio.Event | None = None,
+    drain_s: float = 0.0,
+) -> tuple[RunSummary, Uplink | None]:
+    """The daemon: sources → pipeline, and, when [mqtt] is enabled, the uplink beside it.
+    After the sources end, wait up to `drain_s` for the outbox to empty."""
+    from .uplink import Uplink
+
+    uplink = None
+    task = None
+    if gateway.config.mqtt.enabled:
+        uplink = Uplink(gateway.config, gateway.outbox, on_downlink=gateway.on_downlink)
+        gateway.on_commit = uplink.notify
+        gateway.uplink = uplink
+        task = asyncio.create_task(uplink.run())
+    try:
+        summary = await run_pipeline(gateway, sources, stop)
+        deadline = time.monotonic() + drain_s
+        while uplink is not None and gateway.outbox.depth() and time.monotonic() < deadline:
+            uplink.notify()
+            await asyncio.sleep(0.05)
+        return summary, uplink
+    finally:
+        if task is not None:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+
+
 def replay_source(gateway: Gateway, path: Path, speed: float) -> Source:
     def on_error(error: TraceError) -> None:
         gateway.summary.trace_errors.append(str(error))
@@ -241,8 +395,9 @@ def ble_sources(gateway: Gateway) -> list[Source]:
     for adapter, settings in gateway.config.sources.ble.items():
         receiver = settings.receiver or gateway.config.gateway.id
 
-        def make(adapter: str = adapter, settings: BleAdapterSection = settings,
-                 receiver: str = receiver) -> Source:  # fmt: skip
+        def make(
+            adapter: str = adapter, settings: BleAdapterSection = settings, receiver: str = receiver
+        ) -> Source:
             async def source(inlet: Inlet) -> None:
                 ble = BleSource(adapter, settings, receiver, inlet.put_nowait)
                 gateway.ble_sources.append(ble)

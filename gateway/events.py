@@ -15,6 +15,7 @@ from typing import Any
 from .model import (
     AdapterHealth,
     BeaconHealth,
+    GatewayNotice,
     IdentityMatch,
     OfferDecision,
     PipelineEvent,
@@ -172,6 +173,18 @@ class EnvelopeFactory:
                 event.adapter,
                 event.state,
                 event.t,
+            )
+        if isinstance(event, GatewayNotice):
+            return self._envelope(
+                "gateway",
+                event.kind,
+                event.t,
+                event.subject,
+                dict(event.data),
+                event.kind,
+                event.subject,
+                event.t,
+                sorted(event.data.items()).__repr__(),
             )
         if isinstance(event, IdentityMatch):
             return None  # stays on the box: who-is-which-device is not uplinked

@@ -28,8 +28,12 @@ def frame_json(frame: Frame | None, reason: str) -> dict[str, Any]:
         return {"frame": None, "reason": reason}
     out: dict[str, Any] = {"frame": frame.kind}
     if isinstance(frame, IBeacon):
-        out |= {"uuid": frame.uuid, "major": frame.major, "minor": frame.minor,
-                "tx_power": frame.tx_power}  # fmt: skip
+        out |= {
+            "uuid": frame.uuid,
+            "major": frame.major,
+            "minor": frame.minor,
+            "tx_power": frame.tx_power,
+        }
     elif isinstance(frame, AltBeacon):
         raw = bytes.fromhex(frame.beacon_id)
         out |= {
@@ -43,8 +47,11 @@ def frame_json(frame: Frame | None, reason: str) -> dict[str, Any]:
             "mfg_reserved": frame.mfg_reserved,
         }
     elif isinstance(frame, EddystoneUID):
-        out |= {"namespace": frame.namespace, "instance": frame.instance,
-                "tx_power": frame.tx_power}  # fmt: skip
+        out |= {
+            "namespace": frame.namespace,
+            "instance": frame.instance,
+            "tx_power": frame.tx_power,
+        }
     elif isinstance(frame, EddystoneURL):
         out |= {"url": frame.url, "tx_power": frame.tx_power}
     elif isinstance(frame, EddystoneTLM):

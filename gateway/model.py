@@ -52,6 +52,17 @@ class AdapterHealth:
     restarts: int
 
 
+@dataclass(frozen=True, slots=True)
+class GatewayNotice:
+    """Something the backend should know about the gateway itself (downlink applied or
+    rejected with a reason, command handled)."""
+
+    t: float
+    kind: str  # "downlink_applied" | "downlink_rejected" | "command"
+    subject: str
+    data: dict[str, object]
+
+
 # --- decode --------------------------------------------------------------------------------
 
 
@@ -278,7 +289,14 @@ class BeaconHealth:
 
 
 PipelineEvent = (
-    ZoneEvent | IdentityMatch | OfferDecision | Redemption | TapEvent | BeaconHealth | AdapterHealth
+    ZoneEvent
+    | IdentityMatch
+    | OfferDecision
+    | Redemption
+    | TapEvent
+    | BeaconHealth
+    | AdapterHealth
+    | GatewayNotice
 )
 
 JSON = dict[str, Any]

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 from .model import (
     AdapterHealth,
     BeaconHealth,
+    GatewayNotice,
     IdentityMatch,
     OfferDecision,
     PipelineEvent,
@@ -62,6 +63,8 @@ class ConsoleReporter:
             who = event.profile_id or "unknown"
             token = "verified token" if event.token_verified else "no verified token"
             self._print(event.t, f"NFC       tap   {event.reader} ({event.zone}) {who}, {token}")
+        elif isinstance(event, GatewayNotice):
+            self._print(event.t, f"GATEWAY   {event.kind} {event.subject} {event.data}")
         elif isinstance(event, AdapterHealth):
             why = f" ({event.reason})" if event.reason else ""
             self._print(event.t, f"ADAPTER   {event.adapter} {event.state}{why}")

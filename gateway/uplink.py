@@ -132,6 +132,7 @@ class UplinkStats:
     failures: int = 0
     last_error: str = ""
     received: int = 0
+    subscribed: bool = False  # downlink subscriptions are in place on this connection
 
 
 @dataclass(slots=True)
@@ -187,7 +188,7 @@ class Uplink:
             else:
                 failures = 0
             finally:
-                self.stats.connected = False
+                self.stats.connected = self.stats.subscribed = False
                 self.client = None
             delay = min(mqtt.backoff_max_s, 0.2 * 2.0 ** min(failures, 10))
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
@@ -201,6 +202,7 @@ class Uplink:
             await client.publish(self.topics.status, self._status("online"), qos=1, retain=True)
             for topic in self.topics.downlink_filters:
                 await client.subscribe(topic, qos=1)
+            self.stats.subscribed = True
             try:
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(self._drain_forever(client))
