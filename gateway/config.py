@@ -418,6 +418,35 @@ class MqttSection:
 
 
 @dataclass(frozen=True, slots=True)
+class OutboxSection:
+    max_events: int = doc(
+        "Most events kept waiting for the uplink. Past it, the least important, oldest "
+        "events are shed (never redemptions), counted and reported.",
+        default=500_000,
+    )
+    ttl_s: dict[str, float] = doc(
+        "Per stream: events older than this are dropped unsent (counted). 0 keeps forever.",
+        default_factory=lambda: {
+            "redemption": 0.0,
+            "offer": 30 * 86400.0,
+            "nfc": 7 * 86400.0,
+            "zone": 86400.0,
+            "beacon": 86400.0,
+            "gateway": 7 * 86400.0,
+        },
+    )
+
+    def validate(self) -> dict[str, str]:
+        if self.max_events < 1000:
+            return {"max_events": "must be at least 1000"}
+        if self.ttl_s.get("redemption", 0.0) != 0.0:
+            return {"ttl_s.redemption": "redemptions are never dropped: set 0"}
+        if any(v < 0 for v in self.ttl_s.values()):
+            return {"ttl_s": "must not be negative"}
+        return {}
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     gateway: GatewaySection = doc("Identity of this box.", default_factory=GatewaySection)
     map: MapSection = doc("The store map.", default_factory=MapSection)
@@ -431,6 +460,9 @@ class Config:
     sinks: SinksSection = doc("Local push sinks.", default_factory=SinksSection)
     sources: SourcesSection = doc("Where sightings come from.", default_factory=SourcesSection)
     mqtt: MqttSection = doc("The backend broker.", default_factory=MqttSection)
+    outbox: OutboxSection = doc(
+        "Bounds of the store-and-forward queue.", default_factory=OutboxSection
+    )
     # Not a TOML key: the directory relative paths resolve against.
     base_dir: Path = field(default=Path("."), metadata={"internal": True})
 

@@ -30,7 +30,7 @@ from .events import EnvelopeFactory
 from .identity import IdentityStore
 from .model import AdapterHealth, Advert, GatewayNotice, OfferDecision, PipelineEvent, Tap
 from .offers import OfferEngine
-from .outbox import Outbox
+from .outbox import Outbox, enforce_bounds
 from .pipeline import Pipeline
 from .profiles import load_beacon_profile
 from .report import ConsoleReporter
@@ -90,6 +90,8 @@ class Gateway:
         self.on_commit: Callable[[], None] | None = None  # e.g. wake the uplink
         self.nonces = downlink.NonceCache()
         self.uplink: Uplink | None = None
+        self._last_bound = 0.0
+        self.outbox_dropped: Counter[str] = Counter()
 
     def refresh(self) -> None:
         """Re-read caches derived from the database (after seeding or a downlink update)."""
@@ -135,8 +137,10 @@ class Gateway:
         return seqs
 
     def _after_commit(self, events: list[PipelineEvent], seqs: list[int | None]) -> None:
-        if self.on_commit is not None and any(s is not None for s in seqs):
-            self.on_commit()
+        if any(s is not None for s in seqs):
+            if self.on_commit is not None:
+                self.on_commit()
+            self._bound_outbox()
         for event, seq in zip(events, seqs, strict=True):
             if self.reporter is not None:
                 self.reporter.event(event)
@@ -148,6 +152,20 @@ class Gateway:
                 envelope = self.envelopes.envelope(event)
                 assert envelope is not None
                 self.reporter.outbox(event.t, envelope.type, seq)
+
+    def _bound_outbox(self, every_s: float = 10.0) -> None:
+        """Keep the outbox within its quota and TTLs (checked at most every `every_s`)."""
+        now = time.time()
+        if now - self._last_bound < every_s:
+            return
+        self._last_bound = now
+        bounds = self.config.outbox
+        dropped = enforce_bounds(self.conn, now, bounds.max_events, bounds.ttl_s)
+        if dropped:
+            for key, n in dropped.items():
+                self.outbox_dropped[key] += n
+            log.warning("outbox over its bounds, dropped %s", dropped)
+            self.notify([GatewayNotice(now, "outbox_dropped", "outbox", dict(dropped))])
 
     def notify(self, notices: list[PipelineEvent]) -> None:
         """Queue events that did not come from a sensor (downlink outcomes, commands)."""

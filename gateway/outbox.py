@@ -97,3 +97,37 @@ class Outbox:
     def types(self) -> list[str]:
         """Event types in queue order (for summaries and tests)."""
         return [str(r[0]) for r in self.conn.execute("SELECT type FROM outbox ORDER BY seq")]
+
+
+# Never shed, whatever the pressure: they are what the shop is paid for.
+PROTECTED_STREAMS = ("redemption",)
+
+
+def enforce_bounds(
+    conn: sqlite3.Connection, now: float, max_events: int, ttl_s: dict[str, float]
+) -> dict[str, int]:
+    """Drop expired events and, past the quota, the least important oldest ones.
+
+    Returns what was dropped, as {"expired:<stream>": n, "shed:<stream>": n}.
+    """
+    dropped: dict[str, int] = {}
+    with transaction(conn):
+        for stream, ttl in ttl_s.items():
+            if ttl > 0 and stream not in PROTECTED_STREAMS:
+                cur = conn.execute(
+                    "DELETE FROM outbox WHERE stream = ? AND created_at < ?", (stream, now - ttl)
+                )
+                if cur.rowcount:
+                    dropped[f"expired:{stream}"] = cur.rowcount
+        excess = int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0]) - max_events
+        if excess > 0:
+            placeholders = ",".join("?" for _ in PROTECTED_STREAMS)
+            victims = conn.execute(
+                f"SELECT seq, stream FROM outbox WHERE stream NOT IN ({placeholders}) "
+                "ORDER BY priority DESC, seq LIMIT ?",
+                (*PROTECTED_STREAMS, excess),
+            ).fetchall()
+            conn.executemany("DELETE FROM outbox WHERE seq = ?", [(v[0],) for v in victims])
+            for _, stream in victims:
+                dropped[f"shed:{stream}"] = dropped.get(f"shed:{stream}", 0) + 1
+    return dropped

@@ -178,8 +178,13 @@ async def test_a_silent_adapter_is_restarted_then_power_cycled(bluez: FakeBlueZ)
         await wait_for(lambda: out.states[-1] == "scanning")
         # Escalation: a restart first, and only when that did not help, a power cycle.
         assert out.states[:6] == [
-            "scanning", "restarting", "scanning", "restarting", "power_cycled", "scanning"
-        ]  # fmt: skip
+            "scanning",
+            "restarting",
+            "scanning",
+            "restarting",
+            "power_cycled",
+            "scanning",
+        ]
         assert any("ScannerSilent" in i.reason for i in out.items if isinstance(i, AdapterHealth))
         # Adverts flow again after recovery.
         bluez.advertise("5A:10:22:8B:C1:03", -60, manufacturer={0x004C: IBEACON_MFR})

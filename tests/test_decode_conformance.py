@@ -43,14 +43,22 @@ CORPUS: list[tuple[str, str, dict[str, Any]]] = [
     (
         "eddystone-uid with RFU bytes (length 0x17)",
         svc_feaa("00e2" + "8b0ca750095477cb3e77" + "0a0b0c0d0e0f" + "0000"),
-        {"frame": "eddystone_uid", "namespace": "8b0ca750095477cb3e77", "instance": "0a0b0c0d0e0f",
-         "tx_power": -30},
+        {
+            "frame": "eddystone_uid",
+            "namespace": "8b0ca750095477cb3e77",
+            "instance": "0a0b0c0d0e0f",
+            "tx_power": -30,
+        },
     ),
     (
         "eddystone-uid truncated before RFU (length 0x15, allowed by the spec)",
         svc_feaa("0012" + "00112233445566778899" + "aabbccddeeff"),
-        {"frame": "eddystone_uid", "namespace": "00112233445566778899", "instance": "aabbccddeeff",
-         "tx_power": 18},
+        {
+            "frame": "eddystone_uid",
+            "namespace": "00112233445566778899",
+            "instance": "aabbccddeeff",
+            "tx_power": 18,
+        },
     ),
     (
         "eddystone-url https://goo.gl/S6zT6P",
@@ -70,26 +78,52 @@ CORPUS: list[tuple[str, str, dict[str, Any]]] = [
     (
         "eddystone-tlm plain: 3000 mV, 23.5 °C, 256 adverts, 256.0 s",
         svc_feaa("2000" + "0bb8" + "1780" + "00000100" + "00000a00"),
-        {"frame": "eddystone_tlm", "version": 0, "voltage": 3000, "temperature": 23.5,
-         "adv_count": 256, "sec_count": 2560, "uptime": 256.0},
+        {
+            "frame": "eddystone_tlm",
+            "version": 0,
+            "voltage": 3000,
+            "temperature": 23.5,
+            "adv_count": 256,
+            "sec_count": 2560,
+            "uptime": 256.0,
+        },
     ),
     (
         "eddystone-tlm plain: negative temperature, big counters",
         svc_feaa("2000" + "0c1c" + "ff80" + "ffffffff" + "80000000"),
-        {"frame": "eddystone_tlm", "version": 0, "voltage": 3100, "temperature": -0.5,
-         "adv_count": 4294967295, "sec_count": 2147483648, "uptime": 214748364.8},
+        {
+            "frame": "eddystone_tlm",
+            "version": 0,
+            "voltage": 3100,
+            "temperature": -0.5,
+            "adv_count": 4294967295,
+            "sec_count": 2147483648,
+            "uptime": 214748364.8,
+        },
     ),
     (
         "eddystone-tlm plain: mains powered, no temperature sensor",
         svc_feaa("2000" + "0000" + "8000" + "00000001" + "00000001"),
-        {"frame": "eddystone_tlm", "version": 0, "voltage": 0, "temperature": None,
-         "adv_count": 1, "sec_count": 1, "uptime": 0.1},
+        {
+            "frame": "eddystone_tlm",
+            "version": 0,
+            "voltage": 0,
+            "temperature": None,
+            "adv_count": 1,
+            "sec_count": 1,
+            "uptime": 0.1,
+        },
     ),
     (
         "eddystone-tlm encrypted (version 1)",
         svc_feaa("2001" + "00112233445566778899aabb" + "c0c1" + "d0d1"),
-        {"frame": "eddystone_etlm", "version": 1, "etlm": "00112233445566778899aabb",
-         "salt": "c0c1", "mic": "d0d1"},
+        {
+            "frame": "eddystone_etlm",
+            "version": 1,
+            "etlm": "00112233445566778899aabb",
+            "salt": "c0c1",
+            "mic": "d0d1",
+        },
     ),
     (
         "eddystone-eid",
@@ -98,12 +132,19 @@ CORPUS: list[tuple[str, str, dict[str, Any]]] = [
     ),
     (
         "ibeacon among other AD structures (name, tx power level)",
-        "020106" + "050954657374" + "020a04"
+        "020106"
+        + "050954657374"
+        + "020a04"
         + "1aff4c000215f7826da64fa24e988024bc5b71e0893e2710fffeb3",
-        {"frame": "ibeacon", "uuid": "f7826da6-4fa2-4e98-8024-bc5b71e0893e", "major": 10000,
-         "minor": 65534, "tx_power": -77},
+        {
+            "frame": "ibeacon",
+            "uuid": "f7826da6-4fa2-4e98-8024-bc5b71e0893e",
+            "major": 10000,
+            "minor": 65534,
+            "tx_power": -77,
+        },
     ),
-]  # fmt: skip
+]
 
 REJECTS = [
     (
@@ -158,8 +199,12 @@ def test_decode_command_speaks_the_corpus() -> None:
     stdin = "".join(p + "\n" for _, p, _ in CORPUS)
     result = subprocess.run(
         [sys.executable, "-m", "gateway", "decode"],
-        input=stdin, capture_output=True, text=True, check=True, timeout=60,
-    )  # fmt: skip
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     assert [json.loads(line) for line in result.stdout.splitlines()] == [e for _, _, e in CORPUS]
 
 

@@ -113,17 +113,25 @@ def test_profile_delta_replaces_identifiers_and_cart(
     conn: sqlite3.Connection, seeded: IdentityStore
 ) -> None:
     doc = {
-        "family": "profiles", "kind": "delta", "version": 1,
+        "family": "profiles",
+        "kind": "delta",
+        "version": 1,
         "data": {
-            "profiles": [{
-                "profile_id": "p-bob-81d2",
-                "consent": {"proximity_offers": True, "at": "2026-11-23T09:00Z", "source": "app"},
-                "identifiers": [{"kind": "nfc_uid", "value": "04AABBCCDDEEFF"}],
-                "cart": [{"sku": "978-0142410370", "title": "Matilda", "price": 8.0}],
-            }],
+            "profiles": [
+                {
+                    "profile_id": "p-bob-81d2",
+                    "consent": {
+                        "proximity_offers": True,
+                        "at": "2026-11-23T09:00Z",
+                        "source": "app",
+                    },
+                    "identifiers": [{"kind": "nfc_uid", "value": "04AABBCCDDEEFF"}],
+                    "cart": [{"sku": "978-0142410370", "title": "Matilda", "price": 8.0}],
+                }
+            ],
             "remove": ["p-alice-3f9c"],
         },
-    }  # fmt: skip
+    }
     assert apply_document(conn, doc) == "applied"
     bob = seeded.profile("p-bob-81d2")
     assert bob is not None and bob.consent_offers

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gateway import db
-from gateway.outbox import Outbox, OutboxEvent
+from gateway.outbox import Outbox, OutboxEvent, enforce_bounds
 
 
 def _event(i: int, stream: str = "zone") -> OutboxEvent:
@@ -83,3 +83,26 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     db.connect(path).execute("INSERT INTO schema_version VALUES (99)")
     with pytest.raises(db.SchemaError, match="newer than this gateway"):
         db.connect(path)
+
+
+def test_bounds_expire_then_shed_least_important_never_redemptions(
+    conn: sqlite3.Connection,
+) -> None:
+    outbox = Outbox(conn)
+
+    def ev(event_id: str, stream: str, priority: int, t: float) -> OutboxEvent:
+        return OutboxEvent(event_id, stream, f"{stream}.x", priority, t, {})
+
+    outbox.append([ev(f"z{i}", "zone", 3, 1000.0 + i) for i in range(10)])
+    outbox.append([ev(f"r{i}", "redemption", 0, 0.0) for i in range(5)])  # very old
+    outbox.append([ev(f"o{i}", "offer", 1, 1000.0 + i) for i in range(5)])
+    ttl = {"redemption": 0.0, "zone": 100.0, "offer": 10_000.0}
+    # At t=1105: zone events older than 100 s (z0..z4) expire; redemptions never do.
+    dropped = enforce_bounds(conn, 1105.0, max_events=12, ttl_s=ttl)
+    assert dropped == {"expired:zone": 5, "shed:zone": 3}
+    remaining = [q.event_id for q in outbox.peek(100)]
+    assert remaining == ["r0", "r1", "r2", "r3", "r4", "o0", "o1", "o2", "o3", "o4", "z8", "z9"]
+    # Even a quota smaller than the redemptions never drops one.
+    dropped = enforce_bounds(conn, 1105.0, max_events=3, ttl_s=ttl)
+    assert dropped == {"shed:zone": 2, "shed:offer": 5}
+    assert [q.event_id for q in outbox.peek(100)] == ["r0", "r1", "r2", "r3", "r4"]

@@ -57,10 +57,21 @@ def expected_ids(tmp: Path, trace: Path) -> set[str]:
 
 def _replay(cfg: Path, trace: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "gateway", "replay", str(trace), "--config", str(cfg),
-         "--until-drained", "60"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "replay",
+            str(trace),
+            "--config",
+            str(cfg),
+            "--until-drained",
+            "60",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_expected_ids_helper_is_deterministic(tmp_path: Path) -> None:
@@ -102,9 +113,23 @@ async def test_sigkill_with_a_full_outbox_then_rerun(tmp_path: Path) -> None:
     task = asyncio.create_task(consumer.run())
     try:
         await consumer.ready.wait()
-        rerun = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "gateway", "replay",
-                                        str(trace), "--config", str(cfg), "--until-drained", "60"],
-                                        capture_output=True, text=True, timeout=300)  # fmt: skip
+        rerun = await asyncio.to_thread(
+            subprocess.run,
+            [
+                sys.executable,
+                "-m",
+                "gateway",
+                "replay",
+                str(trace),
+                "--config",
+                str(cfg),
+                "--until-drained",
+                "60",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert rerun.returncode == 0, rerun.stderr + rerun.stdout
         assert "outbox depth 0" in rerun.stdout
         await wait_for(lambda: set(consumer.ids()) >= want, timeout=30)
@@ -140,9 +165,23 @@ async def test_sigkill_while_draining_then_rerun(tmp_path: Path) -> None:
             lambda: any(b.get("state") == "offline" for _, b, _ in status.received), timeout=10
         )
         started = time.monotonic()
-        rerun = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "gateway", "replay",
-                                        str(trace), "--config", str(cfg), "--until-drained", "60"],
-                                        capture_output=True, text=True, timeout=300)  # fmt: skip
+        rerun = await asyncio.to_thread(
+            subprocess.run,
+            [
+                sys.executable,
+                "-m",
+                "gateway",
+                "replay",
+                str(trace),
+                "--config",
+                str(cfg),
+                "--until-drained",
+                "60",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert rerun.returncode == 0, rerun.stderr + rerun.stdout
         await wait_for(lambda: set(consumer.ids()) >= want, timeout=30)
         assert set(consumer.ids()) == want

@@ -40,8 +40,13 @@ def produce(outbox: Outbox, start: int, count: int) -> None:
         batch = []
         for n in range(base, min(base + 500, start + count)):
             stream, priority = STREAMS[n % 3]
-            body = {"specversion": "1.0", "id": f"ev-{n}", "type": f"com.storegate.{stream}.x",
-                    "source": "/test", "data": {"n": n}}  # fmt: skip
+            body = {
+                "specversion": "1.0",
+                "id": f"ev-{n}",
+                "type": f"com.storegate.{stream}.x",
+                "source": "/test",
+                "data": {"n": n},
+            }
             batch.append(OutboxEvent(f"ev-{n}", stream, f"{stream}.x", priority, float(n), body))
         outbox.append(batch)
 
@@ -64,9 +69,13 @@ class Consumer:
         while True:
             try:
                 async with aiomqtt.Client(
-                    "127.0.0.1", self.port, identifier=self.name,
-                    protocol=aiomqtt.ProtocolVersion.V5, clean_start=False, properties=props,
-                ) as client:  # fmt: skip
+                    "127.0.0.1",
+                    self.port,
+                    identifier=self.name,
+                    protocol=aiomqtt.ProtocolVersion.V5,
+                    clean_start=False,
+                    properties=props,
+                ) as client:
                     await client.subscribe(self.topic, qos=1)
                     self.ready.set()
                     async for m in client.messages:
