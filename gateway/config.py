@@ -379,6 +379,12 @@ class MqttSection:
         "First topic levels of the contract (docs/asyncapi.yaml).", default="storegate/v1"
     )
     inflight: int = doc("QoS 1 messages in flight at once.", default=64)
+    batch_events: int = doc(
+        "A backlog drains as CloudEvents JSON batches of up to this many events of one "
+        "stream per message (application/cloudevents-batch+json); a lone event is sent on "
+        "its own. 1: always one event per message.",
+        default=50,
+    )
     backoff_max_s: float = doc("Longest wait between reconnection attempts.", default=30.0)
     downlink_key: str = doc(
         "Hex HMAC-SHA256 key that signs downlink documents and commands; unsigned or "
@@ -399,6 +405,8 @@ class MqttSection:
             problems["port"] = "must be 1-65535"
         if self.inflight < 1:
             problems["inflight"] = "must be at least 1"
+        if not 1 <= self.batch_events <= 1000:
+            problems["batch_events"] = "must be between 1 and 1000"
         if bool(self.cert_file) != bool(self.key_file):
             problems["cert_file"] = "set both cert_file and key_file for mutual TLS, or neither"
         if (self.cert_file or self.ca_file) and not self.tls:

@@ -34,7 +34,11 @@ class QueuedEvent:
     event_id: str
     stream: str
     type: str
-    body: dict[str, Any]
+    payload: bytes  # the CloudEvent as stored: compact JSON, sent as is
+
+    @property
+    def body(self) -> dict[str, Any]:
+        return json.loads(self.payload)  # type: ignore[no-any-return]
 
 
 class Outbox:
@@ -71,7 +75,7 @@ class Outbox:
             "SELECT seq, event_id, stream, type, body FROM outbox ORDER BY priority, seq LIMIT ?",
             (limit,),
         )
-        return [QueuedEvent(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
+        return [QueuedEvent(r[0], r[1], r[2], r[3], r[4].encode()) for r in rows]
 
     def acknowledge(self, events: Sequence[QueuedEvent], now: float) -> None:
         """The broker has them: remember their ids as delivered and drop the rows."""

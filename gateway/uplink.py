@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 BATCH = 500
 
 CLOUDEVENTS_JSON = "application/cloudevents+json"
+CLOUDEVENTS_BATCH = "application/cloudevents-batch+json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +146,9 @@ class Uplink:
     started: float = field(default_factory=time.time)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     client: aiomqtt.Client | None = None
+    # Built once: paho's Properties objects are costly to make per message.
+    _single_props: Properties = field(default_factory=lambda: _publish_props(CLOUDEVENTS_JSON))
+    _batch_props: Properties = field(default_factory=lambda: _publish_props(CLOUDEVENTS_BATCH))
 
     @property
     def topics(self) -> Topics:
@@ -195,7 +199,10 @@ class Uplink:
 
     async def _session(self) -> None:
         settings = client_settings(self.config.mqtt, self.config, self._status("offline"))
-        async with aiomqtt.Client(**settings) as client:
+        client = aiomqtt.Client(**settings)
+        # aiomqtt warns for every publish beyond 10 outstanding; ours are bounded by inflight.
+        client.pending_calls_threshold = self.config.mqtt.inflight + 1
+        async with client:
             self.client = client
             self.stats.connected = True
             self.stats.connects += 1
@@ -238,31 +245,33 @@ class Uplink:
                     await asyncio.wait_for(self.wake.wait(), 1.0)
 
     async def drain_once(self, client: aiomqtt.Client) -> int:
-        """Publish one batch; acknowledge what the broker confirmed. Returns events removed."""
+        """Publish one round; acknowledge what the broker confirmed. Returns events removed."""
         queued = self.outbox.peek(self.batch)
         if not queued:
             return 0
         semaphore = asyncio.Semaphore(self.config.mqtt.inflight)
         v5 = self.config.mqtt.protocol == "5"
+        chunks = chunk_by_stream(queued, self.config.mqtt.batch_events)
 
-        async def send(event: QueuedEvent) -> bool:
+        async def send(chunk: list[QueuedEvent]) -> bool:
             async with semaphore:
-                props = None
-                if v5:
-                    # CloudEvents MQTT binding, structured mode: the content type says so.
-                    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-                    props.ContentType = CLOUDEVENTS_JSON
-                payload = json.dumps(event.body, separators=(",", ":")).encode()
+                if len(chunk) == 1:
+                    payload, props = chunk[0].payload, self._single_props if v5 else None
+                else:
+                    # CloudEvents JSON batch format: a backlog drains in few messages.
+                    payload = b"[" + b",".join(e.payload for e in chunk) + b"]"
+                    props = self._batch_props if v5 else None
                 try:
                     await client.publish(
-                        self.topics.events(event.stream), payload, qos=1, properties=props
+                        self.topics.events(chunk[0].stream), payload, qos=1, properties=props
                     )
                 except aiomqtt.MqttError:
                     return False
                 self.stats.published += 1
                 return True
 
-        results = await asyncio.gather(*(send(e) for e in queued))
+        sent = await asyncio.gather(*(send(c) for c in chunks))
+        results = [ok for chunk, ok in zip(chunks, sent, strict=True) for _ in chunk]
         done = acknowledged_prefix(queued, results)
         if done:
             self.outbox.acknowledge(done, time.time())
@@ -274,6 +283,23 @@ class Uplink:
     async def publish_json(self, topic: str, body: dict[str, Any], **kwargs: Any) -> None:
         if self.client is not None:
             await self.client.publish(topic, json.dumps(body).encode(), qos=1, **kwargs)
+
+
+def chunk_by_stream(queued: list[QueuedEvent], size: int) -> list[list[QueuedEvent]]:
+    """Consecutive events of one stream, at most `size` per message, order kept."""
+    chunks: list[list[QueuedEvent]] = []
+    for event in queued:
+        if chunks and chunks[-1][0].stream == event.stream and len(chunks[-1]) < size:
+            chunks[-1].append(event)
+        else:
+            chunks.append([event])
+    return chunks
+
+
+def _publish_props(content_type: str) -> Properties:
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    props.ContentType = content_type
+    return props
 
 
 def _describe(exc: BaseException) -> str:

@@ -133,3 +133,11 @@ def test_gateway_events_and_status_match(tmp_path: Path) -> None:
         b"k" * 16, {"family": "stock", "kind": "delta", "version": 2, "data": {}}
     )
     assert _validator("Document").is_valid(signed)
+
+
+def test_a_batch_matches_the_batch_message(demo_events: list[dict[str, Any]]) -> None:
+    schema = DOC["components"]["messages"]["cloudEventBatch"]["payload"]
+    validator = Draft202012Validator({**DOC, **schema}, format_checker=FormatChecker())
+    zone = [e for e in demo_events if e["type"].startswith("com.storegate.zone.")][:5]
+    assert validator.is_valid(zone)
+    assert not validator.is_valid(zone[:1])  # a single event is never wrapped

@@ -179,8 +179,17 @@ async def test_downlink_over_the_broker(tmp_path: Path) -> None:
 
             collector = asyncio.create_task(collect())
 
-            def on(topic: str) -> list[dict[str, Any]]:
-                return [json.loads(m.payload) for m in inbox if str(m.topic) == topic]  # type: ignore[arg-type]
+            def on(topic: str) -> list[Any]:
+                out: list[Any] = []
+                for m in inbox:
+                    if str(m.topic) == topic:
+                        body = json.loads(m.payload)  # type: ignore[arg-type]
+                        out.extend(
+                            body
+                            if topic.endswith("/gateway") and isinstance(body, list)
+                            else [body]
+                        )
+                return out
 
             async def send(topic: str, doc: dict[str, Any], signed: bool = True, **kw: Any) -> None:
                 body = sign(KEY, doc) if signed else doc

@@ -17,7 +17,7 @@ from paho.mqtt.properties import Properties
 from gateway import db
 from gateway.config import Config, ConfigError, parse_config
 from gateway.outbox import Outbox, OutboxEvent, QueuedEvent
-from gateway.uplink import Uplink, acknowledged_prefix
+from gateway.uplink import Uplink, acknowledged_prefix, chunk_by_stream
 
 from .broker import Broker, Pki, make_pki
 from .fakebluez import wait_for
@@ -61,6 +61,7 @@ class Consumer:
         self.topic = topic
         self.name = name
         self.received: list[tuple[str, dict[str, Any], str | None]] = []
+        self.batches = 0
         self.ready = asyncio.Event()
 
     async def run(self) -> None:
@@ -80,7 +81,16 @@ class Consumer:
                     self.ready.set()
                     async for m in client.messages:
                         content_type = getattr(m.properties, "ContentType", None)
-                        self.received.append((str(m.topic), json.loads(m.payload), content_type))  # type: ignore[arg-type]
+                        payload = json.loads(m.payload)  # type: ignore[arg-type]
+                        # A backlog arrives as CloudEvents JSON batches; check the form.
+                        if isinstance(payload, list):
+                            assert content_type == "application/cloudevents-batch+json"
+                            self.batches += 1
+                        else:
+                            assert content_type in (None, "application/cloudevents+json")
+                            payload = [payload]
+                        for body in payload:
+                            self.received.append((str(m.topic), body, content_type))
             except aiomqtt.MqttError:
                 await asyncio.sleep(0.05)
 
@@ -151,7 +161,7 @@ async def test_backlog_built_while_the_broker_is_down_is_delivered_in_order(
         # Most important first: every redemption arrived before the first zone event.
         order = [t.rsplit("/", 1)[1] for t, _, _ in consumer.received]
         assert max(i for i, s in enumerate(order) if s == "redemption") < order.index("zone")
-        assert {ct for _, _, ct in consumer.received} == {"application/cloudevents+json"}
+        assert consumer.batches >= 10_000 // 50  # the backlog went out in batches
     finally:
         await _cancel(task)
         broker.stop()
@@ -300,7 +310,36 @@ def test_plaintext_to_a_remote_broker_is_refused() -> None:
 
 
 def test_only_the_acknowledged_prefix_of_each_stream_is_removed() -> None:
-    queued = [QueuedEvent(i, f"e{i}", s, f"{s}.x", {}) for i, s in enumerate("aabab")]
+    queued = [QueuedEvent(i, f"e{i}", s, f"{s}.x", b"{}") for i, s in enumerate("aabab")]
     done = acknowledged_prefix(queued, [True, False, True, True, True])
     # stream a: e0 ok, e1 failed → e3 must wait (order); stream b: e2, e4 both ok.
     assert [e.event_id for e in done] == ["e0", "e2", "e4"]
+
+
+def test_backlog_chunks_keep_stream_order() -> None:
+    queued = [QueuedEvent(i, f"e{i}", s, f"{s}.x", b"{}") for i, s in enumerate("aaaabba")]
+    chunks = chunk_by_stream(queued, 3)
+    assert [[e.event_id for e in c] for c in chunks] == [
+        ["e0", "e1", "e2"],
+        ["e3"],
+        ["e4", "e5"],
+        ["e6"],
+    ]
+
+
+async def test_one_event_per_message_when_batching_is_off(
+    tmp_path: Path, consumer_task: list[asyncio.Task[None]]
+) -> None:
+    broker = Broker(tmp_path / "broker")
+    broker.start()
+    consumer = Consumer(broker.port)
+    consumer_task.append(asyncio.create_task(consumer.run()))
+    await consumer.ready.wait()
+    try:
+        config = mqtt_config(tmp_path, broker, "batch_events = 1\n")
+        await _delivers(config, True)
+        await wait_for(lambda: len(consumer.received) == 10)
+        assert consumer.batches == 0
+        assert {ct for _, _, ct in consumer.received} == {"application/cloudevents+json"}
+    finally:
+        broker.stop()
