@@ -81,6 +81,59 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return 0 if depth == 0 else 1
 
 
+def _bad_input(message: str) -> int:
+    print(f"gateway: {message}", file=sys.stderr)
+    return 2
+
+
+def _hex_key(text: str, name: str) -> bytes:
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        raise ValueError(f"--{name} must be 32 hex digits, got {text!r}") from None
+    if len(key) != 16:
+        raise ValueError(f"--{name} must be 32 hex digits (16 bytes), got {len(key)} bytes")
+    return key
+
+
+def _cmd_eid(args: argparse.Namespace) -> int:
+    """Eddystone-EID of an identity key at a beacon time: 16 lower-case hex digits."""
+    from .rotating import eid
+
+    try:
+        ik = _hex_key(args.ik, "ik")
+        k = _whole(args.k, "k")
+        t = _whole(args.t, "t")
+        print(eid(ik, k, t).hex())
+    except ValueError as exc:
+        return _bad_input(str(exc))
+    return 0
+
+
+def _whole(text: str, name: str) -> int:
+    """A whole number (integral floats like '2000.0' are accepted)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"--{name} must be a whole number, got {text!r}") from None
+    if not value.is_integer():
+        raise ValueError(f"--{name} must be a whole number, got {text!r}")
+    return int(value) if abs(value) < 2**53 else int(text)
+
+
+def _cmd_rpa(args: argparse.Namespace) -> int:
+    """Does a resolvable private address belong to an IRK? Prints match or no-match."""
+    from .rotating import parse_address, rpa_matches
+
+    try:
+        irk = _hex_key(args.irk, "irk")
+        address = parse_address(args.address)
+    except ValueError as exc:
+        return _bad_input(str(exc))
+    print("match" if rpa_matches(irk, address) else "no-match")
+    return 0
+
+
 def _cmd_sim(args: argparse.Namespace) -> int:
     from .config import Config
     from .sim import demo_scenario
@@ -195,6 +248,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("-o", "--output", help="file to write (default stdout)")
     p.set_defaults(func=_cmd_sim)
+
+    p = sub.add_parser("eid", help="compute an Eddystone-EID (16 hex digits)")
+    p.add_argument("--ik", required=True, help="identity key, 32 hex digits")
+    p.add_argument("--k", required=True, help="rotation exponent 0..15")
+    p.add_argument("--t", required=True, help="beacon time counter in seconds")
+    p.set_defaults(func=_cmd_eid)
+
+    p = sub.add_parser("rpa", help="check a resolvable private address against an IRK")
+    p.add_argument("--irk", required=True, help="identity resolving key, 32 hex digits (MSB first)")
+    p.add_argument("--address", required=True, help="AA:BB:CC:DD:EE:FF")
+    p.set_defaults(func=_cmd_rpa)
 
     p = sub.add_parser("config-doc", help="print the configuration reference (Markdown)")
     p.set_defaults(func=_cmd_config_doc)
