@@ -96,6 +96,7 @@ class Gateway:
     def refresh(self) -> None:
         """Re-read caches derived from the database (after seeding or a downlink update)."""
         self.offers._stocked_zones = self.identity.stocked_zones()
+        self.pipeline.reload_identities()
 
     def process(self, batch: list[Item]) -> list[PipelineEvent]:
         """Run a batch through the pipeline and commit everything it caused at once."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .db import transaction
+from .rotating import EidKey
 
 
 def pseudonymise(key: bytes, identity: str, prefix: str = "dev") -> str:
@@ -84,6 +85,31 @@ class IdentityStore:
         if row is None:
             return None
         return StockItem(str(row[0]), str(row[1] or ""), int(row[2]), str(row[3] or ""))
+
+    def rotating_keys(self) -> tuple[list[EidKey], list[tuple[str, bytes]], list[str]]:
+        """EID keys and IRKs of consenting, not opted-out profiles (others are never
+        resolved: a shopper who did not consent is not recognised at all), plus problems
+        with malformed keys (profile, reason) — a bad key never disables the good ones."""
+        eid_keys: list[EidKey] = []
+        irks: list[tuple[str, bytes]] = []
+        problems: list[str] = []
+        rows = self.conn.execute(
+            "SELECT i.kind, i.value, i.profile_id FROM identifiers i "
+            "JOIN profiles p ON p.profile_id = i.profile_id "
+            "WHERE i.kind IN ('eid_key', 'irk') AND p.consent_offers = 1 AND p.opted_out = 0"
+        )
+        for kind, value, profile_id in rows:
+            try:
+                if kind == "eid_key":
+                    eid_keys.append(EidKey.parse(str(profile_id), str(value)))
+                else:
+                    irk = bytes.fromhex(str(value))
+                    if len(irk) != 16:
+                        raise ValueError("an IRK has 32 hex digits")
+                    irks.append((str(profile_id), irk))
+            except ValueError as exc:
+                problems.append(f"{profile_id}: {kind}: {exc}")
+        return eid_keys, irks, problems
 
     def stocked_zones(self) -> set[str]:
         rows = self.conn.execute("SELECT DISTINCT zone_id FROM stock WHERE quantity > 0")

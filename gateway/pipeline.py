@@ -21,6 +21,7 @@ from .fleet import Expectation, FleetHealth
 from .identity import IdentityStore, pseudonymise
 from .model import (
     Advert,
+    EddystoneEID,
     IdentityMatch,
     OfferDecision,
     PipelineEvent,
@@ -31,6 +32,7 @@ from .model import (
 from .offers import OfferEngine
 from .presence import PresenceSettings, PresenceTracker
 from .profiles import BeaconProfile, load_beacon_profile
+from .rotating import EidTable, RpaResolver, parse_address
 from .storemap import StoreMap
 from .zones import ZoneTracker
 
@@ -48,6 +50,12 @@ def _expectations(store_map: StoreMap) -> dict[str, Expectation]:
         )
     return out
 
+
+# Adverts without a beacon frame that may still come from a shopper's phone with an RPA
+# (iPhones advertise Apple Continuity data, Android phones service data or nothing).
+RPA_CANDIDATES = frozenset(
+    ("no_beacon_data", "unknown_manufacturer", "unknown_service", "apple_not_ibeacon")
+)
 
 # Positions may fall this far outside the floor: a shopper walking away from the door must be
 # placed outside (and leave the entrance zone), not clamped onto the threshold.
@@ -123,6 +131,18 @@ class Pipeline:
         self.last_taps: dict[tuple[str, bytes], float] = {}
         self.stats = PipelineStats()
         self.now = 0.0
+        self.eids = EidTable()
+        self.rpas = RpaResolver()
+        self._eid_checked = 0.0
+        self.reload_identities()
+
+    def reload_identities(self) -> None:
+        """Re-read rotating keys (start-up, downlink updates) and resolve anew."""
+        eid_keys, irks, problems = self.identity.rotating_keys()
+        self.eids = EidTable(eid_keys)
+        self.rpas = RpaResolver(irks)
+        self.key_problems = problems
+        self.profiles.clear()
 
     def pseudonym(self, identity: str) -> str:
         return pseudonymise(self.key, identity)
@@ -155,11 +175,15 @@ class Pipeline:
         frame, reason = decode.decode_advert(advert)
         self.stats.decode.record(frame, reason)
         if frame is None:
+            if self.rpas.irks and reason in RPA_CANDIDATES:
+                events.extend(self._rpa_sighting(advert))
             return events
         device = frame.identity
         if device is None:  # telemetry (Eddystone-TLM): health of a fixed beacon, not a person
             self.fleet.telemetry(advert.address, advert.t, frame)
             return events
+        if isinstance(frame, EddystoneEID):
+            device = self._resolve_eid(frame.eid, advert.t) or device
         anchor = self.anchor_ids.get(device)
         if anchor is not None:
             # A fixed beacon: fleet health, not a shopper.
@@ -168,17 +192,56 @@ class Pipeline:
             return events
         if device not in self.profiles:
             events.append(self._resolve(device, advert.t))
+        events.extend(self._track(device, advert, frame.measured_power))
+        return events
+
+    def _track(
+        self, device: str, advert: Advert, measured_power: int | None
+    ) -> list[PipelineEvent]:
+        """Presence → position → zone events (and the offers they trigger)."""
         position = self.presence.observe(
-            device, advert.receiver, advert.t, advert.rssi, frame.measured_power
+            device, advert.receiver, advert.t, advert.rssi, measured_power
         )
         if position is None:
-            return events
+            return []
+        events: list[PipelineEvent] = []
         for zone_event in self.zones.update(position):
             events.extend(self._on_zone_event(zone_event))
         return events
 
+    def _resolve_eid(self, eid_hex: str, t: float) -> str | None:
+        """An ephemeral id → the stable device `profile:<id>` (tracking survives rotation)."""
+        if not self.eids.keys:
+            return None
+        if t - self._eid_checked >= 1.0 or not self.eids.table:
+            self._eid_checked = t
+            if not self.eids.table or self.eids.stale(t):
+                self.eids.rebuild(t)
+        profile_id = self.eids.resolve(eid_hex)
+        return None if profile_id is None else f"profile:{profile_id}"
+
+    def _rpa_sighting(self, advert: Advert) -> list[PipelineEvent]:
+        """A phone advertising from a resolvable private address of a known IRK."""
+        try:
+            address = parse_address(advert.address)
+        except ValueError:
+            return []
+        profile_id = self.rpas.resolve(address)
+        if profile_id is None:
+            return []
+        device = f"profile:{profile_id}"
+        events: list[PipelineEvent] = []
+        if device not in self.profiles:
+            self.profiles[device] = profile_id
+            events.append(IdentityMatch(device, advert.t, "rpa", profile_id))
+        events.extend(self._track(device, advert, None))
+        return events
+
     def _resolve(self, device: str, t: float) -> IdentityMatch:
         kind, value = device.split(":", 1)
+        if kind == "profile":  # resolved from a rotating identifier already
+            self.profiles[device] = value
+            return IdentityMatch(device, t, "eid", value)
         profile_id = self.identity.resolve(kind, value)
         self.profiles[device] = profile_id
         return IdentityMatch(device, t, kind, profile_id)

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 
 def _aes_ecb(key: bytes, data: bytes) -> bytes:
-    encryptor = Cipher(algorithms.AES(key), modes.ECB()).encryptor()  # noqa: S305 (single blocks by design)
+    encryptor = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
     return encryptor.update(data) + encryptor.finalize()
 
 
@@ -118,7 +118,9 @@ class EidTable:
             for quantum in (counter >> key.k) - 1, counter >> key.k, (counter >> key.k) + 1:
                 c = max(0, min(quantum << key.k, 2**32 - 1))
                 top = c >> 16
-                tk = self._tk_cache.get((key.identity_key, top)) or tk_cache.get((key.identity_key, top))
+                tk = self._tk_cache.get((key.identity_key, top)) or tk_cache.get(
+                    (key.identity_key, top)
+                )
                 if tk is None:
                     tk = temporary_key(key.identity_key, c)
                 tk_cache[(key.identity_key, top)] = tk
