@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -190,6 +191,40 @@ def _cmd_offers_why(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_profiles_import(args: argparse.Namespace) -> int:
+    from . import db
+    from .profile_import import import_profiles
+
+    config = load_config(args.config)
+    path = Path(args.file)
+    if not path.is_file():
+        return _bad_input(f"{path}: no such file")
+    conn = db.connect(config.state_path / "gateway.db")
+    started = time.monotonic()
+
+    def progress(done: int, total: int) -> None:
+        width = 30
+        filled = width * done // total
+        bar = "#" * filled + "-" * (width - filled)
+        end = "\n" if done >= total else ""
+        print(
+            f"\r[{bar}] {100 * done // total:3d} %  {done}/{total} lines",
+            end=end,
+            file=sys.stderr,
+            flush=True,
+        )
+
+    report = import_profiles(conn, path, progress)
+    conn.close()
+    for line, field, reason in report.errors:
+        print(f"{path}:{line}: {field or 'line'}: {reason}", file=sys.stderr)
+    print(
+        f"imported {report.imported} profiles, rejected {len(report.errors)} lines "
+        f"in {time.monotonic() - started:.2f} s"
+    )
+    return 1 if report.errors else 0
+
+
 def _cmd_decode(args: argparse.Namespace) -> int:
     from .decode import decode_payload
     from .frames import frame_json
@@ -265,6 +300,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("decode", help="decode hex advertising data from stdin, JSON per line")
     p.set_defaults(func=_cmd_decode)
+
+    profiles = sub.add_parser("profiles", help="the shopper profile cache")
+    profiles_sub = profiles.add_subparsers(dest="profiles_command", required=True)
+    p = profiles_sub.add_parser(
+        "import", help="import profiles from JSON lines or CSV; bad lines are reported, not fatal"
+    )
+    p.add_argument("file", help="FILE.jsonl or FILE.csv")
+    p.add_argument("--config", required=True)
+    p.set_defaults(func=_cmd_profiles_import)
 
     offers = sub.add_parser("offers", help="offer decisions")
     offers_sub = offers.add_subparsers(dest="offers_command", required=True)

@@ -94,48 +94,77 @@ class EidKey:
         ik = bytes.fromhex(parts[0])
         k = int(parts[1])
         offset = int(parts[2]) if len(parts) == 3 else 0
-        eid(ik, k, 0)  # validates the key and exponent
+        if len(ik) != 16:
+            raise ValueError("the identity key must be 16 bytes (32 hex digits)")
+        if not 0 <= k <= 15:
+            raise ValueError("the rotation exponent K must be 0..15")
         return cls(profile_id, ik, k, offset)
 
 
 @dataclass(slots=True)
 class EidTable:
-    """Expected EIDs (previous, current, next window) of every key → profile."""
+    """Expected EIDs (previous, current, next window) of every key → profile.
+
+    Incremental: when a key's window moves on, its previous and current EIDs are already
+    known, so only the new "next" one is computed (one AES with a cached temporary key; the
+    temporary key changes every 2^16 s). A cold build computes the three windows with one
+    cipher per key.
+    """
 
     keys: list[EidKey] = field(default_factory=list)
     table: dict[str, str] = field(default_factory=dict)
+    # per key index: {quantum: eid hex} for the windows currently in the table
+    windows: list[dict[int, str]] = field(default_factory=list)
     built_for: dict[tuple[int, int], int] = field(default_factory=dict)  # (k, offset) → quantum
-    _tk_cache: dict[tuple[bytes, int], bytes] = field(default_factory=dict)
+    _tks: dict[tuple[bytes, int], bytes] = field(default_factory=dict)
+
+    def _tk(self, ik: bytes, counter: int) -> bytes:
+        top = counter >> 16
+        tk = self._tks.get((ik, top))
+        if tk is None:
+            tk = self._tks[(ik, top)] = _aes_ecb(ik, ((0xFF << 32) | top).to_bytes(16, "big"))
+        return tk
 
     def rebuild(self, now: float) -> int:
-        """Recompute every key's three windows; returns the table size."""
-        table: dict[str, str] = {}
-        tk_cache: dict[tuple[bytes, int], bytes] = {}
-        for key in self.keys:
-            counter = int(now) + key.offset
-            blocks = []
-            tks = []
-            for quantum in (counter >> key.k) - 1, counter >> key.k, (counter >> key.k) + 1:
-                c = max(0, min(quantum << key.k, 2**32 - 1))
-                top = c >> 16
-                tk = self._tk_cache.get((key.identity_key, top)) or tk_cache.get(
-                    (key.identity_key, top)
+        """Bring every key's three windows up to date; returns the table size."""
+        if len(self.windows) != len(self.keys):
+            self.windows = [{} for _ in self.keys]
+            self.table = {}
+        table = self.table
+        limit = 2**32 - 1
+        for key, have in zip(self.keys, self.windows, strict=True):
+            k = key.k
+            q = (int(now) + key.offset) >> k
+            wanted = (q - 1, q, q + 1)
+            for old in [o for o in have if o not in wanted]:
+                table.pop(have.pop(old), None)
+            missing = [w for w in wanted if w not in have]
+            if not missing:
+                continue
+            counters = [max(0, min(w << k, limit)) for w in missing]
+            if counters[0] >> 16 == counters[-1] >> 16:  # the usual case: one temporary key
+                out = _aes_ecb(
+                    self._tk(key.identity_key, counters[0]),
+                    b"".join(((k << 32) | c).to_bytes(16, "big") for c in counters),
                 )
-                if tk is None:
-                    tk = temporary_key(key.identity_key, c)
-                tk_cache[(key.identity_key, top)] = tk
-                tks.append(tk)
-                blocks.append(_eid_block(key.k, c))
-            if tks[0] == tks[1] == tks[2]:
-                out = _aes_ecb(tks[0], b"".join(blocks))  # one cipher, three blocks
-                eids = [out[0:8], out[16:24], out[32:40]]
-            else:  # a window straddles a temporary-key rollover
-                eids = [_aes_ecb(tk, b)[:8] for tk, b in zip(tks, blocks, strict=True)]
-            for value in eids:
-                table[value.hex()] = key.profile_id
-            self.built_for[(key.k, key.offset)] = counter >> key.k
-        self.table = table
-        self._tk_cache = tk_cache
+                for i, w in enumerate(missing):
+                    value = out[i * 16 : i * 16 + 8].hex()
+                    have[w] = value
+                    table[value] = key.profile_id
+                self.built_for[(k, key.offset)] = q
+                continue
+            # The windows straddle a temporary-key rollover: one cipher per temporary key.
+            for top in {c >> 16 for c in counters}:
+                group = [(w, c) for w, c in zip(missing, counters, strict=True) if c >> 16 == top]
+                tk = self._tk(key.identity_key, group[0][1])
+                out = _aes_ecb(tk, b"".join(((k << 32) | c).to_bytes(16, "big") for _, c in group))
+                for i, (w, _) in enumerate(group):
+                    value = out[i * 16 : i * 16 + 8].hex()
+                    have[w] = value
+                    table[value] = key.profile_id
+            self.built_for[(k, key.offset)] = q
+        if len(self._tks) > 4 * len(self.keys) + 16:
+            self._tks.clear()  # old temporary keys (2^16 s ago) are no longer needed
         return len(table)
 
     def stale(self, now: float) -> bool:

@@ -1,0 +1,260 @@
+"""Bulk import of shopper profiles: JSON lines or CSV, validated line by line.
+
+A bad line is reported (line number, field, reason) and skipped; it never aborts the good
+ones. Good lines are written in batches of `BATCH` per transaction (fast, and a crash loses
+at most the batch being written, which a re-import repeats idempotently: rows are upserts).
+
+JSON lines: one profile per line, as in the downlink/seed format:
+  {"profile_id": "p-1", "consent": {"proximity_offers": true, "at": "...", "source": "app"},
+   "language": "en", "opted_out": false,
+   "identifiers": [{"kind": "ibeacon", "value": "uuid:major:minor"}, ...],
+   "cart": [{"sku": "...", "title": "...", "price": 9.9, "added_at": "..."}]}
+CSV: a header with profile_id, proximity_offers, consent_at, consent_source, language,
+opted_out, and optional identifier columns ibeacon, eddystone_uid, nfc_uid, eid_key, irk.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import sqlite3
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .db import transaction
+from .rotating import EidKey
+
+BATCH = 5000
+IDENTIFIER_KINDS = ("ibeacon", "eddystone_uid", "altbeacon", "nfc_uid", "eid_key", "irk")
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+class LineError(Exception):
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field, self.reason = field, reason
+
+
+@dataclass(slots=True)
+class Rows:
+    profiles: list[tuple[Any, ...]] = field(default_factory=list)
+    identifiers: list[tuple[Any, ...]] = field(default_factory=list)
+    carts: list[tuple[Any, ...]] = field(default_factory=list)
+    replaced: list[tuple[str]] = field(default_factory=list)
+
+
+def _is_hex(text: str, length: int) -> bool:
+    return len(text) == length and all(c in "0123456789abcdef" for c in text)
+
+
+def normalise_identifier(kind: str, value: Any) -> str:
+    """The identifier as the pipeline spells it, or LineError."""
+    if kind not in IDENTIFIER_KINDS:
+        raise LineError(
+            "identifiers.kind", f"unknown kind {kind!r}; one of {', '.join(IDENTIFIER_KINDS)}"
+        )
+    if not isinstance(value, str) or not value:
+        raise LineError(f"identifiers.{kind}", "expected a non-empty string")
+    v = value.strip().lower()
+    if kind == "ibeacon":
+        parts = v.split(":")
+        ok = (
+            len(parts) == 3
+            and bool(_UUID.match(parts[0]))
+            and parts[1].isdigit()
+            and parts[2].isdigit()
+        )
+        if not ok or int(parts[1]) > 65535 or int(parts[2]) > 65535:
+            raise LineError("identifiers.ibeacon", "expected uuid:major:minor (0-65535)")
+        return f"{parts[0]}:{int(parts[1])}:{int(parts[2])}"
+    if kind == "eddystone_uid":
+        parts = v.split(":")
+        if len(parts) != 2 or not _is_hex(parts[0], 20) or not _is_hex(parts[1], 12):
+            raise LineError(
+                "identifiers.eddystone_uid", "expected namespace:instance (20 and 12 hex digits)"
+            )
+        return v
+    if kind == "altbeacon":
+        if not _is_hex(v, 40):
+            raise LineError("identifiers.altbeacon", "expected 40 hex digits")
+        return v
+    if kind == "nfc_uid":
+        if len(v) not in (8, 14, 20) or not _is_hex(v, len(v)):
+            raise LineError("identifiers.nfc_uid", "expected 4, 7 or 10 bytes of hex")
+        return v
+    if kind == "irk":
+        if not _is_hex(v, 32):
+            raise LineError("identifiers.irk", "expected 32 hex digits")
+        return v
+    try:
+        EidKey.parse("-", v)
+    except ValueError as exc:
+        raise LineError("identifiers.eid_key", f"{exc} (format IKHEX:K[:OFFSET])") from None
+    return v
+
+
+def _bool(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in (
+        "true",
+        "1",
+        "yes",
+        "false",
+        "0",
+        "no",
+        "",
+    ):
+        return value.strip().lower() in ("true", "1", "yes")
+    raise LineError(name, "expected true or false")
+
+
+def profile_rows(obj: Any, rows: Rows) -> None:
+    """Validate one profile document completely, then append its rows."""
+    if not isinstance(obj, dict):
+        raise LineError("", "expected a JSON object")
+    pid = obj.get("profile_id")
+    if not isinstance(pid, str) or not pid.strip():
+        raise LineError("profile_id", "expected a non-empty string")
+    consent = obj.get("consent", {})
+    if not isinstance(consent, dict):
+        raise LineError("consent", "expected an object")
+    offers = _bool(consent.get("proximity_offers", False), "consent.proximity_offers")
+    opted_out = _bool(obj.get("opted_out", False), "opted_out")
+    language = obj.get("language", "en")
+    if not isinstance(language, str) or not 2 <= len(language) <= 8:
+        raise LineError("language", "expected a language tag like 'en' or 'de-AT'")
+    identifiers = []
+    for ident in obj.get("identifiers", []):
+        if not isinstance(ident, dict):
+            raise LineError("identifiers", "expected objects {kind, value}")
+        kind = str(ident.get("kind"))
+        identifiers.append((kind, normalise_identifier(kind, ident.get("value")), pid))
+    carts = []
+    for i, item in enumerate(obj.get("cart", [])):
+        if not isinstance(item, dict) or not isinstance(item.get("sku"), str) or not item["sku"]:
+            raise LineError(f"cart[{i}].sku", "expected a non-empty string")
+        price = item.get("price", 0)
+        if isinstance(price, bool) or not isinstance(price, (int, float)) or price < 0:
+            raise LineError(f"cart[{i}].price", "expected a non-negative number")
+        carts.append(
+            (
+                pid,
+                item["sku"],
+                str(item.get("title", "")),
+                float(price),
+                str(item.get("added_at", "")),
+            )
+        )
+    rows.profiles.append(
+        (pid, int(offers), consent.get("at"), consent.get("source"), language, int(opted_out))
+    )
+    rows.identifiers.extend(identifiers)
+    rows.carts.extend(carts)
+    rows.replaced.append((pid,))
+
+
+def _csv_profile(row: dict[str, str]) -> dict[str, Any]:
+    obj: dict[str, Any] = {
+        "profile_id": row.get("profile_id", ""),
+        "consent": {
+            "proximity_offers": row.get("proximity_offers", "false"),
+            "at": row.get("consent_at") or None,
+            "source": row.get("consent_source") or None,
+        },
+        "language": row.get("language") or "en",
+        "opted_out": row.get("opted_out", "false"),
+        "identifiers": [
+            {"kind": kind, "value": row[kind]} for kind in IDENTIFIER_KINDS if row.get(kind)
+        ],
+    }
+    return obj
+
+
+def read_documents(path: Path) -> Iterator[tuple[int, Any | LineError]]:
+    """(line number, profile document or LineError) for every record of the file."""
+    if path.suffix.lower() == ".csv":
+        with path.open(newline="", encoding="utf-8", errors="replace") as f:
+            reader = csv.DictReader(f)
+            if not reader.fieldnames or "profile_id" not in reader.fieldnames:
+                yield 1, LineError("header", "CSV needs a header with profile_id")
+                return
+            for row in reader:
+                if None in row:
+                    yield reader.line_num, LineError("", "more fields than the header")
+                    continue
+                yield reader.line_num, _csv_profile(row)
+        return
+    with path.open(encoding="utf-8", errors="replace") as f:
+        for number, text in enumerate(f, start=1):
+            if not text.strip():
+                continue
+            try:
+                yield number, json.loads(text)
+            except json.JSONDecodeError as exc:
+                yield number, LineError("", f"not JSON ({exc.msg})")
+
+
+@dataclass(slots=True)
+class ImportReport:
+    imported: int = 0
+    errors: list[tuple[int, str, str]] = field(default_factory=list)  # line, field, reason
+
+
+def count_lines(path: Path) -> int:
+    with path.open("rb") as f:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+
+
+def import_profiles(
+    conn: sqlite3.Connection,
+    path: Path,
+    progress: Callable[[int, int], None] | None = None,
+) -> ImportReport:
+    """Import every good line; `progress(lines done, lines total)` after each batch."""
+    report = ImportReport()
+    total = max(1, count_lines(path))
+    rows = Rows()
+
+    def flush() -> None:
+        with transaction(conn):
+            conn.executemany("DELETE FROM identifiers WHERE profile_id = ?", rows.replaced)
+            conn.executemany("DELETE FROM cart_items WHERE profile_id = ?", rows.replaced)
+            conn.executemany(
+                "INSERT OR REPLACE INTO profiles (profile_id, consent_offers, consent_at, "
+                "consent_source, language, opted_out) VALUES (?,?,?,?,?,?)",
+                rows.profiles,
+            )
+            conn.executemany(
+                "INSERT OR REPLACE INTO identifiers (kind, value, profile_id) VALUES (?,?,?)",
+                rows.identifiers,
+            )
+            conn.executemany(
+                "INSERT OR REPLACE INTO cart_items (profile_id, sku, title, price, added_at) "
+                "VALUES (?,?,?,?,?)",
+                rows.carts,
+            )
+        report.imported += len(rows.profiles)
+
+    number = 0
+    for number, doc in read_documents(path):
+        if isinstance(doc, LineError):
+            report.errors.append((number, doc.field, doc.reason))
+            continue
+        try:
+            profile_rows(doc, rows)
+        except LineError as exc:
+            report.errors.append((number, exc.field, exc.reason))
+        if len(rows.profiles) >= BATCH:
+            flush()
+            rows = Rows()
+            if progress is not None:
+                progress(min(number, total), total)
+    if rows.profiles:
+        flush()
+    if progress is not None:
+        progress(total, total)
+    return report
