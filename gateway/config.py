@@ -211,9 +211,50 @@ class PickupDiscountSection:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitsSection:
+    quiet_hours: list[str] = doc(
+        "Store-local [start, end] times ('HH:MM') with no pushes at all; may wrap midnight. "
+        "Empty list: none.",
+        default_factory=lambda: ["20:00", "09:00"],
+    )
+    cooldown_s: float = doc("No push to a shopper this long after any push.", default=1800.0)
+    max_per_day: int = doc(
+        "At most this many offers per shopper per store day, all campaigns together.", default=2
+    )
+    max_per_hour_store: int = doc(
+        "At most this many offers per hour in the whole store (a flood stops here).", default=120
+    )
+
+    def validate(self) -> dict[str, str]:
+        clocks_ok = len(self.quiet_hours) == 2 and all(_is_clock(t) for t in self.quiet_hours)
+        if self.quiet_hours and not clocks_ok:
+            return {"quiet_hours": "give ['HH:MM', 'HH:MM'] (start, end) or []"}
+        if self.cooldown_s < 0:
+            return {"cooldown_s": "must not be negative"}
+        if self.max_per_day < 1:
+            return {"max_per_day": "must be at least 1"}
+        if self.max_per_hour_store < 1:
+            return {"max_per_hour_store": "must be at least 1"}
+        return {}
+
+
+def _is_clock(text: str) -> bool:
+    parts = text.split(":")
+    return (
+        len(parts) == 2
+        and all(p.isdigit() and len(p) == 2 for p in parts)
+        and int(parts[0]) < 24
+        and int(parts[1]) < 60
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class OffersSection:
     pickup_discount: PickupDiscountSection = doc(
         "The flagship campaign.", default_factory=PickupDiscountSection
+    )
+    limits: LimitsSection = doc(
+        "Limits across campaigns, enforced before any push.", default_factory=LimitsSection
     )
 
 

@@ -75,7 +75,12 @@ class Gateway:
         self.identity = IdentityStore(self.conn)
         key = bytes.fromhex(config.gateway.pseudonym_key)
         self.offers = OfferEngine(
-            self.conn, self.identity, config.offers.pickup_discount, config.gateway.timezone, key
+            self.conn,
+            self.identity,
+            config.offers.pickup_discount,
+            config.gateway.timezone,
+            key,
+            config.offers.limits,
         )
         self.pipeline = Pipeline(config, self.store_map, self.identity, self.offers, device_profile)
         self.outbox = Outbox(self.conn)

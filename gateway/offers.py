@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from .config import PickupDiscountSection
+from .config import LimitsSection, PickupDiscountSection
 from .identity import CartItem, IdentityStore, Profile, StockItem
 from .model import OfferDecision, Redemption, ZoneEvent
 
@@ -33,7 +33,12 @@ NO_SAVED_CART = "no_saved_cart"
 OUT_OF_STOCK = "out_of_stock"
 NOT_ITEM_ZONE = "not_item_zone"
 ALREADY_REDEEMED = "already_redeemed"
+ALREADY_OFFERED = "already_offered_today"
 CAP_DAY = "cap_day"
+CAP_DAY_ALL = "cap_day_all_campaigns"
+QUIET_HOURS = "quiet_hours"
+COOLDOWN = "cooldown"
+CAP_HOUR_STORE = "cap_hour_store"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +48,11 @@ class PickupFacts:
     in_stock: list[tuple[CartItem, StockItem]]  # cart items with quantity > 0 here
     redeemed_skus: frozenset[str]
     offers_today: int  # of this campaign, to this profile, this store day
+    offers_today_all: int = 0  # all campaigns, to this profile, this store day
+    since_last_push_s: float | None = None  # None: never pushed to
+    store_offers_last_hour: int = 0
+    minute_of_day: int = 12 * 60  # store-local
+    offered_today_skus: frozenset[str] = frozenset()  # items already offered this store day
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,10 +65,29 @@ class Verdict:
         return self.item is not None
 
 
+def _minutes(clock: str) -> int:
+    hours, minutes = clock.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+def in_quiet_hours(quiet: list[str], minute_of_day: int) -> bool:
+    if not quiet:
+        return False
+    start, end = _minutes(quiet[0]), _minutes(quiet[1])
+    if start <= end:
+        return start <= minute_of_day < end
+    return minute_of_day >= start or minute_of_day < end  # wraps midnight
+
+
 def decide_pickup(
-    rule: PickupDiscountSection, facts: PickupFacts, dwell_zone: str | None
+    rule: PickupDiscountSection,
+    facts: PickupFacts,
+    dwell_zone: str | None,
+    limits: LimitsSection | None = None,
 ) -> Verdict:
-    """The flagship rule. `dwell_zone` is set for a dwell trigger (the item must be there)."""
+    """The flagship rule. `dwell_zone` is set for a dwell trigger (the item must be there).
+
+    Relevance first (who, what, where), then the limits that keep it from becoming spam."""
     if facts.profile is None:
         return Verdict(UNKNOWN)
     if facts.profile.opted_out:
@@ -77,8 +106,21 @@ def decide_pickup(
     candidates = [c for c in candidates if c[0].sku not in facts.redeemed_skus]
     if not candidates:
         return Verdict(ALREADY_REDEEMED)
+    if limits is not None and in_quiet_hours(limits.quiet_hours, facts.minute_of_day):
+        return Verdict(QUIET_HOURS)
     if facts.offers_today >= rule.max_per_day:
         return Verdict(CAP_DAY)
+    if limits is not None:
+        if facts.offers_today_all >= limits.max_per_day:
+            return Verdict(CAP_DAY_ALL)
+        if facts.since_last_push_s is not None and facts.since_last_push_s < limits.cooldown_s:
+            return Verdict(COOLDOWN)
+        if facts.store_offers_last_hour >= limits.max_per_hour_store:
+            return Verdict(CAP_HOUR_STORE)
+    # One offer per (shopper, item, day): never the same item twice, whatever the caps allow.
+    candidates = [c for c in candidates if c[0].sku not in facts.offered_today_skus]
+    if not candidates:
+        return Verdict(ALREADY_OFFERED)
     return Verdict(ISSUED, candidates[0])  # cart is ordered newest first
 
 
@@ -104,10 +146,12 @@ class OfferEngine:
         rule: PickupDiscountSection,
         timezone: str,
         key: bytes,
+        limits: LimitsSection | None = None,
     ) -> None:
         self.conn = conn
         self.identity = identity
         self.rule = rule
+        self.limits = limits
         self.tz = ZoneInfo(timezone)
         self.key = key
         self._stocked_zones = identity.stocked_zones()
@@ -148,11 +192,37 @@ class OfferEngine:
                 (profile_id,),
             )
         )
-        today = self.conn.execute(
-            "SELECT count(*) FROM offers WHERE profile_id = ? AND campaign = ? AND store_day = ?",
-            (profile_id, self.rule.campaign, self.store_day(t)),
+        day = self.store_day(t)
+        today, today_all = self.conn.execute(
+            "SELECT sum(campaign = ?), count(*) FROM offers WHERE profile_id = ? AND store_day = ?",
+            (self.rule.campaign, profile_id, day),
+        ).fetchone()
+        last_any = self.conn.execute(
+            "SELECT max(issued_at) FROM offers WHERE profile_id = ? AND issued_at <= ?",
+            (profile_id, t),
         ).fetchone()[0]
-        return PickupFacts(profile, cart, in_stock, redeemed, int(today))
+        offered_today = frozenset(
+            str(r[0])
+            for r in self.conn.execute(
+                "SELECT sku FROM offers WHERE profile_id = ? AND store_day = ?", (profile_id, day)
+            )
+        )
+        store_hour = self.conn.execute(
+            "SELECT count(*) FROM offers WHERE issued_at > ? AND issued_at <= ?", (t - 3600, t)
+        ).fetchone()[0]
+        local = datetime.fromtimestamp(t, self.tz)
+        return PickupFacts(
+            profile,
+            cart,
+            in_stock,
+            redeemed,
+            int(today or 0),
+            offers_today_all=int(today_all or 0),
+            since_last_push_s=None if last_any is None else t - float(last_any),
+            store_offers_last_hour=int(store_hour),
+            minute_of_day=local.hour * 60 + local.minute,
+            offered_today_skus=offered_today,
+        )
 
     def evaluate(
         self, event: ZoneEvent, device: str, profile_id: str | None
@@ -172,7 +242,7 @@ class OfferEngine:
         if seen is not None:
             return None
         dwell_zone = event.zone if event.kind == "dwell" else None
-        verdict = decide_pickup(self.rule, self.facts(profile_id, event.t), dwell_zone)
+        verdict = decide_pickup(self.rule, self.facts(profile_id, event.t), dwell_zone, self.limits)
         decision = OfferDecision(
             t=event.t,
             device=device,

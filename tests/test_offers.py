@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway import offers
-from gateway.config import PickupDiscountSection
+from gateway.config import LimitsSection, PickupDiscountSection
 from gateway.db import transaction
 from gateway.identity import CartItem, IdentityStore, Profile, StockItem
 from gateway.model import ZoneEvent
@@ -51,6 +51,7 @@ def _facts(**kw: object) -> PickupFacts:
         (_facts(), "aisle-kids", offers.NOT_ITEM_ZONE),
         (_facts(redeemed_skus=frozenset({"sku-1"})), None, offers.ALREADY_REDEEMED),
         (_facts(offers_today=1), None, offers.CAP_DAY),
+        (_facts(offered_today_skus=frozenset({"sku-1"})), None, offers.ALREADY_OFFERED),
         (_facts(), None, offers.ISSUED),
         (_facts(), "aisle-scifi", offers.ISSUED),
     ],
@@ -165,3 +166,24 @@ def test_expired_offers_are_not_redeemed(conn: sqlite3.Connection, seeded: Ident
     _evaluate(engine, "enter", "entrance", T0, "p-alice-3f9c")
     with transaction(conn):
         assert engine.redeem("p-alice-3f9c", T0 + RULE.validity_s + 1, "counter-reader") == []
+
+
+LIMITS = LimitsSection(
+    quiet_hours=["20:00", "09:00"], cooldown_s=600, max_per_day=2, max_per_hour_store=5
+)
+
+
+@pytest.mark.parametrize(
+    ("facts", "reason"),
+    [
+        (_facts(minute_of_day=21 * 60), offers.QUIET_HOURS),
+        (_facts(minute_of_day=8 * 60 + 59), offers.QUIET_HOURS),
+        (_facts(offers_today_all=2), offers.CAP_DAY_ALL),
+        (_facts(since_last_push_s=599.0), offers.COOLDOWN),
+        (_facts(since_last_push_s=600.0), offers.ISSUED),
+        (_facts(store_offers_last_hour=5), offers.CAP_HOUR_STORE),
+        (_facts(minute_of_day=9 * 60), offers.ISSUED),
+    ],
+)
+def test_limits(facts: PickupFacts, reason: str) -> None:
+    assert decide_pickup(RULE, facts, None, LIMITS).reason == reason

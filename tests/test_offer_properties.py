@@ -1,0 +1,152 @@
+"""Shopper trust, as properties over random shoppers, carts, stock, clocks and walks."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter, defaultdict
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
+
+from gateway import db, offers
+from gateway.config import LimitsSection, PickupDiscountSection
+from gateway.identity import IdentityStore
+from gateway.model import ZoneEvent
+from gateway.offers import OfferEngine, in_quiet_hours
+
+TZ = ZoneInfo("Europe/Berlin")
+ZONES = ["entrance", "aisle-a", "aisle-b"]
+SKUS = ["s1", "s2", "s3", "s4"]
+REASONS = {v for k, v in vars(offers).items() if k.isupper() and isinstance(v, str)}
+T0 = datetime(2026, 11, 23, 9, 30, tzinfo=TZ).timestamp()
+
+profiles_st = st.lists(
+    st.fixed_dictionaries(
+        {
+            # Mostly shoppers who could get an offer, so the limits are actually exercised.
+            "consent": st.sampled_from([True, True, True, False]),
+            "opted_out": st.sampled_from([False, False, False, True]),
+            "cart": st.lists(st.sampled_from(SKUS), unique=True, max_size=3),
+        }
+    ),
+    min_size=1,
+    max_size=5,
+)
+stock_st = st.fixed_dictionaries(
+    {sku: st.tuples(st.sampled_from([0, 1, 2, 5]), st.sampled_from(ZONES[1:])) for sku in SKUS}
+)
+TRIGGERS = [("enter", "entrance")] * 4 + [
+    ("dwell", "aisle-a"),
+    ("dwell", "aisle-b"),
+    ("exit", "entrance"),
+    ("enter", "aisle-a"),
+]
+walk_st = st.lists(
+    st.tuples(
+        st.integers(0, 50),  # which shopper (mapped onto the profiles, or an unknown device)
+        st.sampled_from(TRIGGERS),
+        st.one_of(st.floats(0, 120), st.floats(0, 7200)),  # seconds since the previous event
+    ),
+    min_size=10,
+    max_size=60,
+)
+limits_st = st.builds(
+    LimitsSection,
+    quiet_hours=st.sampled_from([[], ["20:00", "09:00"], ["12:00", "13:00"]]),
+    cooldown_s=st.sampled_from([0.0, 600.0, 3600.0]),
+    max_per_day=st.integers(1, 3),
+    max_per_hour_store=st.integers(1, 4),
+)
+
+
+def _engine(
+    profiles: list[dict[str, object]],
+    stock: dict[str, tuple[int, str]],
+    rule: PickupDiscountSection,
+    limits: LimitsSection,
+) -> OfferEngine:
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    db.migrate(conn)
+    store = IdentityStore(conn)
+    store.load_seed(
+        {
+            "profiles": [
+                {
+                    "profile_id": f"p{i}",
+                    "consent": {"proximity_offers": p["consent"]},
+                    "opted_out": p["opted_out"],
+                    "cart": [
+                        {"sku": s, "title": s, "price": 1.0, "added_at": f"2026-11-0{j + 1}"}
+                        for j, s in enumerate(p["cart"])
+                    ],  # type: ignore[arg-type]
+                }
+                for i, p in enumerate(profiles)
+            ],
+            "stock": [
+                {"sku": s, "title": s, "quantity": q, "zone_id": z} for s, (q, z) in stock.items()
+            ],
+        }
+    )
+    return OfferEngine(conn, store, rule, "Europe/Berlin", b"k" * 16, limits)
+
+
+@settings(max_examples=400, deadline=None)
+@given(profiles_st, stock_st, walk_st, limits_st, st.integers(1, 2))
+def test_trust_properties_hold_on_random_walks(
+    profiles: list[dict[str, object]],
+    stock: dict[str, tuple[int, str]],
+    walk: list[tuple[int, tuple[str, str], float]],
+    limits: LimitsSection,
+    per_campaign_day: int,
+) -> None:
+    rule = PickupDiscountSection(max_per_day=per_campaign_day)
+    engine = _engine(profiles, stock, rule, limits)
+    t = T0
+    decisions = []
+    for pick, (kind, zone), gap in walk:
+        t += gap
+        who = pick % (len(profiles) + 1) - 1  # -1: an unknown device
+        known = who >= 0
+        device = f"dev-{who}"
+        zone_event = ZoneEvent(kind, device, zone, t, t - 30, 0.9)  # type: ignore[arg-type]
+        with db.transaction(engine.conn):
+            decision = engine.evaluate(zone_event, device, f"p{who}" if known else None)
+        if decision is not None:
+            decisions.append(decision)
+
+    issued = [d for d in decisions if d.issued]
+    event(f"offers issued: {min(len(issued), 3)}{'+' if len(issued) >= 3 else ''}")
+    event(f"suppressed by: {sorted({d.reason for d in decisions if not d.issued})[:1]}")
+    for d in decisions:
+        assert d.reason in REASONS  # every decision, issued or not, is explained
+        assert d.issued == (d.reason == offers.ISSUED)
+    by_profile: dict[str, list[float]] = defaultdict(list)
+    per_day: Counter[tuple[str, str]] = Counter()
+    per_item_day: Counter[tuple[str, str, str]] = Counter()
+    for d in issued:
+        assert d.profile_id is not None
+        p = profiles[int(d.profile_id[1:])]
+        assert p["consent"] and not p["opted_out"], "offer to a shopper without consent"
+        assert d.sku in p["cart"] and stock[d.sku][0] > 0  # type: ignore[operator, index]
+        local = datetime.fromtimestamp(d.t, TZ)
+        assert not in_quiet_hours(limits.quiet_hours, local.hour * 60 + local.minute)
+        by_profile[d.profile_id].append(d.t)
+        per_day[(d.profile_id, local.date().isoformat())] += 1
+        per_item_day[(d.profile_id, d.sku, local.date().isoformat())] += 1  # type: ignore[index]
+    assert all(n <= min(per_campaign_day, limits.max_per_day) for n in per_day.values())
+    assert all(n == 1 for n in per_item_day.values())
+    for times in by_profile.values():
+        assert all(b - a >= limits.cooldown_s for a, b in zip(times, times[1:], strict=False))
+    for d in issued:
+        in_hour = [o for o in issued if d.t - 3600 < o.t <= d.t]
+        assert len(in_hour) <= limits.max_per_hour_store
+
+
+def test_quiet_hours_wrap_midnight() -> None:
+    quiet = ["20:00", "09:00"]
+    assert in_quiet_hours(quiet, 22 * 60) and in_quiet_hours(quiet, 8 * 60 + 59)
+    assert not in_quiet_hours(quiet, 9 * 60) and not in_quiet_hours(quiet, 19 * 60 + 59)
+    assert in_quiet_hours(["12:00", "13:00"], 12 * 60 + 30)
+    assert not in_quiet_hours([], 0)
