@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 from collections import Counter, defaultdict
 from datetime import datetime
@@ -138,7 +139,7 @@ def test_trust_properties_hold_on_random_walks(
     assert all(n <= min(per_campaign_day, limits.max_per_day) for n in per_day.values())
     assert all(n == 1 for n in per_item_day.values())
     for times in by_profile.values():
-        assert all(b - a >= limits.cooldown_s for a, b in zip(times, times[1:], strict=False))
+        assert all(b - a >= limits.cooldown_s for a, b in itertools.pairwise(times))
     for d in issued:
         in_hour = [o for o in issued if d.t - 3600 < o.t <= d.t]
         assert len(in_hour) <= limits.max_per_hour_store
