@@ -225,6 +225,16 @@ def _cmd_profiles_import(args: argparse.Namespace) -> int:
     return 1 if report.errors else 0
 
 
+def _cmd_nfc_parse(args: argparse.Namespace) -> int:
+    """One hex NDEF message per line on stdin → one JSON object per line."""
+    from .ndefparse import parse_hex_line
+
+    for line in sys.stdin:
+        if line.strip():
+            print(json.dumps(parse_hex_line(line), ensure_ascii=False))
+    return 0
+
+
 def _cmd_decode(args: argparse.Namespace) -> int:
     from .decode import decode_payload
     from .frames import frame_json
@@ -300,6 +310,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("decode", help="decode hex advertising data from stdin, JSON per line")
     p.set_defaults(func=_cmd_decode)
+
+    nfc = sub.add_parser("nfc", help="NFC tags")
+    nfc_sub = nfc.add_subparsers(dest="nfc_command", required=True)
+    p = nfc_sub.add_parser("parse", help="hex NDEF messages on stdin → JSON records per line")
+    p.set_defaults(func=_cmd_nfc_parse)
 
     profiles = sub.add_parser("profiles", help="the shopper profile cache")
     profiles_sub = profiles.add_subparsers(dest="profiles_command", required=True)

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import ndef
 
+from .ndefparse import TNF_MIME, NdefError, split_records
+
 LOYALTY_MIME = "application/vnd.storegate.loyalty+json"
 
 
@@ -45,14 +47,14 @@ def read_token(key: bytes, ndef_bytes: bytes) -> tuple[LoyaltyToken | None, str]
     if not ndef_bytes:
         return None, "no_ndef"
     try:
-        records = list(ndef.message_decoder(ndef_bytes, errors="strict"))
-    except Exception:  # ndeflib raises DecodeError and others on garbage
+        records = split_records(ndef_bytes)
+    except NdefError:
         return None, "ndef_malformed"
     for record in records:
-        if record.type != LOYALTY_MIME:
+        if record.tnf != TNF_MIME or record.type != LOYALTY_MIME.encode():
             continue
         try:
-            body = json.loads(bytes(record.data))
+            body = json.loads(record.payload)
             profile_id, token_id, sig = str(body["profile"]), str(body["tid"]), str(body["sig"])
             version = body["v"]
         except (ValueError, KeyError, TypeError):
