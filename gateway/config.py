@@ -312,6 +312,36 @@ class FleetSection:
 
 
 @dataclass(frozen=True, slots=True)
+class WebhookSection:
+    url: str = doc(
+        "In-store push service endpoint (http/https). Empty: no webhook. Pushes wait in the "
+        "outbox until a 2xx answer.",
+        default="",
+    )
+    secret: str = doc(
+        "HMAC-SHA256 key for the X-Signature header over the body (sha256=<hex>).", default=""
+    )
+    timeout_s: float = doc("Per-request timeout.", default=5.0)
+    max_attempts: int = doc(
+        "After this many failed tries a push goes to the dead letters.", default=8
+    )
+    backoff_max_s: float = doc(
+        "Longest wait between tries (exponential with jitter).", default=300.0
+    )
+
+    def validate(self) -> dict[str, str]:
+        if self.url and not self.url.startswith(("http://", "https://")):
+            return {"url": "must start with http:// or https://"}
+        if self.url and not self.secret:
+            return {"secret": "set a secret so the push service can verify the signature"}
+        if self.timeout_s <= 0 or self.backoff_max_s <= 0:
+            return {"timeout_s": "timeouts and backoff must be greater than 0"}
+        if self.max_attempts < 1:
+            return {"max_attempts": "must be at least 1"}
+        return {}
+
+
+@dataclass(frozen=True, slots=True)
 class SinksSection:
     stdout: bool = doc("Print each local push as a line on standard output.", default=True)
     push_log: str = doc(
@@ -319,6 +349,7 @@ class SinksSection:
         "Empty to disable.",
         default="pushes.jsonl",
     )
+    webhook: WebhookSection = doc("Push delivery over HTTP.", default_factory=WebhookSection)
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,7 @@ from .outbox import Outbox, enforce_bounds
 from .pipeline import Pipeline
 from .profiles import load_beacon_profile
 from .report import ConsoleReporter
-from .sinks import LocalPushSink, Push
+from .sinks import LocalPushSink, Push, push_event
 from .sources.replay import replay
 from .sources.trace import TraceError
 from .storemap import load_map
@@ -42,6 +42,7 @@ from .storemap import load_map
 if TYPE_CHECKING:
     from .sources.ble import BleSource
     from .uplink import Uplink
+    from .webhook import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ class Gateway:
         self.on_commit: Callable[[], None] | None = None  # e.g. wake the uplink
         self.nonces = downlink.NonceCache()
         self.uplink: Uplink | None = None
+        self.webhook: WebhookSender | None = None
         self._last_bound = 0.0
         self.outbox_dropped: Counter[str] = Counter()
 
@@ -140,6 +142,11 @@ class Gateway:
             seqs.append(added[0] if added else None)
             if added:
                 self.summary.outbox_added[envelope.type] += 1
+            issued = isinstance(event, OfferDecision) and event.issued
+            if added and issued and self.config.sinks.webhook.url:
+                # The push itself waits durably for the webhook's 2xx.
+                assert isinstance(event, OfferDecision)
+                self.outbox.append([push_event(Push.from_decision(event))])
         return seqs
 
     def _after_commit(self, events: list[PipelineEvent], seqs: list[int | None]) -> None:
@@ -380,12 +387,18 @@ async def run_gateway(
     from .uplink import Uplink
 
     uplink = None
-    task = None
+    tasks: list[asyncio.Task[None]] = []
     if gateway.config.mqtt.enabled:
         uplink = Uplink(gateway.config, gateway.outbox, on_downlink=gateway.on_downlink)
         gateway.on_commit = uplink.notify
         gateway.uplink = uplink
-        task = asyncio.create_task(uplink.run())
+        tasks.append(asyncio.create_task(uplink.run()))
+    if gateway.config.sinks.webhook.url:
+        from .webhook import WebhookSender
+
+        sender = WebhookSender(gateway.config.sinks.webhook, gateway.outbox)
+        gateway.webhook = sender
+        tasks.append(asyncio.create_task(sender.run()))
     try:
         summary = await run_pipeline(gateway, sources, stop)
         deadline = time.monotonic() + drain_s
@@ -394,7 +407,7 @@ async def run_gateway(
             await asyncio.sleep(0.05)
         return summary, uplink
     finally:
-        if task is not None:
+        for task in tasks:
             task.cancel()
             with suppress(asyncio.CancelledError):
                 await task

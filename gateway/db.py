@@ -96,7 +96,24 @@ def _v2(db: sqlite_utils.Database) -> None:
     db.execute("CREATE TABLE doc_versions (family TEXT PRIMARY KEY, version INTEGER NOT NULL)")
 
 
-MIGRATIONS: list[Migration] = [_v1, _v2]
+def _v3(db: sqlite_utils.Database) -> None:
+    # Local push delivery (webhook): retries are scheduled per row; what never succeeds is
+    # kept in a dead-letter table instead of being dropped.
+    db.execute("ALTER TABLE outbox ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE outbox ADD COLUMN next_try REAL NOT NULL DEFAULT 0")
+    db.execute(
+        """CREATE TABLE dead_letter (
+               event_id TEXT PRIMARY KEY,
+               stream TEXT NOT NULL,
+               body TEXT NOT NULL,
+               attempts INTEGER NOT NULL,
+               last_error TEXT NOT NULL,
+               failed_at REAL NOT NULL
+           )"""
+    )
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -17,6 +17,9 @@ from typing import Any
 
 from .db import transaction
 
+# Streams delivered on the shop floor, not to the backend.
+LOCAL_STREAMS = ("push",)
+
 
 @dataclass(frozen=True, slots=True)
 class OutboxEvent:
@@ -69,13 +72,42 @@ class Outbox:
                     added.append(int(cur.lastrowid or 0))
         return added
 
-    def peek(self, limit: int = 100) -> list[QueuedEvent]:
-        """The next events to send: most important stream first, each stream in order."""
+    def peek(self, limit: int = 100, exclude: tuple[str, ...] = LOCAL_STREAMS) -> list[QueuedEvent]:
+        """The next events for the uplink: most important stream first, each stream in order.
+        Local streams (pushes for the in-store webhook) are drained by their own sink."""
+        placeholders = ",".join("?" for _ in exclude) or "''"
         rows = self.conn.execute(
-            "SELECT seq, event_id, stream, type, body FROM outbox ORDER BY priority, seq LIMIT ?",
-            (limit,),
+            f"SELECT seq, event_id, stream, type, body FROM outbox WHERE stream NOT IN "
+            f"({placeholders}) ORDER BY priority, seq LIMIT ?",
+            (*exclude, limit),
         )
         return [QueuedEvent(r[0], r[1], r[2], r[3], r[4].encode()) for r in rows]
+
+    def due(self, stream: str, now: float, limit: int = 50) -> list[tuple[QueuedEvent, int]]:
+        """Events of a local stream whose next attempt is due, with their attempt count."""
+        rows = self.conn.execute(
+            "SELECT seq, event_id, stream, type, body, attempts FROM outbox "
+            "WHERE stream = ? AND next_try <= ? ORDER BY seq LIMIT ?",
+            (stream, now, limit),
+        )
+        return [(QueuedEvent(r[0], r[1], r[2], r[3], r[4].encode()), int(r[5])) for r in rows]
+
+    def retry_later(self, event: QueuedEvent, next_try: float) -> None:
+        with transaction(self.conn):
+            self.conn.execute(
+                "UPDATE outbox SET attempts = attempts + 1, next_try = ? WHERE seq = ?",
+                (next_try, event.seq),
+            )
+
+    def dead_letter(self, event: QueuedEvent, attempts: int, error: str, now: float) -> None:
+        """Give up on an event: keep it (for staff and the backend), out of the queue."""
+        with transaction(self.conn):
+            self.conn.execute(
+                "INSERT OR REPLACE INTO dead_letter (event_id, stream, body, attempts, "
+                "last_error, failed_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (event.event_id, event.stream, event.payload.decode(), attempts, error, now),
+            )
+            self.conn.execute("DELETE FROM outbox WHERE seq = ?", (event.seq,))
 
     def acknowledge(self, events: Sequence[QueuedEvent], now: float) -> None:
         """The broker has them: remember their ids as delivered and drop the rows."""
@@ -91,8 +123,11 @@ class Outbox:
             cur = self.conn.execute("DELETE FROM delivered WHERE delivered_at < ?", (older_than,))
         return cur.rowcount
 
-    def depth(self) -> int:
-        return int(self.conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
+    def depth(self, stream: str | None = None) -> int:
+        if stream is None:
+            return int(self.conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
+        row = self.conn.execute("SELECT count(*) FROM outbox WHERE stream = ?", (stream,))
+        return int(row.fetchone()[0])
 
     def oldest_age(self, now: float) -> float | None:
         row = self.conn.execute("SELECT min(created_at) FROM outbox").fetchone()
@@ -104,7 +139,7 @@ class Outbox:
 
 
 # Never shed, whatever the pressure: they are what the shop is paid for.
-PROTECTED_STREAMS = ("redemption",)
+PROTECTED_STREAMS = ("redemption", "push")
 
 
 def enforce_bounds(

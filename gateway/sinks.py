@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TextIO
 
 from .model import OfferDecision
+from .outbox import OutboxEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,3 +53,8 @@ class LocalPushSink:
                 flush=True,
             )
         self.pushed += 1
+
+
+def push_event(push: Push) -> OutboxEvent:
+    """A push as a durable outbox row on the local `push` stream (id stable per offer)."""
+    return OutboxEvent(f"push-{push.offer_id}", "push", "push.offer", 0, push.t, asdict(push))
