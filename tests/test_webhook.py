@@ -156,7 +156,8 @@ async def test_the_demo_push_reaches_the_webhook(tmp_path: Path) -> None:
     try:
         config = parse_config(
             f"[gateway]\nstate_dir = '{tmp_path}'\n"
-            f"[sinks]\nstdout = false\n[sinks.webhook]\nurl = '{service.url}'\nsecret = '{SECRET}'\n"
+            f"[sinks]\nstdout = false\n"
+            f"[sinks.webhook]\nurl = '{service.url}'\nsecret = '{SECRET}'\n"
         )
         gateway = Gateway(config, quiet_sink=True)
         gateway.identity.load_seed(json.loads(data_file("demo-profiles.json").read_text()))
