@@ -265,6 +265,16 @@ class TouchpointSection:
         "Taps here may redeem issued offers (only with a verified loyalty token).",
         default=False,
     )
+    reader_profile: str = doc(
+        "Reader hardware profile (firmware_profiles/readers/NAME.toml) whose nfcpy device "
+        "string opens the reader. Empty with no `device`: taps come from replay only.",
+        default="",
+    )
+    device: str = doc(
+        "nfcpy device string overriding the profile's, e.g. 'usb:072f:2200', "
+        "'tty:S0:pn532' or 'udp:127.0.0.1:54330' (simulated).",
+        default="",
+    )
 
 
 @dataclass(frozen=True, slots=True)

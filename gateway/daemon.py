@@ -41,6 +41,7 @@ from .storemap import load_map
 
 if TYPE_CHECKING:
     from .sources.ble import BleSource
+    from .sources.nfc import NfcSource
     from .uplink import Uplink
     from .webhook import WebhookSender
 
@@ -93,6 +94,7 @@ class Gateway:
         self.reporter = reporter
         self.summary = RunSummary()
         self.ble_sources: list[BleSource] = []
+        self.nfc_sources: list[NfcSource] = []
         self.on_commit: Callable[[], None] | None = None  # e.g. wake the uplink
         self.nonces = downlink.NonceCache()
         self.uplink: Uplink | None = None
@@ -422,6 +424,31 @@ def replay_source(gateway: Gateway, path: Path, speed: float) -> Source:
         return await replay(path, speed, inlet.put, on_error)
 
     return source
+
+
+def nfc_sources(gateway: Gateway) -> list[Source]:
+    """One source per touchpoint that has a reader (profile or device string)."""
+    from .profiles import load_reader_profile
+    from .sources.nfc import NfcSource
+
+    out: list[Source] = []
+    for touchpoint, settings in gateway.config.nfc.touchpoints.items():
+        device = settings.device
+        if not device and settings.reader_profile:
+            device = load_reader_profile(settings.reader_profile).device
+        if not device:
+            continue
+
+        def make(reader: str = touchpoint, device: str = device) -> Source:
+            async def source(inlet: Inlet) -> None:
+                nfc = NfcSource(reader, device, inlet.put_nowait)
+                gateway.nfc_sources.append(nfc)
+                await nfc.run()
+
+            return source
+
+        out.append(make())
+    return out
 
 
 def ble_sources(gateway: Gateway) -> list[Source]:
