@@ -76,7 +76,7 @@ async def test_a_held_card_is_one_tap_and_a_new_presentation_another() -> None:
     taps = [i for i in items if isinstance(i, Tap)]
     assert [t.uid.hex() for t in taps] == [IDM, IDM]
     assert taps[0].reader == "counter-reader" and taps[0].ndef.startswith(b"\xd2")
-    assert [i.state for i in items if isinstance(i, AdapterHealth)][0] == "reading"
+    assert next(i.state for i in items if isinstance(i, AdapterHealth)) == "reading"
 
 
 async def test_a_missing_reader_is_reported_and_retried() -> None:
