@@ -265,6 +265,11 @@ class TouchpointSection:
         "Taps here may redeem issued offers (only with a verified loyalty token).",
         default=False,
     )
+    offer_on_tap: bool = doc(
+        "A tap here by a recognised shopper is an offer trigger (e.g. a 'tap for your deal' "
+        "shelf tag).",
+        default=False,
+    )
     reader_profile: str = doc(
         "Reader hardware profile (firmware_profiles/readers/NAME.toml) whose nfcpy device "
         "string opens the reader. Empty with no `device`: taps come from replay only.",

@@ -235,16 +235,24 @@ class OfferEngine:
         trigger = self.trigger_for(event)
         if trigger is None:
             return None
-        decision_id = _stable_id("dc", self.rule.campaign, device, trigger, event.t)
+        dwell_zone = event.zone if event.kind == "dwell" else None
+        return self.evaluate_trigger(trigger, event.t, device, profile_id, dwell_zone)
+
+    def evaluate_trigger(
+        self, trigger: str, t: float, device: str, profile_id: str | None, dwell_zone: str | None
+    ) -> OfferDecision | None:
+        """Decide for one trigger ("enter:…", "dwell:…", "tap:…"); None if already decided."""
+        if not self.rule.enabled:
+            return None
+        decision_id = _stable_id("dc", self.rule.campaign, device, trigger, t)
         seen = self.conn.execute(
             "SELECT 1 FROM decisions WHERE decision_id = ?", (decision_id,)
         ).fetchone()
         if seen is not None:
             return None
-        dwell_zone = event.zone if event.kind == "dwell" else None
-        verdict = decide_pickup(self.rule, self.facts(profile_id, event.t), dwell_zone, self.limits)
+        verdict = decide_pickup(self.rule, self.facts(profile_id, t), dwell_zone, self.limits)
         decision = OfferDecision(
-            t=event.t,
+            t=t,
             device=device,
             profile_id=profile_id,
             campaign=self.rule.campaign,
@@ -255,10 +263,10 @@ class OfferEngine:
         )
         if verdict.item is not None and profile_id is not None:
             cart_item, stock = verdict.item
-            day = self.store_day(event.t)
+            day = self.store_day(t)
             offer_id = _stable_id("of", self.rule.campaign, profile_id, cart_item.sku, day)
             code = offer_code(self.key, offer_id)
-            expires = event.t + self.rule.validity_s
+            expires = t + self.rule.validity_s
             self.conn.execute(
                 "INSERT OR IGNORE INTO offers (offer_id, profile_id, campaign, sku, code, "
                 "issued_at, expires_at, store_day, status) VALUES (?,?,?,?,?,?,?,?, 'issued')",
@@ -268,14 +276,14 @@ class OfferEngine:
                     self.rule.campaign,
                     cart_item.sku,
                     code,
-                    event.t,
+                    t,
                     expires,
                     day,
                 ),
             )
             title = cart_item.title or stock.title
             decision = OfferDecision(
-                t=event.t,
+                t=t,
                 device=device,
                 profile_id=profile_id,
                 campaign=self.rule.campaign,
@@ -296,7 +304,7 @@ class OfferEngine:
             "trigger, issued, reason, offer_id) VALUES (?,?,?,?,?,?,?,?,?)",
             (
                 decision_id,
-                event.t,
+                t,
                 device,
                 profile_id,
                 self.rule.campaign,

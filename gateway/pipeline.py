@@ -296,4 +296,11 @@ class Pipeline:
             for redemption in self.offers.redeem(profile_id, tap.t, tap.reader):
                 self.stats.redemptions += 1
                 events.append(redemption)
+        elif touchpoint.offer_on_tap:
+            decision = self.offers.evaluate_trigger(
+                f"tap:{tap.reader}", tap.t, uid_identity, profile_id, None
+            )
+            if decision is not None:
+                events.append(decision)
+                self._count(decision)
         return events

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 from datetime import datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -15,7 +17,7 @@ from gateway import offers
 from gateway.config import LimitsSection, PickupDiscountSection
 from gateway.db import transaction
 from gateway.identity import CartItem, IdentityStore, Profile, StockItem
-from gateway.model import ZoneEvent
+from gateway.model import OfferDecision, ZoneEvent
 from gateway.offers import OfferEngine, PickupFacts, decide_pickup
 
 RULE = PickupDiscountSection()
@@ -187,3 +189,25 @@ LIMITS = LimitsSection(
 )
 def test_limits(facts: PickupFacts, reason: str) -> None:
     assert decide_pickup(RULE, facts, None, LIMITS).reason == reason
+
+
+def test_a_tap_can_trigger_the_offer(tmp_path: Path) -> None:
+    from gateway.config import parse_config
+    from gateway.daemon import Gateway
+    from gateway.model import Tap
+    from gateway.resources import data_file
+
+    config = parse_config(
+        f"[gateway]\nstate_dir = '{tmp_path}'\n[sinks]\nstdout = false\n"
+        "[offers.limits]\nquiet_hours = []\n"
+        "[nfc.touchpoints.scifi-shelf]\nzone = 'aisle-scifi'\noffer_on_tap = true\n"
+    )
+    gateway = Gateway(config, quiet_sink=True)
+    gateway.identity.load_seed(json.loads(data_file("demo-profiles.json").read_text()))
+    events = gateway.process([Tap(T0, "scifi-shelf", bytes.fromhex("04a2246a8b5c80"))])
+    [decision] = [e for e in events if isinstance(e, OfferDecision)]
+    assert decision.issued and decision.trigger == "tap:scifi-shelf"
+    assert decision.profile_id == "p-alice-3f9c"  # the card's UID identifies her
+    # A tap with an unknown card is a decision too, with its reason.
+    events = gateway.process([Tap(T0 + 10, "scifi-shelf", bytes.fromhex("04000000000001"))])
+    assert [e.reason for e in events if isinstance(e, OfferDecision)] == ["unknown"]
