@@ -287,6 +287,36 @@ def _cmd_nfc_write(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_locate(args: argparse.Namespace) -> int:
+    """Sightings on stdin → one position estimate per device per instant on stdout."""
+    from .locate import LocateStats, locate, make_tracker
+    from .storemap import load_map
+    from .zones import ZoneTracker
+
+    config = load_config(args.config)
+    store = load_map(Path(args.map), require_zones=False)
+    tracker = make_tracker(config, store, args.method)
+    zones = None
+    if store.zones:
+        zones = ZoneTracker(store.zones, hysteresis_m=0.0, dwell_s=0.0, min_inside_s=0.0)
+    stats = LocateStats()
+    errors: list[str] = []
+    for estimate in locate(sys.stdin, tracker, zones, stats, errors):
+        sys.stdout.write(json.dumps(estimate) + "\n")
+        for error in errors:
+            print(f"gateway locate: {error}", file=sys.stderr)
+        errors.clear()
+    for error in errors:
+        print(f"gateway locate: {error}", file=sys.stderr)
+    if stats.rejected:
+        print(
+            f"gateway locate: {stats.lines} sightings, {stats.estimates} estimates, "
+            f"rejected {stats.rejected}",
+            file=sys.stderr,
+        )
+    return 0
+
+
 def _cmd_decode(args: argparse.Namespace) -> int:
     from .decode import decode_payload
     from .frames import frame_json
@@ -359,6 +389,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("config-doc", help="print the configuration reference (Markdown)")
     p.set_defaults(func=_cmd_config_doc)
+
+    p = sub.add_parser("locate", help="sightings (JSON lines) on stdin → position estimates")
+    p.add_argument("--map", required=True, help="store map (GeoJSON) with gateway receivers")
+    p.add_argument(
+        "--method",
+        choices=["max_likelihood", "least_squares", "weighted_centroid", "nearest"],
+        default=None,
+        help="default: the config's presence.method (max_likelihood)",
+    )
+    p.add_argument("--config", default=None, help="config for presence settings (optional)")
+    p.set_defaults(func=_cmd_locate)
 
     p = sub.add_parser("decode", help="decode hex advertising data from stdin, JSON per line")
     p.set_defaults(func=_cmd_decode)

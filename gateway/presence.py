@@ -155,12 +155,17 @@ def least_squares(ranges: list[Range], iterations: int = 12) -> tuple[float, flo
     return x, y, math.sqrt(trace)
 
 
-def _ml_cost(ranges: list[Range], x: float, y: float, k: float) -> float:
+def _k(r: Range) -> float:
+    """dB per neper of distance for this receiver's path-loss exponent."""
+    return 10.0 * r.exponent / math.log(10)
+
+
+def _ml_cost(ranges: list[Range], x: float, y: float) -> float:
     cost = 0.0
     for r in ranges:
         d2 = max((x - r.x) ** 2 + (y - r.y) ** 2, 0.01)
         # predicted level relative to the measured one: 10·n·log10(d_est/d) = k/2·ln(d_est²/d²)
-        res = 0.5 * k * math.log(r.distance * r.distance / d2)
+        res = 0.5 * _k(r) * math.log(r.distance * r.distance / d2)
         cost += res * res / r.sigma_db**2
     return cost
 
@@ -176,18 +181,17 @@ def max_likelihood(ranges: list[Range], iterations: int = 15) -> tuple[float, fl
     """
     if len(ranges) < 3:
         return weighted_centroid(ranges)
-    k = 10.0 * ranges[0].exponent / math.log(10)  # dB per neper of distance
     cx, cy, _ = weighted_centroid(ranges)
     starts = [(cx, cy)]
     for r in sorted(ranges, key=lambda r: r.distance)[:2]:
         for angle in range(0, 360, 60):
             a = math.radians(angle)
             starts.append((r.x + r.distance * math.cos(a), r.y + r.distance * math.sin(a)))
-    scored = sorted(starts, key=lambda p: _ml_cost(ranges, p[0], p[1], k))[:3]
+    scored = sorted(starts, key=lambda p: _ml_cost(ranges, p[0], p[1]))[:3]
     best: tuple[float, float, float, float] | None = None
     for sx, sy in scored:
-        x, y, info = _gauss_newton_db(ranges, sx, sy, k, iterations)
-        cost = _ml_cost(ranges, x, y, k)
+        x, y, info = _gauss_newton_db(ranges, sx, sy, iterations)
+        cost = _ml_cost(ranges, x, y)
         if best is None or cost < best[0]:
             best = (cost, x, y, info)
     assert best is not None
@@ -199,7 +203,7 @@ def max_likelihood(ranges: list[Range], iterations: int = 15) -> tuple[float, fl
 
 
 def _gauss_newton_db(
-    ranges: list[Range], x: float, y: float, k: float, iterations: int
+    ranges: list[Range], x: float, y: float, iterations: int
 ) -> tuple[float, float, float]:
     """Refine (x, y); also return a scalar information (½ trace of JᵀWJ, inverted later)."""
     a11 = a12 = a22 = 0.0
@@ -208,6 +212,7 @@ def _gauss_newton_db(
         for r in ranges:
             dx, dy = x - r.x, y - r.y
             d2 = max(dx * dx + dy * dy, 0.01)
+            k = _k(r)
             res = 0.5 * k * math.log(r.distance * r.distance / d2)
             w = 1.0 / r.sigma_db**2
             jx, jy = -k * dx / d2, -k * dy / d2
@@ -269,9 +274,16 @@ class _Device:
 class PresenceTracker:
     """Tracks every device heard by the store's receivers and positions it."""
 
-    def __init__(self, settings: PresenceSettings, receivers: dict[str, tuple[float, float]]):
+    def __init__(
+        self,
+        settings: PresenceSettings,
+        receivers: dict[str, tuple[float, float]],
+        calibration: dict[str, tuple[float | None, float | None]] | None = None,
+    ):
         self.settings = settings
         self.receivers = receivers
+        # receiver → (RSSI at 1 m, path-loss exponent), each None for "use the default"
+        self.calibration = calibration or {}
         self.devices: dict[str, _Device] = {}
         self.rejected: Counter[str] = Counter()
         self._locate = METHODS[settings.method]
@@ -317,10 +329,14 @@ class PresenceTracker:
             if t - flt.t > s.stale_after_s:
                 continue
             rx, ry = self.receivers[receiver]
-            d = rssi_to_distance(flt.level, state.measured_power, s.path_loss_exponent)
-            sigma = distance_sigma(d, flt.sigma, s.path_loss_exponent)
+            power, exponent = self.calibration.get(receiver, (None, None))
+            if power is None or s.measured_power_override is not None:
+                power = state.measured_power
+            n = exponent if exponent is not None else s.path_loss_exponent
+            d = rssi_to_distance(flt.level, power, n)
+            sigma = distance_sigma(d, flt.sigma, n)
             sigma_db = math.hypot(flt.sigma, s.shadowing_db)
-            out.append(Range(receiver, rx, ry, d, sigma, flt.level, sigma_db, s.path_loss_exponent))
+            out.append(Range(receiver, rx, ry, d, sigma, flt.level, sigma_db, n))
         return out
 
     def position(self, device: str, t: float) -> Position | None:

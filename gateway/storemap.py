@@ -63,6 +63,8 @@ class StoreMap:
     name: str
     zones: list[Zone] = field(default_factory=list)
     receivers: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # Per-receiver calibration from the map (`measured_power`, `path_loss_exponent`).
+    calibration: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
     anchors: list[Anchor] = field(default_factory=list)
     floor: BaseGeometry | None = None
 
@@ -94,7 +96,7 @@ def _finite(coords: Any) -> bool:
     return False
 
 
-def parse_map(data: Any, file: str = "<map>") -> StoreMap:
+def parse_map(data: Any, file: str = "<map>", require_zones: bool = True) -> StoreMap:
     if not isinstance(data, dict) or data.get("type") != "FeatureCollection":
         raise MapError(file, "", "expected a GeoJSON FeatureCollection at the top level")
     features = data.get("features")
@@ -159,6 +161,22 @@ def parse_map(data: Any, file: str = "<map>") -> StoreMap:
             assert isinstance(fid, str)
             if kind == "gateway":
                 store.receivers[fid] = (shape.x, shape.y)
+                power = props.get("measured_power")
+                exponent = _opt_number(props, "path_loss_exponent", file, where)
+                if power is not None and (
+                    isinstance(power, bool)
+                    or not isinstance(power, (int, float))
+                    or not math.isfinite(power)
+                    or not -120 <= power <= 0
+                ):
+                    raise MapError(file, where, "measured_power must be a number of dBm, -120..0")
+                if exponent is not None and not 1.0 <= exponent <= 6.0:
+                    raise MapError(file, where, "path_loss_exponent must be between 1.0 and 6.0")
+                if power is not None or exponent is not None:
+                    store.calibration[fid] = (
+                        None if power is None else float(power),
+                        exponent,
+                    )
             else:
                 store.anchors.append(
                     Anchor(
@@ -169,7 +187,7 @@ def parse_map(data: Any, file: str = "<map>") -> StoreMap:
                         str(props.get("profile", "generic-ibeacon")),
                     )
                 )
-    if not store.zones:
+    if require_zones and not store.zones:
         raise MapError(file, "", "the map has no zone features")
     if not store.receivers:
         raise MapError(file, "", "the map has no gateway (receiver) features")
@@ -236,11 +254,11 @@ def _opt_number(props: dict[str, Any], key: str, file: str, where: str) -> float
     return float(value)
 
 
-def load_map(path: Path) -> StoreMap:
+def load_map(path: Path, require_zones: bool = True) -> StoreMap:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise MapError(str(path), "", "file not found; check [map] path in the config") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise MapError(str(path), "", f"not readable JSON: {exc}") from None
-    return parse_map(data, str(path))
+    return parse_map(data, str(path), require_zones)

@@ -181,10 +181,16 @@ def bench_outbox() -> dict[str, float]:
         out = []
         for n in range(start, start + count):
             stream, priority = (("zone", 3), ("offer", 1), ("beacon", 4))[n % 3]
-            body = {"specversion": "1.0", "id": f"ev-{n}", "source": "/stores/s/gateways/g",
-                    "type": f"com.storegate.{stream}.x", "time": "2026-11-23T10:00:00.000Z",
-                    "subject": "dev-0123456789abcdef", "datacontenttype": "application/json",
-                    "data": {"device": "dev-0123456789abcdef", "zone": "aisle-scifi", "n": n}}
+            body = {
+                "specversion": "1.0",
+                "id": f"ev-{n}",
+                "source": "/stores/s/gateways/g",
+                "type": f"com.storegate.{stream}.x",
+                "time": "2026-11-23T10:00:00.000Z",
+                "subject": "dev-0123456789abcdef",
+                "datacontenttype": "application/json",
+                "data": {"device": "dev-0123456789abcdef", "zone": "aisle-scifi", "n": n},
+            }
             out.append(OutboxEvent(f"ev-{n}", stream, f"{stream}.x", priority, float(n), body))
         return out
 
@@ -244,18 +250,35 @@ def main() -> int:
         ("decode", "adverts/s (one core)", f"{d['adverts_per_s']:,.0f}", "goal ≥ 200,000"),
     ]
     if "vs_theengs" in d:
-        rows.append(("", "  TheengsDecoder.decodeBLE", f"{d['theengs_adverts_per_s']:,.0f}",
-                     f"ours ×{d['vs_theengs']:.1f} (goal ≥ ×100)"))
+        rows.append(
+            (
+                "",
+                "  TheengsDecoder.decodeBLE",
+                f"{d['theengs_adverts_per_s']:,.0f}",
+                f"ours ×{d['vs_theengs']:.1f} (goal ≥ ×100)",
+            )
+        )
     if "vs_beacontools" in d:
-        rows.append(("", "  beacontools.parse_packet", f"{d['beacontools_adverts_per_s']:,.0f}",
-                     f"ours ×{d['vs_beacontools']:.1f} (goal ≥ ×10)"))
+        rows.append(
+            (
+                "",
+                "  beacontools.parse_packet",
+                f"{d['beacontools_adverts_per_s']:,.0f}",
+                f"ours ×{d['vs_beacontools']:.1f} (goal ≥ ×10)",
+            )
+        )
     rows += [
         ("pipeline", "sightings/s (demo trace)", f"{p['sightings_per_s']:,.0f}", "goal ≥ 50,000"),
         ("", "latency p50 / p99 ms", f"{p['p50_ms']:.3f} / {p['p99_ms']:.3f}", "goal p99 < 5"),
     ]
     o = results["outbox"]
     rows += [
-        ("outbox", "appended durably, events/s", f"{o['append_per_s']:,.0f}", "batches of 256, FULL"),
+        (
+            "outbox",
+            "appended durably, events/s",
+            f"{o['append_per_s']:,.0f}",
+            "batches of 256, FULL",
+        ),
         ("", "drained to Mosquitto, events/s", f"{o['drain_per_s']:,.0f}", "QoS 1, PUBACK"),
         ("", "1 h backlog @ 50/s drain, s", f"{o['backlog_1h_drain_s']:.1f}", "goal < 60"),
     ]

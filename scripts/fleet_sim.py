@@ -52,10 +52,13 @@ def consumer_process(host: str, port: int, ready: Any, stop: Any, results: Any) 
     results.send((len(seen), sorted(latencies)))
 
 
-async def consume(host: str, port: int, latencies: list[float], seen: set[str], ready: asyncio.Event) -> None:
+async def consume(
+    host: str, port: int, latencies: list[float], seen: set[str], ready: asyncio.Event
+) -> None:
     # A shared subscription: central consumers scale out by adding members to the group.
-    async with aiomqtt.Client(host, port, identifier="fleet-consumer",
-                              protocol=aiomqtt.ProtocolVersion.V5) as client:
+    async with aiomqtt.Client(
+        host, port, identifier="fleet-consumer", protocol=aiomqtt.ProtocolVersion.V5
+    ) as client:
         await client.subscribe("$share/central/storegate/v1/+/+/events/#", qos=1)
         ready.set()
         async for message in client.messages:
@@ -67,8 +70,9 @@ async def consume(host: str, port: int, latencies: list[float], seen: set[str], 
                     latencies.append(now - event["data"]["committed_at"])
 
 
-async def gateway(index: int, root: Path, host: str, port: int, rate: float, seconds: float,
-                  backlog: list[int]) -> int:
+async def gateway(
+    index: int, root: Path, host: str, port: int, rate: float, seconds: float, backlog: list[int]
+) -> int:
     config = parse_config(
         f"[gateway]\nid = 'gw-{index:03d}'\nstore = 'store-{index // 5:03d}'\n"
         f"state_dir = '{root / f'gw-{index:03d}'}'\n"
@@ -87,8 +91,13 @@ async def gateway(index: int, root: Path, host: str, port: int, rate: float, sec
             batch = []
             for n in range(produced, due):
                 event_id = f"gw{index}-{n}"
-                body = {"specversion": "1.0", "id": event_id, "source": f"/gw/{index}",
-                        "type": "com.storegate.zone.enter", "data": {"committed_at": now}}
+                body = {
+                    "specversion": "1.0",
+                    "id": event_id,
+                    "source": f"/gw/{index}",
+                    "type": "com.storegate.zone.enter",
+                    "data": {"committed_at": now},
+                }
                 batch.append(OutboxEvent(event_id, "zone", "zone.enter", 3, now, body))
             if batch:
                 outbox.append(batch)
@@ -116,8 +125,11 @@ async def run(n: int, rate: float, seconds: float, host: str, port: int) -> dict
     backlog = [0] * n
     with tempfile.TemporaryDirectory() as tmp:
         started = time.monotonic()
-        produced = sum(await asyncio.gather(
-            *(gateway(i, Path(tmp), host, port, rate, seconds, backlog) for i in range(n))))
+        produced = sum(
+            await asyncio.gather(
+                *(gateway(i, Path(tmp), host, port, rate, seconds, backlog) for i in range(n))
+            )
+        )
         elapsed = time.monotonic() - started
     await asyncio.sleep(2.0)  # let the last messages arrive
     stop.set()
@@ -151,14 +163,18 @@ def main() -> int:
         broker.start()
         host, port = "127.0.0.1", broker.port
     print(f"broker {host}:{port}; {args.rate:g} events/s per gateway for {args.seconds:g} s")
-    print(f"{'gateways':>8} {'produced':>9} {'delivered':>9} {'events/s':>9} {'max backlog':>11}"
-          f" {'p50 ms':>8} {'p99 ms':>8}")
+    print(
+        f"{'gateways':>8} {'produced':>9} {'delivered':>9} {'events/s':>9} {'max backlog':>11}"
+        f" {'p50 ms':>8} {'p99 ms':>8}"
+    )
     try:
         for n in args.gateways:
             r = asyncio.run(run(n, args.rate, args.seconds, host, port))
-            print(f"{r['gateways']:>8} {r['produced']:>9} {r['delivered']:>9} "
-                  f"{r['delivered_per_s']:>9.0f} {r['max_backlog']:>11} "
-                  f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f}")
+            print(
+                f"{r['gateways']:>8} {r['produced']:>9} {r['delivered']:>9} "
+                f"{r['delivered_per_s']:>9.0f} {r['max_backlog']:>11} "
+                f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f}"
+            )
     finally:
         if broker is not None:
             broker.stop()

@@ -1,0 +1,131 @@
+"""`gateway locate`: sightings (JSON lines) → position estimates (JSON lines).
+
+Input, one per line: {"t": unix_s, "receiver": id, "device": id, "rssi": dBm}. Receivers are
+the map's `gateway` features (positions, optional `measured_power` and
+`path_loss_exponent`). Sightings with the same `t` are folded in together, then one estimate
+is written per device they touched: {"t", "device", "x", "y", "uncertainty_m", "zones",
+"method"}. `zones` are the map zones containing the estimate. Bad lines are reported on
+stderr with their line number and skipped; the run goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import Config
+from .pipeline import OUTSIDE_MARGIN_M, _expanded
+from .presence import PresenceSettings, PresenceTracker
+from .profiles import load_beacon_profile
+from .storemap import StoreMap
+from .zones import ZoneTracker
+
+
+@dataclass(slots=True)
+class LocateStats:
+    lines: int = 0
+    estimates: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+
+    def reject(self, reason: str) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+
+
+def make_tracker(config: Config, store: StoreMap, method: str | None = None) -> PresenceTracker:
+    p = config.presence
+    device = load_beacon_profile(p.device_profile)
+    settings = PresenceSettings(
+        process_noise_db=p.process_noise_db,
+        measurement_noise_db=p.measurement_noise_db,
+        outlier_sigma=p.outlier_sigma,
+        stale_after_s=p.stale_after_s,
+        method=method or p.method,
+        path_loss_exponent=p.path_loss_exponent or device.path_loss_exponent,
+        default_measured_power=device.measured_power_dbm,
+        measured_power_override=p.measured_power,
+        shadowing_db=p.shadowing_db,
+        bounds=_expanded(store.bounds, OUTSIDE_MARGIN_M),
+    )
+    return PresenceTracker(settings, store.receivers, store.calibration)
+
+
+def _sighting(text: str) -> tuple[float, str, str, float] | str:
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError:
+        return "not JSON"
+    if not isinstance(obj, dict):
+        return "expected a JSON object"
+    t, receiver, device, rssi = (
+        obj.get("t"),
+        obj.get("receiver"),
+        obj.get("device"),
+        obj.get("rssi"),
+    )
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
+        return "t: expected a number of seconds"
+    if not isinstance(receiver, str) or not receiver:
+        return "receiver: expected a string"
+    if not isinstance(device, (str, int)) or device == "":
+        return "device: expected a string"
+    if isinstance(rssi, bool) or not isinstance(rssi, (int, float)) or not math.isfinite(rssi):
+        return "rssi: expected a number (dBm)"
+    return float(t), receiver, str(device), float(rssi)
+
+
+def locate(
+    lines: Iterable[str],
+    tracker: PresenceTracker,
+    zones: ZoneTracker | None,
+    stats: LocateStats,
+    errors: list[str],
+) -> Iterator[dict[str, Any]]:
+    pending: dict[str, None] = {}  # devices touched at the current t, in order
+    current_t: float | None = None
+
+    def flush() -> Iterator[dict[str, Any]]:
+        assert current_t is not None
+        for device in pending:
+            pos = tracker.position(device, current_t)
+            if pos is None:
+                continue
+            stats.estimates += 1
+            zone_ids = [zones.zones[i].id for i in zones.containing(pos.x, pos.y)] if zones else []
+            yield {
+                "t": current_t,
+                "device": device,
+                "x": round(pos.x, 3),
+                "y": round(pos.y, 3),
+                "uncertainty_m": round(pos.uncertainty_m, 3),
+                "zones": sorted(zone_ids),
+                "method": pos.method,
+            }
+        pending.clear()
+
+    for number, text in enumerate(lines, start=1):
+        if not text.strip():
+            continue
+        stats.lines += 1
+        parsed = _sighting(text)
+        if isinstance(parsed, str):
+            stats.reject("malformed")
+            errors.append(f"line {number}: {parsed}")
+            continue
+        t, receiver, device, rssi = parsed
+        if current_t is not None and t != current_t:
+            yield from flush()
+        current_t = t
+        before = dict(tracker.rejected)
+        observed = tracker.observe(device, receiver, t, rssi, None)
+        changed = [r for r, n in tracker.rejected.items() if n != before.get(r, 0)]
+        if observed is None and changed:
+            reason = changed[0]
+            stats.reject(reason)
+            errors.append(f"line {number}: rejected ({reason})")
+            continue
+        pending[device] = None
+    if current_t is not None:
+        yield from flush()
