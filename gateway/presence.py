@@ -160,12 +160,17 @@ def _k(r: Range) -> float:
     return 10.0 * r.exponent / math.log(10)
 
 
-def _ml_cost(ranges: list[Range], x: float, y: float) -> float:
-    cost = 0.0
+# Devices differ in transmit power (phones by ±10 dB; the hardware profile is a nominal
+# value), so the fit also estimates a common power offset b, with this prior spread (dB).
+POWER_OFFSET_PRIOR_DB = 3.0
+
+
+def _ml_cost(ranges: list[Range], x: float, y: float, b: float = 0.0) -> float:
+    cost = (b / POWER_OFFSET_PRIOR_DB) ** 2
     for r in ranges:
         d2 = max((x - r.x) ** 2 + (y - r.y) ** 2, 0.01)
-        # predicted level relative to the measured one: 10·n·log10(d_est/d) = k/2·ln(d_est²/d²)
-        res = 0.5 * _k(r) * math.log(r.distance * r.distance / d2)
+        # measured minus predicted level: 10·n·log10(d_est/d) - b = k/2·ln(d_est²/d²) - b
+        res = 0.5 * _k(r) * math.log(d2 / (r.distance * r.distance)) - b
         cost += res * res / r.sigma_db**2
     return cost
 
@@ -176,8 +181,10 @@ def max_likelihood(ranges: list[Range], iterations: int = 15) -> tuple[float, fl
     Residuals are in dB (the domain where the noise is Gaussian), so a far receiver's weak
     reading counts as much evidence as a near one's: this is what rules out the mirror image
     of a point across a line of receivers, which range-domain least squares cannot. The
-    cost has local minima, so Gauss-Newton starts from the weighted centroid and from points
-    around the strongest receivers, and the best end point wins.
+    device's power offset is a third unknown (with a prior), so a phone louder or quieter
+    than its profile does not pull the position. The cost has local minima, so Gauss-Newton
+    starts from the weighted centroid and from points around the strongest receivers, and
+    the best end point wins.
     """
     if len(ranges) < 3:
         return weighted_centroid(ranges)
@@ -190,54 +197,73 @@ def max_likelihood(ranges: list[Range], iterations: int = 15) -> tuple[float, fl
     scored = sorted(starts, key=lambda p: _ml_cost(ranges, p[0], p[1]))[:3]
     best: tuple[float, float, float, float] | None = None
     for sx, sy in scored:
-        x, y, info = _gauss_newton_db(ranges, sx, sy, iterations)
-        cost = _ml_cost(ranges, x, y)
+        x, y, b, var = _gauss_newton_db(ranges, sx, sy, iterations)
+        cost = _ml_cost(ranges, x, y, b)
         if best is None or cost < best[0]:
-            best = (cost, x, y, info)
+            best = (cost, x, y, var)
     assert best is not None
-    cost, x, y, info = best
-    if info <= 0:
+    cost, x, y, var = best
+    if var <= 0 or not math.isfinite(var):
         return weighted_centroid(ranges)
-    scale = max(1.0, cost / (len(ranges) - 2))
-    return x, y, math.sqrt(scale / info)
+    scale = max(1.0, cost / max(1, len(ranges) - 2))
+    return x, y, math.sqrt(scale * var)
+
+
+def _solve3(a: list[list[float]], g: list[float]) -> list[float] | None:
+    """Solve the 3×3 system a·s = g (Cramer's rule; tiny and allocation-free enough)."""
+    (a11, a12, a13), (a21, a22, a23), (a31, a32, a33) = a
+    det = (
+        a11 * (a22 * a33 - a23 * a32)
+        - a12 * (a21 * a33 - a23 * a31)
+        + a13 * (a21 * a32 - a22 * a31)
+    )
+    if abs(det) < 1e-12:
+        return None
+    inv = [
+        [a22 * a33 - a23 * a32, a13 * a32 - a12 * a33, a12 * a23 - a13 * a22],
+        [a23 * a31 - a21 * a33, a11 * a33 - a13 * a31, a13 * a21 - a11 * a23],
+        [a21 * a32 - a22 * a31, a12 * a31 - a11 * a32, a11 * a22 - a12 * a21],
+    ]
+    return [sum(inv[i][j] * g[j] for j in range(3)) / det for i in range(3)]
 
 
 def _gauss_newton_db(
     ranges: list[Range], x: float, y: float, iterations: int
-) -> tuple[float, float, float]:
-    """Refine (x, y); also return a scalar information (½ trace of JᵀWJ, inverted later)."""
-    a11 = a12 = a22 = 0.0
+) -> tuple[float, float, float, float]:
+    """Refine (x, y, b); also return the position variance (trace of the xy covariance)."""
+    b = 0.0
+    a: list[list[float]] = [[0.0] * 3 for _ in range(3)]
+    prior = 1.0 / POWER_OFFSET_PRIOR_DB**2
     for _ in range(iterations):
-        a11 = a12 = a22 = b1 = b2 = 0.0
+        a = [[0.0] * 3 for _ in range(3)]
+        g = [0.0, 0.0, 0.0]
         for r in ranges:
             dx, dy = x - r.x, y - r.y
             d2 = max(dx * dx + dy * dy, 0.01)
             k = _k(r)
-            res = 0.5 * k * math.log(r.distance * r.distance / d2)
+            res = 0.5 * k * math.log(d2 / (r.distance * r.distance)) - b
             w = 1.0 / r.sigma_db**2
-            jx, jy = -k * dx / d2, -k * dy / d2
-            a11 += w * jx * jx
-            a12 += w * jx * jy
-            a22 += w * jy * jy
-            b1 += w * jx * res
-            b2 += w * jy * res
-        det = a11 * a22 - a12 * a12
-        if det <= 1e-12:
-            return x, y, 0.0
-        step_x = (a22 * b1 - a12 * b2) / det
-        step_y = (a11 * b2 - a12 * b1) / det
-        norm = math.hypot(step_x, step_y)
+            j = (k * dx / d2, k * dy / d2, -1.0)
+            for p in range(3):
+                g[p] += w * j[p] * res
+                for q in range(3):
+                    a[p][q] += w * j[p] * j[q]
+        a[2][2] += prior
+        g[2] += prior * b
+        step = _solve3(a, g)
+        if step is None:
+            return x, y, b, -1.0
+        sx, sy, sb = step
+        norm = math.hypot(sx, sy)
         if norm > 5.0:  # damp wild steps far from the receivers
-            step_x, step_y = step_x * 5.0 / norm, step_y * 5.0 / norm
-        x -= step_x
-        y -= step_y
+            sx, sy, sb = sx * 5.0 / norm, sy * 5.0 / norm, sb * 5.0 / norm
+        x, y, b = x - sx, y - sy, b - sb
         if norm < 1e-3:
             break
-    det = a11 * a22 - a12 * a12
-    if det <= 1e-12:
-        return x, y, 0.0
-    # Position variance ≈ trace((JᵀWJ)⁻¹) = (a11 + a22) / det; return its inverse.
-    return x, y, det / (a11 + a22)
+    cov = _solve3(a, [1.0, 0.0, 0.0]), _solve3(a, [0.0, 1.0, 0.0])
+    if cov[0] is None or cov[1] is None:
+        return x, y, b, -1.0
+    return x, y, b, cov[0][0] + cov[1][1]
 
 
 METHODS = {
