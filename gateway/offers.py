@@ -13,6 +13,7 @@ inserts are no-ops; the per-day cap then holds across restarts as well.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import sqlite3
@@ -282,14 +283,9 @@ class OfferEngine:
                 ),
             )
             title = cart_item.title or stock.title
-            decision = OfferDecision(
-                t=t,
-                device=device,
-                profile_id=profile_id,
-                campaign=self.rule.campaign,
-                trigger=trigger,
+            decision = dataclasses.replace(
+                decision,
                 issued=True,
-                reason=verdict.reason,
                 sku=cart_item.sku,
                 title=title,
                 code=code,
@@ -297,7 +293,6 @@ class OfferEngine:
                 percent=self.rule.percent,
                 message=self.rule.message.format(title=title, percent=self.rule.percent),
                 offer_id=offer_id,
-                decision_id=decision_id,
             )
         self.conn.execute(
             "INSERT INTO decisions (decision_id, t, device, profile_id, campaign, "

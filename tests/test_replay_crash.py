@@ -74,6 +74,26 @@ def _replay(cfg: Path, trace: Path) -> subprocess.Popen[str]:
     )
 
 
+def _replay_to_end(cfg: Path, trace: Path) -> subprocess.CompletedProcess[str]:
+    """Run `gateway replay` again on the same state until the outbox is drained."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "replay",
+            str(trace),
+            "--config",
+            str(cfg),
+            "--until-drained",
+            "60",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def test_expected_ids_helper_is_deterministic(tmp_path: Path) -> None:
     trace = tmp_path / "t.jsonl"
     long_trace(trace, 1)
@@ -113,23 +133,7 @@ async def test_sigkill_with_a_full_outbox_then_rerun(tmp_path: Path) -> None:
     task = asyncio.create_task(consumer.run())
     try:
         await consumer.ready.wait()
-        rerun = await asyncio.to_thread(
-            subprocess.run,
-            [
-                sys.executable,
-                "-m",
-                "gateway",
-                "replay",
-                str(trace),
-                "--config",
-                str(cfg),
-                "--until-drained",
-                "60",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        rerun = await asyncio.to_thread(_replay_to_end, cfg, trace)
         assert rerun.returncode == 0, rerun.stderr + rerun.stdout
         assert "outbox depth 0" in rerun.stdout
         await wait_for(lambda: set(consumer.ids()) >= want, timeout=30)
@@ -165,23 +169,7 @@ async def test_sigkill_while_draining_then_rerun(tmp_path: Path) -> None:
             lambda: any(b.get("state") == "offline" for _, b, _ in status.received), timeout=10
         )
         started = time.monotonic()
-        rerun = await asyncio.to_thread(
-            subprocess.run,
-            [
-                sys.executable,
-                "-m",
-                "gateway",
-                "replay",
-                str(trace),
-                "--config",
-                str(cfg),
-                "--until-drained",
-                "60",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        rerun = await asyncio.to_thread(_replay_to_end, cfg, trace)
         assert rerun.returncode == 0, rerun.stderr + rerun.stdout
         await wait_for(lambda: set(consumer.ids()) >= want, timeout=30)
         assert set(consumer.ids()) == want
