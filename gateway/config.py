@@ -194,6 +194,13 @@ class PickupDiscountSection:
         "Push text; {title} and {percent} are filled in.",
         default="{title} from your cart is here: pick it up now with {percent} % off",
     )
+    messages: dict[str, str] = doc(
+        "Push text per shopper language (language tag → template); `message` otherwise.",
+        default_factory=lambda: {
+            "de": "{title} aus deinem Warenkorb ist hier: jetzt mit {percent} % Rabatt abholen",
+            "fr": "{title} de votre panier est ici : à retirer avec {percent} % de remise",
+        },
+    )
 
     def validate(self) -> dict[str, str]:
         problems: dict[str, str] = {}
@@ -203,11 +210,20 @@ class PickupDiscountSection:
             problems["validity_s"] = "must be greater than 0"
         if self.max_per_day < 1:
             problems["max_per_day"] = "must be at least 1 (disable the campaign instead)"
-        try:
-            self.message.format(title="x", percent=1)
-        except (KeyError, IndexError, ValueError):
-            problems["message"] = "only {title} and {percent} may be used as placeholders"
+        for key, template in [("message", self.message)] + [
+            (f"messages.{lang}", t) for lang, t in self.messages.items()
+        ]:
+            try:
+                template.format(title="x", percent=1)
+            except (KeyError, IndexError, ValueError):
+                problems[key] = "only {title} and {percent} may be used as placeholders"
         return problems
+
+    def message_for(self, language: str) -> str:
+        """The template for a shopper's language: exact tag, then its primary language."""
+        return (
+            self.messages.get(language) or self.messages.get(language.split("-")[0]) or self.message
+        )
 
 
 @dataclass(frozen=True, slots=True)

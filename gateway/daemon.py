@@ -93,6 +93,7 @@ class Gateway:
         self.sink = LocalPushSink(push_log, config.sinks.stdout and not quiet_sink)
         self.reporter = reporter
         self.summary = RunSummary()
+        self.offers.rule = downlink.stored_campaign(self.conn) or config.offers.pickup_discount
         self.ble_sources: list[BleSource] = []
         self.nfc_sources: list[NfcSource] = []
         self.on_commit: Callable[[], None] | None = None  # e.g. wake the uplink
@@ -105,6 +106,8 @@ class Gateway:
     def refresh(self) -> None:
         """Re-read caches derived from the database (after seeding or a downlink update)."""
         self.offers._stocked_zones = self.identity.stocked_zones()
+        # Campaign rules synced from the backend win over the local default.
+        self.offers.rule = downlink.stored_campaign(self.conn) or self.config.offers.pickup_discount
         self.pipeline.reload_identities()
 
     def process(self, batch: list[Item]) -> list[PipelineEvent]:

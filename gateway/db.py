@@ -113,7 +113,12 @@ def _v3(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: list[Migration] = [_v1, _v2, _v3]
+def _v4(db: sqlite_utils.Database) -> None:
+    # Downlink documents kept whole (campaign rules), applied again at start-up.
+    db.execute("CREATE TABLE documents (family TEXT PRIMARY KEY, body TEXT NOT NULL)")
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

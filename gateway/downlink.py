@@ -29,6 +29,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from .config import ConfigError, PickupDiscountSection, build_section
 from .db import transaction
 
 FAMILIES = ("stock", "profiles", "carts", "campaigns", "config")
@@ -277,8 +278,37 @@ def _plan(family: str, kind: str, data: dict[str, Any]) -> list[Write]:
                 cart_rows,
             )
         )
-    # campaigns / config: versions are tracked and the document kept for the next reload.
+    elif family == "campaigns":
+        # Rules as data: the flagship campaign's parameters, validated like the config file
+        # (every key named on error). A bad document changes nothing; the rule in force stays.
+        rule = campaign_rule(data)
+        body = json.dumps({"pickup_discount": data["pickup_discount"], "campaign": rule.campaign})
+        writes.append(
+            ("INSERT OR REPLACE INTO documents (family, body) VALUES (?, ?)", [("campaigns", body)])
+        )
+    # config: versions are tracked; local config files stay the operator's.
     return writes
+
+
+def campaign_rule(data: dict[str, Any]) -> PickupDiscountSection:
+    """The pickup-discount rule from a campaigns document (ValueError names the key)."""
+    section = data.get("pickup_discount")
+    if not isinstance(section, dict):
+        raise ValueError("data.pickup_discount: expected an object of campaign settings")
+    try:
+        return build_section(PickupDiscountSection, section, "campaigns", "data.pickup_discount")
+    except ConfigError as exc:
+        raise ValueError(f"{exc.key}: {exc.problem}") from None
+
+
+def stored_campaign(conn: sqlite3.Connection) -> PickupDiscountSection | None:
+    row = conn.execute("SELECT body FROM documents WHERE family = 'campaigns'").fetchone()
+    if row is None:
+        return None
+    try:
+        return campaign_rule(json.loads(row[0]))
+    except (ValueError, json.JSONDecodeError):
+        return None  # an older gateway's document this one cannot read: keep the config
 
 
 class DocumentRejected(Exception):

@@ -291,7 +291,9 @@ class OfferEngine:
                 code=code,
                 expires_at=expires,
                 percent=self.rule.percent,
-                message=self.rule.message.format(title=title, percent=self.rule.percent),
+                message=self.rule.message_for(self._language(profile_id)).format(
+                    title=title, percent=self.rule.percent
+                ),
                 offer_id=offer_id,
             )
         self.conn.execute(
@@ -310,6 +312,10 @@ class OfferEngine:
             ),
         )
         return decision
+
+    def _language(self, profile_id: str) -> str:
+        profile = self.identity.profile(profile_id)
+        return profile.language if profile is not None else "en"
 
     def redeem(self, profile_id: str, t: float, reader: str) -> list[Redemption]:
         """Mark every open (issued, unexpired) offer of the profile redeemed."""

@@ -15,7 +15,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from gateway import downlink
+from gateway import db, downlink
 from gateway.config import parse_config
 from gateway.daemon import Gateway, run_gateway
 from gateway.downlink import DocumentRejected, NonceCache, Rejected, apply_document, sign, verify
@@ -242,3 +242,51 @@ async def test_downlink_over_the_broker(tmp_path: Path) -> None:
         with suppress(asyncio.CancelledError):
             await run
         broker.stop()
+
+
+def test_campaign_rules_as_data(tmp_path: Path) -> None:
+    from gateway.model import OfferDecision, ZoneEvent
+
+    config = parse_config(f"[gateway]\nstate_dir = '{tmp_path}'\n[sinks]\nstdout = false\n")
+    gateway = Gateway(config, quiet_sink=True)
+    seed = json.loads(
+        (Path(__file__).parent.parent / "gateway" / "data" / "demo-profiles.json").read_text()
+    )
+    seed["profiles"][0]["language"] = "de-AT"
+    gateway.identity.load_seed(seed)
+    gateway.refresh()
+    doc = {
+        "family": "campaigns",
+        "kind": "snapshot",
+        "version": 1,
+        "data": {
+            "pickup_discount": {
+                "campaign": "pickup-winter",
+                "percent": 15,
+                "messages": {"de": "{title}: {percent} % Rabatt"},
+            }
+        },
+    }
+    assert apply_document(gateway.conn, doc) == "applied"
+    bad = {**doc, "version": 2, "data": {"pickup_discount": {"percent": 150}}}
+    with pytest.raises(DocumentRejected) as info:
+        apply_document(gateway.conn, bad)
+    assert (
+        info.value.reason == "invalid_payload"
+        and "data.pickup_discount.percent" in info.value.detail
+    )
+    gateway.refresh()
+    assert gateway.offers.rule.campaign == "pickup-winter" and gateway.offers.rule.percent == 15
+
+    t = 1795424400.0
+    event = ZoneEvent("enter", "ibeacon:x", "entrance", t, t, 0.9)
+    with db.transaction(gateway.conn):
+        decision = gateway.offers.evaluate(event, "ibeacon:x", "p-alice-3f9c")
+    assert isinstance(decision, OfferDecision) and decision.issued
+    assert decision.percent == 15 and decision.campaign == "pickup-winter"
+    assert decision.message == "The Left Hand of Darkness: 15 % Rabatt"  # de-AT → de template
+    gateway.close()
+    # The synced rule survives a restart.
+    again = Gateway(config, quiet_sink=True)
+    assert again.offers.rule.campaign == "pickup-winter"
+    again.close()
