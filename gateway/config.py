@@ -599,7 +599,9 @@ T = TypeVar("T")
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is list:
-        return f"a list of {_type_name(typing.get_args(tp)[0])}s"
+        item = typing.get_args(tp)[0]
+        plural = {str: "strings", int: "integers", float: "numbers", bool: "booleans"}
+        return f"a list of {plural.get(item, 'tables')}"
     if origin is dict:
         return "a table"
     if origin in (typing.Union, types.UnionType):
