@@ -317,6 +317,19 @@ def _cmd_locate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_profiles_export(args: argparse.Namespace) -> int:
+    from . import db
+    from .profile_import import export_profiles
+
+    config = load_config(args.config)
+    conn = db.connect(config.state_path / "gateway.db")
+    with open(args.file, "w", encoding="utf-8") as out:
+        count = export_profiles(conn, out)
+    conn.close()
+    print(f"exported {count} profiles to {args.file}")
+    return 0
+
+
 def _cmd_decode(args: argparse.Namespace) -> int:
     from .decode import decode_payload
     from .frames import frame_json
@@ -430,6 +443,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="FILE.jsonl or FILE.csv")
     p.add_argument("--config", required=True)
     p.set_defaults(func=_cmd_profiles_import)
+    p = profiles_sub.add_parser("export", help="write every cached profile as JSON lines")
+    p.add_argument("file", help="FILE.jsonl (the import format)")
+    p.add_argument("--config", required=True)
+    p.set_defaults(func=_cmd_profiles_export)
 
     offers = sub.add_parser("offers", help="offer decisions")
     offers_sub = offers.add_subparsers(dest="offers_command", required=True)

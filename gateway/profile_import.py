@@ -258,3 +258,35 @@ def import_profiles(
     if progress is not None:
         progress(total, total)
     return report
+
+
+def export_profiles(conn: sqlite3.Connection, out: Any) -> int:
+    """Write every profile as one JSON line in the import format (round-trips)."""
+    identifiers: dict[str, list[dict[str, str]]] = {}
+    for kind, value, pid in conn.execute(
+        "SELECT kind, value, profile_id FROM identifiers ORDER BY kind, value"
+    ):
+        identifiers.setdefault(pid, []).append({"kind": kind, "value": value})
+    carts: dict[str, list[dict[str, Any]]] = {}
+    for pid, sku, title, price, added in conn.execute(
+        "SELECT profile_id, sku, title, price, added_at FROM cart_items ORDER BY added_at, sku"
+    ):
+        carts.setdefault(pid, []).append(
+            {"sku": sku, "title": title, "price": price, "added_at": added}
+        )
+    count = 0
+    for pid, offers, at, source, language, opted_out in conn.execute(
+        "SELECT profile_id, consent_offers, consent_at, consent_source, language, opted_out "
+        "FROM profiles ORDER BY profile_id"
+    ):
+        doc = {
+            "profile_id": pid,
+            "consent": {"proximity_offers": bool(offers), "at": at, "source": source},
+            "language": language or "en",
+            "opted_out": bool(opted_out),
+            "identifiers": identifiers.get(pid, []),
+            "cart": carts.get(pid, []),
+        }
+        out.write(json.dumps(doc, ensure_ascii=False) + "\n")
+        count += 1
+    return count

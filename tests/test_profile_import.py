@@ -105,3 +105,28 @@ def test_import_command(tmp_path: Path) -> None:
     assert "imported 1 profiles, rejected 1 lines" in result.stdout
     assert f"{tmp_path / 'p.jsonl'}:2: line: not JSON" in result.stderr
     assert "100 %" in result.stderr  # the progress bar finished
+
+
+def test_export_round_trips(tmp_path: Path, conn: sqlite3.Connection) -> None:
+    import io
+
+    from gateway.profile_import import export_profiles
+
+    path = tmp_path / "in.jsonl"
+    path.write_text(
+        json.dumps(GOOD) + "\n" + json.dumps({**GOOD, "profile_id": "p-2", "cart": []}) + "\n"
+    )
+    import_profiles(conn, path)
+    out = io.StringIO()
+    assert export_profiles(conn, out) == 2
+    exported = tmp_path / "out.jsonl"
+    exported.write_text(out.getvalue())
+    other = sqlite3.connect(":memory:", isolation_level=None)
+    from gateway import db
+
+    db.migrate(other)
+    report = import_profiles(other, exported)
+    assert report.imported == 2 and report.errors == []
+    out2 = io.StringIO()
+    export_profiles(other, out2)
+    assert out2.getvalue() == out.getvalue()  # export → import → export is stable
