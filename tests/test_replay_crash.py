@@ -55,19 +55,23 @@ def expected_ids(tmp: Path, trace: Path) -> set[str]:
     return ids
 
 
+def _replay_command(cfg: Path, trace: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "gateway",
+        "replay",
+        str(trace),
+        "--config",
+        str(cfg),
+        "--until-drained",
+        "60",
+    ]
+
+
 def _replay(cfg: Path, trace: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gateway",
-            "replay",
-            str(trace),
-            "--config",
-            str(cfg),
-            "--until-drained",
-            "60",
-        ],
+        _replay_command(cfg, trace),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -77,17 +81,7 @@ def _replay(cfg: Path, trace: Path) -> subprocess.Popen[str]:
 def _replay_to_end(cfg: Path, trace: Path) -> subprocess.CompletedProcess[str]:
     """Run `gateway replay` again on the same state until the outbox is drained."""
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gateway",
-            "replay",
-            str(trace),
-            "--config",
-            str(cfg),
-            "--until-drained",
-            "60",
-        ],
+        _replay_command(cfg, trace),
         capture_output=True,
         text=True,
         timeout=300,

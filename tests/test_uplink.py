@@ -125,6 +125,18 @@ def assert_complete_and_ordered(consumer: Consumer, count: int) -> None:
         assert numbers == sorted(numbers), f"{stream} out of order"
 
 
+async def _broker_with_consumer(
+    tmp_path: Path, tasks: list[asyncio.Task[None]]
+) -> tuple[Broker, Consumer]:
+    """A running broker and a central consumer already subscribed to the events."""
+    broker = Broker(tmp_path / "broker")
+    broker.start()
+    consumer = Consumer(broker.port)
+    tasks.append(asyncio.create_task(consumer.run()))
+    await consumer.ready.wait()
+    return broker, consumer
+
+
 async def _start(uplink: Uplink) -> asyncio.Task[None]:
     return asyncio.create_task(uplink.run())
 
@@ -138,11 +150,7 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 async def test_backlog_built_while_the_broker_is_down_is_delivered_in_order(
     tmp_path: Path, consumer_task: list[asyncio.Task[None]]
 ) -> None:
-    broker = Broker(tmp_path / "broker")
-    broker.start()
-    consumer = Consumer(broker.port)
-    consumer_task.append(asyncio.create_task(consumer.run()))
-    await consumer.ready.wait()
+    broker, consumer = await _broker_with_consumer(tmp_path, consumer_task)
     broker.stop()  # the consumer's durable session is saved with the broker's state
 
     config = mqtt_config(tmp_path, broker)
@@ -170,11 +178,7 @@ async def test_backlog_built_while_the_broker_is_down_is_delivered_in_order(
 async def test_broker_killed_three_times_loses_nothing(
     tmp_path: Path, consumer_task: list[asyncio.Task[None]]
 ) -> None:
-    broker = Broker(tmp_path / "broker")
-    broker.start()
-    consumer = Consumer(broker.port)
-    consumer_task.append(asyncio.create_task(consumer.run()))
-    await consumer.ready.wait()
+    broker, consumer = await _broker_with_consumer(tmp_path, consumer_task)
     config = mqtt_config(tmp_path, broker, "inflight = 16\n")
     outbox = Outbox(db.connect(config.state_path / "gateway.db"))
     produce(outbox, 0, 10_000)
@@ -330,11 +334,7 @@ def test_backlog_chunks_keep_stream_order() -> None:
 async def test_one_event_per_message_when_batching_is_off(
     tmp_path: Path, consumer_task: list[asyncio.Task[None]]
 ) -> None:
-    broker = Broker(tmp_path / "broker")
-    broker.start()
-    consumer = Consumer(broker.port)
-    consumer_task.append(asyncio.create_task(consumer.run()))
-    await consumer.ready.wait()
+    broker, consumer = await _broker_with_consumer(tmp_path, consumer_task)
     try:
         config = mqtt_config(tmp_path, broker, "batch_events = 1\n")
         await _delivers(config, True)
