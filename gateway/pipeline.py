@@ -57,6 +57,9 @@ RPA_CANDIDATES = frozenset(
     ("no_beacon_data", "unknown_manufacturer", "unknown_service", "apple_not_ibeacon")
 )
 
+# One position solve per device per quarter second of trace time (see PresenceSettings).
+SOLVE_INTERVAL_S = 0.25
+
 # Positions may fall this far outside the floor: a shopper walking away from the door must be
 # placed outside (and leave the entrance zone), not clamped onto the threshold.
 OUTSIDE_MARGIN_M = 15.0
@@ -109,6 +112,7 @@ class Pipeline:
                 measured_power_override=p.measured_power,
                 shadowing_db=p.shadowing_db,
                 bounds=_expanded(store_map.bounds, OUTSIDE_MARGIN_M),
+                min_solve_interval_s=SOLVE_INTERVAL_S,
             ),
             store_map.receivers,
         )
