@@ -407,8 +407,16 @@ async def run_gateway(
     try:
         summary = await run_pipeline(gateway, sources, stop)
         deadline = time.monotonic() + drain_s
-        while uplink is not None and gateway.outbox.depth() and time.monotonic() < deadline:
-            uplink.notify()
+
+        def waiting() -> bool:
+            """Anything a running sink could still deliver before we stop?"""
+            backend = uplink is not None and gateway.outbox.depth() > gateway.outbox.depth("push")
+            pushes = gateway.webhook is not None and gateway.outbox.depth("push") > 0
+            return backend or pushes
+
+        while waiting() and time.monotonic() < deadline:
+            if uplink is not None:
+                uplink.notify()
             await asyncio.sleep(0.05)
         return summary, uplink
     finally:

@@ -163,7 +163,9 @@ async def test_the_demo_push_reaches_the_webhook(tmp_path: Path) -> None:
         gateway.identity.load_seed(json.loads(data_file("demo-profiles.json").read_text()))
         gateway.refresh()
         run = asyncio.create_task(
-            run_gateway(gateway, [replay_source(gateway, data_file("demo-trace.jsonl"), 0.0)])
+            run_gateway(
+                gateway, [replay_source(gateway, data_file("demo-trace.jsonl"), 0.0)], drain_s=10
+            )
         )
         await wait_for(lambda: len(service.requests) >= 1, timeout=30)
         await run
