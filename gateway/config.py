@@ -20,6 +20,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from . import resources
 
+
+def _secret_problem(text: str) -> str:
+    """'' for a usable hex secret of at least 16 bytes, else what is wrong with it."""
+    try:
+        short = len(bytes.fromhex(text)) < 16
+    except ValueError:
+        return "not hex: give at least 32 hex digits"
+    return "too short: give at least 32 hex digits" if short else ""
+
+
 METHOD_NAMES = ("max_likelihood", "least_squares", "weighted_centroid", "nearest")
 
 
@@ -62,11 +72,8 @@ class GatewaySection:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
             problems["timezone"] = f"unknown time zone {self.timezone!r}; use e.g. 'Europe/Paris'"
-        try:
-            if len(bytes.fromhex(self.pseudonym_key)) < 16:
-                problems["pseudonym_key"] = "too short: give at least 32 hex digits"
-        except ValueError:
-            problems["pseudonym_key"] = "not hex: give at least 32 hex digits"
+        if problem := _secret_problem(self.pseudonym_key):
+            problems["pseudonym_key"] = problem
         if not self.id.strip():
             problems["id"] = "must not be empty"
         return problems
@@ -315,12 +322,8 @@ class NfcSection:
     )
 
     def validate(self) -> dict[str, str]:
-        try:
-            if len(bytes.fromhex(self.loyalty_key)) < 16:
-                return {"loyalty_key": "too short: give at least 32 hex digits"}
-        except ValueError:
-            return {"loyalty_key": "not hex: give at least 32 hex digits"}
-        return {}
+        problem = _secret_problem(self.loyalty_key)
+        return {"loyalty_key": problem} if problem else {}
 
 
 @dataclass(frozen=True, slots=True)
