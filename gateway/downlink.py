@@ -31,6 +31,7 @@ from typing import Any
 
 from .config import ConfigError, PickupDiscountSection, build_section
 from .db import transaction
+from .profile_import import CART_INSERT, LineError, Rows, cart_rows, profile_rows, row_writes
 
 FAMILIES = ("stock", "profiles", "carts", "campaigns", "config")
 COMMANDS = ("flush", "diagnose", "reload")
@@ -115,55 +116,16 @@ def _stock_rows(items: list[Any]) -> list[tuple[str, str, int, str]]:
     return rows
 
 
-def _cart_rows(profile_id: str, items: list[Any], where: str) -> list[tuple[Any, ...]]:
-    rows = []
-    for i, item in enumerate(items):
-        w = f"{where}.cart[{i}]"
-        if not isinstance(item, dict):
-            raise ValueError(f"{w}: expected an object")
-        rows.append(
-            (
-                profile_id,
-                _str(item, "sku", w),
-                str(item.get("title", "")),
-                _num(item, "price", w),
-                str(item.get("added_at", "")),
-            )
-        )
-    return rows
-
-
-def _profile_rows(
-    items: list[Any],
-) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    profiles, identifiers, carts = [], [], []
+def _profiles(items: list[Any]) -> Rows:
+    """Profile documents, validated by the importer's rules (the one validator)."""
+    rows = Rows()
     for i, p in enumerate(items):
-        where = f"data.profiles[{i}]"
-        if not isinstance(p, dict):
-            raise ValueError(f"{where}: expected an object")
-        pid = _str(p, "profile_id", where)
-        consent = p.get("consent", {})
-        if not isinstance(consent, dict) or not isinstance(
-            consent.get("proximity_offers", False), bool
-        ):
-            raise ValueError(f"{where}.consent.proximity_offers: expected true or false")
-        profiles.append(
-            (
-                pid,
-                int(consent.get("proximity_offers", False)),
-                consent.get("at"),
-                consent.get("source"),
-                str(p.get("language", "en")),
-                int(bool(p.get("opted_out"))),
-            )
-        )
-        for j, ident in enumerate(p.get("identifiers", [])):
-            w = f"{where}.identifiers[{j}]"
-            if not isinstance(ident, dict):
-                raise ValueError(f"{w}: expected an object")
-            identifiers.append((_str(ident, "kind", w), _str(ident, "value", w).lower(), pid))
-        carts.extend(_cart_rows(pid, p.get("cart", []), where))
-    return profiles, identifiers, carts
+        try:
+            profile_rows(p, rows)
+        except LineError as exc:
+            where = f"data.profiles[{i}]" + (f".{exc.field}" if exc.field else "")
+            raise ValueError(f"{where}: {exc.reason}") from None
+    return rows
 
 
 def _ids(data: dict[str, Any], key: str) -> list[str]:
@@ -228,7 +190,7 @@ def _plan(family: str, kind: str, data: dict[str, Any]) -> list[Write]:
             ("INSERT OR REPLACE INTO stock (sku, title, quantity, zone_id) VALUES (?,?,?,?)", rows)
         )
     elif family == "profiles":
-        profiles, identifiers, carts = _profile_rows(_list(data, "profiles"))
+        profiles = _profiles(_list(data, "profiles"))
         removed = [(p,) for p in _ids(data, "remove")] if kind == "delta" else []
         if kind == "snapshot":
             writes += [
@@ -236,48 +198,29 @@ def _plan(family: str, kind: str, data: dict[str, Any]) -> list[Write]:
                 ("DELETE FROM identifiers", None),
                 ("DELETE FROM cart_items", None),
             ]
-        touched = removed + [(p[0],) for p in profiles]
         writes += [
             ("DELETE FROM profiles WHERE profile_id = ?", removed),
-            ("DELETE FROM identifiers WHERE profile_id = ?", touched),
-            ("DELETE FROM cart_items WHERE profile_id = ?", touched),
-            (
-                "INSERT OR REPLACE INTO profiles (profile_id, consent_offers, consent_at, "
-                "consent_source, language, opted_out) VALUES (?,?,?,?,?,?)",
-                profiles,
-            ),
-            (
-                "INSERT OR REPLACE INTO identifiers (kind, value, profile_id) VALUES (?,?,?)",
-                identifiers,
-            ),
-            (
-                "INSERT OR REPLACE INTO cart_items (profile_id, sku, title, price, added_at) "
-                "VALUES (?,?,?,?,?)",
-                carts,
-            ),
+            ("DELETE FROM identifiers WHERE profile_id = ?", removed),
+            ("DELETE FROM cart_items WHERE profile_id = ?", removed),
         ]
+        writes += list(row_writes(profiles))
     elif family == "carts":
         carts_by_profile = data.get("carts", {})
         if not isinstance(carts_by_profile, dict):
             raise ValueError("data.carts: expected an object of profile id → items")
-        cart_rows: list[tuple[Any, ...]] = []
+        carts: list[tuple[Any, ...]] = []
         for pid, items in carts_by_profile.items():
-            if not isinstance(items, list):
-                raise ValueError(f"data.carts.{pid}: expected a list")
-            cart_rows.extend(_cart_rows(pid, items, f"data.carts.{pid}"))
+            try:
+                carts.extend(cart_rows(pid, items, f"data.carts.{pid}"))
+            except LineError as exc:
+                raise ValueError(f"{exc.field}: {exc.reason}") from None
         if kind == "snapshot":
             writes.append(("DELETE FROM cart_items", None))
         else:
             writes.append(
                 ("DELETE FROM cart_items WHERE profile_id = ?", [(p,) for p in carts_by_profile])
             )
-        writes.append(
-            (
-                "INSERT OR REPLACE INTO cart_items (profile_id, sku, title, price, added_at) "
-                "VALUES (?,?,?,?,?)",
-                cart_rows,
-            )
-        )
+        writes.append((CART_INSERT, carts))
     elif family == "campaigns":
         # Rules as data: the flagship campaign's parameters, validated like the config file
         # (every key named on error). A bad document changes nothing; the rule in force stays.

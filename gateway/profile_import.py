@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -112,8 +113,36 @@ def _bool(value: Any, name: str) -> bool:
     raise LineError(name, "expected true or false")
 
 
+def _json_bool(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise LineError(name, "expected true or false")
+    return value
+
+
+def cart_rows(profile_id: str, items: Any, prefix: str = "cart") -> list[tuple[Any, ...]]:
+    """Validated cart item rows (profile_id, sku, title, price, added_at)."""
+    if not isinstance(items, list):
+        raise LineError(prefix, "expected a list of items")
+    rows = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("sku"), str) or not item["sku"]:
+            raise LineError(f"{prefix}[{i}].sku", "expected a non-empty string")
+        price = item.get("price", 0)
+        if (
+            isinstance(price, bool)
+            or not isinstance(price, (int, float))
+            or not math.isfinite(price)
+            or price < 0
+        ):
+            raise LineError(f"{prefix}[{i}].price", "expected a non-negative number")
+        title, added_at = str(item.get("title", "")), str(item.get("added_at", ""))
+        rows.append((profile_id, item["sku"], title, float(price), added_at))
+    return rows
+
+
 def profile_rows(obj: Any, rows: Rows) -> None:
-    """Validate one profile document completely, then append its rows."""
+    """Validate one profile document completely, then append its rows. The one validator
+    for profile documents: imports and downlink updates both use it."""
     if not isinstance(obj, dict):
         raise LineError("", "expected a JSON object")
     pid = obj.get("profile_id")
@@ -122,8 +151,8 @@ def profile_rows(obj: Any, rows: Rows) -> None:
     consent = obj.get("consent", {})
     if not isinstance(consent, dict):
         raise LineError("consent", "expected an object")
-    offers = _bool(consent.get("proximity_offers", False), "consent.proximity_offers")
-    opted_out = _bool(obj.get("opted_out", False), "opted_out")
+    offers = _json_bool(consent.get("proximity_offers", False), "consent.proximity_offers")
+    opted_out = _json_bool(obj.get("opted_out", False), "opted_out")
     language = obj.get("language", "en")
     if not isinstance(language, str) or not 2 <= len(language) <= 8:
         raise LineError("language", "expected a language tag like 'en' or 'de-AT'")
@@ -133,22 +162,7 @@ def profile_rows(obj: Any, rows: Rows) -> None:
             raise LineError("identifiers", "expected objects {kind, value}")
         kind = str(ident.get("kind"))
         identifiers.append((kind, normalise_identifier(kind, ident.get("value")), pid))
-    carts = []
-    for i, item in enumerate(obj.get("cart", [])):
-        if not isinstance(item, dict) or not isinstance(item.get("sku"), str) or not item["sku"]:
-            raise LineError(f"cart[{i}].sku", "expected a non-empty string")
-        price = item.get("price", 0)
-        if isinstance(price, bool) or not isinstance(price, (int, float)) or price < 0:
-            raise LineError(f"cart[{i}].price", "expected a non-negative number")
-        carts.append(
-            (
-                pid,
-                item["sku"],
-                str(item.get("title", "")),
-                float(price),
-                str(item.get("added_at", "")),
-            )
-        )
+    carts = cart_rows(pid, obj.get("cart", []))
     rows.profiles.append(
         (pid, int(offers), consent.get("at"), consent.get("source"), language, int(opted_out))
     )
@@ -157,16 +171,39 @@ def profile_rows(obj: Any, rows: Rows) -> None:
     rows.replaced.append((pid,))
 
 
+CART_INSERT = (
+    "INSERT OR REPLACE INTO cart_items (profile_id, sku, title, price, added_at) VALUES (?,?,?,?,?)"
+)
+
+
+def row_writes(rows: Rows) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    """The statements that store validated profiles (their old identifiers and cart go)."""
+    return [
+        ("DELETE FROM identifiers WHERE profile_id = ?", rows.replaced),
+        ("DELETE FROM cart_items WHERE profile_id = ?", rows.replaced),
+        (
+            "INSERT OR REPLACE INTO profiles (profile_id, consent_offers, consent_at, "
+            "consent_source, language, opted_out) VALUES (?,?,?,?,?,?)",
+            rows.profiles,
+        ),
+        (
+            "INSERT OR REPLACE INTO identifiers (kind, value, profile_id) VALUES (?,?,?)",
+            rows.identifiers,
+        ),
+        (CART_INSERT, rows.carts),
+    ]
+
+
 def _csv_profile(row: dict[str, str]) -> dict[str, Any]:
     obj: dict[str, Any] = {
         "profile_id": row.get("profile_id", ""),
         "consent": {
-            "proximity_offers": row.get("proximity_offers", "false"),
+            "proximity_offers": _bool(row.get("proximity_offers", "false"), "proximity_offers"),
             "at": row.get("consent_at") or None,
             "source": row.get("consent_source") or None,
         },
         "language": row.get("language") or "en",
-        "opted_out": row.get("opted_out", "false"),
+        "opted_out": _bool(row.get("opted_out", "false"), "opted_out"),
         "identifiers": [
             {"kind": kind, "value": row[kind]} for kind in IDENTIFIER_KINDS if row.get(kind)
         ],
@@ -186,7 +223,10 @@ def read_documents(path: Path) -> Iterator[tuple[int, Any | LineError]]:
                 if None in row:
                     yield reader.line_num, LineError("", "more fields than the header")
                     continue
-                yield reader.line_num, _csv_profile(row)
+                try:
+                    yield reader.line_num, _csv_profile(row)
+                except LineError as exc:
+                    yield reader.line_num, exc
         return
     with path.open(encoding="utf-8", errors="replace") as f:
         for number, text in enumerate(f, start=1):
@@ -221,22 +261,8 @@ def import_profiles(
 
     def flush() -> None:
         with transaction(conn):
-            conn.executemany("DELETE FROM identifiers WHERE profile_id = ?", rows.replaced)
-            conn.executemany("DELETE FROM cart_items WHERE profile_id = ?", rows.replaced)
-            conn.executemany(
-                "INSERT OR REPLACE INTO profiles (profile_id, consent_offers, consent_at, "
-                "consent_source, language, opted_out) VALUES (?,?,?,?,?,?)",
-                rows.profiles,
-            )
-            conn.executemany(
-                "INSERT OR REPLACE INTO identifiers (kind, value, profile_id) VALUES (?,?,?)",
-                rows.identifiers,
-            )
-            conn.executemany(
-                "INSERT OR REPLACE INTO cart_items (profile_id, sku, title, price, added_at) "
-                "VALUES (?,?,?,?,?)",
-                rows.carts,
-            )
+            for sql, values in row_writes(rows):
+                conn.executemany(sql, values)
         report.imported += len(rows.profiles)
 
     number = 0

@@ -290,3 +290,36 @@ def test_campaign_rules_as_data(tmp_path: Path) -> None:
     again = Gateway(config, quiet_sink=True)
     assert again.offers.rule.campaign == "pickup-winter"
     again.close()
+
+
+def test_downlink_profiles_are_validated_like_imports(
+    conn: sqlite3.Connection, seeded: IdentityStore
+) -> None:
+    doc = {
+        "family": "profiles",
+        "kind": "delta",
+        "version": 1,
+        "data": {
+            "profiles": [
+                {
+                    "profile_id": "p-dana",
+                    "consent": {"proximity_offers": True},
+                    "identifiers": [
+                        {"kind": "ibeacon", "value": "5F2B7A10-3C4D-4E8F-9A1B-2C3D4E5F6A7B:0100:07"}
+                    ],
+                }
+            ]
+        },
+    }
+    assert apply_document(conn, doc) == "applied"
+    # Stored as the decoder spells it, so a sighting resolves.
+    assert seeded.resolve("ibeacon", "5f2b7a10-3c4d-4e8f-9a1b-2c3d4e5f6a7b:100:7") == "p-dana"
+    bad = {**doc, "version": 2}
+    bad["data"] = {
+        "profiles": [{"profile_id": "p-eve", "identifiers": [{"kind": "irk", "value": "12"}]}]
+    }
+    with pytest.raises(DocumentRejected) as info:
+        apply_document(conn, bad)
+    assert info.value.reason == "invalid_payload"
+    assert info.value.detail == "data.profiles[0].identifiers.irk: expected 32 hex digits"
+    assert seeded.profile("p-eve") is None
