@@ -317,6 +317,53 @@ def _cmd_locate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fences_check(args: argparse.Namespace) -> int:
+    """Every problem of each map, one line each; exit 2 if any is an error."""
+    from .fences import check_file
+
+    errors = warnings = 0
+    for name in args.files:
+        store, findings = check_file(Path(name))
+        for finding in findings:
+            print(finding.line(name))
+        n_errors = sum(1 for f in findings if f.severity == "error")
+        errors += n_errors
+        warnings += len(findings) - n_errors
+        if store is not None and not n_errors:
+            print(
+                f"{name}: ok: {len(store.zones)} zones, {len(store.receivers)} gateways, "
+                f"{len(store.anchors)} beacons, {len(store.walls)} walls, "
+                f"levels {', '.join(str(level) for level in store.levels)}"
+            )
+    print(f"{errors} errors, {warnings} warnings", file=sys.stderr)
+    return 2 if errors else 0
+
+
+def _cmd_fences_render(args: argparse.Namespace) -> int:
+    from .config import Config
+    from .render import plan_scene, render, trace_tracks
+    from .storemap import load_map
+
+    config = load_config(args.config) if args.config else Config()
+    store = load_map(Path(args.file), require_zones=False)
+    output = Path(args.output)
+    if output.suffix.lower() not in (".svg", ".png"):
+        print(f"gateway: {output}: use a .svg or .png file name", file=sys.stderr)
+        return 2
+    tracks = None
+    if args.trace:
+        trace = Path(args.trace)
+        if not trace.exists():
+            print(f"gateway: {trace}: trace not found", file=sys.stderr)
+            return 2
+        tracks = trace_tracks(config, store, trace)
+    scene = plan_scene(store, tracks, args.scale)
+    render(scene, output)
+    what = f" with {len(tracks)} device tracks" if tracks else ""
+    print(f"wrote {output} ({scene.width}×{scene.height} px){what}")
+    return 0
+
+
 def _cmd_profiles_export(args: argparse.Namespace) -> int:
     from . import db
     from .profile_import import export_profiles
@@ -434,6 +481,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="config with nfc.loyalty_key (needed for --loyalty)")
     p.add_argument("--timeout", type=float, default=10.0)
     p.set_defaults(func=_cmd_nfc_write)
+
+    fences = sub.add_parser("fences", help="store maps (GeoJSON geofences)")
+    fences_sub = fences.add_subparsers(dest="fences_command", required=True)
+    p = fences_sub.add_parser("check", help="report every problem of store maps; exit 2 on errors")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.set_defaults(func=_cmd_fences_check)
+    p = fences_sub.add_parser("render", help="draw a floor plan (SVG or PNG), optionally tracks")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("-o", "--output", required=True, help="plan.svg or plan.png")
+    p.add_argument("--trace", help="a recorded trace: draw the estimated device tracks")
+    p.add_argument("--config", help="config for the presence settings (default: built-in)")
+    p.add_argument("--scale", type=float, help="pixels per metre (default: fit ~900 px)")
+    p.set_defaults(func=_cmd_fences_render)
 
     profiles = sub.add_parser("profiles", help="the shopper profile cache")
     profiles_sub = profiles.add_subparsers(dest="profiles_command", required=True)

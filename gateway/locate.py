@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import Config
-from .pipeline import OUTSIDE_MARGIN_M, _expanded
-from .presence import PresenceSettings, PresenceTracker
+from .presence import PresenceTracker, tracker_for
 from .profiles import load_beacon_profile
 from .storemap import StoreMap
 from .zones import ZoneTracker
@@ -35,21 +34,8 @@ class LocateStats:
 
 
 def make_tracker(config: Config, store: StoreMap, method: str | None = None) -> PresenceTracker:
-    p = config.presence
-    device = load_beacon_profile(p.device_profile)
-    settings = PresenceSettings(
-        process_noise_db=p.process_noise_db,
-        measurement_noise_db=p.measurement_noise_db,
-        outlier_sigma=p.outlier_sigma,
-        stale_after_s=p.stale_after_s,
-        method=method or p.method,
-        path_loss_exponent=p.path_loss_exponent or device.path_loss_exponent,
-        default_measured_power=device.measured_power_dbm,
-        measured_power_override=p.measured_power,
-        shadowing_db=p.shadowing_db,
-        bounds=_expanded(store.bounds, OUTSIDE_MARGIN_M),
-    )
-    return PresenceTracker(settings, store.receivers, store.calibration)
+    """Every sighting gets an estimate (no solve throttling: the output is per sighting)."""
+    return tracker_for(config, store, load_beacon_profile(config.presence.device_profile), method)
 
 
 def _sighting(text: str) -> tuple[float, str, str, float] | str:
@@ -93,8 +79,12 @@ def locate(
             if pos is None:
                 continue
             stats.estimates += 1
-            zone_ids = [zones.zones[i].id for i in zones.containing(pos.x, pos.y)] if zones else []
-            yield {
+            zone_ids = (
+                [zones.zones[i].id for i in zones.containing(pos.x, pos.y, pos.level)]
+                if zones
+                else []
+            )
+            estimate: dict[str, Any] = {
                 "t": current_t,
                 "device": device,
                 "x": round(pos.x, 3),
@@ -103,6 +93,9 @@ def locate(
                 "zones": sorted(zone_ids),
                 "method": pos.method,
             }
+            if tracker.receiver_levels:  # multi-storey maps only: the format stays as it was
+                estimate["level"] = pos.level
+            yield estimate
         pending.clear()
 
     for number, text in enumerate(lines, start=1):

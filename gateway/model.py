@@ -198,6 +198,7 @@ class Position:
     uncertainty_m: float
     method: str
     receivers: int
+    level: int = 0  # floor number in a multi-storey store
 
 
 ZoneEventKind = Literal["enter", "exit", "dwell"]

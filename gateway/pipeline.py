@@ -30,7 +30,7 @@ from .model import (
     ZoneEvent,
 )
 from .offers import OfferEngine
-from .presence import PresenceSettings, PresenceTracker
+from .presence import tracker_for
 from .profiles import BeaconProfile, load_beacon_profile
 from .rotating import EidTable, RpaResolver, parse_address
 from .storemap import StoreMap
@@ -60,16 +60,6 @@ RPA_CANDIDATES = frozenset(
 # One position solve per device per quarter second of trace time (see PresenceSettings).
 SOLVE_INTERVAL_S = 0.25
 
-# Positions may fall this far outside the floor: a shopper walking away from the door must be
-# placed outside (and leave the entrance zone), not clamped onto the threshold.
-OUTSIDE_MARGIN_M = 15.0
-
-
-def _expanded(
-    bounds: tuple[float, float, float, float], margin: float
-) -> tuple[float, float, float, float]:
-    return (bounds[0] - margin, bounds[1] - margin, bounds[2] + margin, bounds[3] + margin)
-
 
 @dataclass(slots=True)
 class PipelineStats:
@@ -93,28 +83,14 @@ class Pipeline:
         offers: OfferEngine,
         device_profile: BeaconProfile,
     ) -> None:
-        p = config.presence
         self.config = config
         self.map = store_map
         self.identity = identity
         self.offers = offers
         self.key = bytes.fromhex(config.gateway.pseudonym_key)
         self.loyalty_key = bytes.fromhex(config.nfc.loyalty_key)
-        self.presence = PresenceTracker(
-            PresenceSettings(
-                process_noise_db=p.process_noise_db,
-                measurement_noise_db=p.measurement_noise_db,
-                outlier_sigma=p.outlier_sigma,
-                stale_after_s=p.stale_after_s,
-                method=p.method,
-                path_loss_exponent=p.path_loss_exponent or device_profile.path_loss_exponent,
-                default_measured_power=device_profile.measured_power_dbm,
-                measured_power_override=p.measured_power,
-                shadowing_db=p.shadowing_db,
-                bounds=_expanded(store_map.bounds, OUTSIDE_MARGIN_M),
-                min_solve_interval_s=SOLVE_INTERVAL_S,
-            ),
-            store_map.receivers,
+        self.presence = tracker_for(
+            config, store_map, device_profile, solve_interval_s=SOLVE_INTERVAL_S
         )
         self.zones = ZoneTracker(
             store_map.zones,

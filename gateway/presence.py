@@ -22,7 +22,10 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
+from .config import Config
 from .model import Position
+from .profiles import BeaconProfile
+from .storemap import StoreMap
 
 LN10_OVER_10 = math.log(10) / 10
 
@@ -309,9 +312,13 @@ class PresenceTracker:
         settings: PresenceSettings,
         receivers: dict[str, tuple[float, float]],
         calibration: dict[str, tuple[float | None, float | None]] | None = None,
+        receiver_levels: dict[str, int] | None = None,
     ):
         self.settings = settings
         self.receivers = receivers
+        # Only a multi-storey store needs levels: receiver → floor number.
+        levels = receiver_levels or {}
+        self.receiver_levels = levels if len(set(levels.values())) > 1 else {}
         # receiver → (RSSI at 1 m, path-loss exponent), each None for "use the default"
         self.calibration = calibration or {}
         self.devices: dict[str, _Device] = {}
@@ -376,11 +383,17 @@ class PresenceTracker:
         ranges = self.ranges(device, t)
         if not ranges:
             return None
+        level = 0
+        if self.receiver_levels:
+            # Floors attenuate 15-25 dB: the loudest receiver is on the device's level, and
+            # receivers of other levels would drag the fix towards their own footprint.
+            level = self.receiver_levels.get(max(ranges, key=lambda r: r.rssi).receiver, 0)
+            ranges = [r for r in ranges if self.receiver_levels.get(r.receiver, 0) == level]
         x, y, uncertainty = self._locate(ranges)
         if self.settings.bounds is not None:
             min_x, min_y, max_x, max_y = self.settings.bounds
             x, y = min(max(x, min_x), max_x), min(max(y, min_y), max_y)
-        return Position(device, t, x, y, uncertainty, self.settings.method, len(ranges))
+        return Position(device, t, x, y, uncertainty, self.settings.method, len(ranges), level)
 
     def expire(self, now: float) -> list[str]:
         """Forget devices silent for longer than the stale timeout; return their ids."""
@@ -389,3 +402,40 @@ class PresenceTracker:
         for device in gone:
             del self.devices[device]
         return gone
+
+
+# Positions may fall this far outside the floor: a shopper walking away from the door must be
+# placed outside (and leave the entrance zone), not clamped onto the threshold.
+OUTSIDE_MARGIN_M = 15.0
+
+
+def tracker_for(
+    config: Config,
+    store: StoreMap,
+    device_profile: BeaconProfile,
+    method: str | None = None,
+    solve_interval_s: float = 0.0,
+) -> PresenceTracker:
+    """The one place a tracker is built from the config and the store map (pipeline,
+    `gateway locate`, accuracy evaluation and the floor-plan renderer all use it)."""
+    p = config.presence
+    b = store.bounds
+    settings = PresenceSettings(
+        process_noise_db=p.process_noise_db,
+        measurement_noise_db=p.measurement_noise_db,
+        outlier_sigma=p.outlier_sigma,
+        stale_after_s=p.stale_after_s,
+        method=method or p.method,
+        path_loss_exponent=p.path_loss_exponent or device_profile.path_loss_exponent,
+        default_measured_power=device_profile.measured_power_dbm,
+        measured_power_override=p.measured_power,
+        shadowing_db=p.shadowing_db,
+        bounds=(
+            b[0] - OUTSIDE_MARGIN_M,
+            b[1] - OUTSIDE_MARGIN_M,
+            b[2] + OUTSIDE_MARGIN_M,
+            b[3] + OUTSIDE_MARGIN_M,
+        ),
+        min_solve_interval_s=solve_interval_s,
+    )
+    return PresenceTracker(settings, store.receivers, store.calibration, store.receiver_levels)

@@ -16,11 +16,12 @@ from __future__ import annotations
 import math
 import random
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from .model import Advert, Tap
 from .sources.trace import advert_line, tap_line
+from .storemap import Wall
 
 
 def ibeacon_ad(uuid: str, major: int, minor: int, tx_power: int) -> bytes:
@@ -44,6 +45,8 @@ class Channel:
     body_loss_p: float = 0.08
     drop_p: float = 0.15
     floor_dbm: float = -97.0
+    # A concrete storey between device and receiver (ITU-R P.1238 puts one floor at 15-20 dB).
+    storey_loss_db: float = 18.0
 
 
 @dataclass(slots=True)
@@ -56,6 +59,7 @@ class Walker:
     waypoints: list[tuple[float, float, float]]
     speed: float = 1.0
     rate_hz: float = 2.0
+    level: int = 0
     _legs: list[tuple[float, float, float, float, float, float]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -88,8 +92,13 @@ def simulate(
     channel: Channel,
     rng: random.Random,
     end: float | None = None,
+    walls: Sequence[Wall] = (),
+    receiver_levels: dict[str, int] | None = None,
 ) -> Iterator[Advert]:
-    """Adverts heard by every receiver from every walker, in time order."""
+    """Adverts heard by every receiver from every walker, in time order. Walls of the
+    walker's level cost their attenuation per crossing; each storey between walker and
+    receiver costs `storey_loss_db`."""
+    levels = receiver_levels or {}
     shadow: dict[tuple[str, str], tuple[float, float]] = {}
     ticks: list[tuple[float, int]] = []
     for i, w in enumerate(walkers):
@@ -117,6 +126,10 @@ def simulate(
             rssi += value + rng.gauss(0, channel.fading_db)
             if rng.random() < channel.body_loss_p:
                 rssi -= channel.body_loss_db
+            storeys = abs(levels.get(rid, 0) - w.level)
+            rssi -= storeys * channel.storey_loss_db
+            if not storeys:
+                rssi -= sum(wall.loss_db(pos, (rx, ry)) for wall in walls if wall.level == w.level)
             if rssi < channel.floor_dbm:
                 continue
             yield Advert(t, rid, w.device, max(-127, min(-1, round(rssi))), w.ad)

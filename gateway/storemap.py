@@ -9,10 +9,15 @@ Features are told apart by their `kind` property:
                 "uuid:major:minor", `eddystone_uid` = "namespace:instance" (hex),
                 `altbeacon` = 20-byte beacon id (hex) — and `profile`
                 (firmware_profiles/beacons/NAME)
-  * `wall`    – LineString, informational for now
+  * `wall`    – LineString/MultiLineString with optional `attenuation_db` (default 5 dB per
+                crossing): the simulator and the floor-plan picture use them
+Any feature may carry `level` (an integer floor number, default 0): a multi-storey store is
+one map, each level with its own `floor`, zones and receivers. A device is positioned on the
+level whose receivers hear it loudest, with that level's receivers only.
 
 Loading is strict: any structural problem is a `MapError` naming the file, the feature (by
-id, else by index) and what to fix. No partial map is ever returned.
+id, else by index) and what to fix. No partial map is ever returned. `gateway fences check`
+uses the collecting mode (`problems=`) to report every problem at once.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import shapely
 from shapely import geometry
 from shapely.geometry.base import BaseGeometry
 from shapely.validation import explain_validity
@@ -45,6 +51,7 @@ class Zone:
     dwell_s: float | None
     hysteresis_m: float | None
     priority: int
+    level: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +63,21 @@ class Anchor:
     y: float
     identity: str  # e.g. "ibeacon:<uuid>:<major>:<minor>"
     profile: str
+    level: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Wall:
+    shape: BaseGeometry  # LineString or MultiLineString
+    attenuation_db: float
+    level: int = 0
+
+    def loss_db(self, a: tuple[float, float], b: tuple[float, float]) -> float:
+        """Attenuation of a straight path from a to b: one `attenuation_db` per crossing."""
+        crossing = self.shape.intersection(geometry.LineString([a, b]))
+        if crossing.is_empty:
+            return 0.0
+        return self.attenuation_db * max(1, len(getattr(crossing, "geoms", [crossing])))
 
 
 @dataclass(slots=True)
@@ -66,12 +88,21 @@ class StoreMap:
     # Per-receiver calibration from the map (`measured_power`, `path_loss_exponent`).
     calibration: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
     anchors: list[Anchor] = field(default_factory=list)
-    floor: BaseGeometry | None = None
+    floor: BaseGeometry | None = None  # the lowest level's floor (single-level stores: the floor)
+    floors: dict[int, BaseGeometry] = field(default_factory=dict)
+    receiver_levels: dict[str, int] = field(default_factory=dict)
+    walls: list[Wall] = field(default_factory=list)
+
+    @property
+    def levels(self) -> list[int]:
+        found = set(self.floors) | set(self.receiver_levels.values())
+        found |= {z.level for z in self.zones}
+        return sorted(found) or [0]
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
-        if self.floor is not None:
-            b = self.floor.bounds
+        if self.floors:
+            b = shapely.union_all(list(self.floors.values())).bounds
             return (b[0], b[1], b[2], b[3])
         xs: list[float] = []
         ys: list[float] = []
@@ -96,7 +127,14 @@ def _finite(coords: Any) -> bool:
     return False
 
 
-def parse_map(data: Any, file: str = "<map>", require_zones: bool = True) -> StoreMap:
+def parse_map(
+    data: Any,
+    file: str = "<map>",
+    require_zones: bool = True,
+    problems: list[MapError] | None = None,
+) -> StoreMap:
+    """Build a StoreMap. Without `problems` the first problem raises; with it, every
+    problem is appended, bad features are left out, and parsing goes on."""
     if not isinstance(data, dict) or data.get("type") != "FeatureCollection":
         raise MapError(file, "", "expected a GeoJSON FeatureCollection at the top level")
     features = data.get("features")
@@ -105,93 +143,132 @@ def parse_map(data: Any, file: str = "<map>", require_zones: bool = True) -> Sto
     props_top = data.get("properties") or {}
     store = StoreMap(name=str(props_top.get("name", Path(file).stem)))
     seen: set[str] = set()
+
+    def report(error: MapError) -> None:
+        if problems is None:
+            raise error
+        problems.append(error)
+
     for index, feature in enumerate(features):
-        where = f"feature #{index}"
-        if not isinstance(feature, dict) or feature.get("type") != "Feature":
-            raise MapError(file, where, "not a GeoJSON Feature")
-        props = feature.get("properties") or {}
-        if not isinstance(props, dict):
-            raise MapError(file, where, "properties must be an object")
-        fid = props.get("id")
-        if fid is not None:
-            where = f"feature {fid!r} (#{index})"
-        kind = props.get("kind")
-        if kind not in KINDS:
-            raise MapError(file, where, f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
-        geom_json = feature.get("geometry")
-        if not isinstance(geom_json, dict) or not _finite(geom_json.get("coordinates")):
-            raise MapError(file, where, "geometry missing or has non-finite coordinates")
         try:
-            shape = geometry.shape(geom_json)
-        except Exception as exc:  # shapely raises several types for bad GeoJSON
-            raise MapError(file, where, f"invalid geometry: {exc}") from None
-        if kind != "floor" and kind != "wall":
-            if not isinstance(fid, str) or not fid:
-                raise MapError(file, where, "needs a non-empty string property 'id'")
-            if fid in seen:
-                raise MapError(file, where, "duplicate id; ids must be unique in a map")
-            seen.add(fid)
-        if kind in ("floor", "zone"):
-            if shape.geom_type not in ("Polygon", "MultiPolygon"):
-                raise MapError(file, where, f"a {kind} must be a Polygon or MultiPolygon")
-            if not shape.is_valid:
-                raise MapError(
-                    file, where, f"invalid polygon ({explain_validity(shape)}); fix the ring"
-                )
-            if shape.area <= 0:
-                raise MapError(file, where, "polygon has no area")
-        if kind == "floor":
-            store.floor = shape
-        elif kind == "zone":
-            assert isinstance(fid, str)
-            store.zones.append(
-                Zone(
-                    id=fid,
-                    name=str(props.get("name", fid)),
-                    category=str(props.get("category", "")),
-                    shape=shape,
-                    dwell_s=_opt_number(props, "dwell_s", file, where),
-                    hysteresis_m=_opt_number(props, "hysteresis_m", file, where),
-                    priority=int(_opt_number(props, "priority", file, where) or 0),
+            _add_feature(store, feature, index, file, seen)
+        except MapError as error:
+            report(error)
+    if require_zones and not store.zones:
+        report(MapError(file, "", "the map has no zone features"))
+    if not store.receivers:
+        report(MapError(file, "", "the map has no gateway (receiver) features"))
+    if store.floors:
+        store.floor = store.floors[min(store.floors)]
+    return store
+
+
+def _add_feature(store: StoreMap, feature: Any, index: int, file: str, seen: set[str]) -> None:
+    where = f"feature #{index}"
+    if not isinstance(feature, dict) or feature.get("type") != "Feature":
+        raise MapError(file, where, "not a GeoJSON Feature")
+    props = feature.get("properties") or {}
+    if not isinstance(props, dict):
+        raise MapError(file, where, "properties must be an object")
+    fid = props.get("id")
+    if fid is not None:
+        where = f"feature {fid!r} (#{index})"
+    kind = props.get("kind")
+    if kind not in KINDS:
+        raise MapError(file, where, f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
+    geom_json = feature.get("geometry")
+    if not isinstance(geom_json, dict) or not _finite(geom_json.get("coordinates")):
+        raise MapError(file, where, "geometry missing or has non-finite coordinates")
+    try:
+        shape = geometry.shape(geom_json)
+    except Exception as exc:  # shapely raises several types for bad GeoJSON
+        raise MapError(file, where, f"invalid geometry: {exc}") from None
+    level = props.get("level", 0)
+    if isinstance(level, bool) or not isinstance(level, int) or not -10 <= level <= 200:
+        raise MapError(file, where, "property 'level' must be an integer floor number")
+    if kind not in ("floor", "wall"):
+        if not isinstance(fid, str) or not fid:
+            raise MapError(file, where, "needs a non-empty string property 'id'")
+        if fid in seen:
+            raise MapError(file, where, "duplicate id; ids must be unique in a map")
+        seen.add(fid)
+    if kind in ("floor", "zone"):
+        if shape.geom_type not in ("Polygon", "MultiPolygon"):
+            raise MapError(file, where, f"a {kind} must be a Polygon or MultiPolygon")
+        if not shape.is_valid:
+            raise MapError(
+                file, where, f"invalid polygon ({explain_validity(shape)}); fix the ring"
+            )
+        if shape.area <= 0:
+            raise MapError(file, where, "polygon has no area")
+    if kind == "floor":
+        if level in store.floors:
+            raise MapError(file, where, f"a second floor outline for level {level}; merge them")
+        store.floors[level] = shape
+    elif kind == "wall":
+        if shape.geom_type not in ("LineString", "MultiLineString"):
+            raise MapError(file, where, "a wall must be a LineString or MultiLineString")
+        loss = _opt_number(props, "attenuation_db", file, where)
+        if loss is not None and loss > 40:
+            raise MapError(file, where, "attenuation_db above 40 dB is not a wall but a vault")
+        store.walls.append(Wall(shape, 5.0 if loss is None else loss, level))
+    elif kind == "zone":
+        assert isinstance(fid, str)
+        store.zones.append(
+            Zone(
+                id=fid,
+                name=str(props.get("name", fid)),
+                category=str(props.get("category", "")),
+                shape=shape,
+                dwell_s=_opt_number(props, "dwell_s", file, where),
+                hysteresis_m=_opt_number(props, "hysteresis_m", file, where),
+                priority=int(_opt_number(props, "priority", file, where) or 0),
+                level=level,
+            )
+        )
+    else:
+        if shape.geom_type != "Point":
+            raise MapError(file, where, f"a {kind} must be a Point")
+        assert isinstance(fid, str)
+        if kind == "gateway":
+            _add_receiver(store, fid, shape, props, level, file, where)
+        else:
+            store.anchors.append(
+                Anchor(
+                    fid,
+                    shape.x,
+                    shape.y,
+                    _anchor_identity(props, file, where),
+                    str(props.get("profile", "generic-ibeacon")),
+                    level,
                 )
             )
-        elif kind in ("gateway", "beacon"):
-            if shape.geom_type != "Point":
-                raise MapError(file, where, f"a {kind} must be a Point")
-            assert isinstance(fid, str)
-            if kind == "gateway":
-                store.receivers[fid] = (shape.x, shape.y)
-                power = props.get("measured_power")
-                exponent = _opt_number(props, "path_loss_exponent", file, where)
-                if power is not None and (
-                    isinstance(power, bool)
-                    or not isinstance(power, (int, float))
-                    or not math.isfinite(power)
-                    or not -120 <= power <= 0
-                ):
-                    raise MapError(file, where, "measured_power must be a number of dBm, -120..0")
-                if exponent is not None and not 1.0 <= exponent <= 6.0:
-                    raise MapError(file, where, "path_loss_exponent must be between 1.0 and 6.0")
-                if power is not None or exponent is not None:
-                    store.calibration[fid] = (
-                        None if power is None else float(power),
-                        exponent,
-                    )
-            else:
-                store.anchors.append(
-                    Anchor(
-                        fid,
-                        shape.x,
-                        shape.y,
-                        _anchor_identity(props, file, where),
-                        str(props.get("profile", "generic-ibeacon")),
-                    )
-                )
-    if require_zones and not store.zones:
-        raise MapError(file, "", "the map has no zone features")
-    if not store.receivers:
-        raise MapError(file, "", "the map has no gateway (receiver) features")
-    return store
+
+
+def _add_receiver(
+    store: StoreMap,
+    fid: str,
+    shape: BaseGeometry,
+    props: dict[str, Any],
+    level: int,
+    file: str,
+    where: str,
+) -> None:
+    power = props.get("measured_power")
+    exponent = _opt_number(props, "path_loss_exponent", file, where)
+    if power is not None and (
+        isinstance(power, bool)
+        or not isinstance(power, (int, float))
+        or not math.isfinite(power)
+        or not -120 <= power <= 0
+    ):
+        raise MapError(file, where, "measured_power must be a number of dBm, -120..0")
+    if exponent is not None and not 1.0 <= exponent <= 6.0:
+        raise MapError(file, where, "path_loss_exponent must be between 1.0 and 6.0")
+    store.receivers[fid] = (shape.x, shape.y)
+    store.receiver_levels[fid] = level
+    if power is not None or exponent is not None:
+        store.calibration[fid] = (None if power is None else float(power), exponent)
 
 
 _ANCHOR_IDS = {

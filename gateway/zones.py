@@ -54,7 +54,11 @@ class ZoneTracker:
         self.min_outside_s = min_outside_s
         for zone in zones:
             shapely.prepare(zone.shape)
-        self._tree = STRtree([z.shape for z in zones])
+        # One tree per level (a single-level store has one): level → (tree, zone indices).
+        self._trees: dict[int, tuple[STRtree, list[int]]] = {}
+        for level in sorted({z.level for z in zones}):
+            indices = [i for i, z in enumerate(zones) if z.level == level]
+            self._trees[level] = (STRtree([zones[i].shape for i in indices]), indices)
         self.visits: dict[str, dict[int, _Visit]] = {}
 
     def _hysteresis(self, zone: Zone) -> float:
@@ -63,15 +67,21 @@ class ZoneTracker:
     def _dwell(self, zone: Zone) -> float:
         return self.default_dwell if zone.dwell_s is None else zone.dwell_s
 
-    def containing(self, x: float, y: float) -> list[int]:
-        """Indices of zones containing the point."""
-        point = shapely.Point(x, y)
-        return [int(i) for i in self._tree.query(point, predicate="intersects")]
+    def containing(self, x: float, y: float, level: int = 0) -> list[int]:
+        """Indices of the zones of `level` containing the point, highest priority first."""
+        found = self._trees.get(level)
+        if found is None:
+            return []
+        tree, indices = found
+        hits = [indices[int(i)] for i in tree.query(shapely.Point(x, y), predicate="intersects")]
+        if len(hits) > 1:
+            hits.sort(key=lambda i: (-self.zones[i].priority, i))
+        return hits
 
     def update(self, pos: Position) -> list[ZoneEvent]:
         events: list[ZoneEvent] = []
         visits = self.visits.setdefault(pos.device, {})
-        inside = set(self.containing(pos.x, pos.y))
+        inside = set(self.containing(pos.x, pos.y, pos.level))
         point = shapely.Point(pos.x, pos.y)
         for index in inside:
             zone = self.zones[index]
@@ -102,7 +112,8 @@ class ZoneTracker:
             if not visit.confirmed:
                 del visits[index]  # never entered for real: forget the pending visit
                 continue
-            outside_by = zone.shape.distance(point)
+            # Another level is "outside" however close the footprint.
+            outside_by = zone.shape.distance(point) if zone.level == pos.level else math.inf
             if outside_by <= self._hysteresis(zone):
                 visit.outside_since = None
                 continue
