@@ -502,9 +502,25 @@ class MqttSection:
         "sent again).",
         default=7 * 86400.0,
     )
+    share_sightings: bool = doc(
+        "Publish the shopper sightings this gateway hears (time, receiver, RSSI, advertising "
+        "data; never the MAC address) to the store's other gateways, QoS 0, on "
+        "`{prefix}/{store}/{gateway}/sightings`.",
+        default=False,
+    )
+    peer_sightings: bool = doc(
+        "Fold the sightings that peer gateways of the same store share into this gateway's "
+        "positioning (their receivers must be gateway features of the store map).",
+        default=False,
+    )
+    share_interval_s: float = doc(
+        "How often shared sightings are published (a batch per interval).", default=0.2
+    )
 
     def validate(self) -> dict[str, str]:
         problems: dict[str, str] = {}
+        if not 0.05 <= self.share_interval_s <= 2.0:
+            problems["share_interval_s"] = "must be between 0.05 and 2 s (sightings go stale)"
         if self.protocol not in ("5", "3.1.1"):
             problems["protocol"] = "use '5' or '3.1.1'"
         if not 0 < self.port < 65536:

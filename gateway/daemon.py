@@ -24,13 +24,14 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from . import db, downlink
+from . import db, downlink, peers
 from .config import BleAdapterSection, Config
 from .events import EnvelopeFactory
 from .identity import IdentityStore
 from .model import AdapterHealth, Advert, GatewayNotice, OfferDecision, PipelineEvent, Tap
 from .offers import OfferEngine
 from .outbox import Outbox, enforce_bounds
+from .peers import ShareBuffer
 from .pipeline import Pipeline
 from .profiles import load_beacon_profile
 from .report import ConsoleReporter
@@ -102,6 +103,10 @@ class Gateway:
         self.webhook: WebhookSender | None = None
         self._last_bound = 0.0
         self.outbox_dropped: Counter[str] = Counter()
+        if config.mqtt.share_sightings:
+            self.pipeline.share = ShareBuffer()
+        # Peer sightings: accepted, and rejected by reason (bad batches and bad sightings).
+        self.peer_stats: Counter[str] = Counter()
 
     def refresh(self) -> None:
         """Re-read caches derived from the database (after seeding or a downlink update)."""
@@ -191,14 +196,40 @@ class Gateway:
             seqs = self._enqueue(notices)
         self._after_commit(notices, seqs)
 
+    def take_sightings(self) -> bytes | None:
+        share = self.pipeline.share
+        return None if share is None else share.take(self.config.gateway.id)
+
+    def on_peer_sightings(self, peer: str, payload: bytes) -> None:
+        """A peer gateway's shopper sightings: into the pipeline as if heard here."""
+        if peer == self.config.gateway.id:
+            return  # our own batch, echoed by the broker
+        try:
+            batch = peers.decode(payload, peer)
+        except peers.PeerRejected as exc:
+            self.peer_stats[f"rejected_{exc.reason}"] += 1
+            log.warning("peer sightings from %s rejected: %s", peer, exc)
+            return
+        for error in batch.errors:
+            self.peer_stats["rejected_sighting"] += 1
+            log.warning("peer sightings from %s: %s", peer, error)
+        self.peer_stats["accepted"] += len(batch.adverts)
+        if batch.adverts:
+            self.process(list(batch.adverts))
+
     async def on_downlink(self, message: aiomqtt.Message, uplink: Uplink) -> None:
         topic = str(message.topic)
-        *_, channel, name = topic.split("/")
-        key = bytes.fromhex(self.config.mqtt.downlink_key)
-        now = time.time()
         payload = (
             message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
         )
+        peer = uplink.topics.sightings_gateway(topic)
+        if peer is not None:
+            if self.config.mqtt.peer_sightings:
+                self.on_peer_sightings(peer, payload)
+            return
+        *_, channel, name = topic.split("/")
+        key = bytes.fromhex(self.config.mqtt.downlink_key)
+        now = time.time()
         document = downlink.verify(key, payload)
         if isinstance(document, downlink.Rejected):
             self._reject(now, topic, document.reason, document.detail)
@@ -395,6 +426,8 @@ async def run_gateway(
     tasks: list[asyncio.Task[None]] = []
     if gateway.config.mqtt.enabled:
         uplink = Uplink(gateway.config, gateway.outbox, on_downlink=gateway.on_downlink)
+        if gateway.pipeline.share is not None:
+            uplink.take_sightings = gateway.take_sightings
         gateway.on_commit = uplink.notify
         gateway.uplink = uplink
         tasks.append(asyncio.create_task(uplink.run()))

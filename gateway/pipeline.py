@@ -30,6 +30,7 @@ from .model import (
     ZoneEvent,
 )
 from .offers import OfferEngine
+from .peers import ShareBuffer
 from .presence import tracker_for
 from .profiles import BeaconProfile, load_beacon_profile
 from .rotating import EidTable, RpaResolver, parse_address
@@ -113,6 +114,8 @@ class Pipeline:
         self.now = 0.0
         self.eids = EidTable()
         self.rpas = RpaResolver()
+        # Shopper sightings to share with peer gateways ([mqtt] share_sightings), else None.
+        self.share: ShareBuffer | None = None
         self._eid_checked = 0.0
         self.reload_identities()
 
@@ -173,6 +176,8 @@ class Pipeline:
         if device not in self.profiles:
             events.append(self._resolve(device, advert.t))
         events.extend(self._track(device, advert, frame.measured_power))
+        if self.share is not None:
+            self.share.add(advert)
         return events
 
     def _track(

@@ -65,6 +65,22 @@ class Topics:
         return f"{self.base}/resync"
 
     @property
+    def sightings(self) -> str:
+        return f"{self.base}/sightings"
+
+    @property
+    def peer_sightings_filter(self) -> str:
+        return f"{self.prefix}/{self.store}/+/sightings"
+
+    def sightings_gateway(self, topic: str) -> str | None:
+        """The peer gateway id if `topic` is a store peer's sightings topic."""
+        head = f"{self.prefix}/{self.store}/"
+        if not topic.startswith(head) or not topic.endswith("/sightings"):
+            return None
+        gateway = topic[len(head) : -len("/sightings")]
+        return gateway if gateway and "/" not in gateway else None
+
+    @property
     def downlink_filters(self) -> list[str]:
         return [
             f"{self.prefix}/{self.store}/down/+",  # store-wide documents
@@ -134,6 +150,7 @@ class UplinkStats:
     last_error: str = ""
     received: int = 0
     subscribed: bool = False  # downlink subscriptions are in place on this connection
+    sightings_batches: int = 0  # shared-sightings messages published to peers
 
 
 @dataclass(slots=True)
@@ -146,6 +163,8 @@ class Uplink:
     started: float = field(default_factory=time.time)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     client: aiomqtt.Client | None = None
+    # Shared sightings: the next batch to publish (None: nothing new); set by the daemon.
+    take_sightings: Callable[[], bytes | None] | None = None
     # Built once: paho's Properties objects are costly to make per message.
     _single_props: Properties = field(default_factory=lambda: _publish_props(CLOUDEVENTS_JSON))
     _batch_props: Properties = field(default_factory=lambda: _publish_props(CLOUDEVENTS_BATCH))
@@ -209,11 +228,15 @@ class Uplink:
             await client.publish(self.topics.status, self._status("online"), qos=1, retain=True)
             for topic in self.topics.downlink_filters:
                 await client.subscribe(topic, qos=1)
+            if self.config.mqtt.peer_sightings:
+                await client.subscribe(self.topics.peer_sightings_filter, qos=0)
             self.stats.subscribed = True
             try:
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(self._drain_forever(client))
                     tg.create_task(self._listen(client))
+                    if self.take_sightings is not None:
+                        tg.create_task(self._share_forever(client, self.take_sightings))
             except asyncio.CancelledError:
                 # Clean shutdown: say offline ourselves (the will only fires on a lost link).
                 with contextlib.suppress(aiomqtt.MqttError, TimeoutError, OSError):
@@ -230,6 +253,16 @@ class Uplink:
             self.stats.received += 1
             if self.on_downlink is not None:
                 await self.on_downlink(message, self)
+
+    async def _share_forever(
+        self, client: aiomqtt.Client, take: Callable[[], bytes | None]
+    ) -> None:
+        while True:
+            await asyncio.sleep(self.config.mqtt.share_interval_s)
+            payload = take()
+            if payload is not None:
+                await client.publish(self.topics.sightings, payload, qos=0)
+                self.stats.sightings_batches += 1
 
     async def _drain_forever(self, client: aiomqtt.Client) -> None:
         last_prune = 0.0

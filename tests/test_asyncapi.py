@@ -65,6 +65,7 @@ def test_the_code_uses_exactly_the_documented_topics() -> None:
         topics.events("{stream}"),
         topics.status,
         topics.resync,
+        topics.sightings,
         f"{topics.base}/cmd-resp/{{command}}",
         *(
             f.replace("down/+", "down/{family}").replace("cmd/+", "cmd/{command}")
@@ -141,3 +142,18 @@ def test_a_batch_matches_the_batch_message(demo_events: list[dict[str, Any]]) ->
     zone = [e for e in demo_events if e["type"].startswith("com.storegate.zone.")][:5]
     assert validator.is_valid(zone)
     assert not validator.is_valid(zone[:1])  # a single event is never wrapped
+
+
+def test_shared_sightings_match_the_contract() -> None:
+    from gateway import peers
+    from gateway.model import Advert
+
+    adverts = [
+        Advert(1795424400.07, "gw-sw", "C0:FF:EE:00:00:02", -85, bytes.fromhex("0201061aff4c00")),
+        Advert(1795424400.5, "gw-nw", "C0:FF:EE:00:00:02", -77, b"", {0x004C: b"\x02\x15"}),
+    ]
+    body = json.loads(peers.encode("gw-a", adverts))
+    validator = _validator("SightingsBatch")
+    assert validator.is_valid(body), list(validator.iter_errors(body))
+    body["sightings"][0]["address"] = "C0:FF:EE:00:00:02"
+    assert not validator.is_valid(body)  # the contract forbids MACs too

@@ -71,6 +71,11 @@ def parse_line(text: str, line: int) -> Advert | Tap | TraceError | None:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
         return TraceError(line, "", f"not JSON ({exc.msg})")
+    return parse_object(obj, line)
+
+
+def parse_object(obj: Any, line: int) -> Advert | Tap | TraceError:
+    """One decoded trace object (also the sightings peers share) → Advert or Tap."""
     if not isinstance(obj, dict):
         return TraceError(line, "", "expected a JSON object")
     t = obj.get("t")
@@ -116,20 +121,21 @@ def parse_line(text: str, line: int) -> Advert | Tap | TraceError | None:
 
 
 def advert_line(a: Advert) -> str:
-    obj: dict[str, Any] = {
-        "t": round(a.t, 3),
-        "kind": "ble",
-        "receiver": a.receiver,
-        "address": a.address,
-        "rssi": a.rssi,
-    }
+    return json.dumps(advert_object(a), separators=(",", ":"))
+
+
+def advert_object(a: Advert, with_address: bool = True) -> dict[str, Any]:
+    obj: dict[str, Any] = {"t": round(a.t, 3), "kind": "ble", "receiver": a.receiver}
+    if with_address:
+        obj["address"] = a.address
+    obj["rssi"] = a.rssi
     if a.ad:
         obj["ad"] = a.ad.hex()
     if a.mfr:
         obj["mfr"] = {f"0x{k:04x}": v.hex() for k, v in a.mfr.items()}
     if a.svc:
         obj["svc"] = {k: v.hex() for k, v in a.svc.items()}
-    return json.dumps(obj, separators=(",", ":"))
+    return obj
 
 
 def tap_line(tap: Tap) -> str:

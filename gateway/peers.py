@@ -1,0 +1,132 @@
+"""Peer gateways of one store share raw shopper sightings over the store's MQTT.
+
+A big shop has several gateways; one gateway alone hears a shopper on its own receivers
+only, which is enough for nearest-zone presence but not for multilateration. With sharing
+on, each gateway publishes the sightings of shopper devices it hears to
+
+    {prefix}/{store}/{gateway}/sightings        (QoS 0, not retained)
+
+and every gateway with `peer_sightings` on folds its peers' sightings into its own pipeline
+as if its own adapters had heard them: the receivers are the peers' gateway features of the
+same store map, so each gateway multilaterates with all of them.
+
+What travels: time, receiver id, RSSI and the advertising data — what any phone in the shop
+can hear over the air anyway. The advertiser's MAC address is left out, and so are fixed
+beacons' telemetry and anything that did not decode to a shopper device. Sightings are
+real-time data: QoS 0, no outbox, and a batch older than `PEER_MAX_AGE_S` is dropped rather
+than replayed after a reconnection (a position from stale RSSI would be wrong, not late).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .model import Advert
+from .sources.trace import TraceError, advert_object, parse_object
+
+FORMAT_VERSION = 1
+PEER_ADDRESS_PREFIX = "peer:"  # the Advert.address of a shared sighting: never a MAC
+PEER_MAX_AGE_S = 2.0
+MAX_BUFFERED = 5000  # sightings kept while the broker is away (the newest win)
+MAX_BATCH = 2000  # sightings accepted in one message
+
+
+def is_peer(advert: Advert) -> bool:
+    return advert.address.startswith(PEER_ADDRESS_PREFIX)
+
+
+@dataclass(slots=True)
+class ShareBuffer:
+    """Shopper sightings heard locally since the last publish (bounded)."""
+
+    adverts: list[Advert] = field(default_factory=list)
+    dropped: int = 0
+
+    def add(self, advert: Advert) -> None:
+        if is_peer(advert):
+            return  # never re-share a peer's sighting: no loops between gateways
+        self.adverts.append(advert)
+        if len(self.adverts) > MAX_BUFFERED:
+            excess = len(self.adverts) - MAX_BUFFERED
+            del self.adverts[:excess]
+            self.dropped += excess
+
+    def take(self, gateway: str) -> bytes | None:
+        """The batch to publish now (None if nothing fresh), emptying the buffer."""
+        if not self.adverts:
+            return None
+        newest = max(a.t for a in self.adverts)
+        fresh = [a for a in self.adverts if a.t >= newest - PEER_MAX_AGE_S]
+        self.adverts = []
+        return encode(gateway, fresh)
+
+
+def encode(gateway: str, adverts: list[Advert]) -> bytes:
+    body = {
+        "v": FORMAT_VERSION,
+        "gateway": gateway,
+        "sightings": [advert_object(a, with_address=False) for a in adverts],
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class PeerBatch:
+    gateway: str
+    adverts: list[Advert]
+    errors: list[str]  # "sightings[3]: rssi: ..." per rejected sighting
+
+
+class PeerRejected(ValueError):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+def decode(payload: bytes, topic_gateway: str) -> PeerBatch:
+    """Validate a peer's batch; bad sightings are reported one by one, good ones kept."""
+    try:
+        body: Any = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PeerRejected("malformed", f"not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise PeerRejected("malformed", "expected a JSON object")
+    if body.get("v") != FORMAT_VERSION:
+        raise PeerRejected("unsupported_version", f"v={body.get('v')!r}; this gateway reads 1")
+    gateway = body.get("gateway")
+    if gateway != topic_gateway:
+        raise PeerRejected(
+            "gateway_mismatch", f"body says {gateway!r}, topic says {topic_gateway!r}"
+        )
+    sightings = body.get("sightings")
+    if not isinstance(sightings, list):
+        raise PeerRejected("malformed", "sightings: expected a list")
+    if len(sightings) > MAX_BATCH:
+        raise PeerRejected("too_large", f"{len(sightings)} sightings; at most {MAX_BATCH}")
+    adverts: list[Advert] = []
+    errors: list[str] = []
+    for index, obj in enumerate(sightings):
+        if isinstance(obj, dict) and "address" in obj:
+            errors.append(f"sightings[{index}]: address: peers must not share MAC addresses")
+            continue
+        item = parse_object(obj, index)
+        if isinstance(item, TraceError):
+            where = f"sightings[{index}]" + (f": {item.field}" if item.field else "")
+            errors.append(f"{where}: {item.reason}")
+        elif not isinstance(item, Advert):
+            errors.append(f"sightings[{index}]: kind: only BLE sightings are shared")
+        else:
+            adverts.append(
+                Advert(
+                    item.t,
+                    item.receiver,
+                    PEER_ADDRESS_PREFIX + topic_gateway,
+                    item.rssi,
+                    item.ad,
+                    item.mfr,
+                    item.svc,
+                )
+            )
+    return PeerBatch(topic_gateway, adverts, errors)
