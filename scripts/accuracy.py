@@ -9,6 +9,13 @@ RSSI on log10 distance).
 
     python scripts/accuracy.py --receivers anchors.csv --test test_robot_df.csv \
         [--calibration calibration_df.csv] [--floor layout.csv]
+
+A walk without per-sample ground truth but with its known route (`--path`, a CSV of segments
+`x0,y0,x1,y1`) is scored by each estimate's distance to the route: the cross-track error, a
+lower bound of the true error (a fix on the route but at the wrong place along it scores 0).
+
+    python scripts/accuracy.py --receivers anchors.csv --test test_walk_df.csv \
+        --path path_reference.csv
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from shapely.geometry import MultiLineString, Point  # noqa: E402
 
 from gateway.config import Config  # noqa: E402
 from gateway.locate import LocateStats, locate, make_tracker  # noqa: E402
@@ -131,16 +140,27 @@ def evaluate(
     map_doc: dict[str, object],
     method: str,
     receivers: dict[str, tuple[float, float, float]],
+    route: MultiLineString | None = None,
 ) -> list[float]:
     store = parse_map(map_doc, "eval", require_zones=False)
     tracker = make_tracker(Config(), store, method)
     truth = {seconds(r["ts"]): (r["x"], r["y"]) for r in rows if "ts" in r and "x" in r}
     errors: list[float] = []
     for est in locate(sightings(rows, receivers), tracker, None, LocateStats(), []):
+        if route is not None:
+            errors.append(route.distance(Point(est["x"], est["y"])))
+            continue
         gt = truth.get(est["t"])
         if gt is not None:
             errors.append(math.hypot(est["x"] - gt[0], est["y"] - gt[1]))
     return errors
+
+
+def read_route(path: Path) -> MultiLineString:
+    segments = [
+        ((r["x0"], r["y0"]), (r["x1"], r["y1"])) for r in read_rows(path) if "x0" in r
+    ]
+    return MultiLineString(segments)
 
 
 def summary(errors: list[float]) -> str:
@@ -158,7 +178,11 @@ def main() -> int:
     parser.add_argument("--calibration", type=Path)
     parser.add_argument("--floor", type=Path)
     parser.add_argument("--tag-height", type=float, default=0.3)
+    parser.add_argument("--path", type=Path, help="route segments x0,y0,x1,y1 (no per-row x,y)")
     args = parser.parse_args()
+    route = read_route(args.path) if args.path else None
+    if route is not None:
+        print("scoring: distance of each estimate to the known route (cross-track error)")
     receivers = read_receivers(args.receivers)
     rows = read_rows(args.test)
     floor = None
@@ -174,7 +198,9 @@ def main() -> int:
         runs.append(("calibrated", fit))
     for label, calibration in runs:
         for method in METHODS:
-            errors = evaluate(rows, make_map(receivers, floor, calibration), method, receivers)
+            errors = evaluate(
+                rows, make_map(receivers, floor, calibration), method, receivers, route
+            )
             print(f"{label:<10} {method:<18} {summary(errors)}")
     return 0
 

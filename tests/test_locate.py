@@ -147,3 +147,32 @@ def test_real_flat_with_calibration() -> None:
     # A flat of 9 × 7 m: calibrated multilateration must beat "nearest receiver".
     assert means[("calibrated", "max_likelihood")] < 2.5
     assert means[("calibrated", "least_squares")] < means[("calibrated", "nearest")]
+
+
+def test_real_flat_walk_scored_against_its_route() -> None:
+    """The person-carried walk has no per-sample truth, only its route: cross-track error."""
+    folder = shared_data("kolakowski-flat/anchors.csv").parent
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "accuracy.py"),
+            "--receivers",
+            str(folder / "anchors.csv"),
+            "--test",
+            str(folder / "test_walk_df.csv"),
+            "--path",
+            str(folder / "path_reference.csv"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    assert "cross-track" in result.stdout
+    rows = [x.split() for x in result.stdout.splitlines() if x.startswith("nominal")]
+    means = {parts[1]: float(parts[3]) for parts in rows}
+    counts = {parts[-1] for parts in rows}
+    assert set(means) == {"max_likelihood", "least_squares", "weighted_centroid", "nearest"}
+    assert counts == {"(n=876)"}  # one estimate per sample of the walk
+    # every estimate within ~1 m of the route on average: off-route fixes would show here
+    assert means["max_likelihood"] < 1.2
