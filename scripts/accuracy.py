@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import json
 import math
 import statistics
@@ -31,6 +30,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+import contextlib
 
 from shapely.geometry import MultiLineString, Point  # noqa: E402
 
@@ -56,10 +57,8 @@ def read_rows(path: Path) -> list[dict[str, float]]:
             row = {}
             for k, v in r.items():
                 if k and v not in ("", None):
-                    try:
+                    with contextlib.suppress(ValueError):
                         row[k] = float(v)
-                    except ValueError:
-                        pass
             rows.append(row)
     return rows
 
@@ -85,7 +84,9 @@ def fit_calibration(
         if len(xs) < 10:
             continue
         mx, my = statistics.fmean(xs), statistics.fmean(ys)
-        slope = sum((a - mx) * (b - my) for a, b in zip(xs, ys)) / sum((a - mx) ** 2 for a in xs)
+        slope = sum((a - mx) * (b - my) for a, b in zip(xs, ys, strict=False)) / sum(
+            (a - mx) ** 2 for a in xs
+        )
         n = min(6.0, max(1.0, -slope / 10))
         out[rid] = (my + 10 * n * mx, n)
     return out
@@ -157,9 +158,7 @@ def evaluate(
 
 
 def read_route(path: Path) -> MultiLineString:
-    segments = [
-        ((r["x0"], r["y0"]), (r["x1"], r["y1"])) for r in read_rows(path) if "x0" in r
-    ]
+    segments = [((r["x0"], r["y0"]), (r["x1"], r["y1"])) for r in read_rows(path) if "x0" in r]
     return MultiLineString(segments)
 
 

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import csv
 import gc
-import io
 import json
 import os
 import platform
@@ -27,9 +26,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from gateway.decode import decode_payload, parse_ad  # noqa: E402
+from gateway.model import Advert  # noqa: E402
 from gateway.resources import data_file  # noqa: E402
 from gateway.sources.trace import parse_line  # noqa: E402
-from gateway.model import Advert  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data" / "mitll-adverts"
 
@@ -129,8 +128,8 @@ def bench_decode(repeats: int) -> dict[str, float]:
 
 
 def bench_pipeline() -> dict[str, float]:
-    from gateway.demo import DEMO_PROFILES, demo_config
     from gateway.daemon import Gateway
+    from gateway.demo import DEMO_PROFILES, demo_config
 
     items = []
     for i, line in enumerate(data_file("demo-trace.jsonl").read_text().splitlines()):
