@@ -21,6 +21,7 @@ lower bound of the true error (a fix on the route but at the wrong place along i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import math
@@ -31,7 +32,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import contextlib
 
 from shapely.geometry import MultiLineString, Point  # noqa: E402
 
