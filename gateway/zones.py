@@ -7,7 +7,7 @@ Pure and synchronous. Flapping on a zone boundary is what makes zone events usel
     for `min_outside_s` (standing on the line, or one fix thrown out by a passing body,
     produces nothing);
   * dwell fires once per visit, `dwell_s` after the enter.
-Candidate zones come from a Shapely STRtree so the cost stays flat with many zones.
+Candidate zones come from `ZoneIndex` (a grid of cells), so the cost stays flat with many zones.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import math
 from dataclasses import dataclass
 
 import shapely
-from shapely import STRtree
 
 from .model import Position, ZoneEvent
 from .storemap import Zone
+from .zoneindex import ZoneIndex
 
 
 @dataclass(slots=True)
@@ -52,13 +52,7 @@ class ZoneTracker:
         self.default_dwell = dwell_s
         self.min_inside_s = min_inside_s
         self.min_outside_s = min_outside_s
-        for zone in zones:
-            shapely.prepare(zone.shape)
-        # One tree per level (a single-level store has one): level → (tree, zone indices).
-        self._trees: dict[int, tuple[STRtree, list[int]]] = {}
-        for level in sorted({z.level for z in zones}):
-            indices = [i for i, z in enumerate(zones) if z.level == level]
-            self._trees[level] = (STRtree([zones[i].shape for i in indices]), indices)
+        self.index = ZoneIndex(zones)
         self.visits: dict[str, dict[int, _Visit]] = {}
 
     def _hysteresis(self, zone: Zone) -> float:
@@ -69,14 +63,7 @@ class ZoneTracker:
 
     def containing(self, x: float, y: float, level: int = 0) -> list[int]:
         """Indices of the zones of `level` containing the point, highest priority first."""
-        found = self._trees.get(level)
-        if found is None:
-            return []
-        tree, indices = found
-        hits = [indices[int(i)] for i in tree.query(shapely.Point(x, y), predicate="intersects")]
-        if len(hits) > 1:
-            hits.sort(key=lambda i: (-self.zones[i].priority, i))
-        return hits
+        return self.index.containing(x, y, level)
 
     def update(self, pos: Position) -> list[ZoneEvent]:
         events: list[ZoneEvent] = []
