@@ -11,6 +11,8 @@ Features are told apart by their `kind` property:
                 (firmware_profiles/beacons/NAME)
   * `wall`    – LineString/MultiLineString with optional `attenuation_db` (default 5 dB per
                 crossing): the simulator and the floor-plan picture use them
+The collection's own properties may give `wgs84_origin` ([longitude, latitude] of the
+local origin) and `bearing_deg` (the local +y axis, degrees clockwise from north).
 Any feature may carry `level` (an integer floor number, default 0): a multi-storey store is
 one map, each level with its own `floor`, zones and receivers. A device is positioned on the
 level whose receivers hear it loudest, with that level's receivers only.
@@ -92,6 +94,10 @@ class StoreMap:
     floors: dict[int, BaseGeometry] = field(default_factory=dict)
     receiver_levels: dict[str, int] = field(default_factory=dict)
     walls: list[Wall] = field(default_factory=list)
+    # Where the local origin is on Earth (longitude, latitude, WGS84) and the bearing of the
+    # local +y axis in degrees from north: only for placing the store on a fleet map.
+    wgs84_origin: tuple[float, float] | None = None
+    bearing_deg: float = 0.0
 
     @property
     def levels(self) -> list[int]:
@@ -142,6 +148,22 @@ def parse_map(
         raise MapError(file, "features", "expected a list of features")
     props_top = data.get("properties") or {}
     store = StoreMap(name=str(props_top.get("name", Path(file).stem)))
+    origin = props_top.get("wgs84_origin")
+    if origin is not None:
+        if (
+            not isinstance(origin, list)
+            or len(origin) != 2
+            or not _finite(origin)
+            or not (-180 <= origin[0] <= 180 and -90 <= origin[1] <= 90)
+        ):
+            raise MapError(
+                file, "properties.wgs84_origin", "expected [longitude, latitude] in degrees"
+            )
+        store.wgs84_origin = (float(origin[0]), float(origin[1]))
+    bearing = props_top.get("bearing_deg", 0.0)
+    if isinstance(bearing, bool) or not isinstance(bearing, (int, float)) or not _finite(bearing):
+        raise MapError(file, "properties.bearing_deg", "expected degrees from north")
+    store.bearing_deg = float(bearing) % 360.0
     seen: set[str] = set()
 
     def report(error: MapError) -> None:

@@ -132,7 +132,13 @@ def corner_bookshop() -> dict[str, Any]:
             height_m=1.2,
         ),
     ]
-    return collection("Corner bookshop", f, origin="south-west corner, street side")
+    return collection(
+        "Corner bookshop",
+        f,
+        origin="south-west corner, street side",
+        wgs84_origin=[13.40495, 52.52001],
+        bearing_deg=20.0,
+    )
 
 
 DEPARTMENTS = [

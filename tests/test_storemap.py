@@ -100,3 +100,13 @@ def test_bad_anchor_identities() -> None:
     _rejects(copy.deepcopy(data), beacon["properties"]["id"], "uuid:major:minor")
     beacon["properties"]["eddystone_uid"] = "0011:2233"
     _rejects(copy.deepcopy(data), "exactly one of")
+
+
+def test_wgs84_origin_is_optional_and_checked() -> None:
+    data = _demo()
+    data["properties"]["wgs84_origin"] = [13.4, 52.5]
+    data["properties"]["bearing_deg"] = 380
+    store = parse_map(data, "store.geojson")
+    assert store.wgs84_origin == (13.4, 52.5) and store.bearing_deg == 20.0
+    data["properties"]["wgs84_origin"] = [52.5, 200]
+    _rejects(data, "properties.wgs84_origin", "longitude, latitude")
