@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .config import ConfigError, describe, load_config
@@ -27,32 +28,67 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    """The daemon (systemd runs this): until SIGTERM, or with --once until the replay ends."""
+    from .service import run_service
 
-    from .daemon import Gateway, replay_source, run_pipeline
-    from .report import ConsoleReporter
+    return run_service(args.config, once=args.once, verbose=args.verbose)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    """Ask the running daemon (its control endpoint) what it is doing."""
+    import httpx
+
+    from .config import host_port
 
     config = load_config(args.config)
-    gateway = Gateway(config)
-    if args.verbose:
-        gateway.reporter = ConsoleReporter(config.gateway.timezone, gateway.pipeline.pseudonym)
-    sources = []
-    if config.sources.replay.path:
-        path = config.resolve(config.sources.replay.path)
-        if not path.exists():
-            raise ConfigError(
-                args.config, "sources.replay.path", f"{path} does not exist; fix the path"
-            )
-        sources.append(replay_source(gateway, path, config.sources.replay.speed))
-    if not sources:
-        raise ConfigError(args.config, "sources", "no source configured; set [sources.replay] path")
-    summary = asyncio.run(run_pipeline(gateway, sources))
-    print(
-        f"processed {summary.items} items; outbox depth {gateway.outbox.depth()}; "
-        f"{summary.pushes} pushes; {len(summary.trace_errors)} bad trace lines",
-        file=sys.stderr,
-    )
-    gateway.close()
+    if not config.service.control_listen:
+        raise ConfigError(args.config, "service.control_listen", "is off; set it to ask the daemon")
+    host, port = host_port(config.service.control_listen)
+    host = f"[{host}]" if ":" in host else host
+    try:
+        reply = httpx.get(f"http://{host}:{port}/status", timeout=5.0)
+        reply.raise_for_status()
+    except httpx.HTTPError as exc:
+        print(
+            f"gateway status: no daemon answering on {config.service.control_listen} ({exc}); "
+            "is the service running? (systemctl status proximity-gateway)",
+            file=sys.stderr,
+        )
+        return 1
+    data = reply.json()
+    if args.json:
+        print(json.dumps(data, indent=1))
+        return 0
+    print(_status_text(data))
     return 0
+
+
+def _status_text(data: dict[str, Any]) -> str:
+    lines = [
+        f"{data['gateway']} @ {data['store']}  v{data['version']}  "
+        f"{'ready' if data['ready'] else 'STARTING'}  up {data['uptime_s']:.0f} s",
+    ]
+    src = data["sources"]
+    rates = ", ".join(f"{r} {v:.1f}/s" for r, v in src["rates_per_s"].items()) or "no adverts yet"
+    lines.append(f"  sources   {rates}")
+    for name, state in {**src["ble_adapters"], **src["nfc_readers"]}.items():
+        lines.append(f"            {name}: {state}")
+    zones = ", ".join(f"{z} {n}" for z, n in data["zones"].items()) or "nobody in a zone"
+    lines.append(f"  devices   {data['tracked_devices']} tracked; {zones}")
+    for offer in data["last_offers"][:5]:
+        what = "ISSUED" if offer["issued"] else f"suppressed ({offer['reason']})"
+        lines.append(f"  offer     {offer['profile'] or '-'} {offer['trigger']}: {what}")
+    out = data["outbox"]
+    depth = sum(out["depth"].values())
+    lines.append(f"  outbox    {depth} queued, oldest {out['oldest_age_s']:.0f} s")
+    mqtt = data["mqtt"]
+    if mqtt["enabled"]:
+        state = "connected" if mqtt["connected"] else f"DISCONNECTED {mqtt['last_error']}"
+        lines.append(f"  mqtt      {state}; {mqtt['delivered']} delivered")
+    else:
+        lines.append("  mqtt      off")
+    lines.append(f"  loop lag  {data['loop_lag_ms']:.1f} ms")
+    return "\n".join(lines)
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
@@ -412,9 +448,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state", help="keep the state here instead of a throw-away directory")
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("run", help="run the pipeline from the configured sources")
+    p = sub.add_parser("status", help="what the running daemon is doing (its control endpoint)")
+    p.add_argument("--config", required=True)
+    p.add_argument("--json", action="store_true", help="the raw status document")
+    p.set_defaults(func=_cmd_status)
+    p = sub.add_parser("run", help="the daemon: configured sources, sinks, uplink; until SIGTERM")
     p.add_argument("--config", required=True, help="TOML config file (docs/config.md)")
     p.add_argument("-v", "--verbose", action="store_true", help="print every event")
+    p.add_argument(
+        "--once", action="store_true", help="exit when the configured replay has been processed"
+    )
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser(

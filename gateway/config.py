@@ -548,6 +548,52 @@ class MqttSection:
 
 
 @dataclass(frozen=True, slots=True)
+class ServiceSection:
+    control_listen: str = doc(
+        "host:port of the local HTTP endpoint for `gateway status`, `/metrics` (Prometheus "
+        "text) and `/healthz`. Loopback unless you mean the shop LAN to see it. Empty: off.",
+        default="127.0.0.1:8787",
+    )
+    stop_drain_s: float = doc(
+        "On SIGTERM: how long to keep delivering queued events before closing the store "
+        "(they stay queued on disk either way).",
+        default=5.0,
+    )
+    log_format: str = doc(
+        "'kv' (key=value, one line per event; reads well in journalctl) or 'json'.",
+        default="kv",
+    )
+    log_level: str = doc("debug, info, warning or error.", default="info")
+
+    def validate(self) -> dict[str, str]:
+        problems: dict[str, str] = {}
+        if self.control_listen and not _host_port(self.control_listen):
+            problems["control_listen"] = "expected host:port, e.g. '127.0.0.1:8787' or '[::1]:8787'"
+        if not 0 <= self.stop_drain_s <= 25:
+            problems["stop_drain_s"] = "must be 0-25 s (systemd's stop timeout is 30 s)"
+        if self.log_format not in ("kv", "json"):
+            problems["log_format"] = "use 'kv' or 'json'"
+        if self.log_level not in ("debug", "info", "warning", "error"):
+            problems["log_level"] = "use debug, info, warning or error"
+        return problems
+
+
+def _host_port(text: str) -> tuple[str, int] | None:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    return host.strip("[]"), int(port)
+
+
+def host_port(text: str) -> tuple[str, int]:
+    """`control_listen` split (validated at load time)."""
+    parsed = _host_port(text)
+    if parsed is None:
+        raise ValueError(f"not host:port: {text!r}")
+    return parsed
+
+
+@dataclass(frozen=True, slots=True)
 class OutboxSection:
     max_events: int = doc(
         "Most events kept waiting for the uplink. Past it, the least important, oldest "
@@ -592,6 +638,9 @@ class Config:
     mqtt: MqttSection = doc("The backend broker.", default_factory=MqttSection)
     outbox: OutboxSection = doc(
         "Bounds of the store-and-forward queue.", default_factory=OutboxSection
+    )
+    service: ServiceSection = doc(
+        "Running as a service: control endpoint, shutdown, logs.", default_factory=ServiceSection
     )
     # Not a TOML key: the directory relative paths resolve against.
     base_dir: Path = field(default=Path("."), metadata={"internal": True})

@@ -9,6 +9,7 @@ delivered and events reported — "queued in the outbox" always means "on disk".
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import sqlite3
 import sys
@@ -19,6 +20,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -107,6 +109,10 @@ class Gateway:
             self.pipeline.share = ShareBuffer()
         # Peer sightings: accepted, and rejected by reason (bad batches and bad sightings).
         self.peer_stats: Counter[str] = Counter()
+        self.adverts_by_receiver: Counter[str] = Counter()
+        self.last_progress = time.monotonic()  # the consumer's last batch (watchdog health)
+        self.queue: asyncio.Queue[Item | None] | None = None  # set while the pipeline runs
+        self.on_events: Callable[[list[PipelineEvent]], None] | None = None  # status, console
 
     def refresh(self) -> None:
         """Re-read caches derived from the database (after seeding or a downlink update)."""
@@ -121,6 +127,7 @@ class Gateway:
         with db.transaction(self.conn):
             for item in batch:
                 if isinstance(item, Advert):
+                    self.adverts_by_receiver[item.receiver] += 1
                     events.extend(self.pipeline.on_advert(item))
                 elif isinstance(item, Tap):
                     events.extend(self.pipeline.on_tap(item))
@@ -128,6 +135,7 @@ class Gateway:
                     events.append(item)  # source health goes straight to the outbox
             seqs = self._enqueue(events)
         self._after_commit(events, seqs)
+        self.last_progress = time.monotonic()
         self.summary.items += len(batch)
         if batch:
             self.summary.first_t = self.summary.first_t or batch[0].t
@@ -160,6 +168,8 @@ class Gateway:
         return seqs
 
     def _after_commit(self, events: list[PipelineEvent], seqs: list[int | None]) -> None:
+        if self.on_events is not None and events:
+            self.on_events(events)
         if any(s is not None for s in seqs):
             if self.on_commit is not None:
                 self.on_commit()
@@ -329,6 +339,51 @@ class Gateway:
             [GatewayNotice(now, "command", name, {"ok": not reason, "reason": reason or None})]
         )
 
+    def queue_depth(self) -> int:
+        return 0 if self.queue is None else self.queue.qsize()
+
+    def reload(self, new: Config) -> list[str]:
+        """Apply a re-read config (SIGHUP) without dropping state. Raises MapError if the new
+        map is broken (the caller keeps running on the old one). Returns what could not be
+        applied live: those sections need a restart."""
+        store_map = load_map(new.resolve(new.map.path))
+        device_profile = load_beacon_profile(new.presence.device_profile)
+        old = self.config
+        needs_restart = [
+            name
+            for name in ("mqtt", "sources", "outbox", "service")
+            if getattr(old, name) != getattr(new, name)
+        ]
+        if (old.gateway.id, old.gateway.store, old.gateway.state_dir) != (
+            new.gateway.id,
+            new.gateway.store,
+            new.gateway.state_dir,
+        ):
+            needs_restart.append("gateway")
+        # What needs a restart keeps its running value until then.
+        applied = dataclasses.replace(
+            new,
+            gateway=dataclasses.replace(
+                new.gateway,
+                id=old.gateway.id,
+                store=old.gateway.store,
+                state_dir=old.gateway.state_dir,
+            ),
+            mqtt=old.mqtt,
+            sources=old.sources,
+            outbox=old.outbox,
+            service=old.service,
+            base_dir=old.base_dir,
+        )
+        self.config = applied
+        self.store_map = store_map
+        self.pipeline.reconfigure(applied, store_map, device_profile)
+        self.offers.limits = applied.offers.limits
+        self.offers.tz = ZoneInfo(applied.gateway.timezone)
+        self.sink.stdout = applied.sinks.stdout
+        self.refresh()  # campaigns: a synced document still wins over the local default
+        return needs_restart
+
     def close(self) -> None:
         self.conn.close()
 
@@ -361,6 +416,7 @@ async def run_pipeline(
     then let time pass so that every device that went quiet leaves its zones."""
     started = time.monotonic()
     queue: asyncio.Queue[Item | None] = asyncio.Queue(maxsize=16 * BATCH)
+    gateway.queue = queue
     inlet = Inlet(queue)
 
     async def source_task(source: Source) -> None:

@@ -119,6 +119,41 @@ class Pipeline:
         self._eid_checked = 0.0
         self.reload_identities()
 
+    def reconfigure(
+        self, config: Config, store_map: StoreMap, device_profile: BeaconProfile
+    ) -> None:
+        """SIGHUP: new settings, map and zones, keeping what is known about the people in
+        the shop. RSSI filters of receivers that still exist carry over; visits to zones
+        that still exist (by id) carry over, so nobody re-enters a zone they are standing in.
+        """
+        old_presence, old_zones = self.presence, self.zones
+        self.config = config
+        self.map = store_map
+        self.presence = tracker_for(
+            config, store_map, device_profile, solve_interval_s=SOLVE_INTERVAL_S
+        )
+        for device, state in old_presence.devices.items():
+            state.filters = {r: f for r, f in state.filters.items() if r in store_map.receivers}
+            self.presence.devices[device] = state
+        self.zones = ZoneTracker(
+            store_map.zones,
+            hysteresis_m=config.zones.hysteresis_m,
+            dwell_s=config.zones.dwell_s,
+            min_inside_s=config.zones.min_inside_s,
+            min_outside_s=config.zones.min_outside_s,
+        )
+        new_index = {z.id: i for i, z in enumerate(store_map.zones)}
+        for device, visits in old_zones.visits.items():
+            kept = {
+                new_index[old_zones.zones[i].id]: visit
+                for i, visit in visits.items()
+                if old_zones.zones[i].id in new_index
+            }
+            if kept:
+                self.zones.visits[device] = kept
+        self.anchor_ids = {a.identity: a.id for a in store_map.anchors}
+        self.loyalty_key = bytes.fromhex(config.nfc.loyalty_key)
+
     def reload_identities(self) -> None:
         """Re-read rotating keys (start-up, downlink updates) and resolve anew."""
         eid_keys, irks, problems = self.identity.rotating_keys()

@@ -192,10 +192,10 @@ def test_run_command_with_a_config(tmp_path: Path) -> None:
     cfg = tmp_path / "gw.toml"
     cfg.write_text(
         f"[gateway]\nstate_dir = 'st'\n[sources.replay]\npath = '{data_file('demo-trace.jsonl')}'\n"
-        "[sinks]\nstdout = false\n"
+        "[sinks]\nstdout = false\n[service]\ncontrol_listen = ''\n"
     )
     result = subprocess.run(
-        [sys.executable, "-m", "gateway", "run", "--config", str(cfg)],
+        [sys.executable, "-m", "gateway", "run", "--once", "--config", str(cfg)],
         capture_output=True,
         text=True,
         timeout=120,

@@ -1,0 +1,66 @@
+"""The local control endpoint: `/healthz`, `/status` (JSON for `gateway status`) and
+`/metrics` (Prometheus text), served by the daemon on `service.control_listen`.
+
+aiohttp because the staff console (a later page on the same server) needs sessions and
+Server-Sent Events too, and it ships aarch64 wheels; it is imported only when the endpoint
+starts, after READY, so it costs nothing on the way to the first processed sighting.
+Read-only and on loopback by default: nothing here changes state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+from aiohttp import web
+
+from .config import Config, host_port
+from .daemon import Gateway
+from .metrics import Runtime, exposition, status
+
+log = logging.getLogger(__name__)
+
+PROMETHEUS_TEXT = "text/plain; version=0.0.4"
+
+
+def make_app(gateway: Gateway, runtime: Runtime) -> web.Application:
+    async def healthz(_request: web.Request) -> web.Response:
+        code = 200 if runtime.ready else 503
+        body = {"ready": runtime.ready, "gateway": gateway.config.gateway.id}
+        return web.json_response(body, status=code)
+
+    async def status_view(_request: web.Request) -> web.Response:
+        return web.Response(
+            text=json.dumps(status(gateway, runtime), indent=1),
+            content_type="application/json",
+        )
+
+    async def metrics(_request: web.Request) -> web.Response:
+        response = web.Response(text=exposition(gateway, runtime))
+        response.headers["Content-Type"] = f"{PROMETHEUS_TEXT}; charset=utf-8"
+        return response
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/status", status_view)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+async def serve_control(gateway: Gateway, runtime: Runtime, config: Config) -> None:
+    host, port = host_port(config.service.control_listen)
+    runner = web.AppRunner(make_app(gateway, runtime), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    try:
+        try:
+            await site.start()
+        except OSError as exc:
+            # The shop keeps running without its status page; doctor and the log say why.
+            log.error("control endpoint %s not started: %s", config.service.control_listen, exc)
+        else:
+            log.info("control endpoint on http://%s/", config.service.control_listen)
+        await asyncio.Event().wait()  # until cancelled with the daemon
+    finally:
+        await runner.cleanup()

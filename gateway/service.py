@@ -1,0 +1,212 @@
+"""`gateway run`: the daemon as systemd runs it.
+
+One TaskGroup owns everything: the gateway itself (sources → pipeline, uplink, webhook), the
+watchdog pinger, the reload handler and the control endpoint. Signals only set events:
+
+* SIGTERM / SIGINT — sources stop, the queue is processed and committed, queued events get
+  `service.stop_drain_s` to leave, the store is closed. Exit 0.
+* SIGHUP — re-read the config file and the store map and apply them without dropping
+  state (`Gateway.reload`); a broken file is reported and the running config kept.
+
+systemd integration (`sdnotify.Notifier`): READY=1 once the store is open, the map loaded,
+the sinks started and every configured source has started (a source that then fails keeps
+retrying and is reported, the daemon still serves); WATCHDOG=1 every half watchdog interval
+from the event loop, and only while the pipeline keeps up — a blocked loop or a stuck
+consumer stops the pings and systemd restarts the service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable
+
+from .config import Config, ConfigError, load_config
+from .daemon import Gateway, Source, ble_sources, nfc_sources, replay_source, run_gateway
+from .metrics import Runtime
+from .model import OfferDecision, PipelineEvent
+from .sdnotify import Notifier
+from .storemap import MapError
+
+log = logging.getLogger(__name__)
+
+# The consumer must have committed a batch within this many watchdog intervals while work is
+# queued, or the watchdog stops being fed.
+STUCK_AFTER_INTERVALS = 1.0
+LAG_TICK_S = 0.5
+
+
+def configured_sources(gateway: Gateway, config_file: str) -> tuple[list[Source], int]:
+    """Every source the config names, and how many of them are radios."""
+    config = gateway.config
+    sources: list[Source] = []
+    if config.sources.replay.path:
+        path = config.resolve(config.sources.replay.path)
+        if not path.exists():
+            raise ConfigError(
+                config_file, "sources.replay.path", f"{path} does not exist; fix the path"
+            )
+        sources.append(replay_source(gateway, path, config.sources.replay.speed))
+    radios = ble_sources(gateway) + nfc_sources(gateway)
+    return sources + radios, len(radios)
+
+
+class Service:
+    def __init__(
+        self,
+        config_file: str,
+        *,
+        once: bool = False,
+        verbose: bool = False,
+        notifier: Notifier | None = None,
+        gateway_factory: Callable[[Config], Gateway] = Gateway,
+    ) -> None:
+        self.config_file = config_file
+        self.once = once
+        self.verbose = verbose
+        self.notifier = notifier or Notifier()
+        self.gateway_factory = gateway_factory
+        self.runtime = Runtime()
+        self.stop = asyncio.Event()
+        self.reload_wanted = asyncio.Event()
+        self.gateway: Gateway | None = None
+
+    async def run(self) -> int:
+        config = load_config(self.config_file)
+        gateway = self.gateway = self.gateway_factory(config)
+        gateway.on_events = self._on_events
+        if self.verbose:
+            from .report import ConsoleReporter
+
+            gateway.reporter = ConsoleReporter(config.gateway.timezone, gateway.pipeline.pseudonym)
+        sources, radios = configured_sources(gateway, self.config_file)
+        if not sources and self.once:
+            raise ConfigError(self.config_file, "sources", "no source configured")
+        if not self.once:
+            sources.append(lambda _inlet: self.stop.wait())  # a daemon outlives its replay
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._request_stop, sig)
+        loop.add_signal_handler(signal.SIGHUP, self.reload_wanted.set)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                main = tg.create_task(
+                    run_gateway(gateway, sources, self.stop, drain_s=config.service.stop_drain_s)
+                )
+                helpers = [
+                    tg.create_task(self._ready_when_up(radios)),
+                    tg.create_task(self._reloads()),
+                    tg.create_task(self._watchdog()),
+                ]
+                if config.service.control_listen:
+                    from .control import serve_control
+
+                    helpers.append(tg.create_task(serve_control(gateway, self.runtime, config)))
+                summary, _ = await main
+                for helper in helpers:
+                    helper.cancel()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            self.notifier.stopping("closing the store")
+            depth = gateway.outbox.depth()
+            gateway.close()
+        fields = {"items": summary.items, "pushes": summary.pushes, "outbox_depth": depth}
+        log.info("stopped; the store is closed", extra={"fields": fields})
+        return 0
+
+    def _request_stop(self, sig: signal.Signals) -> None:
+        log.info("stopping on %s: draining", sig.name)
+        self.notifier.stopping(f"stopping on {sig.name}")
+        self.stop.set()
+
+    def _on_events(self, events: list[PipelineEvent]) -> None:
+        for event in events:
+            if isinstance(event, OfferDecision):
+                self.runtime.last_offers.append(event)
+
+    async def _ready_when_up(self, radios: int) -> None:
+        gateway = self.gateway
+        assert gateway is not None
+        while len(gateway.ble_sources) + len(gateway.nfc_sources) < radios:
+            await asyncio.sleep(0.02)
+        uplink = "on" if gateway.config.mqtt.enabled else "off"
+        self.runtime.ready = True
+        self.notifier.ready(
+            f"serving {gateway.store_map.name}: {len(gateway.store_map.zones)} zones, "
+            f"{radios} radios, mqtt {uplink}"
+        )
+        log.info(
+            "ready", extra={"fields": {"zones": len(gateway.store_map.zones), "radios": radios}}
+        )
+
+    async def _reloads(self) -> None:
+        gateway = self.gateway
+        assert gateway is not None
+        while True:
+            await self.reload_wanted.wait()
+            self.reload_wanted.clear()
+            self.notifier.reloading()
+            try:
+                new = load_config(self.config_file)
+                restart = gateway.reload(new)
+            except (ConfigError, MapError) as exc:
+                self.runtime.reloads["failed"] += 1
+                log.error("reload refused, still running the previous config: %s", exc)
+                self.notifier.ready(f"reload refused: {exc}")
+                continue
+            self.runtime.reloads["ok"] += 1
+            if restart:
+                log.warning(
+                    "reloaded; these sections change only on restart: %s", ", ".join(restart)
+                )
+            else:
+                log.info("reloaded %s", self.config_file)
+            self.notifier.ready(f"reloaded; serving {gateway.store_map.name}")
+
+    def healthy(self) -> bool:
+        """Is the pipeline keeping up? (a full queue with no recent commit is stuck)"""
+        gateway = self.gateway
+        interval = self.notifier.watchdog_s or 10.0
+        if gateway is None:
+            return False
+        return time.monotonic() - gateway.last_progress < STUCK_AFTER_INTERVALS * interval or (
+            gateway.queue_depth() == 0
+        )
+
+    async def _watchdog(self) -> None:
+        """Measure loop lag every tick; feed systemd's watchdog every half interval."""
+        interval = self.notifier.watchdog_s
+        ping_every = interval / 2 if interval else None
+        last_ping = 0.0
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(LAG_TICK_S)
+            now = time.monotonic()
+            lag = max(0.0, now - before - LAG_TICK_S)
+            self.runtime.loop_lag_s = lag
+            self.runtime.loop_lag_max_s = max(self.runtime.loop_lag_max_s, lag)
+            if ping_every is not None and now - last_ping >= ping_every and self.healthy():
+                if self.notifier.watchdog():
+                    self.runtime.watchdog_pings += 1
+                last_ping = now
+
+
+def run_service(config_file: str, once: bool = False, verbose: bool = False) -> int:
+    from .logs import configure
+
+    config = load_config(config_file)  # fail fast, before logging is set up, with exit 2
+    configure(config.service.log_format, config.service.log_level)
+    service = Service(config_file, once=once, verbose=verbose)
+    code = asyncio.run(service.run())
+    if once and service.gateway is not None:
+        summary = service.gateway.summary
+        print(
+            f"processed {summary.items} items; {summary.pushes} pushes; "
+            f"{len(summary.trace_errors)} bad trace lines",
+            file=sys.stderr,
+        )
+    return code
