@@ -192,6 +192,20 @@ def _cmd_config_doc(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_config_template(args: argparse.Namespace) -> int:
+    """A commented config for a fresh install, with freshly generated secrets."""
+    import secrets
+
+    from .config import config_template
+
+    keys = {
+        "gateway.pseudonym_key": secrets.token_hex(32),
+        "nfc.loyalty_key": secrets.token_hex(32),
+    }
+    sys.stdout.write(config_template(args.state_dir, keys))
+    return 0
+
+
 def config_reference() -> str:
     lines = [
         "# Configuration reference",
@@ -492,6 +506,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("config-doc", help="print the configuration reference (Markdown)")
     p.set_defaults(func=_cmd_config_doc)
+    p = sub.add_parser(
+        "config-template", help="print a commented config with fresh secrets (for installs)"
+    )
+    p.add_argument("--state-dir", default="/var/lib/proximity-gateway")
+    p.set_defaults(func=_cmd_config_template)
 
     p = sub.add_parser("locate", help="sightings (JSON lines) on stdin → position estimates")
     p.add_argument("--map", required=True, help="store map (GeoJSON) with gateway receivers")

@@ -783,3 +783,74 @@ def describe(cls: type[Any] = Config, prefix: str = "") -> list[tuple[str, str, 
             if dataclasses.is_dataclass(item):
                 rows.extend(describe(typing.cast(type[Any], item), f"{key}.<id>"))
     return rows
+
+
+def _toml_value(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        items = [_toml_value(v) for v in value]
+        return "[" + ", ".join(i for i in items if i is not None) + "]"
+    if isinstance(value, dict):
+        items = [f"{k} = {_toml_value(v)}" for k, v in value.items() if _toml_value(v)]
+        return "{ " + ", ".join(items) + " }" if items else "{}"
+    if dataclasses.is_dataclass(value):
+        return None  # a table: written as its own section
+    return None
+
+
+def config_template(state_dir: str, secrets: dict[str, str]) -> str:
+    """A commented config for a fresh install: every key present, commented out at its
+    default, with its documentation above it. Only the state directory and the given
+    secrets (`"gateway.pseudonym_key"`, `"nfc.loyalty_key"`, …) are set."""
+    import textwrap
+
+    active = {"gateway.state_dir": state_dir, **secrets}
+    out = [
+        "# proximity-gateway configuration (written once by scripts/install; never overwritten).",
+        "# Every key is optional; commented lines show the defaults. Reference: docs/config.md.",
+        "# Check a change with `gateway doctor`; apply it with `systemctl reload proximity-gateway`.",
+        "",
+    ]
+
+    def section(cls: type[Any], prefix: str) -> None:
+        hints = typing.get_type_hints(cls)
+        tables: list[tuple[str, type[Any], str]] = []
+        out.append(f"[{prefix}]")
+        instance = cls()
+        for f in dataclasses.fields(cls):
+            if f.metadata.get("internal"):
+                continue
+            key = f"{prefix}.{f.name}"
+            tp = hints[f.name]
+            text = f.metadata.get("doc", "")
+            if dataclasses.is_dataclass(tp):
+                tables.append((key, typing.cast(type[Any], tp), text))
+                continue
+            for line in textwrap.wrap(text, 88):
+                out.append(f"# {line}")
+            if key in active:
+                out.append(f"{f.name} = {_toml_value(active[key])}")
+            else:
+                value = _toml_value(getattr(instance, f.name))
+                out.append(f"# {f.name} = {value}" if value is not None else f"# {f.name} =")
+        out.append("")
+        for key, tp, text in tables:
+            for line in textwrap.wrap(text, 88):
+                out.append(f"# {line}")
+            section(tp, key)
+
+    hints = typing.get_type_hints(Config)
+    for f in dataclasses.fields(Config):
+        if f.metadata.get("internal"):
+            continue
+        for line in textwrap.wrap(f.metadata.get("doc", ""), 88):
+            out.append(f"# {line}")
+        section(typing.cast(type[Any], hints[f.name]), f.name)
+    return "\n".join(out) + "\n"
