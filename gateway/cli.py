@@ -34,6 +34,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return run_service(args.config, once=args.once, verbose=args.verbose)
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import FAIL, run_checks
+
+    checks = run_checks(args.config, timeout_s=args.timeout)
+    if args.json:
+        print(json.dumps([c.as_dict() for c in checks], indent=1))
+    else:
+        for check in checks:
+            print(check.line())
+    failed = [c.name for c in checks if c.status == FAIL]
+    if not args.json:
+        print(f"\n{len(failed)} failed" + (f": {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     """Ask the running daemon (its control endpoint) what it is doing."""
     import httpx
@@ -462,6 +477,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state", help="keep the state here instead of a throw-away directory")
     p.set_defaults(func=_cmd_demo)
 
+    p = sub.add_parser("doctor", help="check this box: config, storage, radios, broker, clock")
+    p.add_argument("--config", required=True)
+    p.add_argument("--json", action="store_true", help="machine-readable results")
+    p.add_argument("--timeout", type=float, default=5.0, help="per network check, seconds")
+    p.set_defaults(func=_cmd_doctor)
     p = sub.add_parser("status", help="what the running daemon is doing (its control endpoint)")
     p.add_argument("--config", required=True)
     p.add_argument("--json", action="store_true", help="the raw status document")

@@ -795,11 +795,11 @@ def _toml_value(value: Any) -> str | None:
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, list):
-        items = [_toml_value(v) for v in value]
-        return "[" + ", ".join(i for i in items if i is not None) + "]"
+        values = [_toml_value(v) for v in value]
+        return "[" + ", ".join(v for v in values if v is not None) + "]"
     if isinstance(value, dict):
-        items = [f"{k} = {_toml_value(v)}" for k, v in value.items() if _toml_value(v)]
-        return "{ " + ", ".join(items) + " }" if items else "{}"
+        pairs = [f"{k} = {_toml_value(v)}" for k, v in value.items() if _toml_value(v)]
+        return "{ " + ", ".join(pairs) + " }" if pairs else "{}"
     if dataclasses.is_dataclass(value):
         return None  # a table: written as its own section
     return None
@@ -815,7 +815,8 @@ def config_template(state_dir: str, secrets: dict[str, str]) -> str:
     out = [
         "# proximity-gateway configuration (written once by scripts/install; never overwritten).",
         "# Every key is optional; commented lines show the defaults. Reference: docs/config.md.",
-        "# Check a change with `gateway doctor`; apply it with `systemctl reload proximity-gateway`.",
+        "# Check a change with `gateway doctor`, apply it with",
+        "# `systemctl reload proximity-gateway` (SIGHUP).",
         "",
     ]
 

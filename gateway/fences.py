@@ -124,6 +124,8 @@ def _placement(store: StoreMap) -> list[Finding]:
 def _overlaps(store: StoreMap) -> list[Finding]:
     out: list[Finding] = []
     zones = store.zones
+    if len(zones) < 2:
+        return out
     tree = STRtree([z.shape for z in zones])
     left, right = tree.query([z.shape for z in zones], predicate="intersects")
     for i, j in zip(left.tolist(), right.tolist(), strict=True):

@@ -191,3 +191,13 @@ def test_walls_attenuate_in_the_simulator() -> None:
     assert with_walls and len(with_walls) == len(without)
     # gw-till at (13.6, 5.8) hears the stock room through one 6 dB wall
     assert all(w == n - 6 for w, n in zip(with_walls, without, strict=True))
+
+
+def test_a_map_broken_beyond_its_features_is_still_checked_not_crashed() -> None:
+    empty = {"type": "FeatureCollection", "features": [{"type": "Feature"}, {"kind": "zone"}]}
+    store, findings = check_data(empty, "m.geojson")
+    assert store is not None and store.zones == []
+    problems = [f.problem for f in findings]
+    assert any("not a GeoJSON Feature" in p for p in problems)
+    assert any("no zone features" in p for p in problems)
+    assert any("no gateway" in p for p in problems)

@@ -84,18 +84,20 @@ def test_install_again_uninstall_and_purge(tmp_path: Path) -> None:
     assert config.gateway.pseudonym_key != Config().gateway.pseudonym_key
     assert config.nfc.loyalty_key != Config().nfc.loyalty_key
     assert config_file.stat().st_mode & 0o777 == 0o640
+
     def pruned(table: dict[str, Any]) -> dict[str, Any]:
         out = {k: pruned(v) if isinstance(v, dict) else v for k, v in table.items()}
         return {k: v for k, v in out.items() if v != {}}
 
-    assert pruned(tomllib.loads(config_file.read_text())) == {  # only these are set; all else default
+    # only these are set; everything else stays at its default
+    assert pruned(tomllib.loads(config_file.read_text())) == {
         "gateway": {
             "state_dir": f"/var/lib/{NAME}",
             "pseudonym_key": config.gateway.pseudonym_key,
         },
         "nfc": {"loyalty_key": config.nfc.loyalty_key},
     }
-    assert "# control_listen = \"127.0.0.1:8787\"" in config_file.read_text()
+    assert '# control_listen = "127.0.0.1:8787"' in config_file.read_text()
     # the unit, enabled without a running systemd
     unit = root / "etc" / "systemd" / "system" / f"{NAME}.service"
     settings = _unit_settings(unit.read_text())

@@ -1,0 +1,391 @@
+"""`gateway doctor`: does this box work? One line per check, each failure with its fix.
+
+Checks run in order; a check whose prerequisite failed (no valid config) is skipped, not
+failed again. Statuses: pass, warn (works, but look at it), fail (does not work), skip.
+The exit code is 1 when anything failed, so install scripts and monitoring can use it.
+Nothing here writes except a probe file in the state directory, removed at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import os
+import shutil
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import Config, ConfigError, host_port, load_config
+
+PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
+MIN_FREE_MB = 50
+LOW_FREE_MB = 500
+# A clock before this is certainly wrong (no RTC on a Pi, and no NTP yet).
+EARLIEST_PLAUSIBLE = 1767225600.0  # 2026-01-01
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    status: str
+    detail: str
+    fix: str = ""
+
+    def line(self) -> str:
+        text = f"{self.status.upper():<4}  {self.name:<12} {self.detail}"
+        return text + (f"\n      {'':<12} fix: {self.fix}" if self.fix else "")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_checks(config_file: str, timeout_s: float = 5.0) -> list[Check]:
+    checks: list[Check] = []
+    try:
+        config = load_config(config_file)
+    except ConfigError as exc:
+        checks.append(
+            Check("config", FAIL, str(exc), "correct the key named above (docs/config.md)")
+        )
+        for name in ("state", "database", "map", "bluetooth", "nfc", "broker", "clock"):
+            checks.append(Check(name, SKIP, "needs a valid config"))
+        return checks
+    checks.append(Check("config", PASS, f"{config_file} is valid"))
+    state = config.state_path
+    checks.append(check_state_dir(state))
+    checks.append(check_database(state / "gateway.db"))
+    checks.append(check_map(config))
+    checks.extend(asyncio.run(check_bluetooth(config, timeout_s)))
+    checks.extend(check_nfc(config))
+    checks.append(asyncio.run(check_broker(config, timeout_s)))
+    checks.append(check_clock())
+    checks.append(check_daemon(config, timeout_s))
+    return checks
+
+
+def check_state_dir(state: Path) -> Check:
+    try:
+        state.mkdir(parents=True, exist_ok=True)
+        probe = state / f".doctor-{os.getpid()}"
+        probe.write_bytes(b"probe")
+        probe.unlink()
+    except OSError as exc:
+        return Check(
+            "state",
+            FAIL,
+            f"{state} is not writable: {exc.strerror or exc}",
+            "chown the directory to the service user, or set gateway.state_dir",
+        )
+    free_mb = shutil.disk_usage(state).free / 1e6
+    if free_mb < MIN_FREE_MB:
+        return Check(
+            "state",
+            FAIL,
+            f"{state}: only {free_mb:.0f} MB free",
+            "free space: the outbox and the profile cache need room",
+        )
+    if free_mb < LOW_FREE_MB:
+        return Check(
+            "state",
+            WARN,
+            f"{state}: {free_mb:.0f} MB free",
+            "less than 500 MB: an outage backlog may not fit",
+        )
+    return Check("state", PASS, f"{state} writable, {free_mb:,.0f} MB free")
+
+
+def check_database(path: Path) -> Check:
+    from .db import SCHEMA_VERSION
+
+    if not path.exists():
+        return Check("database", PASS, f"{path} will be created at first start")
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            result = conn.execute("PRAGMA quick_check").fetchone()
+            version_row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        return Check(
+            "database",
+            FAIL,
+            f"{path}: {exc}",
+            "stop the service, move the file aside, restart (profiles resync from "
+            "the backend; unsent events in it are lost)",
+        )
+    if result != ("ok",):
+        return Check(
+            "database",
+            FAIL,
+            f"{path}: integrity check says {result[0]}",
+            "stop the service, run sqlite3 .recover into a new file, or move it aside",
+        )
+    version = version_row[0] or 0
+    if version > SCHEMA_VERSION:
+        return Check(
+            "database",
+            FAIL,
+            f"schema {version} is newer than this gateway's {SCHEMA_VERSION}",
+            "upgrade the gateway",
+        )
+    return Check("database", PASS, f"{path}: integrity ok, schema {version}")
+
+
+def check_map(config: Config) -> Check:
+    from .fences import check_file
+
+    path = config.resolve(config.map.path)
+    store, findings = check_file(path)
+    errors = [f for f in findings if f.severity == "error"]
+    if errors:
+        first = errors[0]
+        return Check(
+            "map",
+            FAIL,
+            f"{path}: {len(errors)} errors, first: {first.where}: {first.problem}",
+            f"gateway fences check {path}",
+        )
+    assert store is not None
+    detail = (
+        f"{path.name}: {len(store.zones)} zones, {len(store.receivers)} gateways, "
+        f"{len(store.anchors)} beacons"
+    )
+    if findings:
+        return Check(
+            "map", WARN, f"{detail}; {len(findings)} warnings", f"gateway fences check {path}"
+        )
+    return Check("map", PASS, detail)
+
+
+async def check_bluetooth(config: Config, timeout_s: float) -> list[Check]:
+    adapters = list(config.sources.ble)
+    if not adapters:
+        return [Check("bluetooth", SKIP, "no [sources.ble.<adapter>] configured")]
+    try:
+        objects = await asyncio.wait_for(_bluez_objects(), timeout_s)
+    except FileNotFoundError:
+        return [
+            Check(
+                "bluetooth",
+                FAIL,
+                "no D-Bus system bus",
+                "install and start dbus (apt-get install dbus)",
+            )
+        ]
+    except Exception as exc:  # dbus-fast raises its own error types
+        return [
+            Check(
+                "bluetooth",
+                FAIL,
+                f"BlueZ not answering on D-Bus: {exc}",
+                "systemctl start bluetooth (apt-get install bluez)",
+            )
+        ]
+    out = []
+    for adapter in adapters:
+        props = objects.get(f"/org/bluez/{adapter}", {}).get("org.bluez.Adapter1")
+        if props is None:
+            found = sorted(p.rsplit("/", 1)[-1] for p in objects if p.count("/") == 3)
+            out.append(
+                Check(
+                    "bluetooth",
+                    FAIL,
+                    f"{adapter}: no such adapter (BlueZ has {', '.join(found) or 'none'})",
+                    "plug in the dongle, or fix the adapter name in [sources.ble]",
+                )
+            )
+        elif not props.get("Powered"):
+            out.append(
+                Check(
+                    "bluetooth",
+                    FAIL,
+                    f"{adapter}: present but powered off",
+                    "bluetoothctl power on (or rfkill unblock bluetooth)",
+                )
+            )
+        else:
+            out.append(Check("bluetooth", PASS, f"{adapter}: {props.get('Address', '?')}, powered"))
+    return out
+
+
+async def _bluez_objects() -> dict[str, dict[str, dict[str, Any]]]:
+    from dbus_fast import BusType, Message, MessageType
+    from dbus_fast.aio import MessageBus
+
+    bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+    try:
+        reply = await bus.call(
+            Message(
+                destination="org.bluez",
+                path="/",
+                interface="org.freedesktop.DBus.ObjectManager",
+                member="GetManagedObjects",
+            )
+        )
+    finally:
+        bus.disconnect()
+    if reply is None or reply.message_type == MessageType.ERROR:
+        raise ConnectionError(reply.error_name if reply is not None else "no reply")
+    objects: dict[str, dict[str, dict[str, Any]]] = {}
+    for path, interfaces in reply.body[0].items():
+        objects[path] = {
+            name: {k: v.value for k, v in props.items()} for name, props in interfaces.items()
+        }
+    return objects
+
+
+def check_nfc(config: Config) -> list[Check]:
+    from .profiles import load_reader_profile
+    from .sources.nfc import open_frontend
+
+    out = []
+    for touchpoint, settings in config.nfc.touchpoints.items():
+        device = settings.device
+        if not device and settings.reader_profile:
+            device = load_reader_profile(settings.reader_profile).device
+        if not device:
+            continue
+        try:
+            frontend = open_frontend(device)
+        except OSError as exc:
+            out.append(
+                Check(
+                    "nfc",
+                    FAIL,
+                    f"{touchpoint}: {exc}",
+                    "plug the reader in; for USB readers unload pn533_usb "
+                    "(echo 'blacklist pn533_usb' > /etc/modprobe.d/nfc.conf)",
+                )
+            )
+            continue
+        frontend.close()
+        out.append(Check("nfc", PASS, f"{touchpoint}: reader at {device} opens"))
+    return out or [Check("nfc", SKIP, "no NFC touchpoint with a reader configured")]
+
+
+async def check_broker(config: Config, timeout_s: float) -> Check:
+    mqtt = config.mqtt
+    if not mqtt.enabled:
+        return Check("broker", SKIP, "[mqtt] enabled = false (offline store)")
+    import aiomqtt
+
+    from .uplink import client_settings
+
+    where = f"{mqtt.host}:{mqtt.port}"
+    settings = client_settings(mqtt, config, b"")
+    settings.pop("will", None)  # a probe must not announce this gateway offline
+    settings["identifier"] = f"{settings['identifier']}-doctor"
+    settings["timeout"] = timeout_s
+    started = time.monotonic()
+    try:
+        async with aiomqtt.Client(**settings):
+            pass
+    except Exception as exc:
+        hint = "check host/port, credentials and certificates in [mqtt]"
+        if "certificate" in str(exc).lower():
+            hint = "the broker's certificate is not trusted: set mqtt.ca_file"
+        return Check("broker", FAIL, f"{where}: {exc}", hint)
+    ms = (time.monotonic() - started) * 1000
+    if not mqtt.tls:
+        return Check(
+            "broker",
+            WARN,
+            f"{where} reachable in {ms:.0f} ms, WITHOUT TLS",
+            "set mqtt.tls = true unless the broker is on this box",
+        )
+    return Check("broker", PASS, f"{where} reachable over TLS in {ms:.0f} ms")
+
+
+class _Timex(ctypes.Structure):
+    # struct timex from <sys/timex.h> (Linux): only the leading fields are read; the rest is
+    # padding large enough for every architecture.
+    _fields_ = [
+        ("modes", ctypes.c_uint),
+        ("offset", ctypes.c_long),
+        ("freq", ctypes.c_long),
+        ("maxerror", ctypes.c_long),
+        ("esterror", ctypes.c_long),
+        ("status", ctypes.c_int),
+        ("_rest", ctypes.c_byte * 256),
+    ]
+
+
+TIME_ERROR = 5  # adjtimex: the clock is not synchronised
+
+
+def clock_synchronised() -> bool | None:
+    """The kernel's own view (what timedatectl reports as 'System clock synchronized')."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        libc = ctypes.CDLL(name, use_errno=True)
+        timex = _Timex()
+        state = libc.adjtimex(ctypes.byref(timex))
+    except (OSError, AttributeError):
+        return None
+    if state < 0:
+        return None
+    return bool(state != TIME_ERROR)
+
+
+def check_clock(now: Callable[[], float] = time.time) -> Check:
+    t = now()
+    when = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(t))
+    if t < EARLIEST_PLAUSIBLE:
+        return Check(
+            "clock",
+            FAIL,
+            f"system time {when} is in the past",
+            "enable NTP (timedatectl set-ntp true); offers and EIDs depend on time",
+        )
+    synced = clock_synchronised()
+    if synced is None:
+        return Check("clock", WARN, f"{when}; synchronisation state unknown", "check timedatectl")
+    if not synced:
+        return Check(
+            "clock",
+            WARN,
+            f"{when}, NOT synchronised (quiet hours, caps and rotating ids drift with it)",
+            "timedatectl set-ntp true (systemd-timesyncd or chrony)",
+        )
+    return Check("clock", PASS, f"{when}, synchronised")
+
+
+def check_daemon(config: Config, timeout_s: float) -> Check:
+    if not config.service.control_listen:
+        return Check("daemon", SKIP, "service.control_listen is off")
+    import httpx
+
+    host, port = host_port(config.service.control_listen)
+    host = f"[{host}]" if ":" in host else host
+    try:
+        reply = httpx.get(f"http://{host}:{port}/status", timeout=timeout_s)
+        status = reply.json()
+    except (httpx.HTTPError, ValueError):
+        return Check(
+            "daemon",
+            WARN,
+            f"not answering on {config.service.control_listen}",
+            "systemctl start proximity-gateway (journalctl -u proximity-gateway)",
+        )
+    detail = (
+        f"running {status['uptime_s']:.0f} s, {status['tracked_devices']} devices, "
+        f"outbox {sum(status['outbox']['depth'].values())}"
+    )
+    if not status.get("ready"):
+        return Check("daemon", WARN, f"{detail}; not ready yet", "wait, then look at the log")
+    if status["mqtt"]["enabled"] and not status["mqtt"]["connected"]:
+        return Check(
+            "daemon",
+            WARN,
+            f"{detail}; broker disconnected: {status['mqtt']['last_error']}",
+            "see the broker check above",
+        )
+    return Check("daemon", PASS, detail)
