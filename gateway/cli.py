@@ -17,6 +17,7 @@ from typing import Any
 
 from . import __version__
 from .config import ConfigError, describe, load_config
+from .model import Advert
 from .storemap import MapError
 
 
@@ -32,6 +33,116 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .service import run_service
 
     return run_service(args.config, once=args.once, verbose=args.verbose)
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    """A timed measurement of a known beacon at a known distance from a receiver."""
+    from . import calibration, decode
+    from .profiles import load_beacon_profile
+    from .storemap import load_map
+
+    config = load_config(args.config)
+    store = load_map(config.resolve(config.map.path))
+    anchor = next((a for a in store.anchors if a.id == args.beacon), None)
+    if anchor is None:
+        known = ", ".join(a.id for a in store.anchors) or "none"
+        print(
+            f"gateway calibrate: no beacon {args.beacon!r} in the map (known: {known})",
+            file=sys.stderr,
+        )
+        return 2
+    if args.distance <= 0 or args.distance > 20:
+        print("gateway calibrate: --distance must be between 0 and 20 m", file=sys.stderr)
+        return 2
+    profile = load_beacon_profile(anchor.profile)
+    calibrator = calibration.Calibrator(
+        anchor.id, args.distance, profile.measured_power_dbm, profile.path_loss_exponent
+    )
+
+    def on_advert(advert: Advert) -> None:
+        frame, _reason = decode.decode_advert(advert)
+        wanted = args.receiver is None or advert.receiver == args.receiver
+        if frame is not None and frame.identity == anchor.identity and wanted:
+            calibrator.add(advert.receiver, advert.rssi)
+
+    print(
+        f"Calibrating {anchor.id} ({profile.vendor} {profile.model}, nominal "
+        f"{profile.measured_power_dbm:.0f} dBm at 1 m). Hold it {args.distance:g} m from "
+        f"{args.receiver or 'the gateway'}, in line of sight, and keep still.",
+        file=sys.stderr,
+    )
+    if args.trace:
+        from .sources.trace import parse_line
+
+        with open(args.trace, encoding="utf-8") as lines:
+            for number, text in enumerate(lines, start=1):
+                item = parse_line(text, number)
+                if isinstance(item, Advert):
+                    on_advert(item)
+    else:
+        if not config.sources.ble:
+            raise ConfigError(
+                args.config, "sources.ble", "no BLE adapter configured to listen with"
+            )
+        asyncio.run(_listen(config, args.seconds, on_advert, calibrator))
+    result = calibrator.result(args.receiver)
+    if result is None:
+        print(f"gateway calibrate: {anchor.id} was not heard", file=sys.stderr)
+        return 1
+    print(
+        f"{result.receiver}: {result.samples} readings, median {result.median_dbm:.1f} dBm "
+        f"(p10 {result.p10_dbm:.1f}, p90 {result.p90_dbm:.1f}, spread {result.spread_db:.1f} dB)"
+        f"\n  at 1 m: {result.measured_power_dbm:.1f} dBm; nominal "
+        f"{result.nominal_power_dbm:.1f} → receiver offset {result.offset_db:+.1f} dB"
+    )
+    problems = result.problems()
+    for problem in problems:
+        print(f"  not saved: {problem}", file=sys.stderr)
+    if problems:
+        return 1
+    if args.dry_run:
+        return 0
+    path = calibration.save(config.state_path, result)
+    print(f"  saved to {path}; applied at the next start or reload (systemctl reload)")
+    return 0
+
+
+async def _listen(config: Any, seconds: float, on_advert: Any, calibrator: Any) -> None:
+    """Scan with every configured adapter for `seconds`, drawing a progress bar."""
+    from .sources.ble import BleSource
+
+    def emit(item: object) -> None:
+        if isinstance(item, Advert):
+            on_advert(item)
+
+    scanners = [
+        BleSource(name, settings, settings.receiver or config.gateway.id, emit)
+        for name, settings in config.sources.ble.items()
+    ]
+    tasks = [asyncio.create_task(s.run()) for s in scanners]
+    started = time.monotonic()
+    tty = sys.stderr.isatty()
+    last_line = -5.0
+    try:
+        while (elapsed := time.monotonic() - started) < seconds:
+            await asyncio.sleep(0.25)
+            if tty or elapsed - last_line >= 5:
+                last_line = elapsed
+                done = int(30 * min(1.0, elapsed / seconds))
+                bar = "#" * done + "." * (30 - done)
+                start = "\r" if tty else ""
+                print(
+                    f"{start}[{bar}] {elapsed:4.0f}/{seconds:.0f} s  {calibrator.count()} readings",
+                    end="" if tty else "\n",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if tty:
+            print(file=sys.stderr)
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
@@ -477,6 +588,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state", help="keep the state here instead of a throw-away directory")
     p.set_defaults(func=_cmd_demo)
 
+    p = sub.add_parser(
+        "calibrate", help="measure a known beacon at a known distance; save the receiver offset"
+    )
+    p.add_argument("--config", required=True)
+    p.add_argument("--beacon", required=True, help="a beacon feature id of the store map")
+    p.add_argument("--distance", type=float, default=1.0, help="metres from the receiver")
+    p.add_argument("--seconds", type=float, default=30.0, help="how long to measure")
+    p.add_argument("--receiver", help="which receiver (default: the one hearing it most)")
+    p.add_argument("--trace", help="measure from a recorded trace instead of the radio")
+    p.add_argument("--dry-run", action="store_true", help="report, do not save")
+    p.set_defaults(func=_cmd_calibrate)
     p = sub.add_parser("doctor", help="check this box: config, storage, radios, broker, clock")
     p.add_argument("--config", required=True)
     p.add_argument("--json", action="store_true", help="machine-readable results")

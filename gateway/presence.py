@@ -22,6 +22,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
+from .calibration import receiver_offsets
 from .config import Config
 from .model import Position
 from .profiles import BeaconProfile
@@ -313,12 +314,16 @@ class PresenceTracker:
         receivers: dict[str, tuple[float, float]],
         calibration: dict[str, tuple[float | None, float | None]] | None = None,
         receiver_levels: dict[str, int] | None = None,
+        receiver_offsets: dict[str, float] | None = None,
     ):
         self.settings = settings
         self.receivers = receivers
         # Only a multi-storey store needs levels: receiver → floor number.
         levels = receiver_levels or {}
         self.receiver_levels = levels if len(set(levels.values())) > 1 else {}
+        # Store-local calibration (`gateway calibrate`): each receiver's gain in dB, added to
+        # every device's measured power heard there.
+        self.receiver_offsets = receiver_offsets or {}
         # receiver → (RSSI at 1 m, path-loss exponent), each None for "use the default"
         self.calibration = calibration or {}
         self.devices: dict[str, _Device] = {}
@@ -371,7 +376,7 @@ class PresenceTracker:
             rx, ry = self.receivers[receiver]
             power, exponent = self.calibration.get(receiver, (None, None))
             if power is None or s.measured_power_override is not None:
-                power = state.measured_power
+                power = state.measured_power + self.receiver_offsets.get(receiver, 0.0)
             n = exponent if exponent is not None else s.path_loss_exponent
             d = rssi_to_distance(flt.level, power, n)
             sigma = distance_sigma(d, flt.sigma, n)
@@ -438,4 +443,10 @@ def tracker_for(
         ),
         min_solve_interval_s=solve_interval_s,
     )
-    return PresenceTracker(settings, store.receivers, store.calibration, store.receiver_levels)
+    return PresenceTracker(
+        settings,
+        store.receivers,
+        store.calibration,
+        store.receiver_levels,
+        receiver_offsets(config.state_path),
+    )
