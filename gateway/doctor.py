@@ -381,6 +381,19 @@ def check_daemon(config: Config, timeout_s: float) -> Check:
     )
     if not status.get("ready"):
         return Check("daemon", WARN, f"{detail}; not ready yet", "wait, then look at the log")
+    unwell = {
+        b: v["status"]
+        for b, v in status.get("beacons", {}).items()
+        if v["status"] in ("missing", "low_battery", "slow")
+    }
+    if unwell:
+        listed = ", ".join(f"{b} {s.replace('_', ' ')}" for b, s in sorted(unwell.items()))
+        return Check(
+            "daemon",
+            WARN,
+            f"{detail}; beacons: {listed}",
+            "replace the battery or check the beacon's place and power",
+        )
     if status["mqtt"]["enabled"] and not status["mqtt"]["connected"]:
         return Check(
             "daemon",

@@ -191,6 +191,14 @@ def exposition(gateway: Gateway, runtime: Runtime) -> str:
             int(source.state == "scanning"),
             adapter=source.adapter,
         )
+    for anchor, state in sorted(gateway.pipeline.fleet.states.items()):
+        m(
+            "gateway_beacon_ok",
+            "gauge",
+            "1 while a fixed beacon is healthy (0: missing, low battery, slow, not yet heard).",
+            int(state.status == "ok"),
+            beacon=anchor,
+        )
     m(
         "gateway_loop_lag_seconds",
         "gauge",
@@ -263,6 +271,16 @@ def status(gateway: Gateway, runtime: Runtime) -> dict[str, Any]:
             "connected": bool(uplink and uplink.stats.connected),
             "delivered": uplink.stats.delivered if uplink else 0,
             "last_error": uplink.stats.last_error if uplink else "",
+        },
+        "beacons": {
+            anchor: {
+                "status": state.status,
+                "battery_mv": state.battery_mv,
+                "seen_s_ago": None
+                if state.last_seen is None
+                else round(gateway.pipeline.now - state.last_seen, 1),
+            }
+            for anchor, state in gateway.pipeline.fleet.states.items()
         },
         "loop_lag_ms": round(runtime.loop_lag_s * 1000, 2),
         "reloads": dict(runtime.reloads),

@@ -27,9 +27,12 @@ from gateway.daemon import Gateway
 from gateway.resources import data_file
 from gateway.sdnotify import Notifier
 from gateway.service import Service
+from gateway.sim import ANCHOR_UUID
 
 from .broker import free_port
 from .conftest import REPO
+
+MAP = REPO / "geofences" / "demo-bookstore.geojson"
 
 
 class NotifySocket:
@@ -137,7 +140,17 @@ def test_daemon_ready_watchdog_status_metrics_reload_and_stop(
     tmp_path: Path, notify: NotifySocket
 ) -> None:
     port = free_port()
-    cfg = _config(tmp_path, port)
+    # the demo store plus a beacon that is never heard: it goes missing after 10 s
+    store = json.loads((REPO / "geofences" / "demo-bookstore.geojson").read_text())
+    ghost = json.loads(json.dumps(store["features"][-1]))
+    ghost["properties"].update(id="bcn-ghost", ibeacon=ANCHOR_UUID + ":9:9")
+    store["features"].append(ghost)
+    (tmp_path / "store.geojson").write_text(json.dumps(store))
+    cfg = _config(
+        tmp_path,
+        port,
+        f"[map]\npath = '{tmp_path / 'store.geojson'}'\n[fleet]\nmissing_after_s = 10.0\n",
+    )
     seeding = Gateway(load_config(str(cfg)), quiet_sink=True)  # the demo's shoppers
     seeding.identity.load_seed(json.loads(data_file("demo-profiles.json").read_text()))
     seeding.close()
@@ -183,6 +196,23 @@ def test_daemon_ready_watchdog_status_metrics_reload_and_stop(
         assert status.returncode == 0, status.stderr
         assert "gw-demo-1 @ demo-bookstore" in status.stdout and "ISSUED" in status.stdout
         assert "gw-entrance" in status.stdout and "mqtt      off" in status.stdout
+        # the fleet: the ghost beacon is reported missing, by metrics and by doctor
+        deadline = time.monotonic() + 30
+        while _metrics(port).get(("gateway_beacon_ok", (("beacon", "bcn-ghost"),))) != 0 or (
+            _metrics(port)[("gateway_beacon_ok", (("beacon", "bcn-kids"),))] != 1
+        ):
+            assert time.monotonic() < deadline, {
+                k: v for k, v in _metrics(port).items() if k[0] == "gateway_beacon_ok"
+            }
+            time.sleep(0.3)
+        doctor = subprocess.run(
+            [sys.executable, "-m", "gateway", "doctor", "--config", str(cfg), "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        daemon_check = next(c for c in json.loads(doctor.stdout) if c["name"] == "daemon")
+        assert daemon_check["status"] == "warn" and "bcn-ghost missing" in daemon_check["detail"]
 
         # SIGHUP with a broken config: refused, the daemon keeps serving the old one
         good = cfg.read_text()
@@ -195,8 +225,7 @@ def test_daemon_ready_watchdog_status_metrics_reload_and_stop(
         assert "zones.dwell_s" in notify.messages[refused][1]["STATUS"]
         # SIGHUP with a good new config: a new map, applied live
         cfg.write_text(
-            good + f"[map]\npath = '{REPO / 'geofences' / 'demo-bookstore.geojson'}'\n"
-            "[zones]\ndwell_s = 12.0\n"
+            good.replace(str(tmp_path / "store.geojson"), str(MAP)) + "[zones]\ndwell_s = 12.0\n"
         )
         mark = len(notify.messages)
         daemon.send_signal(signal.SIGHUP)
