@@ -193,6 +193,21 @@ class PickupDiscountSection:
         "Also trigger when the shopper dwells in the zone where the cart item is stocked.",
         default=True,
     )
+    pass_zones: list[str] = doc(
+        "Zone ids (e.g. the pavement in front of the window) whose enter event triggers the "
+        "offer for a shopper passing by.",
+        default_factory=list,
+    )
+    segments: list[str] = doc(
+        "Audience: only shoppers in at least one of these segments (from their profile). "
+        "Empty: every consenting shopper.",
+        default_factory=list,
+    )
+    priority: int = doc(
+        "When several campaigns trigger on the same event, the highest priority decides "
+        "first; once one issues an offer the others are recorded as 'superseded'.",
+        default=0,
+    )
     validity_s: int = doc("How long an issued code stays redeemable, in seconds.", default=7200)
     max_per_day: int = doc(
         "At most this many offers of this campaign per shopper per store day.", default=1
@@ -225,6 +240,9 @@ class PickupDiscountSection:
             except (KeyError, IndexError, ValueError):
                 problems[key] = "only {title} and {percent} may be used as placeholders"
         return problems
+
+    def with_id(self, campaign: str) -> PickupDiscountSection:
+        return dataclasses.replace(self, campaign=campaign)
 
     def message_for(self, language: str) -> str:
         """The template for a shopper's language: exact tag, then its primary language."""
@@ -276,9 +294,25 @@ class OffersSection:
     pickup_discount: PickupDiscountSection = doc(
         "The flagship campaign.", default_factory=PickupDiscountSection
     )
+    campaigns: dict[str, PickupDiscountSection] = doc(
+        "More campaigns of the same kind, by id (`[offers.campaigns.<id>]`; the id is the "
+        "campaign id). Campaigns synced from the backend replace all local ones.",
+        default_factory=dict,
+    )
     limits: LimitsSection = doc(
         "Limits across campaigns, enforced before any push.", default_factory=LimitsSection
     )
+
+    def validate(self) -> dict[str, str]:
+        if self.pickup_discount.campaign in self.campaigns:
+            return {
+                f"campaigns.{self.pickup_discount.campaign}": "the flagship campaign already "
+                "has this id; pick another"
+            }
+        return {}
+
+    def all_campaigns(self) -> list[PickupDiscountSection]:
+        return [self.pickup_discount] + [c.with_id(k) for k, c in self.campaigns.items()]
 
 
 @dataclass(frozen=True, slots=True)

@@ -118,7 +118,15 @@ def _v4(db: sqlite_utils.Database) -> None:
     db.execute("CREATE TABLE documents (family TEXT PRIMARY KEY, body TEXT NOT NULL)")
 
 
-MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4]
+def _v5(db: sqlite_utils.Database) -> None:
+    # Audience and the shopper's own wishes: segments (campaign targeting), preferences
+    # (a personal daily cap, muted campaigns) and items the shopper declined.
+    db.execute("ALTER TABLE profiles ADD COLUMN segments TEXT NOT NULL DEFAULT '[]'")
+    db.execute("ALTER TABLE profiles ADD COLUMN preferences TEXT NOT NULL DEFAULT '{}'")
+    db.execute("ALTER TABLE profiles ADD COLUMN declined_skus TEXT NOT NULL DEFAULT '[]'")
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

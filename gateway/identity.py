@@ -8,6 +8,8 @@ a keyed hash of the identity, stable per gateway key, useless without it.
 
 from __future__ import annotations
 
+import json
+
 import hashlib
 import hmac
 import sqlite3
@@ -30,6 +32,10 @@ class Profile:
     consent_offers: bool
     opted_out: bool
     language: str
+    segments: frozenset[str] = frozenset()
+    max_offers_per_day: int | None = None  # the shopper's own cap (preferences)
+    muted_campaigns: frozenset[str] = frozenset()  # campaigns the shopper switched off
+    declined_skus: frozenset[str] = frozenset()  # items the shopper said no to
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,13 +68,24 @@ class IdentityStore:
 
     def profile(self, profile_id: str) -> Profile | None:
         row = self.conn.execute(
-            "SELECT profile_id, consent_offers, opted_out, language FROM profiles "
-            "WHERE profile_id = ?",
+            "SELECT profile_id, consent_offers, opted_out, language, segments, preferences, "
+            "declined_skus FROM profiles WHERE profile_id = ?",
             (profile_id,),
         ).fetchone()
         if row is None:
             return None
-        return Profile(str(row[0]), bool(row[1]), bool(row[2]), str(row[3] or "en"))
+        preferences = json.loads(row[5] or "{}")
+        cap = preferences.get("max_offers_per_day")
+        return Profile(
+            str(row[0]),
+            bool(row[1]),
+            bool(row[2]),
+            str(row[3] or "en"),
+            frozenset(json.loads(row[4] or "[]")),
+            int(cap) if cap is not None else None,
+            frozenset(preferences.get("muted_campaigns", [])),
+            frozenset(json.loads(row[6] or "[]")),
+        )
 
     def cart(self, profile_id: str) -> list[CartItem]:
         rows = self.conn.execute(
@@ -116,33 +133,20 @@ class IdentityStore:
         return {str(r[0]) for r in rows if r[0]}
 
     def load_seed(self, seed: dict[str, Any]) -> None:
-        """Load a seed document (profiles with identifiers and carts, and stock) atomically."""
-        profiles: list[dict[str, Any]] = []
-        identifiers: list[dict[str, Any]] = []
-        carts: list[dict[str, Any]] = []
-        for p in seed.get("profiles", []):
-            pid = p["profile_id"]
-            consent = p.get("consent", {})
-            profiles.append(
-                {
-                    "profile_id": pid,
-                    "consent_offers": int(bool(consent.get("proximity_offers", False))),
-                    "consent_at": consent.get("at"),
-                    "consent_source": consent.get("source"),
-                    "language": p.get("language", "en"),
-                    "opted_out": int(bool(p.get("opted_out", False))),
-                    "version": int(p.get("version", 1)),
-                }
-            )
-            identifiers.extend(
-                {"kind": i["kind"], "value": i["value"].lower(), "profile_id": pid}
-                for i in p.get("identifiers", [])
-            )
-            carts.extend({"profile_id": pid, **item} for item in p.get("cart", []))
+        """Load a seed document (profiles in the import format, and stock) atomically;
+        profiles go through the importer's validator (a bad one raises ValueError)."""
+        from .profile_import import LineError, Rows, profile_rows, row_writes
+
+        rows = Rows()
+        for index, document in enumerate(seed.get("profiles", [])):
+            try:
+                profile_rows(document, rows)
+            except LineError as exc:
+                raise ValueError(f"profiles[{index}].{exc.field}: {exc.reason}") from None
         with transaction(self.conn):
-            _upsert(self.conn, "profiles", profiles)
-            _upsert(self.conn, "identifiers", identifiers)
-            _upsert(self.conn, "cart_items", carts)
+            for sql, params in row_writes(rows):
+                if params:
+                    self.conn.executemany(sql, params)
             _upsert(self.conn, "stock", seed.get("stock", []))
 
 

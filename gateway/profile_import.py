@@ -163,12 +163,60 @@ def profile_rows(obj: Any, rows: Rows) -> None:
         kind = str(ident.get("kind"))
         identifiers.append((kind, normalise_identifier(kind, ident.get("value")), pid))
     carts = cart_rows(pid, obj.get("cart", []))
+    segments = _string_list(obj.get("segments", []), "segments")
+    declined = _string_list(obj.get("declined_skus", []), "declined_skus")
+    preferences = _preferences(obj.get("preferences", {}))
     rows.profiles.append(
-        (pid, int(offers), consent.get("at"), consent.get("source"), language, int(opted_out))
+        (
+            pid,
+            int(offers),
+            consent.get("at"),
+            consent.get("source"),
+            language,
+            int(opted_out),
+            json.dumps(sorted(set(segments))),
+            json.dumps(preferences, sort_keys=True),
+            json.dumps(sorted(set(declined))),
+        )
     )
     rows.identifiers.extend(identifiers)
     rows.carts.extend(carts)
     rows.replaced.append((pid,))
+
+
+def _string_list(value: Any, field: str, limit: int = 200) -> list[str]:
+    if not isinstance(value, list) or not all(
+        isinstance(v, str) and 0 < len(v) <= 64 for v in value
+    ):
+        raise LineError(field, "expected a list of short non-empty strings")
+    if len(value) > limit:
+        raise LineError(field, f"at most {limit} entries")
+    return value
+
+
+PREFERENCE_KEYS = ("max_offers_per_day", "muted_campaigns")
+
+
+def _preferences(value: Any) -> dict[str, Any]:
+    """The shopper's own settings; unknown keys are refused, not silently dropped."""
+    if not isinstance(value, dict):
+        raise LineError("preferences", "expected an object")
+    unknown = sorted(set(value) - set(PREFERENCE_KEYS))
+    if unknown:
+        raise LineError(
+            f"preferences.{unknown[0]}", f"unknown preference; known: {', '.join(PREFERENCE_KEYS)}"
+        )
+    out: dict[str, Any] = {}
+    cap = value.get("max_offers_per_day")
+    if cap is not None:
+        if isinstance(cap, bool) or not isinstance(cap, int) or not 0 <= cap <= 20:
+            raise LineError("preferences.max_offers_per_day", "expected an integer 0-20")
+        out["max_offers_per_day"] = cap
+    if "muted_campaigns" in value:
+        out["muted_campaigns"] = sorted(
+            set(_string_list(value["muted_campaigns"], "preferences.muted_campaigns"))
+        )
+    return out
 
 
 CART_INSERT = (
@@ -183,7 +231,8 @@ def row_writes(rows: Rows) -> list[tuple[str, list[tuple[Any, ...]]]]:
         ("DELETE FROM cart_items WHERE profile_id = ?", rows.replaced),
         (
             "INSERT OR REPLACE INTO profiles (profile_id, consent_offers, consent_at, "
-            "consent_source, language, opted_out) VALUES (?,?,?,?,?,?)",
+            "consent_source, language, opted_out, segments, preferences, declined_skus) "
+            "VALUES (?,?,?,?,?,?,?,?,?)",
             rows.profiles,
         ),
         (
@@ -195,6 +244,9 @@ def row_writes(rows: Rows) -> list[tuple[str, list[tuple[Any, ...]]]]:
 
 
 def _csv_profile(row: dict[str, str]) -> dict[str, Any]:
+    cap = (row.get("max_offers_per_day") or "").strip()
+    if cap and not cap.isdigit():
+        raise LineError("max_offers_per_day", "expected a whole number")
     obj: dict[str, Any] = {
         "profile_id": row.get("profile_id", ""),
         "consent": {
@@ -204,11 +256,20 @@ def _csv_profile(row: dict[str, str]) -> dict[str, Any]:
         },
         "language": row.get("language") or "en",
         "opted_out": _bool(row.get("opted_out", "false"), "opted_out"),
+        # lists in CSV cells: separated by ';'
+        "segments": _cells(row.get("segments")),
+        "declined_skus": _cells(row.get("declined_skus")),
         "identifiers": [
             {"kind": kind, "value": row[kind]} for kind in IDENTIFIER_KINDS if row.get(kind)
         ],
     }
+    if cap:
+        obj["preferences"] = {"max_offers_per_day": int(cap)}
     return obj
+
+
+def _cells(text: str | None) -> list[str]:
+    return [part.strip() for part in (text or "").split(";") if part.strip()]
 
 
 def read_documents(path: Path) -> Iterator[tuple[int, Any | LineError]]:
@@ -301,15 +362,18 @@ def export_profiles(conn: sqlite3.Connection, out: Any) -> int:
             {"sku": sku, "title": title, "price": price, "added_at": added}
         )
     count = 0
-    for pid, offers, at, source, language, opted_out in conn.execute(
-        "SELECT profile_id, consent_offers, consent_at, consent_source, language, opted_out "
-        "FROM profiles ORDER BY profile_id"
+    for pid, offers, at, source, language, opted_out, segs, prefs, declined in conn.execute(
+        "SELECT profile_id, consent_offers, consent_at, consent_source, language, opted_out, "
+        "segments, preferences, declined_skus FROM profiles ORDER BY profile_id"
     ):
         doc = {
             "profile_id": pid,
             "consent": {"proximity_offers": bool(offers), "at": at, "source": source},
             "language": language or "en",
             "opted_out": bool(opted_out),
+            "segments": json.loads(segs or "[]"),
+            "preferences": json.loads(prefs or "{}"),
+            "declined_skus": json.loads(declined or "[]"),
             "identifiers": identifiers.get(pid, []),
             "cart": carts.get(pid, []),
         }
