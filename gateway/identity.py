@@ -8,10 +8,9 @@ a keyed hash of the identity, stable per gateway key, useless without it.
 
 from __future__ import annotations
 
-import json
-
 import hashlib
 import hmac
+import json
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
