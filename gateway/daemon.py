@@ -96,7 +96,9 @@ class Gateway:
         self.sink = LocalPushSink(push_log, config.sinks.stdout and not quiet_sink)
         self.reporter = reporter
         self.summary = RunSummary()
-        self.offers.rule = downlink.stored_campaign(self.conn) or config.offers.pickup_discount
+        self.offers.set_campaigns(
+            downlink.stored_campaigns(self.conn) or config.offers.all_campaigns()
+        )
         self.ble_sources: list[BleSource] = []
         self.nfc_sources: list[NfcSource] = []
         self.on_commit: Callable[[], None] | None = None  # e.g. wake the uplink
@@ -117,8 +119,10 @@ class Gateway:
     def refresh(self) -> None:
         """Re-read caches derived from the database (after seeding or a downlink update)."""
         self.offers._stocked_zones = self.identity.stocked_zones()
-        # Campaign rules synced from the backend win over the local default.
-        self.offers.rule = downlink.stored_campaign(self.conn) or self.config.offers.pickup_discount
+        # Campaign rules synced from the backend win over the local defaults.
+        self.offers.set_campaigns(
+            downlink.stored_campaigns(self.conn) or self.config.offers.all_campaigns()
+        )
         self.pipeline.reload_identities()
 
     def process(self, batch: list[Item]) -> list[PipelineEvent]:
@@ -263,6 +267,10 @@ class Gateway:
                 )
             return
         if outcome == "applied":
+            if name == "campaigns":
+                # The good campaigns apply; each bad one is reported on its own.
+                for where, problem in downlink.campaign_rules(document["data"])[1]:
+                    self._reject(now, topic, "invalid_campaign", f"{where}: {problem}")
             self.refresh()
             self.pipeline.profiles.clear()  # identities may have changed: resolve again
             self.notify(

@@ -222,10 +222,14 @@ def _plan(family: str, kind: str, data: dict[str, Any]) -> list[Write]:
             )
         writes.append((CART_INSERT, carts))
     elif family == "campaigns":
-        # Rules as data: the flagship campaign's parameters, validated like the config file
-        # (every key named on error). A bad document changes nothing; the rule in force stays.
-        rule = campaign_rule(data)
-        body = json.dumps({"pickup_discount": data["pickup_discount"], "campaign": rule.campaign})
+        # Rules as data, validated like the config file (every key named on error). A bad
+        # campaign is left out and reported; it never disables the good ones. A document
+        # without a single good campaign changes nothing.
+        good, bad = campaign_rules(data)
+        if not good:
+            where, problem = bad[0]
+            raise ValueError(f"{where}: {problem}")
+        body = json.dumps({"campaigns": [raw for _rule, raw in good]})
         writes.append(
             ("INSERT OR REPLACE INTO documents (family, body) VALUES (?, ?)", [("campaigns", body)])
         )
@@ -233,25 +237,50 @@ def _plan(family: str, kind: str, data: dict[str, Any]) -> list[Write]:
     return writes
 
 
-def campaign_rule(data: dict[str, Any]) -> PickupDiscountSection:
-    """The pickup-discount rule from a campaigns document (ValueError names the key)."""
-    section = data.get("pickup_discount")
-    if not isinstance(section, dict):
-        raise ValueError("data.pickup_discount: expected an object of campaign settings")
-    try:
-        return build_section(PickupDiscountSection, section, "campaigns", "data.pickup_discount")
-    except ConfigError as exc:
-        raise ValueError(f"{exc.key}: {exc.problem}") from None
+def campaign_rules(
+    data: dict[str, Any],
+) -> tuple[list[tuple[PickupDiscountSection, dict[str, Any]]], list[tuple[str, str]]]:
+    """The campaigns of a document: (rule, its raw object) for the valid ones, (where,
+    problem) for the others. `pickup_discount` (one campaign) and/or `campaigns` (a list)."""
+    entries: list[tuple[str, Any]] = []
+    if "pickup_discount" in data:
+        entries.append(("data.pickup_discount", data["pickup_discount"]))
+    listed = data.get("campaigns", [])
+    if not isinstance(listed, list):
+        return [], [("data.campaigns", "expected a list of campaign objects")]
+    entries += [(f"data.campaigns[{i}]", c) for i, c in enumerate(listed)]
+    if not entries:
+        return [], [("data", "expected 'pickup_discount' and/or 'campaigns'")]
+    good: list[tuple[PickupDiscountSection, dict[str, Any]]] = []
+    bad: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for where, section in entries:
+        if not isinstance(section, dict):
+            bad.append((where, "expected an object of campaign settings"))
+            continue
+        try:
+            rule = build_section(PickupDiscountSection, section, "campaigns", where)
+        except ConfigError as exc:
+            bad.append((exc.key or where, exc.problem))
+            continue
+        if rule.campaign in seen:
+            bad.append((f"{where}.campaign", f"duplicate campaign id {rule.campaign!r}"))
+            continue
+        seen.add(rule.campaign)
+        good.append((rule, section))
+    return good, bad
 
 
-def stored_campaign(conn: sqlite3.Connection) -> PickupDiscountSection | None:
+def stored_campaigns(conn: sqlite3.Connection) -> list[PickupDiscountSection]:
+    """The campaigns last synced from the backend (empty: none, use the config's)."""
     row = conn.execute("SELECT body FROM documents WHERE family = 'campaigns'").fetchone()
     if row is None:
-        return None
+        return []
     try:
-        return campaign_rule(json.loads(row[0]))
+        good, _bad = campaign_rules(json.loads(row[0]))
     except (ValueError, json.JSONDecodeError):
-        return None  # an older gateway's document this one cannot read: keep the config
+        return []  # an older gateway's document this one cannot read: keep the config
+    return [rule for rule, _raw in good]
 
 
 class DocumentRejected(Exception):

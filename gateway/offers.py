@@ -40,6 +40,33 @@ CAP_DAY_ALL = "cap_day_all_campaigns"
 QUIET_HOURS = "quiet_hours"
 COOLDOWN = "cooldown"
 CAP_HOUR_STORE = "cap_hour_store"
+NOT_IN_SEGMENT = "not_in_segment"
+MUTED = "muted_by_shopper"
+ALREADY_DECLINED = "already_declined"
+CAP_DAY_SHOPPER = "cap_day_shopper"
+SUPERSEDED = "superseded"  # a higher-priority campaign made the offer for this trigger
+
+REASONS = (
+    ISSUED,
+    UNKNOWN,
+    OPTED_OUT,
+    NO_CONSENT,
+    NO_SAVED_CART,
+    OUT_OF_STOCK,
+    NOT_ITEM_ZONE,
+    ALREADY_REDEEMED,
+    ALREADY_OFFERED,
+    CAP_DAY,
+    CAP_DAY_ALL,
+    QUIET_HOURS,
+    COOLDOWN,
+    CAP_HOUR_STORE,
+    NOT_IN_SEGMENT,
+    MUTED,
+    ALREADY_DECLINED,
+    CAP_DAY_SHOPPER,
+    SUPERSEDED,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +122,10 @@ def decide_pickup(
         return Verdict(OPTED_OUT)
     if not facts.profile.consent_offers:
         return Verdict(NO_CONSENT)
+    if rule.campaign in facts.profile.muted_campaigns:
+        return Verdict(MUTED)
+    if rule.segments and not facts.profile.segments.intersection(rule.segments):
+        return Verdict(NOT_IN_SEGMENT)
     if not facts.cart:
         return Verdict(NO_SAVED_CART)
     if not facts.in_stock:
@@ -107,13 +138,19 @@ def decide_pickup(
     candidates = [c for c in candidates if c[0].sku not in facts.redeemed_skus]
     if not candidates:
         return Verdict(ALREADY_REDEEMED)
+    candidates = [c for c in candidates if c[0].sku not in facts.profile.declined_skus]
+    if not candidates:
+        return Verdict(ALREADY_DECLINED)
     if limits is not None and in_quiet_hours(limits.quiet_hours, facts.minute_of_day):
         return Verdict(QUIET_HOURS)
     if facts.offers_today >= rule.max_per_day:
         return Verdict(CAP_DAY)
+    if limits is not None and facts.offers_today_all >= limits.max_per_day:
+        return Verdict(CAP_DAY_ALL)
+    own_cap = facts.profile.max_offers_per_day
+    if own_cap is not None and facts.offers_today_all >= own_cap:
+        return Verdict(CAP_DAY_SHOPPER)
     if limits is not None:
-        if facts.offers_today_all >= limits.max_per_day:
-            return Verdict(CAP_DAY_ALL)
         if facts.since_last_push_s is not None and facts.since_last_push_s < limits.cooldown_s:
             return Verdict(COOLDOWN)
         if facts.store_offers_last_hour >= limits.max_per_hour_store:
@@ -140,41 +177,52 @@ def _stable_id(prefix: str, *parts: object) -> str:
 
 
 class OfferEngine:
+    """Every campaign, highest priority first. For one trigger each campaign that reacts to
+    it decides in turn; once one issues an offer, the rest are recorded as superseded: a
+    shopper gets at most one push per moment, and every campaign's answer is explained."""
+
     def __init__(
         self,
         conn: sqlite3.Connection,
         identity: IdentityStore,
-        rule: PickupDiscountSection,
+        rule: PickupDiscountSection | list[PickupDiscountSection],
         timezone: str,
         key: bytes,
         limits: LimitsSection | None = None,
     ) -> None:
         self.conn = conn
         self.identity = identity
-        self.rule = rule
+        self.campaigns: list[PickupDiscountSection] = []
+        self.set_campaigns(rule if isinstance(rule, list) else [rule])
         self.limits = limits
         self.tz = ZoneInfo(timezone)
         self.key = key
         self._stocked_zones = identity.stocked_zones()
 
+    def set_campaigns(self, campaigns: list[PickupDiscountSection]) -> None:
+        self.campaigns = sorted(campaigns, key=lambda c: (-c.priority, c.campaign))
+
+    @property
+    def rule(self) -> PickupDiscountSection:
+        """The campaign that decides first."""
+        return self.campaigns[0]
+
     def store_day(self, t: float) -> str:
         return datetime.fromtimestamp(t, self.tz).date().isoformat()
 
-    def trigger_for(self, event: ZoneEvent) -> str | None:
-        """Which zone events the campaign reacts to."""
-        if not self.rule.enabled:
+    def trigger_for(self, rule: PickupDiscountSection, event: ZoneEvent) -> str | None:
+        """Which zone events a campaign reacts to."""
+        if not rule.enabled:
             return None
-        if event.kind == "enter" and event.zone in self.rule.enter_zones:
+        if event.kind == "enter" and event.zone in rule.enter_zones:
             return f"enter:{event.zone}"
-        if (
-            event.kind == "dwell"
-            and self.rule.dwell_at_item_zone
-            and event.zone in self._stocked_zones
-        ):
+        if event.kind == "enter" and event.zone in rule.pass_zones:
+            return f"pass:{event.zone}"
+        if event.kind == "dwell" and rule.dwell_at_item_zone and event.zone in self._stocked_zones:
             return f"dwell:{event.zone}"
         return None
 
-    def facts(self, profile_id: str | None, t: float) -> PickupFacts:
+    def facts(self, profile_id: str | None, t: float, campaign: str = "") -> PickupFacts:
         if profile_id is None:
             return PickupFacts(None, [], [], frozenset(), 0)
         profile = self.identity.profile(profile_id)
@@ -196,7 +244,7 @@ class OfferEngine:
         day = self.store_day(t)
         today, today_all = self.conn.execute(
             "SELECT sum(campaign = ?), count(*) FROM offers WHERE profile_id = ? AND store_day = ?",
-            (self.rule.campaign, profile_id, day),
+            (campaign or self.rule.campaign, profile_id, day),
         ).fetchone()
         last_any = self.conn.execute(
             "SELECT max(issued_at) FROM offers WHERE profile_id = ? AND issued_at <= ?",
@@ -225,38 +273,84 @@ class OfferEngine:
             offered_today_skus=offered_today,
         )
 
+    def evaluate_all(
+        self, event: ZoneEvent, device: str, profile_id: str | None
+    ) -> list[OfferDecision]:
+        """Every campaign's decision for one zone event, in priority order (recorded).
+
+        Empty: the event triggers no campaign, or these very decisions were already taken (a
+        replay or a restart re-reading the same sightings): nothing is decided twice."""
+        dwell_zone = event.zone if event.kind == "dwell" else None
+        triggered = [
+            (rule, trigger)
+            for rule in self.campaigns
+            if (trigger := self.trigger_for(rule, event)) is not None
+        ]
+        return self._decide_in_turn(triggered, event.t, device, profile_id, dwell_zone)
+
     def evaluate(
         self, event: ZoneEvent, device: str, profile_id: str | None
     ) -> OfferDecision | None:
-        """Decide for one zone event; record the decision (and the offer).
+        """The decision that counts for one zone event: the issued one, else the first."""
+        decisions = self.evaluate_all(event, device, profile_id)
+        return next((d for d in decisions if d.issued), decisions[0] if decisions else None)
 
-        None: the event is no trigger, or this very decision was already taken (a replay or a
-        restart re-reading the same sightings): it is not taken, emitted or pushed again.
-        """
-        trigger = self.trigger_for(event)
-        if trigger is None:
-            return None
-        dwell_zone = event.zone if event.kind == "dwell" else None
-        return self.evaluate_trigger(trigger, event.t, device, profile_id, dwell_zone)
+    def evaluate_trigger_all(
+        self, trigger: str, t: float, device: str, profile_id: str | None, dwell_zone: str | None
+    ) -> list[OfferDecision]:
+        """Every enabled campaign's decision for a non-zone trigger ("tap:…")."""
+        triggered = [(rule, trigger) for rule in self.campaigns if rule.enabled]
+        return self._decide_in_turn(triggered, t, device, profile_id, dwell_zone)
 
     def evaluate_trigger(
         self, trigger: str, t: float, device: str, profile_id: str | None, dwell_zone: str | None
     ) -> OfferDecision | None:
-        """Decide for one trigger ("enter:…", "dwell:…", "tap:…"); None if already decided."""
-        if not self.rule.enabled:
-            return None
-        decision_id = _stable_id("dc", self.rule.campaign, device, trigger, t)
+        decisions = self.evaluate_trigger_all(trigger, t, device, profile_id, dwell_zone)
+        return next((d for d in decisions if d.issued), decisions[0] if decisions else None)
+
+    def _decide_in_turn(
+        self,
+        triggered: list[tuple[PickupDiscountSection, str]],
+        t: float,
+        device: str,
+        profile_id: str | None,
+        dwell_zone: str | None,
+    ) -> list[OfferDecision]:
+        decisions: list[OfferDecision] = []
+        issued = False
+        for rule, trigger in triggered:
+            decision = self._decide(rule, trigger, t, device, profile_id, dwell_zone, issued)
+            if decision is not None:
+                decisions.append(decision)
+                issued = issued or decision.issued
+        return decisions
+
+    def _decide(
+        self,
+        rule: PickupDiscountSection,
+        trigger: str,
+        t: float,
+        device: str,
+        profile_id: str | None,
+        dwell_zone: str | None,
+        superseded: bool,
+    ) -> OfferDecision | None:
+        decision_id = _stable_id("dc", rule.campaign, device, trigger, t)
         seen = self.conn.execute(
             "SELECT 1 FROM decisions WHERE decision_id = ?", (decision_id,)
         ).fetchone()
         if seen is not None:
             return None
-        verdict = decide_pickup(self.rule, self.facts(profile_id, t), dwell_zone, self.limits)
+        if superseded:
+            verdict = Verdict(SUPERSEDED)
+        else:
+            facts = self.facts(profile_id, t, rule.campaign)
+            verdict = decide_pickup(rule, facts, dwell_zone, self.limits)
         decision = OfferDecision(
             t=t,
             device=device,
             profile_id=profile_id,
-            campaign=self.rule.campaign,
+            campaign=rule.campaign,
             trigger=trigger,
             issued=False,
             reason=verdict.reason,
@@ -265,22 +359,13 @@ class OfferEngine:
         if verdict.item is not None and profile_id is not None:
             cart_item, stock = verdict.item
             day = self.store_day(t)
-            offer_id = _stable_id("of", self.rule.campaign, profile_id, cart_item.sku, day)
+            offer_id = _stable_id("of", rule.campaign, profile_id, cart_item.sku, day)
             code = offer_code(self.key, offer_id)
-            expires = t + self.rule.validity_s
+            expires = t + rule.validity_s
             self.conn.execute(
                 "INSERT OR IGNORE INTO offers (offer_id, profile_id, campaign, sku, code, "
                 "issued_at, expires_at, store_day, status) VALUES (?,?,?,?,?,?,?,?, 'issued')",
-                (
-                    offer_id,
-                    profile_id,
-                    self.rule.campaign,
-                    cart_item.sku,
-                    code,
-                    t,
-                    expires,
-                    day,
-                ),
+                (offer_id, profile_id, rule.campaign, cart_item.sku, code, t, expires, day),
             )
             title = cart_item.title or stock.title
             decision = dataclasses.replace(
@@ -290,9 +375,9 @@ class OfferEngine:
                 title=title,
                 code=code,
                 expires_at=expires,
-                percent=self.rule.percent,
-                message=self.rule.message_for(self._language(profile_id)).format(
-                    title=title, percent=self.rule.percent
+                percent=rule.percent,
+                message=rule.message_for(self._language(profile_id)).format(
+                    title=title, percent=rule.percent
                 ),
                 offer_id=offer_id,
             )
@@ -304,7 +389,7 @@ class OfferEngine:
                 t,
                 device,
                 profile_id,
-                self.rule.campaign,
+                rule.campaign,
                 trigger,
                 int(decision.issued),
                 decision.reason,

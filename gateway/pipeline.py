@@ -269,8 +269,9 @@ class Pipeline:
     def _on_zone_event(self, event: ZoneEvent) -> list[PipelineEvent]:
         self.stats.zone_events[event.kind] += 1
         out: list[PipelineEvent] = [event]
-        decision = self.offers.evaluate(event, event.device, self.profiles.get(event.device))
-        if decision is not None:
+        for decision in self.offers.evaluate_all(
+            event, event.device, self.profiles.get(event.device)
+        ):
             out.append(decision)
             self._count(decision)
         return out
@@ -317,10 +318,9 @@ class Pipeline:
                 self.stats.redemptions += 1
                 events.append(redemption)
         elif touchpoint.offer_on_tap:
-            decision = self.offers.evaluate_trigger(
+            for decision in self.offers.evaluate_trigger_all(
                 f"tap:{tap.reader}", tap.t, uid_identity, profile_id, None
-            )
-            if decision is not None:
+            ):
                 events.append(decision)
                 self._count(decision)
         return events

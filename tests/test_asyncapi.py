@@ -157,3 +157,10 @@ def test_shared_sightings_match_the_contract() -> None:
     assert validator.is_valid(body), list(validator.iter_errors(body))
     body["sightings"][0]["address"] = "C0:FF:EE:00:00:02"
     assert not validator.is_valid(body)  # the contract forbids MACs too
+
+
+def test_every_offer_reason_is_in_the_contract() -> None:
+    from gateway import offers
+
+    schema = DOC["components"]["schemas"]["OfferDecisionData"]["properties"]["reason"]
+    assert set(schema["enum"]) == set(offers.REASONS)
