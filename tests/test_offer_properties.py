@@ -30,6 +30,8 @@ profiles_st = st.lists(
             "consent": st.sampled_from([True, True, True, False]),
             "opted_out": st.sampled_from([False, False, False, True]),
             "cart": st.lists(st.sampled_from(SKUS), unique=True, max_size=3),
+            "segments": st.sampled_from([[], [], ["vip"], ["students"]]),
+            "declined": st.lists(st.sampled_from(SKUS), unique=True, max_size=1),
         }
     ),
     min_size=1,
@@ -65,7 +67,7 @@ limits_st = st.builds(
 def _engine(
     profiles: list[dict[str, object]],
     stock: dict[str, tuple[int, str]],
-    rule: PickupDiscountSection,
+    rule: PickupDiscountSection | list[PickupDiscountSection],
     limits: LimitsSection,
 ) -> OfferEngine:
     conn = sqlite3.connect(":memory:", isolation_level=None)
@@ -78,6 +80,8 @@ def _engine(
                     "profile_id": f"p{i}",
                     "consent": {"proximity_offers": p["consent"]},
                     "opted_out": p["opted_out"],
+                    "segments": p["segments"],
+                    "declined_skus": p["declined"],
                     "cart": [
                         {"sku": s, "title": s, "price": 1.0, "added_at": f"2026-11-0{j + 1}"}
                         for j, s in enumerate(p["cart"])
@@ -103,7 +107,10 @@ def test_trust_properties_hold_on_random_walks(
     per_campaign_day: int,
 ) -> None:
     rule = PickupDiscountSection(max_per_day=per_campaign_day)
-    engine = _engine(profiles, stock, rule, limits)
+    vip = PickupDiscountSection(
+        campaign="vip", percent=20, segments=["vip"], priority=5, max_per_day=per_campaign_day
+    )
+    engine = _engine(profiles, stock, [rule, vip], limits)
     t = T0
     decisions = []
     for pick, (kind, zone), gap in walk:
@@ -113,9 +120,9 @@ def test_trust_properties_hold_on_random_walks(
         device = f"dev-{who}"
         zone_event = ZoneEvent(kind, device, zone, t, t - 30, 0.9)  # type: ignore[arg-type]
         with db.transaction(engine.conn):
-            decision = engine.evaluate(zone_event, device, f"p{who}" if known else None)
-        if decision is not None:
-            decisions.append(decision)
+            moment = engine.evaluate_all(zone_event, device, f"p{who}" if known else None)
+        assert sum(d.issued for d in moment) <= 1, "two pushes for one moment"
+        decisions.extend(moment)
 
     issued = [d for d in decisions if d.issued]
     event(f"offers issued: {min(len(issued), 3)}{'+' if len(issued) >= 3 else ''}")
@@ -125,18 +132,24 @@ def test_trust_properties_hold_on_random_walks(
         assert d.issued == (d.reason == offers.ISSUED)
     by_profile: dict[str, list[float]] = defaultdict(list)
     per_day: Counter[tuple[str, str]] = Counter()
+    campaign_day: Counter[tuple[str, str, str]] = Counter()
     per_item_day: Counter[tuple[str, str, str]] = Counter()
     for d in issued:
         assert d.profile_id is not None
         p = profiles[int(d.profile_id[1:])]
         assert p["consent"] and not p["opted_out"], "offer to a shopper without consent"
         assert d.sku in p["cart"] and stock[d.sku][0] > 0  # type: ignore[operator, index]
+        assert d.sku not in p["declined"], "offer of an item the shopper declined"  # type: ignore[operator]
+        if d.campaign == "vip":
+            assert "vip" in p["segments"], "segment campaign outside its audience"  # type: ignore[operator]
         local = datetime.fromtimestamp(d.t, TZ)
         assert not in_quiet_hours(limits.quiet_hours, local.hour * 60 + local.minute)
         by_profile[d.profile_id].append(d.t)
         per_day[(d.profile_id, local.date().isoformat())] += 1
+        campaign_day[(d.profile_id, d.campaign, local.date().isoformat())] += 1
         per_item_day[(d.profile_id, d.sku, local.date().isoformat())] += 1  # type: ignore[index]
-    assert all(n <= min(per_campaign_day, limits.max_per_day) for n in per_day.values())
+    assert all(n <= limits.max_per_day for n in per_day.values())
+    assert all(n <= per_campaign_day for n in campaign_day.values())
     assert all(n == 1 for n in per_item_day.values())
     for times in by_profile.values():
         assert all(b - a >= limits.cooldown_s for a, b in itertools.pairwise(times))

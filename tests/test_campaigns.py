@@ -1,0 +1,154 @@
+"""Several campaigns: priorities, segments, the shopper's own wishes, passing the window,
+and campaign documents where one bad campaign leaves the good ones running."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from gateway import offers
+from gateway.config import LimitsSection, PickupDiscountSection, parse_config
+from gateway.db import transaction
+from gateway.downlink import apply_document, campaign_rules, stored_campaigns
+from gateway.identity import IdentityStore
+from gateway.model import OfferDecision, ZoneEvent
+from gateway.offers import OfferEngine
+from gateway.resources import data_file
+
+T0 = datetime(2026, 11, 23, 11, 0, tzinfo=ZoneInfo("Europe/Berlin")).timestamp()
+FLAGSHIP = PickupDiscountSection()
+VIP = PickupDiscountSection(
+    campaign="vip-20",
+    percent=20,
+    segments=["vip"],
+    priority=10,
+    message="VIP: {title} -{percent} %",
+)
+WINDOW = PickupDiscountSection(
+    campaign="window", percent=5, enter_zones=[], pass_zones=["window"], dwell_at_item_zone=False
+)
+NO_LIMITS = LimitsSection(quiet_hours=[], cooldown_s=0, max_per_day=10, max_per_hour_store=1000)
+
+
+def _seed(conn: sqlite3.Connection, **alice: Any) -> IdentityStore:
+    store = IdentityStore(conn)
+    seed = json.loads(data_file("demo-profiles.json").read_text())
+    seed["profiles"][0].update(alice)
+    carol = {
+        "profile_id": "p-carol-77aa",
+        "consent": {"proximity_offers": True},
+        "cart": [{"sku": "978-0553283686", "title": "Hyperion", "price": 10.5, "added_at": "x"}],
+    }
+    seed["profiles"].append(carol)
+    store.load_seed(seed)
+    return store
+
+
+def _decide(engine: OfferEngine, zone: str, profile: str, t: float = T0) -> list[OfferDecision]:
+    event = ZoneEvent("enter", f"dev-{profile}", zone, t, t, 0.9)
+    with transaction(engine.conn):
+        return engine.evaluate_all(event, event.device, profile)
+
+
+def test_highest_priority_decides_first_and_the_rest_are_superseded(
+    conn: sqlite3.Connection,
+) -> None:
+    store = _seed(conn, segments=["vip", "sci-fi"])
+    engine = OfferEngine(conn, store, [FLAGSHIP, VIP], "Europe/Berlin", b"k" * 16, NO_LIMITS)
+    assert [c.campaign for c in engine.campaigns] == ["vip-20", "pickup-discount"]
+    alice = _decide(engine, "entrance", "p-alice-3f9c")
+    assert [(d.campaign, d.issued, d.reason) for d in alice] == [
+        ("vip-20", True, offers.ISSUED),
+        ("pickup-discount", False, offers.SUPERSEDED),
+    ]
+    assert alice[0].percent == 20 and alice[0].message == "VIP: The Left Hand of Darkness -20 %"
+    carol = _decide(engine, "entrance", "p-carol-77aa")
+    assert [(d.campaign, d.issued, d.reason) for d in carol] == [
+        ("vip-20", False, offers.NOT_IN_SEGMENT),
+        ("pickup-discount", True, offers.ISSUED),
+    ]
+    # the same trigger again (a replay): nothing decided twice
+    assert _decide(engine, "entrance", "p-carol-77aa") == []
+    # every decision is on record with its reason
+    rows = conn.execute("SELECT campaign, reason FROM decisions ORDER BY campaign").fetchall()
+    assert sorted(rows) == sorted(
+        [
+            ("vip-20", offers.ISSUED),
+            ("pickup-discount", offers.SUPERSEDED),
+            ("vip-20", offers.NOT_IN_SEGMENT),
+            ("pickup-discount", offers.ISSUED),
+        ]
+    )
+
+
+def test_passing_the_window_triggers_only_window_campaigns(conn: sqlite3.Connection) -> None:
+    store = _seed(conn)
+    engine = OfferEngine(conn, store, [FLAGSHIP, WINDOW], "Europe/Berlin", b"k" * 16, NO_LIMITS)
+    decisions = _decide(engine, "window", "p-alice-3f9c")
+    assert [(d.campaign, d.trigger, d.issued) for d in decisions] == [
+        ("window", "pass:window", True)
+    ]
+    assert _decide(engine, "aisle-kids", "p-alice-3f9c", T0 + 5) == []  # no trigger there
+
+
+def test_the_shoppers_own_wishes_win(conn: sqlite3.Connection) -> None:
+    cases = [
+        ({"declined_skus": ["978-0441478125"]}, offers.ALREADY_DECLINED),
+        ({"preferences": {"muted_campaigns": ["pickup-discount"]}}, offers.MUTED),
+        ({"preferences": {"max_offers_per_day": 0}}, offers.CAP_DAY_SHOPPER),
+    ]
+    for alice, reason in cases:
+        conn.execute("DELETE FROM decisions")
+        conn.execute("DELETE FROM offers")
+        store = _seed(conn, **alice)
+        engine = OfferEngine(conn, store, [FLAGSHIP], "Europe/Berlin", b"k" * 16, NO_LIMITS)
+        (decision,) = _decide(engine, "entrance", "p-alice-3f9c")
+        assert (decision.issued, decision.reason) == (False, reason), alice
+
+
+def test_a_declined_item_leaves_the_next_one_in_the_cart(conn: sqlite3.Connection) -> None:
+    store = _seed(conn, declined_skus=["978-0441478125"])
+    store.conn.execute(
+        "INSERT OR REPLACE INTO stock (sku, title, quantity, zone_id) "
+        "VALUES ('978-0765326355', 'The Way of Kings', 4, 'aisle-scifi')"
+    )
+    engine = OfferEngine(conn, store, [FLAGSHIP], "Europe/Berlin", b"k" * 16, NO_LIMITS)
+    (decision,) = _decide(engine, "entrance", "p-alice-3f9c")
+    assert decision.issued and decision.sku == "978-0765326355"
+
+
+def test_local_campaigns_from_the_config() -> None:
+    config = parse_config(
+        "[offers.campaigns.vip-20]\npercent = 20\nsegments = ['vip']\npriority = 10\n"
+        "[offers.campaigns.window]\nenter_zones = []\npass_zones = ['window']\n",
+        "gw.toml",
+    )
+    assert [c.campaign for c in config.offers.all_campaigns()] == [
+        "pickup-discount",
+        "vip-20",
+        "window",
+    ]
+
+
+def test_a_bad_campaign_never_disables_the_good_ones(conn: sqlite3.Connection) -> None:
+    data = {
+        "campaigns": [
+            {"campaign": "vip-20", "percent": 20, "segments": ["vip"], "priority": 10},
+            {"campaign": "broken", "percent": 500},
+            {"campaign": "vip-20", "percent": 25},
+            "not an object",
+        ]
+    }
+    good, bad = campaign_rules(data)
+    assert [rule.campaign for rule, _raw in good] == ["vip-20"]
+    assert [where for where, _ in bad] == [
+        "data.campaigns[1].percent",
+        "data.campaigns[2].campaign",
+        "data.campaigns[3]",
+    ]
+    doc = {"family": "campaigns", "kind": "snapshot", "version": 1, "data": data}
+    assert apply_document(conn, doc) == "applied"
+    assert [c.campaign for c in stored_campaigns(conn)] == ["vip-20"]
