@@ -367,6 +367,30 @@ def _cmd_offers_why(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_offers_redeem(args: argparse.Namespace) -> int:
+    """Staff type a shopper's code at the counter: redeem it and queue the attribution."""
+    from . import db
+    from .daemon import Gateway
+
+    config = load_config(args.config)
+    gateway = Gateway(config, quiet_sink=True)
+    try:
+        now = time.time()
+        with db.transaction(gateway.conn):
+            redemption, outcome = gateway.offers.redeem_code(args.code, now, args.touchpoint)
+            if redemption is not None:
+                envelope = gateway.envelopes.envelope(redemption)
+                assert envelope is not None
+                gateway.outbox.append([envelope])
+    finally:
+        gateway.close()
+    if redemption is None:
+        print(f"gateway offers redeem: {args.code}: {outcome.replace('_', ' ')}", file=sys.stderr)
+        return 1
+    print(f"redeemed {redemption.code}: {redemption.sku} (offer {redemption.offer_id})")
+    return 0
+
+
 def _cmd_profiles_import(args: argparse.Namespace) -> int:
     from . import db
     from .profile_import import import_profiles
@@ -718,6 +742,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("who", help="profile id or device id")
     p.add_argument("--config", required=True)
     p.set_defaults(func=_cmd_offers_why)
+    p = offers_sub.add_parser("redeem", help="redeem a code typed at the counter")
+    p.add_argument("code", help="the offer code, e.g. PK-7Q2M-XK4D (case and dashes optional)")
+    p.add_argument("--config", required=True)
+    p.add_argument("--touchpoint", default="counter", help="where it was redeemed")
+    p.set_defaults(func=_cmd_offers_redeem)
     return parser
 
 

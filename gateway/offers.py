@@ -172,6 +172,23 @@ def offer_code(key: bytes, offer_id: str) -> str:
     return f"PK-{text[:4]}-{text[4:8]}"
 
 
+# What people mistype when reading a code aloud or off a phone: Crockford's base32 treats
+# O as 0 and I/L as 1; case, spaces and dashes do not matter.
+_TYPED = str.maketrans({"O": "0", "I": "1", "L": "1"})
+
+
+def normalise_code(typed: str) -> str | None:
+    """'pk xy1z-ab0c' → 'PK-XY1Z-AB0C'; None if it cannot be an offer code."""
+    text = "".join(c for c in typed.upper() if c.isalnum())
+    if text.startswith("PK"):
+        text = text[2:]
+    text = text.translate(_TYPED)
+    alphabet = set("0123456789ABCDEFGHJKMNPQRSTVWXYZ")
+    if len(text) != 8 or not set(text) <= alphabet:
+        return None
+    return f"PK-{text[:4]}-{text[4:]}"
+
+
 def _stable_id(prefix: str, *parts: object) -> str:
     return prefix + "-" + hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:20]
 
@@ -417,6 +434,29 @@ class OfferEngine:
             )
             out.append(Redemption(t, profile_id, offer_id, code, sku, reader))
         return out
+
+    def redeem_code(self, typed: str, t: float, where: str) -> tuple[Redemption | None, str]:
+        """A code typed at the counter: (the redemption, "redeemed") or (None, why not)."""
+        code = normalise_code(typed)
+        if code is None:
+            return None, "malformed_code"
+        row = self.conn.execute(
+            "SELECT offer_id, profile_id, sku, status, expires_at, issued_at FROM offers "
+            "WHERE code = ?",
+            (code,),
+        ).fetchone()
+        if row is None:
+            return None, "unknown_code"
+        offer_id, profile_id, sku, status, expires_at, issued_at = row
+        if status == "redeemed":
+            return None, "already_redeemed"
+        if t > float(expires_at) or t < float(issued_at):
+            return None, "expired"
+        self.conn.execute(
+            "UPDATE offers SET status = 'redeemed', redeemed_at = ? WHERE offer_id = ?",
+            (t, offer_id),
+        )
+        return Redemption(t, str(profile_id), str(offer_id), code, str(sku), where), "redeemed"
 
     def why(self, who: str) -> list[tuple[float, str, str, bool, str]]:
         """Past decisions for a profile id or device id: (t, campaign, trigger, issued, reason)."""

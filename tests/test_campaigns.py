@@ -152,3 +152,73 @@ def test_a_bad_campaign_never_disables_the_good_ones(conn: sqlite3.Connection) -
     doc = {"family": "campaigns", "kind": "snapshot", "version": 1, "data": data}
     assert apply_document(conn, doc) == "applied"
     assert [c.campaign for c in stored_campaigns(conn)] == ["vip-20"]
+
+
+def test_codes_typed_at_the_counter(conn: sqlite3.Connection) -> None:
+    from gateway.offers import normalise_code
+
+    assert normalise_code(" pk 7q2m-xk4d ") == "PK-7Q2M-XK4D"
+    assert normalise_code("PK-7Q2M-XK4O") == "PK-7Q2M-XK40"  # O read as zero
+    assert normalise_code("PK-7Q2M") is None and normalise_code("PK-UUUU-UUUU") is None
+    store = _seed(conn)
+    engine = OfferEngine(conn, store, [FLAGSHIP], "Europe/Berlin", b"k" * 16, NO_LIMITS)
+    (offer,) = _decide(engine, "entrance", "p-alice-3f9c")
+    assert offer.code is not None and offer.expires_at is not None
+    typed = offer.code.lower().replace("-", " ")
+    assert engine.redeem_code("PK-0000-0000", T0 + 60, "counter") == (None, "unknown_code")
+    assert engine.redeem_code(typed, offer.expires_at + 1, "counter") == (None, "expired")
+    redemption, outcome = engine.redeem_code(typed, T0 + 60, "counter")
+    assert outcome == "redeemed" and redemption is not None
+    assert (redemption.offer_id, redemption.sku, redemption.reader) == (
+        offer.offer_id,
+        offer.sku,
+        "counter",
+    )
+    assert engine.redeem_code(offer.code, T0 + 90, "counter") == (None, "already_redeemed")
+
+
+def test_redeem_command_queues_the_attribution(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    from gateway.daemon import Gateway
+
+    config_file = tmp_path / "gw.toml"
+    config_file.write_text(
+        f"[gateway]\nstate_dir = '{tmp_path / 'state'}'\n[offers.limits]\nquiet_hours = []\n"
+    )
+    gateway = Gateway(parse_config(config_file.read_text(), str(config_file)), quiet_sink=True)
+    gateway.identity.load_seed(json.loads(data_file("demo-profiles.json").read_text()))
+    gateway.refresh()
+    import time as clock
+
+    now = clock.time()
+    with transaction(gateway.conn):
+        event = ZoneEvent("enter", "dev-a", "entrance", now, now, 0.9)
+        offer = gateway.offers.evaluate(event, "dev-a", "p-alice-3f9c")
+    gateway.close()
+    assert offer is not None and offer.issued and offer.code
+    command = [
+        sys.executable,
+        "-m",
+        "gateway",
+        "offers",
+        "redeem",
+        offer.code.lower(),
+        "--config",
+        str(config_file),
+        "--touchpoint",
+        "till-2",
+    ]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0, first.stderr
+    assert f"redeemed {offer.code}" in first.stdout
+    again = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 1 and "already redeemed" in again.stderr
+    state = sqlite3.connect(tmp_path / "state" / "gateway.db")
+    bodies = [
+        json.loads(b)
+        for (b,) in state.execute("SELECT body FROM outbox WHERE stream = 'redemption'")
+    ]
+    assert len(bodies) == 1 and bodies[0]["data"]["offer_id"] == offer.offer_id
+    assert bodies[0]["data"]["reader"] == "till-2"
