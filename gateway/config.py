@@ -418,6 +418,11 @@ class SinksSection:
         default="pushes.jsonl",
     )
     webhook: WebhookSection = doc("Push delivery over HTTP.", default_factory=WebhookSection)
+    display: bool = doc(
+        "Publish each issued offer for the pickup-counter screen on the store's MQTT "
+        "(`{prefix}/{store}/{gateway}/display/{zone}`; item, percent, last 4 code characters).",
+        default=False,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,7 +37,7 @@ from .peers import ShareBuffer
 from .pipeline import Pipeline
 from .profiles import load_beacon_profile
 from .report import ConsoleReporter
-from .sinks import LocalPushSink, Push, push_event
+from .sinks import LocalPushSink, PickupDisplay, Push, push_event
 from .sources.replay import replay
 from .sources.trace import TraceError
 from .storemap import load_map
@@ -45,7 +45,7 @@ from .storemap import load_map
 if TYPE_CHECKING:
     from .sources.ble import BleSource
     from .sources.nfc import NfcSource
-    from .uplink import Uplink
+    from .uplink import Topics, Uplink
     from .webhook import WebhookSender
 
 log = logging.getLogger(__name__)
@@ -112,6 +112,7 @@ class Gateway:
         # Peer sightings: accepted, and rejected by reason (bad batches and bad sightings).
         self.peer_stats: Counter[str] = Counter()
         self.adverts_by_receiver: Counter[str] = Counter()
+        self.display = PickupDisplay() if config.sinks.display else None
         self.last_progress = time.monotonic()  # the consumer's last batch (watchdog health)
         self.queue: asyncio.Queue[Item | None] | None = None  # set while the pipeline runs
         self.on_events: Callable[[list[PipelineEvent]], None] | None = None  # status, console
@@ -185,6 +186,9 @@ class Gateway:
                 clock = self.reporter.clock(event.t) if self.reporter else f"{event.t:.1f}"
                 self.sink.push(Push.from_decision(event), clock)
                 self.summary.pushes += 1
+                if self.display is not None and event.sku is not None:
+                    stock = self.identity.stock(event.sku)
+                    self.display.add(event, stock.zone_id if stock else "")
             if seq is not None and self.reporter is not None:
                 envelope = self.envelopes.envelope(event)
                 assert envelope is not None
@@ -210,9 +214,25 @@ class Gateway:
             seqs = self._enqueue(notices)
         self._after_commit(notices, seqs)
 
-    def take_sightings(self) -> bytes | None:
+    def local_feeds(self, topics: Topics) -> list[Callable[[], list[tuple[str, bytes, int]]]]:
+        """What the uplink publishes in real time beside the outbox."""
+        feeds: list[Callable[[], list[tuple[str, bytes, int]]]] = []
         share = self.pipeline.share
-        return None if share is None else share.take(self.config.gateway.id)
+        if share is not None:
+
+            def sightings() -> list[tuple[str, bytes, int]]:
+                payload = share.take(self.config.gateway.id)
+                return [] if payload is None else [(topics.sightings, payload, 0)]
+
+            feeds.append(sightings)
+        if self.display is not None:
+            display = self.display
+
+            def displays() -> list[tuple[str, bytes, int]]:
+                return [(topics.display(zone), body, 1) for zone, body in display.take()]
+
+            feeds.append(displays)
+        return feeds
 
     def on_peer_sightings(self, peer: str, payload: bytes) -> None:
         """A peer gateway's shopper sightings: into the pipeline as if heard here."""
@@ -490,8 +510,7 @@ async def run_gateway(
     tasks: list[asyncio.Task[None]] = []
     if gateway.config.mqtt.enabled:
         uplink = Uplink(gateway.config, gateway.outbox, on_downlink=gateway.on_downlink)
-        if gateway.pipeline.share is not None:
-            uplink.take_sightings = gateway.take_sightings
+        uplink.local_feeds = gateway.local_feeds(uplink.topics)
         gateway.on_commit = uplink.notify
         gateway.uplink = uplink
         tasks.append(asyncio.create_task(uplink.run()))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TextIO
@@ -58,3 +59,37 @@ class LocalPushSink:
 def push_event(push: Push) -> OutboxEvent:
     """A push as a durable outbox row on the local `push` stream (id stable per offer)."""
     return OutboxEvent(f"push-{push.offer_id}", "push", "push.offer", 0, push.t, asdict(push))
+
+
+class PickupDisplay:
+    """Offers for the screen at the pickup counter (or the shelf), over the store's MQTT:
+    `{prefix}/{store}/{gateway}/display/{zone}`, QoS 1, one message per issued offer.
+
+    A shop screen is public: it shows the item, the discount and the *last four* characters
+    of the code (so staff can match the shopper's phone), never the full code (a bearer
+    token), the shopper or the device. Real-time only: an offer shown an hour late is wrong,
+    so at most `MAX_PENDING` wait while the broker is away, the oldest go first.
+    """
+
+    MAX_PENDING = 100
+
+    def __init__(self) -> None:
+        self.pending: deque[tuple[str, bytes]] = deque(maxlen=self.MAX_PENDING)
+
+    def add(self, decision: OfferDecision, zone: str) -> None:
+        assert decision.code is not None
+        body = {
+            "offer_id": decision.offer_id,
+            "zone": zone,
+            "title": decision.title,
+            "percent": decision.percent,
+            "code_hint": "…" + decision.code[-4:],
+            "expires_at": decision.expires_at,
+            "issued_at": decision.t,
+        }
+        self.pending.append((zone or "store", json.dumps(body, ensure_ascii=False).encode()))
+
+    def take(self) -> list[tuple[str, bytes]]:
+        out = list(self.pending)
+        self.pending.clear()
+        return out

@@ -68,6 +68,9 @@ class Topics:
     def sightings(self) -> str:
         return f"{self.base}/sightings"
 
+    def display(self, zone: str) -> str:
+        return f"{self.base}/display/{zone}"
+
     @property
     def peer_sightings_filter(self) -> str:
         return f"{self.prefix}/{self.store}/+/sightings"
@@ -150,7 +153,7 @@ class UplinkStats:
     last_error: str = ""
     received: int = 0
     subscribed: bool = False  # downlink subscriptions are in place on this connection
-    sightings_batches: int = 0  # shared-sightings messages published to peers
+    local_published: int = 0  # real-time local messages (peer sightings, displays)
 
 
 @dataclass(slots=True)
@@ -163,8 +166,9 @@ class Uplink:
     started: float = field(default_factory=time.time)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     client: aiomqtt.Client | None = None
-    # Shared sightings: the next batch to publish (None: nothing new); set by the daemon.
-    take_sightings: Callable[[], bytes | None] | None = None
+    # Real-time local publications (peer sightings, pickup displays): each callable hands
+    # over what is due as (topic, payload, qos); nothing of it goes through the outbox.
+    local_feeds: list[Callable[[], list[tuple[str, bytes, int]]]] = field(default_factory=list)
     # Built once: paho's Properties objects are costly to make per message.
     _single_props: Properties = field(default_factory=lambda: _publish_props(CLOUDEVENTS_JSON))
     _batch_props: Properties = field(default_factory=lambda: _publish_props(CLOUDEVENTS_BATCH))
@@ -235,8 +239,8 @@ class Uplink:
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(self._drain_forever(client))
                     tg.create_task(self._listen(client))
-                    if self.take_sightings is not None:
-                        tg.create_task(self._share_forever(client, self.take_sightings))
+                    if self.local_feeds:
+                        tg.create_task(self._publish_local_forever(client))
             except asyncio.CancelledError:
                 # Clean shutdown: say offline ourselves (the will only fires on a lost link).
                 with contextlib.suppress(aiomqtt.MqttError, TimeoutError, OSError):
@@ -254,15 +258,13 @@ class Uplink:
             if self.on_downlink is not None:
                 await self.on_downlink(message, self)
 
-    async def _share_forever(
-        self, client: aiomqtt.Client, take: Callable[[], bytes | None]
-    ) -> None:
+    async def _publish_local_forever(self, client: aiomqtt.Client) -> None:
         while True:
             await asyncio.sleep(self.config.mqtt.share_interval_s)
-            payload = take()
-            if payload is not None:
-                await client.publish(self.topics.sightings, payload, qos=0)
-                self.stats.sightings_batches += 1
+            for feed in self.local_feeds:
+                for topic, payload, qos in feed():
+                    await client.publish(topic, payload, qos=qos)
+                    self.stats.local_published += 1
 
     async def _drain_forever(self, client: aiomqtt.Client) -> None:
         last_prune = 0.0

@@ -66,6 +66,7 @@ def test_the_code_uses_exactly_the_documented_topics() -> None:
         topics.status,
         topics.resync,
         topics.sightings,
+        topics.display("{zone}"),
         f"{topics.base}/cmd-resp/{{command}}",
         *(
             f.replace("down/+", "down/{family}").replace("cmd/+", "cmd/{command}")
