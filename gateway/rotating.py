@@ -19,6 +19,7 @@ the previous, current and next window (clock skew), so a sighting resolves with 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -101,77 +102,106 @@ class EidKey:
         return cls(profile_id, ik, k, offset)
 
 
+NO_WINDOW = -(2**62)  # "nothing held yet" in the window arrays
+
+
 @dataclass(slots=True)
 class EidTable:
     """Expected EIDs (previous, current, next window) of every key → profile.
 
-    Incremental: when a key's window moves on, its previous and current EIDs are already
-    known, so only the new "next" one is computed (one AES with a cached temporary key; the
-    temporary key changes every 2^16 s). A cold build computes the three windows with one
-    cipher per key.
+    Vectorised over all keys (numpy, `aesbatch`): the windows each key should have now are
+    compared with the ones it holds; the EIDs that slid out leave the table, the missing
+    ones — all three on a cold build, usually one when a window rolls — are computed in a
+    few array operations: temporary keys for every (key, top 16 bits of the counter), then
+    one AES block per missing EID under its temporary key. Same bytes as `eid()`, which
+    the tests hold it to.
     """
 
     keys: list[EidKey] = field(default_factory=list)
     table: dict[str, str] = field(default_factory=dict)
-    # per key index: {quantum: eid hex} for the windows currently in the table
-    windows: list[dict[int, str]] = field(default_factory=list)
-    built_for: dict[tuple[int, int], int] = field(default_factory=dict)  # (k, offset) → quantum
-    _tks: dict[tuple[bytes, int], bytes] = field(default_factory=dict)
+    _k: Any = None  # (N,) rotation exponents
+    _offset: Any = None  # (N,) counter offsets
+    _ik: Any = None  # (N, 16) identity keys
+    _profile: Any = None  # (N,) profile ids (object)
+    _held: Any = None  # (N, 3) windows held (q-1, q, q+1 at the last build)
+    _values: Any = None  # (N, 3) their EIDs as hex (object)
 
-    def _tk(self, ik: bytes, counter: int) -> bytes:
-        top = counter >> 16
-        tk = self._tks.get((ik, top))
-        if tk is None:
-            tk = self._tks[(ik, top)] = _aes_ecb(ik, ((0xFF << 32) | top).to_bytes(16, "big"))
-        return tk
+    def _prepare(self) -> None:
+        import numpy as np
+
+        n = len(self.keys)
+        self._k = np.array([key.k for key in self.keys], dtype=np.int64)
+        self._offset = np.array([key.offset for key in self.keys], dtype=np.int64)
+        self._ik = np.frombuffer(
+            b"".join(key.identity_key for key in self.keys), dtype=np.uint8
+        ).reshape(n, 16)
+        self._profile = np.array([key.profile_id for key in self.keys], dtype=object)
+        self._held = np.full((n, 3), NO_WINDOW, dtype=np.int64)
+        self._values = np.full((n, 3), None, dtype=object)
+
+    def _quanta(self, now: float) -> Any:
+        return (int(now) + self._offset) >> self._k
 
     def rebuild(self, now: float) -> int:
         """Bring every key's three windows up to date; returns the table size."""
-        if len(self.windows) != len(self.keys):
-            self.windows = [{} for _ in self.keys]
+        import numpy as np
+
+        from . import aesbatch
+
+        if not self.keys:
+            return 0
+        if self._held is None or len(self._held) != len(self.keys):
+            self._prepare()
             self.table = {}
-        table = self.table
-        limit = 2**32 - 1
-        for key, have in zip(self.keys, self.windows, strict=True):
-            k = key.k
-            q = (int(now) + key.offset) >> k
-            wanted = (q - 1, q, q + 1)
-            for old in [o for o in have if o not in wanted]:
-                table.pop(have.pop(old), None)
-            missing = [w for w in wanted if w not in have]
-            if not missing:
-                continue
-            counters = [max(0, min(w << k, limit)) for w in missing]
-            if counters[0] >> 16 == counters[-1] >> 16:  # the usual case: one temporary key
-                out = _aes_ecb(
-                    self._tk(key.identity_key, counters[0]),
-                    b"".join(((k << 32) | c).to_bytes(16, "big") for c in counters),
-                )
-                for i, w in enumerate(missing):
-                    value = out[i * 16 : i * 16 + 8].hex()
-                    have[w] = value
-                    table[value] = key.profile_id
-                self.built_for[(k, key.offset)] = q
-                continue
-            # The windows straddle a temporary-key rollover: one cipher per temporary key.
-            for top in {c >> 16 for c in counters}:
-                group = [(w, c) for w, c in zip(missing, counters, strict=True) if c >> 16 == top]
-                tk = self._tk(key.identity_key, group[0][1])
-                out = _aes_ecb(tk, b"".join(((k << 32) | c).to_bytes(16, "big") for _, c in group))
-                for i, (w, _) in enumerate(group):
-                    value = out[i * 16 : i * 16 + 8].hex()
-                    have[w] = value
-                    table[value] = key.profile_id
-            self.built_for[(k, key.offset)] = q
-        if len(self._tks) > 4 * len(self.keys) + 16:
-            self._tks.clear()  # old temporary keys (2^16 s ago) are no longer needed
-        return len(table)
+        q = self._quanta(now)
+        wanted = q[:, None] + np.array([-1, 0, 1])
+        old_q = self._held[:, 1]
+        # Windows are consecutive: the one wanted at position j was held at j + shift.
+        shift = np.where(old_q == NO_WINDOW, 3, np.clip(q - old_q, -3, 3))
+        source = np.arange(3)[None, :] + shift[:, None]
+        kept = (source >= 0) & (source <= 2)
+        rows = np.arange(len(self.keys))[:, None]
+        values = np.full_like(self._values, None)
+        values[kept] = self._values[np.broadcast_to(rows, kept.shape)[kept], source[kept]]
+        # What slid out of the windows leaves the table.
+        back = np.arange(3)[None, :] - shift[:, None]  # held position j → wanted position
+        still = (back >= 0) & (back <= 2)
+        for gone in self._values[~still & (self._held != NO_WINDOW)]:
+            self.table.pop(gone, None)
+        missing_r, missing_c = np.nonzero(~kept)
+        if len(missing_r):
+            windows = wanted[missing_r, missing_c]
+            ks = self._k[missing_r]
+            counters = np.clip(windows << ks, 0, 2**32 - 1)
+            tops = counters >> 16
+            # temporary keys: one per distinct (key, top)
+            pair_id = missing_r * 65536 + tops
+            unique_pairs, which = np.unique(pair_id, return_inverse=True)
+            pair_rows, pair_tops = unique_pairs // 65536, unique_pairs % 65536
+            tk_blocks = np.zeros((len(unique_pairs), 1, 16), dtype=np.uint8)
+            tk_blocks[:, 0, 11] = 0xFF
+            tk_blocks[:, 0, 14:16] = pair_tops.astype(">u2").view(np.uint8).reshape(-1, 2)
+            tks = aesbatch.encrypt(self._ik[pair_rows], tk_blocks).reshape(-1, 16)
+            # the EIDs: one block each, under its temporary key (each key expanded once)
+            blocks = np.zeros((len(missing_r), 16), dtype=np.uint8)
+            blocks[:, 11] = ks.astype(np.uint8)
+            quantised = (counters >> ks) << ks
+            blocks[:, 12:16] = quantised.astype(">u4").view(np.uint8).reshape(-1, 4)
+            text = aesbatch.encrypt_by_key(tks, which, blocks)[:, :8].tobytes().hex()
+            fresh = [text[i : i + 16] for i in range(0, len(text), 16)]
+            column = np.empty(len(fresh), dtype=object)
+            column[:] = fresh
+            values[missing_r, missing_c] = column
+            self.table.update(zip(fresh, self._profile[missing_r].tolist(), strict=True))
+        self._held = wanted
+        self._values = values
+        return len(self.table)
 
     def stale(self, now: float) -> bool:
         """True when some key moved into a new window since the last rebuild."""
-        return any(
-            (int(now) + offset) >> k != quantum for (k, offset), quantum in self.built_for.items()
-        )
+        if self._held is None or not self.keys:
+            return bool(self.keys)
+        return bool((self._quanta(now) != self._held[:, 1]).any())
 
     def resolve(self, eid_hex: str) -> str | None:
         return self.table.get(eid_hex)

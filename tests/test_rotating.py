@@ -107,3 +107,58 @@ def test_eid_and_rpa_commands() -> None:
     ):
         out = _gateway(*args)
         assert out.returncode == 2 and out.stdout == "" and out.stderr.startswith("gateway: ")
+
+
+def test_batched_aes_is_aes() -> None:
+    """The numpy AES against the FIPS-197 example and `cryptography` on random input."""
+    import os
+
+    import numpy as np
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    from gateway import aesbatch
+
+    key = np.frombuffer(bytes(range(16)), np.uint8).reshape(1, 16)
+    block = np.frombuffer(bytes.fromhex("00112233445566778899aabbccddeeff"), np.uint8)
+    out = aesbatch.encrypt(key, block.reshape(1, 1, 16))
+    assert out.tobytes().hex() == "69c4e0d86a7b0430d8cdb78070b4c55a"
+    keys = np.frombuffer(os.urandom(16 * 300), np.uint8).reshape(300, 16)
+    blocks = np.frombuffer(os.urandom(16 * 300 * 3), np.uint8).reshape(300, 3, 16)
+    ours = aesbatch.encrypt(keys, blocks)
+    for i in range(300):
+        encryptor = Cipher(algorithms.AES(keys[i].tobytes()), modes.ECB()).encryptor()
+        assert ours[i].tobytes() == encryptor.update(blocks[i].tobytes()) + encryptor.finalize()
+
+
+def test_the_vectorised_table_is_eid_for_every_key() -> None:
+    """Hundreds of keys at once give exactly what `eid()` gives one by one: on a cold build,
+    across a temporary-key rollover (every 2^16 s), after rolling forward, and with keys near
+    the ends of the 32-bit counter."""
+    import random
+
+    from gateway.rotating import EidKey, EidTable
+
+    rng = random.Random(9)
+    keys = [
+        EidKey(
+            f"p{i}",
+            rng.randbytes(16),
+            rng.choice([0, 4, 8, 10, 15]),
+            rng.randrange(-(10**6), 10**6),
+        )
+        for i in range(300)
+    ]
+    keys.append(EidKey("p-low", rng.randbytes(16), 10, -1_795_424_400))  # counter near 0
+    rollover = (1_795_424_400 // 65536 + 1) * 65536 - 3.0
+    table = EidTable(keys)
+    for now in (1_795_424_400.0, rollover, rollover + 40_000, rollover + 40_001):
+        table.rebuild(now)
+        expected: dict[str, str] = {}
+        for key in keys:
+            q = (int(now) + key.offset) >> key.k
+            for window in (q - 1, q, q + 1):
+                counter = max(0, min(window << key.k, 2**32 - 1))
+                expected[eid(key.identity_key, key.k, counter).hex()] = key.profile_id
+        assert table.table == expected  # nothing missing, nothing stale left behind
+        assert not table.stale(now)
+    assert table.stale(rollover + 40_001 + 2**15)
