@@ -66,8 +66,16 @@ class GatewaySection:
         default="6c6f63616c2d64656d6f2d6b65792d30",
     )
 
+    retention_days: float = doc(
+        "Decisions, ended offers and dead-lettered pushes older than this are deleted from "
+        "the box (checked hourly). Raw sightings are never stored.",
+        default=30.0,
+    )
+
     def validate(self) -> dict[str, str]:
         problems: dict[str, str] = {}
+        if not 1 <= self.retention_days <= 400:
+            problems["retention_days"] = "must be between 1 and 400 days"
         try:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):

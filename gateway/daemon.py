@@ -106,6 +106,7 @@ class Gateway:
         self.uplink: Uplink | None = None
         self.webhook: WebhookSender | None = None
         self._last_bound = 0.0
+        self._last_purge = 0.0
         self.outbox_dropped: Counter[str] = Counter()
         if config.mqtt.share_sightings:
             self.pipeline.share = ShareBuffer()
@@ -195,11 +196,17 @@ class Gateway:
                 self.reporter.outbox(event.t, envelope.type, seq)
 
     def _bound_outbox(self, every_s: float = 10.0) -> None:
-        """Keep the outbox within its quota and TTLs (checked at most every `every_s`)."""
+        """Keep the outbox within its quota and TTLs (checked at most every `every_s`), and
+        personal data within its retention window (hourly)."""
         now = time.time()
         if now - self._last_bound < every_s:
             return
         self._last_bound = now
+        if now - self._last_purge >= 3600:
+            self._last_purge = now
+            purged = db.purge_expired(self.conn, now, self.config.gateway.retention_days * 86400)
+            if purged:
+                log.info("retention: removed %s", purged)
         bounds = self.config.outbox
         dropped = enforce_bounds(self.conn, now, bounds.max_events, bounds.ttl_s)
         if dropped:

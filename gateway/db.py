@@ -179,3 +179,22 @@ def transaction(conn: sqlite3.Connection) -> Iterator[None]:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def purge_expired(conn: sqlite3.Connection, now: float, retention_s: float) -> dict[str, int]:
+    """Forget what concerns shoppers after the retention window: decisions (they name the
+    device and the profile), offers that ended before it (issued-and-expired or redeemed),
+    dead-lettered pushes. Raw sightings are never stored; delivered-event ids have their
+    own retention (`mqtt.delivered_retention_s`). Returns rows removed per table."""
+    cutoff = now - retention_s
+    removed: dict[str, int] = {}
+    with transaction(conn):
+        for table, sql in (
+            ("decisions", "DELETE FROM decisions WHERE t < ?"),
+            ("offers", "DELETE FROM offers WHERE expires_at < ?"),
+            ("dead_letter", "DELETE FROM dead_letter WHERE failed_at < ?"),
+        ):
+            count = conn.execute(sql, (cutoff,)).rowcount
+            if count:
+                removed[table] = count
+    return removed

@@ -222,3 +222,18 @@ def test_redeem_command_queues_the_attribution(tmp_path: Any) -> None:
     ]
     assert len(bodies) == 1 and bodies[0]["data"]["offer_id"] == offer.offer_id
     assert bodies[0]["data"]["reader"] == "till-2"
+
+
+def test_personal_data_is_forgotten_after_the_retention_window(conn: sqlite3.Connection) -> None:
+    from gateway.db import purge_expired
+
+    store = _seed(conn)
+    engine = OfferEngine(conn, store, [FLAGSHIP], "Europe/Berlin", b"k" * 16, NO_LIMITS)
+    old = _decide(engine, "entrance", "p-alice-3f9c", T0)
+    recent = _decide(engine, "entrance", "p-carol-77aa", T0 + 40 * 86400)
+    assert old[0].issued and recent[0].issued
+    removed = purge_expired(conn, T0 + 41 * 86400, 30 * 86400)
+    assert removed == {"decisions": 1, "offers": 1}
+    left = conn.execute("SELECT profile_id FROM decisions").fetchall()
+    assert left == [("p-carol-77aa",)]
+    assert conn.execute("SELECT profile_id FROM offers").fetchall() == [("p-carol-77aa",)]
