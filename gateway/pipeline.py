@@ -60,6 +60,8 @@ RPA_CANDIDATES = frozenset(
 
 # One position solve per device per quarter second of trace time (see PresenceSettings).
 SOLVE_INTERVAL_S = 0.25
+# How often silent devices are looked for.
+EXPIRY_CHECK_S = 0.5
 
 
 @dataclass(slots=True)
@@ -108,6 +110,7 @@ class Pipeline:
             low_battery_pct=config.fleet.low_battery_pct,
         )
         self._next_fleet_check = 0.0
+        self._next_expiry = 0.0
         self.profiles: dict[str, str | None] = {}  # device -> profile (resolved once per visit)
         self.last_taps: dict[tuple[str, bytes], float] = {}
         self.stats = PipelineStats()
@@ -150,7 +153,7 @@ class Pipeline:
                 if old_zones.zones[i].id in new_index
             }
             if kept:
-                self.zones.visits[device] = kept
+                self.zones.adopt(device, kept)
         self.anchor_ids = {a.identity: a.id for a in store_map.anchors}
         self.loyalty_key = bytes.fromhex(config.nfc.loyalty_key)
 
@@ -173,13 +176,16 @@ class Pipeline:
             return []
         self.now = now
         events: list[PipelineEvent] = []
-        for device in self.presence.expire(now):
-            for zone_event in self.zones.leave_all(device, now):
-                events.extend(self._on_zone_event(zone_event))
-            self.profiles.pop(device, None)
-        for device in list(self.zones.visits):
-            for zone_event in self.zones.dwells(device, now):
-                events.extend(self._on_zone_event(zone_event))
+        if now >= self._next_expiry:
+            # Silence is measured in seconds (stale_after_s): checking twice a second is
+            # plenty, and looking at every device on every sighting is not free.
+            self._next_expiry = now + EXPIRY_CHECK_S
+            for device in self.presence.expire(now):
+                for zone_event in self.zones.leave_all(device, now):
+                    events.extend(self._on_zone_event(zone_event))
+                self.profiles.pop(device, None)
+        for zone_event in self.zones.due_dwells(now):
+            events.extend(self._on_zone_event(zone_event))
         if now >= self._next_fleet_check:
             self._next_fleet_check = math.floor(now) + 1.0
             events.extend(self.fleet.check(now))

@@ -167,15 +167,30 @@ def _k(r: Range) -> float:
 # Devices differ in transmit power (phones by ±10 dB; the hardware profile is a nominal
 # value), so the fit also estimates a common power offset b, with this prior spread (dB).
 POWER_OFFSET_PRIOR_DB = 3.0
+# The maximum-likelihood fit uses at most this many receivers, the loudest.
+MAX_RANGES = 12
 
 
-def _ml_cost(ranges: list[Range], x: float, y: float, b: float = 0.0) -> float:
+# Per receiver, what the dB-domain fit needs, computed once per solve:
+# (x, y, k/2, ln(d_est²), 1/σ²)
+_Term = tuple[float, float, float, float, float]
+
+
+def _terms(ranges: list[Range]) -> list[_Term]:
+    return [
+        (r.x, r.y, 0.5 * _k(r), 2.0 * math.log(max(r.distance, 1e-3)), 1.0 / r.sigma_db**2)
+        for r in ranges
+    ]
+
+
+def _cost(terms: list[_Term], x: float, y: float, b: float) -> float:
     cost = (b / POWER_OFFSET_PRIOR_DB) ** 2
-    for r in ranges:
-        d2 = max((x - r.x) ** 2 + (y - r.y) ** 2, 0.01)
+    log = math.log
+    for rx, ry, half_k, log_est, w in terms:
+        d2 = (x - rx) ** 2 + (y - ry) ** 2
         # measured minus predicted level: 10·n·log10(d_est/d) - b = k/2·ln(d_est²/d²) - b
-        res = 0.5 * _k(r) * math.log(d2 / (r.distance * r.distance)) - b
-        cost += res * res / r.sigma_db**2
+        res = half_k * (log(d2 if d2 > 0.01 else 0.01) - log_est) - b
+        cost += res * res * w
     return cost
 
 
@@ -192,17 +207,22 @@ def max_likelihood(ranges: list[Range], iterations: int = 15) -> tuple[float, fl
     """
     if len(ranges) < 3:
         return weighted_centroid(ranges)
+    if len(ranges) > MAX_RANGES:
+        # In a big shop a phone is heard by dozens of receivers; the loudest dozen carry
+        # nearly all of the information (and each receiver costs every iteration).
+        ranges = sorted(ranges, key=lambda r: r.rssi, reverse=True)[:MAX_RANGES]
+    terms = _terms(ranges)
     cx, cy, _ = weighted_centroid(ranges)
     starts = [(cx, cy)]
     for r in sorted(ranges, key=lambda r: r.distance)[:2]:
         for angle in range(0, 360, 60):
             a = math.radians(angle)
             starts.append((r.x + r.distance * math.cos(a), r.y + r.distance * math.sin(a)))
-    scored = sorted(starts, key=lambda p: _ml_cost(ranges, p[0], p[1]))[:3]
+    scored = sorted(starts, key=lambda p: _cost(terms, p[0], p[1], 0.0))[:3]
     best: tuple[float, float, float, float] | None = None
     for sx, sy in scored:
-        x, y, b, var = _gauss_newton_db(ranges, sx, sy, iterations)
-        cost = _ml_cost(ranges, x, y, b)
+        x, y, b, var = _gauss_newton_db(terms, sx, sy, iterations)
+        cost = _cost(terms, x, y, b)
         if best is None or cost < best[0]:
             best = (cost, x, y, var)
     assert best is not None
@@ -214,47 +234,63 @@ def max_likelihood(ranges: list[Range], iterations: int = 15) -> tuple[float, fl
 
 
 def _solve3(a: list[list[float]], g: list[float]) -> list[float] | None:
-    """Solve the 3×3 system a·s = g (Cramer's rule; tiny and allocation-free enough)."""
-    (a11, a12, a13), (a21, a22, a23), (a31, a32, a33) = a
-    det = (
-        a11 * (a22 * a33 - a23 * a32)
-        - a12 * (a21 * a33 - a23 * a31)
-        + a13 * (a21 * a32 - a22 * a31)
-    )
+    """Solve the symmetric 3×3 system a·s = g (Cramer's rule, written out: this runs for
+    every Gauss-Newton step of every position solve)."""
+    (a11, a12, a13), (_, a22, a23), (_, _, a33) = a
+    c11 = a22 * a33 - a23 * a23
+    c12 = a13 * a23 - a12 * a33
+    c13 = a12 * a23 - a13 * a22
+    det = a11 * c11 + a12 * c12 + a13 * c13
     if abs(det) < 1e-12:
         return None
-    inv = [
-        [a22 * a33 - a23 * a32, a13 * a32 - a12 * a33, a12 * a23 - a13 * a22],
-        [a23 * a31 - a21 * a33, a11 * a33 - a13 * a31, a13 * a21 - a11 * a23],
-        [a21 * a32 - a22 * a31, a12 * a31 - a11 * a32, a11 * a22 - a12 * a21],
+    c22 = a11 * a33 - a13 * a13
+    c23 = a13 * a12 - a11 * a23
+    c33 = a11 * a22 - a12 * a12
+    g1, g2, g3 = g
+    return [
+        (c11 * g1 + c12 * g2 + c13 * g3) / det,
+        (c12 * g1 + c22 * g2 + c23 * g3) / det,
+        (c13 * g1 + c23 * g2 + c33 * g3) / det,
     ]
-    return [sum(inv[i][j] * g[j] for j in range(3)) / det for i in range(3)]
 
 
 def _gauss_newton_db(
-    ranges: list[Range], x: float, y: float, iterations: int
+    terms: list[_Term], x: float, y: float, iterations: int
 ) -> tuple[float, float, float, float]:
-    """Refine (x, y, b); also return the position variance (trace of the xy covariance)."""
+    """Refine (x, y, b); also return the position variance (trace of the xy covariance).
+
+    The normal equations are accumulated entry by entry (the matrix is symmetric): this is
+    the positioning hot path, run for every solve of every tracked device."""
     b = 0.0
-    a: list[list[float]] = [[0.0] * 3 for _ in range(3)]
     prior = 1.0 / POWER_OFFSET_PRIOR_DB**2
+    log = math.log
+    a: list[list[float]] = [[prior, 0.0, 0.0], [0.0, prior, 0.0], [0.0, 0.0, prior]]
     for _ in range(iterations):
-        a = [[0.0] * 3 for _ in range(3)]
-        g = [0.0, 0.0, 0.0]
-        for r in ranges:
-            dx, dy = x - r.x, y - r.y
-            d2 = max(dx * dx + dy * dy, 0.01)
-            k = _k(r)
-            res = 0.5 * k * math.log(d2 / (r.distance * r.distance)) - b
-            w = 1.0 / r.sigma_db**2
-            j = (k * dx / d2, k * dy / d2, -1.0)
-            for p in range(3):
-                g[p] += w * j[p] * res
-                for q in range(3):
-                    a[p][q] += w * j[p] * j[q]
-        a[2][2] += prior
-        g[2] += prior * b
-        step = _solve3(a, g)
+        axx = axy = axb = ayy = ayb = abb = 0.0
+        gx = gy = gb = 0.0
+        for rx, ry, half_k, log_est, w in terms:
+            dx, dy = x - rx, y - ry
+            d2 = dx * dx + dy * dy
+            if d2 < 0.01:
+                d2 = 0.01
+            res = half_k * (log(d2) - log_est) - b
+            # Jacobian of the residual: (k·dx/d², k·dy/d², -1), k = 2·half_k
+            jx = 2.0 * half_k * dx / d2
+            jy = 2.0 * half_k * dy / d2
+            wjx, wjy = w * jx, w * jy
+            axx += wjx * jx
+            axy += wjx * jy
+            ayy += wjy * jy
+            axb -= wjx
+            ayb -= wjy
+            abb += w
+            gx += wjx * res
+            gy += wjy * res
+            gb -= w * res
+        abb += prior
+        gb += prior * b
+        a = [[axx, axy, axb], [axy, ayy, ayb], [axb, ayb, abb]]
+        step = _solve3(a, [gx, gy, gb])
         if step is None:
             return x, y, b, -1.0
         sx, sy, sb = step
@@ -262,7 +298,7 @@ def _gauss_newton_db(
         if norm > 5.0:  # damp wild steps far from the receivers
             sx, sy, sb = sx * 5.0 / norm, sy * 5.0 / norm, sb * 5.0 / norm
         x, y, b = x - sx, y - sy, b - sb
-        if norm < 1e-3:
+        if norm < 0.01:  # a centimetre: far below what RSSI can resolve
             break
     cov = _solve3(a, [1.0, 0.0, 0.0]), _solve3(a, [0.0, 1.0, 0.0])
     if cov[0] is None or cov[1] is None:

@@ -12,6 +12,7 @@ Candidate zones come from `ZoneIndex` (a grid of cells), so the cost stays flat 
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass
 
@@ -54,6 +55,8 @@ class ZoneTracker:
         self.min_outside_s = min_outside_s
         self.index = ZoneIndex(zones)
         self.visits: dict[str, dict[int, _Visit]] = {}
+        # (due time, device, zone index, visit start) of every confirmed visit's dwell
+        self._dwell_due: list[tuple[float, str, int, float]] = []
 
     def _hysteresis(self, zone: Zone) -> float:
         return self.default_hysteresis if zone.hysteresis_m is None else zone.hysteresis_m
@@ -78,6 +81,8 @@ class ZoneTracker:
             visit.outside_since = None
             if not visit.confirmed and pos.t - visit.first_inside >= self.min_inside_s:
                 visit.confirmed = True
+                due = visit.first_inside + self._dwell(zone)
+                heapq.heappush(self._dwell_due, (due, pos.device, index, visit.first_inside))
                 depth = (
                     zone.shape.exterior.distance(point)
                     if zone.shape.geom_type == "Polygon"
@@ -119,6 +124,29 @@ class ZoneTracker:
                     )
                 )
         events.extend(self.dwells(pos.device, pos.t))
+        return events
+
+    def adopt(self, device: str, visits: dict[int, _Visit]) -> None:
+        """Take over visits from a previous tracker (a reload), dwell timers included."""
+        self.visits[device] = visits
+        for index, visit in visits.items():
+            if visit.confirmed and not visit.dwell_done:
+                due = visit.first_inside + self._dwell(self.zones[index])
+                heapq.heappush(self._dwell_due, (due, device, index, visit.first_inside))
+
+    def due_dwells(self, now: float) -> list[ZoneEvent]:
+        """Dwell events of every device whose dwell time has come (time passing without a
+        fix): a heap of deadlines, so the cost does not grow with the people in the shop."""
+        events = []
+        heap = self._dwell_due
+        while heap and heap[0][0] <= now:
+            _due, device, index, first_inside = heapq.heappop(heap)
+            visit = self.visits.get(device, {}).get(index)
+            if visit is None or visit.dwell_done or visit.first_inside != first_inside:
+                continue  # left, already fired, or a later visit (it has its own entry)
+            visit.dwell_done = True
+            zone = self.zones[index]
+            events.append(ZoneEvent("dwell", device, zone.id, now, visit.first_inside, 1.0))
         return events
 
     def dwells(self, device: str, now: float) -> list[ZoneEvent]:
