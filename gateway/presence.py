@@ -169,6 +169,11 @@ def _k(r: Range) -> float:
 POWER_OFFSET_PRIOR_DB = 3.0
 # The maximum-likelihood fit uses at most this many receivers, the loudest.
 MAX_RANGES = 12
+# Tracking: solves start from the device's previous fix, with a full multi-start search at
+# least this often (trace time) and whenever the tracked fit's mean squared residual per
+# degree of freedom exceeds the limit (in σ², 4 = two standard deviations).
+FULL_SEARCH_EVERY_S = 2.0
+TRACKING_FIT_LIMIT = 4.0
 
 
 # Per receiver, what the dB-domain fit needs, computed once per solve:
@@ -194,7 +199,9 @@ def _cost(terms: list[_Term], x: float, y: float, b: float) -> float:
     return cost
 
 
-def max_likelihood(ranges: list[Range], iterations: int = 15) -> tuple[float, float, float]:
+def max_likelihood(
+    ranges: list[Range], iterations: int = 15, hint: tuple[float, float] | None = None
+) -> tuple[float, float, float]:
     """Maximum-likelihood position under log-normal shadowing.
 
     Residuals are in dB (the domain where the noise is Gaussian), so a far receiver's weak
@@ -203,7 +210,9 @@ def max_likelihood(ranges: list[Range], iterations: int = 15) -> tuple[float, fl
     device's power offset is a third unknown (with a prior), so a phone louder or quieter
     than its profile does not pull the position. The cost has local minima, so Gauss-Newton
     starts from the weighted centroid and from points around the strongest receivers, and
-    the best end point wins.
+    the best end point wins. With a `hint` (the device's previous fix, when tracking) the
+    fit starts there alone and falls back to the full search only if the result does not
+    explain the readings (more than ~2 σ per reading on average).
     """
     if len(ranges) < 3:
         return weighted_centroid(ranges)
@@ -212,6 +221,12 @@ def max_likelihood(ranges: list[Range], iterations: int = 15) -> tuple[float, fl
         # nearly all of the information (and each receiver costs every iteration).
         ranges = sorted(ranges, key=lambda r: r.rssi, reverse=True)[:MAX_RANGES]
     terms = _terms(ranges)
+    dof = max(1, len(ranges) - 2)
+    if hint is not None:
+        x, y, b, var = _gauss_newton_db(terms, hint[0], hint[1], iterations)
+        cost = _cost(terms, x, y, b)
+        if var > 0 and math.isfinite(var) and cost / dof < TRACKING_FIT_LIMIT:
+            return x, y, math.sqrt(max(1.0, cost / dof) * var)
     cx, cy, _ = weighted_centroid(ranges)
     starts = [(cx, cy)]
     for r in sorted(ranges, key=lambda r: r.distance)[:2]:
@@ -229,7 +244,7 @@ def max_likelihood(ranges: list[Range], iterations: int = 15) -> tuple[float, fl
     cost, x, y, var = best
     if var <= 0 or not math.isfinite(var):
         return weighted_centroid(ranges)
-    scale = max(1.0, cost / max(1, len(ranges) - 2))
+    scale = max(1.0, cost / dof)
     return x, y, math.sqrt(scale * var)
 
 
@@ -339,6 +354,8 @@ class _Device:
     measured_power: float = -59.0
     last_seen: float = -math.inf
     last_solved: float = -math.inf
+    last_fix: tuple[float, float, int] | None = None  # x, y, level of the last solve
+    last_search: float = -math.inf  # last full multi-start search (max likelihood)
 
 
 class PresenceTracker:
@@ -430,7 +447,20 @@ class PresenceTracker:
             # receivers of other levels would drag the fix towards their own footprint.
             level = self.receiver_levels.get(max(ranges, key=lambda r: r.rssi).receiver, 0)
             ranges = [r for r in ranges if self.receiver_levels.get(r.receiver, 0) == level]
-        x, y, uncertainty = self._locate(ranges)
+        state = self.devices[device]
+        if self.settings.method == "max_likelihood":
+            # Track from the last fix; search every start point only now and then (a device
+            # moves ~1 m/s), or when tracking does not fit (see `max_likelihood`).
+            hint = None
+            if state.last_fix is not None and state.last_fix[2] == level:
+                if t - state.last_search < FULL_SEARCH_EVERY_S:
+                    hint = (state.last_fix[0], state.last_fix[1])
+            if hint is None:
+                state.last_search = t
+            x, y, uncertainty = max_likelihood(ranges, hint=hint)
+        else:
+            x, y, uncertainty = self._locate(ranges)
+        state.last_fix = (x, y, level)
         if self.settings.bounds is not None:
             min_x, min_y, max_x, max_y = self.settings.bounds
             x, y = min(max(x, min_x), max_x), min(max(y, min_y), max_y)
