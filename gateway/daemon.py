@@ -142,6 +142,8 @@ class Gateway:
             seqs = self._enqueue(events)
         self._after_commit(events, seqs)
         self.last_progress = time.monotonic()
+        if not self.summary.items and batch:
+            log.info("first sighting processed")  # start-up is measured to here (bench)
         self.summary.items += len(batch)
         if batch:
             self.summary.first_t = self.summary.first_t or batch[0].t

@@ -201,3 +201,17 @@ def test_a_map_broken_beyond_its_features_is_still_checked_not_crashed() -> None
     assert any("not a GeoJSON Feature" in p for p in problems)
     assert any("no zone features" in p for p in problems)
     assert any("no gateway" in p for p in problems)
+
+
+def test_the_busy_benchmark_store_is_a_valid_map() -> None:
+    from gateway import busystore
+
+    store, findings = check_data(busystore.store_map(), "busy.geojson")
+    assert store is not None and [f for f in findings if f.severity == "error"] == []
+    assert (len(store.zones), len(store.receivers), len(store.anchors)) == (200, 24, 20)
+    adverts = list(busystore.adverts(devices=5, seconds=5.0))
+    assert {a.receiver for a in adverts} <= set(store.receivers)
+    # 5 phones at 2 Hz and 20 beacons at 1 Hz for 5 s, each heard by several receivers
+    assert 200 < len(adverts) < 5 * 2 * 5 * 24 + 20 * 5 * 24
+    profiles = list(busystore.profiles(10, 5))
+    assert len(profiles) == 10 and profiles[0]["identifiers"][0]["kind"] == "ibeacon"
