@@ -145,6 +145,26 @@ async def _listen(config: Any, seconds: float, on_advert: Any, calibrator: Any) 
             print(file=sys.stderr)
 
 
+def _cmd_console_password(args: argparse.Namespace) -> int:
+    """Hash a staff password for [console] password_hash (the password is never stored)."""
+    import getpass
+
+    from .consoleauth import hash_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("Staff password: ")
+        if getpass.getpass("Again: ") != password:
+            print("gateway console-password: the two entries differ", file=sys.stderr)
+            return 2
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    if len(password) < 10:
+        print("gateway console-password: use at least 10 characters", file=sys.stderr)
+        return 2
+    print(f'password_hash = "{hash_password(password)}"')
+    return 0
+
+
 def _cmd_doctor(args: argparse.Namespace) -> int:
     from .doctor import FAIL, run_checks
 
@@ -171,8 +191,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
         raise ConfigError(args.config, "service.control_listen", "is off; set it to ask the daemon")
     host, port = host_port(config.service.control_listen)
     host = f"[{host}]" if ":" in host else host
+    from .consoleauth import read_token
+
+    token = read_token(config.state_path)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        reply = httpx.get(f"http://{host}:{port}/status", timeout=5.0)
+        reply = httpx.get(f"http://{host}:{port}/status", timeout=5.0, headers=headers)
         reply.raise_for_status()
     except httpx.HTTPError as exc:
         print(
@@ -623,6 +647,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trace", help="measure from a recorded trace instead of the radio")
     p.add_argument("--dry-run", action="store_true", help="report, do not save")
     p.set_defaults(func=_cmd_calibrate)
+    p = sub.add_parser("console-password", help="hash a staff password for [console] password_hash")
+    p.set_defaults(func=_cmd_console_password)
     p = sub.add_parser("doctor", help="check this box: config, storage, radios, broker, clock")
     p.add_argument("--config", required=True)
     p.add_argument("--json", action="store_true", help="machine-readable results")

@@ -625,6 +625,31 @@ class ServiceSection:
         return problems
 
 
+@dataclass(frozen=True, slots=True)
+class ConsoleSection:
+    password_hash: str = doc(
+        "scrypt hash of the staff password (`gateway console-password` prints one). Empty: "
+        "no logins; the control API then takes only the local bearer token.",
+        default="",
+    )
+    session_ttl_s: float = doc("A console login lasts this long.", default=8 * 3600.0)
+    login_attempts_per_minute: int = doc(
+        "Login attempts allowed per client address per minute.", default=5
+    )
+
+    def validate(self) -> dict[str, str]:
+        from .consoleauth import valid_hash
+
+        problems: dict[str, str] = {}
+        if self.password_hash and not valid_hash(self.password_hash):
+            problems["password_hash"] = "not a hash from `gateway console-password`"
+        if not 60 <= self.session_ttl_s <= 7 * 86400:
+            problems["session_ttl_s"] = "must be between a minute and a week"
+        if not 1 <= self.login_attempts_per_minute <= 100:
+            problems["login_attempts_per_minute"] = "must be 1-100"
+        return problems
+
+
 def _host_port(text: str) -> tuple[str, int] | None:
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -688,6 +713,9 @@ class Config:
     )
     service: ServiceSection = doc(
         "Running as a service: control endpoint, shutdown, logs.", default_factory=ServiceSection
+    )
+    console: ConsoleSection = doc(
+        "The staff console on the control endpoint.", default_factory=ConsoleSection
     )
     # Not a TOML key: the directory relative paths resolve against.
     base_dir: Path = field(default=Path("."), metadata={"internal": True})

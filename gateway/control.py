@@ -15,7 +15,9 @@ import logging
 
 from aiohttp import web
 
+from . import consoleauth
 from .config import Config, host_port
+from .console import Console, Hub, add_console
 from .daemon import Gateway
 from .metrics import Runtime, exposition, status
 
@@ -24,7 +26,7 @@ log = logging.getLogger(__name__)
 PROMETHEUS_TEXT = "text/plain; version=0.0.4"
 
 
-def make_app(gateway: Gateway, runtime: Runtime) -> web.Application:
+def make_app(gateway: Gateway, runtime: Runtime, console: Console | None = None) -> web.Application:
     async def healthz(_request: web.Request) -> web.Response:
         code = 200 if runtime.ready else 503
         body = {"ready": runtime.ready, "gateway": gateway.config.gateway.id}
@@ -45,12 +47,31 @@ def make_app(gateway: Gateway, runtime: Runtime) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/status", status_view)
     app.router.add_get("/metrics", metrics)
+    if console is not None:
+        add_console(app, console)
     return app
 
 
-async def serve_control(gateway: Gateway, runtime: Runtime, config: Config) -> None:
+def make_console(gateway: Gateway, runtime: Runtime, hub: Hub, config: Config) -> Console:
+    """The console and its access rules; writes the local bearer token."""
+    token = consoleauth.write_token(config.state_path)
+    console = Console(
+        gateway,
+        runtime,
+        hub,
+        consoleauth.Sessions(config.console.session_ttl_s),
+        consoleauth.LoginLimiter(config.console.login_attempts_per_minute),
+        config.console.password_hash,
+        token,
+    )
+    gateway.on_advert_seen = console.on_advert
+    return console
+
+
+async def serve_control(gateway: Gateway, runtime: Runtime, config: Config, hub: Hub) -> None:
     host, port = host_port(config.service.control_listen)
-    runner = web.AppRunner(make_app(gateway, runtime), access_log=None)
+    console = make_console(gateway, runtime, hub, config)
+    runner = web.AppRunner(make_app(gateway, runtime, console), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     try:

@@ -117,6 +117,7 @@ class Gateway:
         self.last_progress = time.monotonic()  # the consumer's last batch (watchdog health)
         self.queue: asyncio.Queue[Item | None] | None = None  # set while the pipeline runs
         self.on_events: Callable[[list[PipelineEvent]], None] | None = None  # status, console
+        self.on_advert_seen: Callable[[Advert], None] | None = None  # console calibration
 
     def refresh(self) -> None:
         """Re-read caches derived from the database (after seeding or a downlink update)."""
@@ -134,6 +135,8 @@ class Gateway:
             for item in batch:
                 if isinstance(item, Advert):
                     self.adverts_by_receiver[item.receiver] += 1
+                    if self.on_advert_seen is not None:
+                        self.on_advert_seen(item)
                     events.extend(self.pipeline.on_advert(item))
                 elif isinstance(item, Tap):
                     events.extend(self.pipeline.on_tap(item))

@@ -365,8 +365,13 @@ def check_daemon(config: Config, timeout_s: float) -> Check:
 
     host, port = host_port(config.service.control_listen)
     host = f"[{host}]" if ":" in host else host
+    from .consoleauth import read_token
+
+    token = read_token(config.state_path)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        reply = httpx.get(f"http://{host}:{port}/status", timeout=timeout_s)
+        reply = httpx.get(f"http://{host}:{port}/status", timeout=timeout_s, headers=headers)
+        reply.raise_for_status()
         status = reply.json()
     except (httpx.HTTPError, ValueError):
         return Check(

@@ -31,6 +31,7 @@ class Runtime:
     last_offers: deque[OfferDecision] = field(default_factory=lambda: deque(maxlen=20))
     watchdog_pings: int = 0
     rates: RateWindow = field(default_factory=lambda: RateWindow())
+    config_file: str = ""
 
     def __post_init__(self) -> None:
         self.rates.samples.append((self.started, {}))  # rates are defined from the start

@@ -356,6 +356,7 @@ class _Device:
     last_solved: float = -math.inf
     last_fix: tuple[float, float, int] | None = None  # x, y, level of the last solve
     last_search: float = -math.inf  # last full multi-start search (max likelihood)
+    last_position: Position | None = None  # what the console shows
 
 
 class PresenceTracker:
@@ -452,9 +453,9 @@ class PresenceTracker:
             # Track from the last fix; search every start point only now and then (a device
             # moves ~1 m/s), or when tracking does not fit (see `max_likelihood`).
             hint = None
-            if state.last_fix is not None and state.last_fix[2] == level:
-                if t - state.last_search < FULL_SEARCH_EVERY_S:
-                    hint = (state.last_fix[0], state.last_fix[1])
+            fix = state.last_fix
+            if fix is not None and fix[2] == level and t - state.last_search < FULL_SEARCH_EVERY_S:
+                hint = (fix[0], fix[1])
             if hint is None:
                 state.last_search = t
             x, y, uncertainty = max_likelihood(ranges, hint=hint)
@@ -464,7 +465,9 @@ class PresenceTracker:
         if self.settings.bounds is not None:
             min_x, min_y, max_x, max_y = self.settings.bounds
             x, y = min(max(x, min_x), max_x), min(max(y, min_y), max_y)
-        return Position(device, t, x, y, uncertainty, self.settings.method, len(ranges), level)
+        position = Position(device, t, x, y, uncertainty, self.settings.method, len(ranges), level)
+        state.last_position = position
+        return position
 
     def expire(self, now: float) -> list[str]:
         """Forget devices silent for longer than the stale timeout; return their ids."""

@@ -57,6 +57,7 @@ class Shape:
     text: str = ""
     size: int = 12
     centred: bool = False
+    ident: str = ""  # SVG id (the console finds zones and beacons by it)
     dashed: bool = False
 
 
@@ -65,6 +66,9 @@ class Scene:
     width: int
     height: int
     shapes: list[Shape] = field(default_factory=list)
+    # How plan metres map to picture pixels (the console draws live positions with it):
+    # px = panel·panel_w + margin + (x - min_x)·scale, py = top + margin + (max_y - y)·scale
+    projection: dict[str, Any] = field(default_factory=dict)
 
 
 Track = list[Position]
@@ -114,6 +118,15 @@ def plan_scene(
     levels = store.levels
     legend_h = 60
     scene = Scene(math.ceil(panel_w * len(levels)), math.ceil(panel_h + legend_h))
+    scene.projection = {
+        "min_x": min_x,
+        "max_y": max_y,
+        "scale": scale,
+        "panel_w": panel_w,
+        "margin": MARGIN,
+        "top": TITLE,
+        "levels": levels,
+    }
     scene.shapes.append(Shape("rect", ((0, 0), (scene.width, scene.height)), fill="#ffffff"))
     for panel, level in enumerate(levels):
         left = panel * panel_w
@@ -159,7 +172,17 @@ def _level_shapes(
             continue
         colour = ZONE_COLOURS.get(zone.category, ZONE_DEFAULT)
         for ring in _rings(zone.shape):
-            add(Shape("polygon", tuple(px(*p) for p in ring), colour, "#777777", 1.0, 0.85))
+            add(
+                Shape(
+                    "polygon",
+                    tuple(px(*p) for p in ring),
+                    colour,
+                    "#777777",
+                    1.0,
+                    0.85,
+                    ident=f"zone-{zone.id}",
+                )
+            )
         c = zone.shape.representative_point()
         add(Shape("text", (px(c.x, c.y),), fill="#333333", text=zone.name, size=11, centred=True))
     for wall in store.walls:
@@ -172,7 +195,17 @@ def _level_shapes(
         if anchor.level != level:
             continue
         x, y = px(anchor.x, anchor.y)
-        add(Shape("circle", ((x, y),), "#3182bd", "#08306b", 1.0, radius=5))
+        add(
+            Shape(
+                "circle",
+                ((x, y),),
+                "#3182bd",
+                "#08306b",
+                1.0,
+                radius=5,
+                ident=f"beacon-{anchor.id}",
+            )
+        )
         add(Shape("text", ((x + 7, y - 7),), fill="#08306b", text=anchor.id, size=10))
     for receiver, (rx, ry) in store.receivers.items():
         if store.receiver_levels.get(receiver, 0) != level:
@@ -244,6 +277,9 @@ def to_svg(scene: Scene) -> str:
             f'fill="{s.fill or "none"}" stroke="{s.stroke or "none"}" '
             f'stroke-width="{s.width:g}" opacity="{s.opacity:g}"'
         )
+        if s.ident:
+            paint += f' id="{escape(s.ident)}"'
+
         if s.kind == "polygon":
             pts = " ".join(f"{x:g},{y:g}" for x, y in s.points)
             out.append(f'<polygon points="{pts}" {paint}/>')

@@ -23,6 +23,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 from .config import Config, ConfigError, load_config
 from .daemon import Gateway, Source, ble_sources, nfc_sources, replay_source, run_gateway
@@ -63,13 +64,16 @@ class Service:
         verbose: bool = False,
         notifier: Notifier | None = None,
         gateway_factory: Callable[[Config], Gateway] = Gateway,
+        extra_sources: list[Source] | None = None,
     ) -> None:
         self.config_file = config_file
         self.once = once
         self.verbose = verbose
         self.notifier = notifier or Notifier()
         self.gateway_factory = gateway_factory
-        self.runtime = Runtime()
+        self.extra_sources = extra_sources or []  # e.g. a test's scripted source
+        self.runtime = Runtime(config_file=config_file)
+        self.hub: Any = None  # the console's event hub, once the control endpoint is up
         self.stop = asyncio.Event()
         self.reload_wanted = asyncio.Event()
         self.gateway: Gateway | None = None
@@ -83,6 +87,7 @@ class Service:
 
             gateway.reporter = ConsoleReporter(config.gateway.timezone, gateway.pipeline.pseudonym)
         sources, radios = configured_sources(gateway, self.config_file)
+        sources += self.extra_sources
         if not sources and self.once:
             raise ConfigError(self.config_file, "sources", "no source configured")
         if not self.once:
@@ -102,9 +107,7 @@ class Service:
                     tg.create_task(self._watchdog()),
                 ]
                 if config.service.control_listen:
-                    from .control import serve_control
-
-                    helpers.append(tg.create_task(serve_control(gateway, self.runtime, config)))
+                    helpers.append(tg.create_task(self._control(config)))
                 summary, _ = await main
                 for helper in helpers:
                     helper.cancel()
@@ -118,15 +121,32 @@ class Service:
         log.info("stopped; the store is closed", extra={"fields": fields})
         return 0
 
+    async def _control(self, config: Config) -> None:
+        """The control endpoint and console, started after READY: the first sighting does
+        not wait for the web stack to import."""
+        while not self.runtime.ready:
+            await asyncio.sleep(0.05)
+        from .console import Hub
+        from .control import serve_control
+
+        assert self.gateway is not None
+        self.hub = Hub()
+        await serve_control(self.gateway, self.runtime, config, self.hub)
+
     def _request_stop(self, sig: signal.Signals) -> None:
         log.info("stopping on %s: draining", sig.name)
         self.notifier.stopping(f"stopping on {sig.name}")
         self.stop.set()
 
     def _on_events(self, events: list[PipelineEvent]) -> None:
+        gateway = self.gateway
         for event in events:
             if isinstance(event, OfferDecision):
                 self.runtime.last_offers.append(event)
+            if self.hub is not None and gateway is not None:
+                envelope = gateway.envelopes.envelope(event)  # pseudonymous, as sent upstream
+                if envelope is not None:
+                    self.hub.publish(envelope.body)
 
     async def _ready_when_up(self, radios: int) -> None:
         gateway = self.gateway

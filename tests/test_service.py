@@ -4,6 +4,7 @@ SIGHUP reload, SIGTERM shutdown, and the control endpoint scraped over HTTP."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -115,6 +116,9 @@ def test_notifier_reaches_an_abstract_socket() -> None:
         assert server.recv(100) == b"READY=1"
 
 
+TOKEN: list[str] = []  # the running daemon's local bearer token (read once it is up)
+
+
 def _config(tmp_path: Path, port: int, extra: str = "") -> Path:
     cfg = tmp_path / "gateway.toml"
     cfg.write_text(
@@ -126,7 +130,9 @@ def _config(tmp_path: Path, port: int, extra: str = "") -> Path:
 
 
 def _metrics(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    reply = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+    assert TOKEN, "the daemon's bearer token was not read"
+    auth = {"Authorization": f"Bearer {TOKEN[0]}"}
+    reply = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5, headers=auth)
     assert reply.status_code == 200
     assert reply.headers["content-type"].startswith("text/plain; version=0.0.4")
     out = {}
@@ -173,7 +179,19 @@ def test_daemon_ready_watchdog_status_metrics_reload_and_stop(
         assert len(pings) >= 3
         assert max(b - a for a, b in itertools.pairwise(pings)) < 1.0
 
-        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json()["ready"]
+        deadline = time.monotonic() + 10
+        while not (tmp_path / "state" / "control.token").exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        TOKEN[:] = [(tmp_path / "state" / "control.token").read_text().strip()]
+        assert (tmp_path / "state" / "control.token").stat().st_mode & 0o777 == 0o600
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json()["ready"]:
+                    break
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).status_code == 401
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:  # the 40 s trace at 5× has reached Alice's offer
             metrics = _metrics(port)

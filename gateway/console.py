@@ -1,0 +1,426 @@
+"""The staff console: the shop as the gateway sees it, on the daemon's control endpoint.
+
+Server-rendered pages (login, console shell with the floor plan as inline SVG) and a small
+plain-JavaScript client (`data/console/app.js`) fed by JSON endpoints and one Server-Sent
+Events stream. Every page and API needs a login or the local bearer token, except
+`/healthz`; state-changing requests also need the session's CSRF token
+(`consoleauth`). Only pseudonymous ids appear: devices as their keyed pseudonyms, shoppers as
+profile ids, never a MAC address or an NFC UID.
+
+JSON endpoints (all GET unless noted; documented in docs/console.md):
+  /api/session              {"csrf"}
+  /api/plan                 {"svg", "projection", "zones", "beacons", "gateways"}
+  /api/state                positions, occupancy, beacons, sources, outbox, MQTT, clock
+  /api/events?kind=K&limit= recent events (CloudEvents, as sent upstream), newest last
+  /api/events/stream        SSE: "event" per pipeline event, "state" every second
+  /api/health               the doctor's checks
+  /api/calibration          GET progress; POST {"beacon","distance","seconds"} starts;
+  /api/calibration/save     POST: save the finished measurement
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from . import calibration, consoleauth, decode
+from .daemon import Gateway
+from .metrics import Runtime, occupancy, outbox_depths
+from .model import Advert
+from .render import plan_scene, to_svg
+from .resources import data_file
+
+COOKIE = "gw_session"
+OPEN_PATHS = ("/healthz", "/login", "/static/")
+MAX_EVENTS = 500
+
+
+@dataclass(slots=True)
+class Hub:
+    """Recent events and the live subscribers of the event stream."""
+
+    events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=MAX_EVENTS))
+    subscribers: set[asyncio.Queue[dict[str, Any]]] = field(default_factory=set)
+
+    def publish(self, body: dict[str, Any]) -> None:
+        self.events.append(body)
+        for queue in self.subscribers:
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(body)  # a slow browser misses events, never blocks us
+
+
+@dataclass(slots=True)
+class CalibrationRun:
+    calibrator: calibration.Calibrator
+    identity: str
+    started: float
+    seconds: float
+    series: deque[tuple[float, str, int]] = field(default_factory=lambda: deque(maxlen=600))
+    saved: str = ""
+
+    @property
+    def done(self) -> bool:
+        return time.time() - self.started >= self.seconds
+
+
+@dataclass(slots=True)
+class Console:
+    gateway: Gateway
+    runtime: Runtime
+    hub: Hub
+    sessions: consoleauth.Sessions
+    limiter: consoleauth.LoginLimiter
+    password_hash: str
+    token: str | None
+    run: CalibrationRun | None = None
+
+    # --- access -------------------------------------------------------------------------
+
+    def session(self, request: web.Request) -> consoleauth.Session | None:
+        return self.sessions.get(request.cookies.get(COOKIE))
+
+    def bearer_ok(self, request: web.Request) -> bool:
+        header = request.headers.get("Authorization", "")
+        return bool(self.token) and header == f"Bearer {self.token}"
+
+    @web.middleware
+    async def guard(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if request.path.startswith(OPEN_PATHS):
+            return await handler(request)
+        if self.bearer_ok(request):
+            return await handler(request)  # local tools: no cookie, so no CSRF to fear
+        session = self.session(request)
+        if session is None:
+            if request.path == "/" and request.method == "GET":
+                raise web.HTTPSeeOther("/login")
+            raise web.HTTPUnauthorized(
+                text='{"error": "log in first"}', content_type="application/json"
+            )
+        if request.method not in ("GET", "HEAD"):
+            origin = request.headers.get("Origin")
+            if origin is not None and origin != f"{request.scheme}://{request.host}":
+                raise web.HTTPForbidden(
+                    text='{"error": "cross-origin request"}', content_type="application/json"
+                )
+            if request.headers.get("X-CSRF-Token") != session.csrf:
+                raise web.HTTPForbidden(
+                    text='{"error": "missing or wrong CSRF token"}', content_type="application/json"
+                )
+        return await handler(request)
+
+    # --- pages --------------------------------------------------------------------------
+
+    async def login_page(
+        self, request: web.Request, message: str = "", status: int = 200
+    ) -> web.Response:
+        text = data_file("console/login.html").read_text(encoding="utf-8")
+        if not self.password_hash:
+            message = (
+                "The console is not set up on this gateway: put a password hash in "
+                "[console] password_hash (gateway console-password)."
+            )
+        body = text.replace("{{message}}", _escape(message)).replace(
+            "{{store}}", _escape(self.gateway.store_map.name)
+        )
+        return web.Response(text=body, content_type="text/html", status=status)
+
+    async def login(self, request: web.Request) -> web.Response:
+        client = request.remote or "?"
+        if not self.limiter.allow(client):
+            return await self.login_page(request, "Too many attempts; wait a minute.", 429)
+        form = await request.post()
+        password = str(form.get("password", ""))
+        if not self.password_hash or not consoleauth.check_password(self.password_hash, password):
+            return await self.login_page(request, "Wrong password.", 401)
+        sid, _session = self.sessions.create()
+        response = web.HTTPSeeOther("/")
+        response.set_cookie(
+            COOKIE,
+            sid,
+            httponly=True,
+            samesite="Strict",
+            path="/",
+            secure=request.secure,
+            max_age=int(self.sessions.ttl_s),
+        )
+        raise response
+
+    async def logout(self, request: web.Request) -> web.Response:
+        self.sessions.drop(request.cookies.get(COOKIE))
+        response = web.json_response({"ok": True})
+        response.del_cookie(COOKIE, path="/")
+        return response
+
+    async def index(self, request: web.Request) -> web.Response:
+        session = self.session(request)
+        assert session is not None or self.bearer_ok(request)
+        text = data_file("console/index.html").read_text(encoding="utf-8")
+        scene = plan_scene(self.gateway.store_map)
+        body = (
+            text.replace("{{csrf}}", session.csrf if session else "")
+            .replace("{{store}}", _escape(self.gateway.store_map.name))
+            .replace("{{gateway}}", _escape(self.gateway.config.gateway.id))
+            .replace("{{plan}}", to_svg(scene))
+            .replace("{{projection}}", _escape(json.dumps(scene.projection)))
+        )
+        return web.Response(
+            text=body, content_type="text/html", headers={"Cache-Control": "no-store"}
+        )
+
+    async def static(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in ("app.js", "style.css"):
+            raise web.HTTPNotFound()
+        kind = "application/javascript" if name.endswith(".js") else "text/css"
+        return web.Response(
+            text=data_file(f"console/{name}").read_text(encoding="utf-8"), content_type=kind
+        )
+
+    # --- data ---------------------------------------------------------------------------
+
+    async def api_session(self, request: web.Request) -> web.Response:
+        session = self.session(request)
+        return web.json_response({"csrf": session.csrf if session else None})
+
+    async def api_plan(self, request: web.Request) -> web.Response:
+        store = self.gateway.store_map
+        scene = plan_scene(store)
+        return web.json_response(
+            {
+                "svg": to_svg(scene),
+                "projection": scene.projection,
+                "zones": [
+                    {"id": z.id, "name": z.name, "category": z.category, "level": z.level}
+                    for z in store.zones
+                ],
+                "beacons": [
+                    {"id": a.id, "x": a.x, "y": a.y, "level": a.level} for a in store.anchors
+                ],
+                "gateways": [{"id": r, "x": x, "y": y} for r, (x, y) in store.receivers.items()],
+            }
+        )
+
+    def state(self) -> dict[str, Any]:
+        gateway = self.gateway
+        pipeline = gateway.pipeline
+        devices = []
+        for device, tracked in pipeline.presence.devices.items():
+            position = tracked.last_position
+            if position is None:
+                continue
+            devices.append(
+                {
+                    "id": pipeline.pseudonym(device),
+                    "x": round(position.x, 2),
+                    "y": round(position.y, 2),
+                    "uncertainty_m": round(position.uncertainty_m, 2),
+                    "level": position.level,
+                    "zones": pipeline.zones.zones_of(device),
+                    "t": position.t,
+                }
+            )
+        uplink = gateway.uplink
+        now = time.time()
+        return {
+            "t": now,
+            "trace_t": pipeline.now,
+            "devices": devices,
+            "occupancy": occupancy(gateway),
+            "beacons": {
+                anchor: {
+                    "status": s.status,
+                    "battery_mv": s.battery_mv,
+                    "seen_s_ago": None
+                    if s.last_seen is None
+                    else round(pipeline.now - s.last_seen, 1),
+                }
+                for anchor, s in pipeline.fleet.states.items()
+            },
+            "sources": {
+                "rates_per_s": self.runtime.rates.rates(now, gateway.adverts_by_receiver),
+                "ble_adapters": {s.adapter: s.state for s in gateway.ble_sources},
+                "nfc_readers": {s.reader: s.state for s in gateway.nfc_sources},
+            },
+            "outbox": {
+                "depth": outbox_depths(gateway),
+                "oldest_age_s": round(gateway.outbox.oldest_age(now) or 0.0, 1),
+            },
+            "mqtt": {
+                "enabled": gateway.config.mqtt.enabled,
+                "connected": bool(uplink and uplink.stats.connected),
+                "last_error": uplink.stats.last_error if uplink else "",
+            },
+            "loop_lag_ms": round(self.runtime.loop_lag_s * 1000, 2),
+        }
+
+    async def api_state(self, request: web.Request) -> web.Response:
+        return web.json_response(self.state())
+
+    async def api_events(self, request: web.Request) -> web.Response:
+        kind = request.query.get("kind", "")
+        try:
+            limit = max(1, min(MAX_EVENTS, int(request.query.get("limit", "100"))))
+        except ValueError:
+            raise web.HTTPBadRequest(text="limit: expected a number") from None
+        events = [e for e in self.hub.events if not kind or e["type"].startswith(_prefix(kind))]
+        return web.json_response(events[-limit:])
+
+    async def api_stream(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"}
+        )
+        await response.prepare(request)
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
+        self.hub.subscribers.add(queue)
+        try:
+            async for name, body in self._stream_items(queue):
+                await response.write(f"event: {name}\ndata: {json.dumps(body)}\n\n".encode())
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            self.hub.subscribers.discard(queue)
+        return response
+
+    async def _stream_items(
+        self, queue: asyncio.Queue[dict[str, Any]]
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        yield "state", self.state()
+        next_state = time.monotonic() + 1.0
+        while True:
+            timeout = max(0.0, next_state - time.monotonic())
+            try:
+                body = await asyncio.wait_for(queue.get(), timeout)
+                yield "event", body
+            except TimeoutError:
+                next_state = time.monotonic() + 1.0
+                yield "state", self.state()
+
+    async def api_health(self, request: web.Request) -> web.Response:
+        from .doctor import run_checks
+
+        config_file = str(self.runtime.config_file)
+        checks = await asyncio.to_thread(run_checks, config_file, 3.0)
+        return web.json_response([c.as_dict() for c in checks if c.name != "daemon"])
+
+    # --- calibration --------------------------------------------------------------------
+
+    def on_advert(self, advert: Advert) -> None:
+        run = self.run
+        if run is None or run.done:
+            return
+        frame, _reason = decode.decode_advert(advert)
+        if frame is not None and frame.identity == run.identity:
+            run.calibrator.add(advert.receiver, advert.rssi)
+            run.series.append((time.time() - run.started, advert.receiver, advert.rssi))
+
+    async def calibration_status(self, request: web.Request) -> web.Response:
+        run = self.run
+        if run is None:
+            return web.json_response({"running": False})
+        result = run.calibrator.result()
+        return web.json_response(
+            {
+                "running": not run.done,
+                "beacon": run.calibrator.beacon,
+                "elapsed_s": round(min(time.time() - run.started, run.seconds), 1),
+                "seconds": run.seconds,
+                "readings": run.calibrator.count(),
+                "series": list(run.series)[-300:],
+                "result": None
+                if result is None
+                else {
+                    "receiver": result.receiver,
+                    "samples": result.samples,
+                    "median_dbm": result.median_dbm,
+                    "spread_db": result.spread_db,
+                    "measured_power_dbm": result.measured_power_dbm,
+                    "offset_db": result.offset_db,
+                    "problems": result.problems(),
+                },
+                "saved": run.saved,
+            }
+        )
+
+    async def calibration_start(self, request: web.Request) -> web.Response:
+        from .profiles import load_beacon_profile
+
+        try:
+            body = await request.json()
+            beacon, distance = str(body["beacon"]), float(body.get("distance", 1.0))
+            seconds = float(body.get("seconds", 30.0))
+        except (ValueError, KeyError, TypeError):
+            raise web.HTTPBadRequest(
+                text='{"error": "expected beacon, distance, seconds"}',
+                content_type="application/json",
+            ) from None
+        anchor = next((a for a in self.gateway.store_map.anchors if a.id == beacon), None)
+        if anchor is None or not 0 < distance <= 20 or not 5 <= seconds <= 300:
+            raise web.HTTPBadRequest(
+                text='{"error": "unknown beacon or out-of-range values"}',
+                content_type="application/json",
+            )
+        profile = load_beacon_profile(anchor.profile)
+        self.run = CalibrationRun(
+            calibration.Calibrator(
+                anchor.id, distance, profile.measured_power_dbm, profile.path_loss_exponent
+            ),
+            anchor.identity,
+            time.time(),
+            seconds,
+        )
+        return web.json_response({"started": True, "beacon": anchor.id})
+
+    async def calibration_save(self, request: web.Request) -> web.Response:
+        run = self.run
+        result = None if run is None else run.calibrator.result()
+        if run is None or not run.done or result is None:
+            raise web.HTTPConflict(
+                text='{"error": "no finished measurement to save"}', content_type="application/json"
+            )
+        if result.problems():
+            raise web.HTTPConflict(
+                text=json.dumps({"error": "; ".join(result.problems())}),
+                content_type="application/json",
+            )
+        path = calibration.save(self.gateway.config.state_path, result)
+        run.saved = str(path)
+        return web.json_response({"saved": str(path), "offset_db": result.offset_db})
+
+
+def _escape(text: str) -> str:
+    return (
+        text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+    )
+
+
+def _prefix(kind: str) -> str:
+    return f"com.storegate.{kind}"
+
+
+def add_console(app: web.Application, console: Console) -> None:
+    app.middlewares.append(console.guard)
+    r = app.router
+    r.add_get("/login", console.login_page)
+    r.add_post("/login", console.login)
+    r.add_post("/logout", console.logout)
+    r.add_get("/", console.index)
+    r.add_get("/static/{name}", console.static)
+    r.add_get("/api/session", console.api_session)
+    r.add_get("/api/plan", console.api_plan)
+    r.add_get("/api/state", console.api_state)
+    r.add_get("/api/events", console.api_events)
+    r.add_get("/api/events/stream", console.api_stream)
+    r.add_get("/api/health", console.api_health)
+    r.add_get("/api/calibration", console.calibration_status)
+    r.add_post("/api/calibration", console.calibration_start)
+    r.add_post("/api/calibration/save", console.calibration_save)

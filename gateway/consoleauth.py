@@ -1,0 +1,132 @@
+"""Who may use the staff console and the control API, and how that is checked.
+
+* Staff log in with one password per gateway; the config holds only its scrypt hash
+  (`gateway console-password` makes one). A session is a random id in a cookie that is
+  `HttpOnly` and `SameSite=Strict`, kept in memory (a restart logs everybody out).
+* Every state-changing request must carry the session's CSRF token in `X-CSRF-Token`, and
+  come from the console's own origin.
+* Logins are rate limited per client address (a sliding minute).
+* Local tools (`gateway status`, `doctor`, Prometheus on the box) use a bearer token the
+  daemon writes at start-up to `<state_dir>/control.token`, readable by the service user
+  (and root) only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1  # ~16 MB and ~50 ms on a Pi: fine for a login
+TOKEN_FILE = "control.token"
+
+
+def hash_password(password: str, salt: bytes | None = None) -> str:
+    salt = salt or os.urandom(16)
+    digest = hashlib.scrypt(
+        password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=32
+    )
+    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${salt.hex()}${digest.hex()}"
+
+
+def check_password(stored: str, password: str) -> bool:
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        got = hashlib.scrypt(
+            password.encode(),
+            salt=bytes.fromhex(salt),
+            n=int(n),
+            r=int(r),
+            p=int(p),
+            dklen=len(bytes.fromhex(digest)),
+        )
+    except (ValueError, MemoryError):
+        return False
+    return hmac.compare_digest(got, bytes.fromhex(digest))
+
+
+def valid_hash(stored: str) -> bool:
+    parts = stored.split("$")
+    if len(parts) != 6 or parts[0] != "scrypt":
+        return False
+    try:
+        return all(int(v) > 0 for v in parts[1:4]) and bool(bytes.fromhex(parts[4]))
+    except ValueError:
+        return False
+
+
+@dataclass(slots=True)
+class Session:
+    csrf: str
+    expires: float
+
+
+@dataclass(slots=True)
+class Sessions:
+    ttl_s: float
+    sessions: dict[str, Session] = field(default_factory=dict)
+
+    def create(self, now: float | None = None) -> tuple[str, Session]:
+        now = time.time() if now is None else now
+        self.sessions = {k: s for k, s in self.sessions.items() if s.expires > now}
+        sid = secrets.token_urlsafe(32)
+        session = Session(secrets.token_urlsafe(32), now + self.ttl_s)
+        self.sessions[sid] = session
+        return sid, session
+
+    def get(self, sid: str | None, now: float | None = None) -> Session | None:
+        if not sid:
+            return None
+        session = self.sessions.get(sid)
+        now = time.time() if now is None else now
+        if session is None or session.expires <= now:
+            self.sessions.pop(sid, None)
+            return None
+        return session
+
+    def drop(self, sid: str | None) -> None:
+        if sid:
+            self.sessions.pop(sid, None)
+
+
+@dataclass(slots=True)
+class LoginLimiter:
+    per_minute: int
+    attempts: dict[str, deque[float]] = field(default_factory=dict)
+
+    def allow(self, client: str, now: float | None = None) -> bool:
+        now = time.time() if now is None else now
+        window = self.attempts.setdefault(client, deque())
+        while window and now - window[0] > 60.0:
+            window.popleft()
+        if len(window) >= self.per_minute:
+            return False
+        window.append(now)
+        return True
+
+
+def write_token(state_dir: Path) -> str:
+    """A fresh bearer token for local tools, readable by the owner only."""
+    token = secrets.token_urlsafe(32)
+    path = state_dir / TOKEN_FILE
+    state_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(token + "\n")
+    tmp.replace(path)
+    return token
+
+
+def read_token(state_dir: Path) -> str | None:
+    try:
+        return (state_dir / TOKEN_FILE).read_text().strip() or None
+    except OSError:
+        return None
