@@ -33,7 +33,7 @@ from aiohttp import web
 
 from . import calibration, consoleauth, decode
 from .daemon import Gateway
-from .metrics import Runtime, occupancy, outbox_depths
+from .metrics import Runtime, beacons_view, mqtt_view, occupancy, outbox_view
 from .model import Advert
 from .render import plan_scene, to_svg
 from .resources import data_file
@@ -229,37 +229,20 @@ class Console:
                     "t": position.t,
                 }
             )
-        uplink = gateway.uplink
         now = time.time()
         return {
             "t": now,
             "trace_t": pipeline.now,
             "devices": devices,
             "occupancy": occupancy(gateway),
-            "beacons": {
-                anchor: {
-                    "status": s.status,
-                    "battery_mv": s.battery_mv,
-                    "seen_s_ago": None
-                    if s.last_seen is None
-                    else round(pipeline.now - s.last_seen, 1),
-                }
-                for anchor, s in pipeline.fleet.states.items()
-            },
+            "beacons": beacons_view(gateway),
             "sources": {
                 "rates_per_s": self.runtime.rates.rates(now, gateway.adverts_by_receiver),
                 "ble_adapters": {s.adapter: s.state for s in gateway.ble_sources},
                 "nfc_readers": {s.reader: s.state for s in gateway.nfc_sources},
             },
-            "outbox": {
-                "depth": outbox_depths(gateway),
-                "oldest_age_s": round(gateway.outbox.oldest_age(now) or 0.0, 1),
-            },
-            "mqtt": {
-                "enabled": gateway.config.mqtt.enabled,
-                "connected": bool(uplink and uplink.stats.connected),
-                "last_error": uplink.stats.last_error if uplink else "",
-            },
+            "outbox": outbox_view(gateway, now),
+            "mqtt": mqtt_view(gateway),
             "loop_lag_ms": round(self.runtime.loop_lag_s * 1000, 2),
         }
 

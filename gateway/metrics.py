@@ -231,10 +231,38 @@ def outbox_depths(gateway: Gateway) -> dict[str, int]:
     return {str(stream): int(n) for stream, n in rows}
 
 
+def outbox_view(gateway: Gateway, now: float) -> dict[str, Any]:
+    return {
+        "depth": outbox_depths(gateway),
+        "oldest_age_s": round(gateway.outbox.oldest_age(now) or 0.0, 1),
+    }
+
+
+def mqtt_view(gateway: Gateway) -> dict[str, Any]:
+    uplink = gateway.uplink
+    return {
+        "enabled": gateway.config.mqtt.enabled,
+        "connected": bool(uplink and uplink.stats.connected),
+        "delivered": uplink.stats.delivered if uplink else 0,
+        "last_error": uplink.stats.last_error if uplink else "",
+    }
+
+
+def beacons_view(gateway: Gateway) -> dict[str, dict[str, Any]]:
+    now = gateway.pipeline.now
+    return {
+        anchor: {
+            "status": state.status,
+            "battery_mv": state.battery_mv,
+            "seen_s_ago": None if state.last_seen is None else round(now - state.last_seen, 1),
+        }
+        for anchor, state in gateway.pipeline.fleet.states.items()
+    }
+
+
 def status(gateway: Gateway, runtime: Runtime) -> dict[str, Any]:
     """What `gateway status` shows: pseudonymous ids only."""
     stats = gateway.pipeline.stats
-    uplink = gateway.uplink
     now = time.time()
     return {
         "gateway": gateway.config.gateway.id,
@@ -263,26 +291,9 @@ def status(gateway: Gateway, runtime: Runtime) -> dict[str, Any]:
             for d in reversed(runtime.last_offers)
         ],
         "decisions": dict(stats.decisions),
-        "outbox": {
-            "depth": outbox_depths(gateway),
-            "oldest_age_s": round(gateway.outbox.oldest_age(now) or 0.0, 1),
-        },
-        "mqtt": {
-            "enabled": gateway.config.mqtt.enabled,
-            "connected": bool(uplink and uplink.stats.connected),
-            "delivered": uplink.stats.delivered if uplink else 0,
-            "last_error": uplink.stats.last_error if uplink else "",
-        },
-        "beacons": {
-            anchor: {
-                "status": state.status,
-                "battery_mv": state.battery_mv,
-                "seen_s_ago": None
-                if state.last_seen is None
-                else round(gateway.pipeline.now - state.last_seen, 1),
-            }
-            for anchor, state in gateway.pipeline.fleet.states.items()
-        },
+        "outbox": outbox_view(gateway, now),
+        "mqtt": mqtt_view(gateway),
+        "beacons": beacons_view(gateway),
         "loop_lag_ms": round(runtime.loop_lag_s * 1000, 2),
         "reloads": dict(runtime.reloads),
     }

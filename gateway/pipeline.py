@@ -64,6 +64,17 @@ SOLVE_INTERVAL_S = 0.25
 EXPIRY_CHECK_S = 0.5
 
 
+def _zone_tracker(config: Config, store_map: StoreMap) -> ZoneTracker:
+    z = config.zones
+    return ZoneTracker(
+        store_map.zones,
+        hysteresis_m=z.hysteresis_m,
+        dwell_s=z.dwell_s,
+        min_inside_s=z.min_inside_s,
+        min_outside_s=z.min_outside_s,
+    )
+
+
 @dataclass(slots=True)
 class PipelineStats:
     adverts: int = 0
@@ -95,13 +106,7 @@ class Pipeline:
         self.presence = tracker_for(
             config, store_map, device_profile, solve_interval_s=SOLVE_INTERVAL_S
         )
-        self.zones = ZoneTracker(
-            store_map.zones,
-            hysteresis_m=config.zones.hysteresis_m,
-            dwell_s=config.zones.dwell_s,
-            min_inside_s=config.zones.min_inside_s,
-            min_outside_s=config.zones.min_outside_s,
-        )
+        self.zones = _zone_tracker(config, store_map)
         self.anchor_ids = {a.identity: a.id for a in store_map.anchors}
         self.fleet = FleetHealth(
             store_map.anchors,
@@ -138,13 +143,7 @@ class Pipeline:
         for device, state in old_presence.devices.items():
             state.filters = {r: f for r, f in state.filters.items() if r in store_map.receivers}
             self.presence.devices[device] = state
-        self.zones = ZoneTracker(
-            store_map.zones,
-            hysteresis_m=config.zones.hysteresis_m,
-            dwell_s=config.zones.dwell_s,
-            min_inside_s=config.zones.min_inside_s,
-            min_outside_s=config.zones.min_outside_s,
-        )
+        self.zones = _zone_tracker(config, store_map)
         new_index = {z.id: i for i, z in enumerate(store_map.zones)}
         for device, visits in old_zones.visits.items():
             kept = {

@@ -12,6 +12,8 @@ from gateway.identity import IdentityStore
 from gateway.resources import data_file, shared_path
 from gateway.storemap import StoreMap, load_map
 
+from .fakebluez import PrivateBus
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
 
@@ -43,3 +45,12 @@ def shared_data(relative: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent: run the suite from the project layout with ../shared")
     return path
+
+
+@pytest.fixture
+def bus(monkeypatch: pytest.MonkeyPatch) -> Iterator[PrivateBus]:
+    """A private system bus (dbus-daemon) that bleak and the doctor will talk to."""
+    private = PrivateBus()
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", private.address)
+    yield private
+    private.close()

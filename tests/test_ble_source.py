@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import suppress
 from pathlib import Path
 
@@ -31,14 +31,6 @@ IBEACON_MFR = ibeacon_ad("5f2b7a10-3c4d-4e8f-9a1b-2c3d4e5f6a7b", 100, 1, -59)[
 ]  # after 0xFF and the company id
 EDDYSTONE_EID = bytes.fromhex("30f68fb7cd3f0a1b2c3d")
 FULL_FEAA = "0000feaa-0000-1000-8000-00805f9b34fb"
-
-
-@pytest.fixture
-def bus(monkeypatch: pytest.MonkeyPatch) -> Iterator[PrivateBus]:
-    private = PrivateBus()
-    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", private.address)
-    yield private
-    private.close()
 
 
 @pytest.fixture

@@ -22,14 +22,6 @@ from .nfcsim import free_udp_port
 
 
 @pytest.fixture
-def bus(monkeypatch: pytest.MonkeyPatch) -> Iterator[PrivateBus]:
-    private = PrivateBus()
-    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", private.address)
-    yield private
-    private.close()
-
-
-@pytest.fixture
 async def bluez(bus: PrivateBus) -> AsyncIterator[FakeBlueZ]:
     fake = FakeBlueZ(bus.address, adapters=("hci0", "hci1"))
     await fake.start()

@@ -117,29 +117,38 @@ def test_bad_lines_are_reported_and_skipped() -> None:
         assert needle in result.stderr
 
 
-def test_real_flat_with_calibration() -> None:
-    """Kolakowski flat (6 receivers, robot ground truth): the evaluator runs the locate code."""
+def _accuracy(*args: str) -> str:
+    """scripts/accuracy.py on the Kolakowski flat (6 receivers); its stdout."""
     folder = shared_data("kolakowski-flat/anchors.csv").parent
+    named = [str(folder / a) if a.endswith(".csv") else a for a in args]
     result = subprocess.run(
         [
             sys.executable,
             str(REPO / "scripts" / "accuracy.py"),
             "--receivers",
             str(folder / "anchors.csv"),
-            "--test",
-            str(folder / "test_robot_df.csv"),
-            "--calibration",
-            str(folder / "calibration_df.csv"),
-            "--floor",
-            str(folder / "layout.csv"),
+            *named,
         ],
         capture_output=True,
         text=True,
         timeout=300,
         check=True,
     )
+    return result.stdout
+
+
+def test_real_flat_with_calibration() -> None:
+    """Kolakowski flat (6 receivers, robot ground truth): the evaluator runs the locate code."""
+    stdout = _accuracy(
+        "--test",
+        "test_robot_df.csv",
+        "--calibration",
+        "calibration_df.csv",
+        "--floor",
+        "layout.csv",
+    )
     means = {}
-    for line in result.stdout.splitlines():
+    for line in stdout.splitlines():
         parts = line.split()
         if parts and parts[0] in ("nominal", "calibrated"):
             means[(parts[0], parts[1])] = float(parts[3])
@@ -151,25 +160,9 @@ def test_real_flat_with_calibration() -> None:
 
 def test_real_flat_walk_scored_against_its_route() -> None:
     """The person-carried walk has no per-sample truth, only its route: cross-track error."""
-    folder = shared_data("kolakowski-flat/anchors.csv").parent
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "scripts" / "accuracy.py"),
-            "--receivers",
-            str(folder / "anchors.csv"),
-            "--test",
-            str(folder / "test_walk_df.csv"),
-            "--path",
-            str(folder / "path_reference.csv"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
-    assert "cross-track" in result.stdout
-    rows = [x.split() for x in result.stdout.splitlines() if x.startswith("nominal")]
+    stdout = _accuracy("--test", "test_walk_df.csv", "--path", "path_reference.csv")
+    assert "cross-track" in stdout
+    rows = [x.split() for x in stdout.splitlines() if x.startswith("nominal")]
     means = {parts[1]: float(parts[3]) for parts in rows}
     counts = {parts[-1] for parts in rows}
     assert set(means) == {"max_likelihood", "least_squares", "weighted_centroid", "nearest"}
