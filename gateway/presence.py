@@ -199,10 +199,16 @@ def _cost(terms: list[_Term], x: float, y: float, b: float) -> float:
     return cost
 
 
-def max_likelihood(
-    ranges: list[Range], iterations: int = 15, hint: tuple[float, float] | None = None
-) -> tuple[float, float, float]:
-    """Maximum-likelihood position under log-normal shadowing.
+def max_likelihood(ranges: list[Range], iterations: int = 15) -> tuple[float, float, float]:
+    """Maximum-likelihood position under log-normal shadowing (see `max_likelihood_fit`)."""
+    x, y, uncertainty, _b = max_likelihood_fit(ranges, iterations)
+    return x, y, uncertainty
+
+
+def max_likelihood_fit(
+    ranges: list[Range], iterations: int = 15, hint: tuple[float, float, float] | None = None
+) -> tuple[float, float, float, float]:
+    """Maximum-likelihood position under log-normal shadowing: (x, y, uncertainty, b).
 
     Residuals are in dB (the domain where the noise is Gaussian), so a far receiver's weak
     reading counts as much evidence as a near one's: this is what rules out the mirror image
@@ -210,12 +216,12 @@ def max_likelihood(
     device's power offset is a third unknown (with a prior), so a phone louder or quieter
     than its profile does not pull the position. The cost has local minima, so Gauss-Newton
     starts from the weighted centroid and from points around the strongest receivers, and
-    the best end point wins. With a `hint` (the device's previous fix, when tracking) the
-    fit starts there alone and falls back to the full search only if the result does not
-    explain the readings (more than ~2 σ per reading on average).
+    the best end point wins. With a `hint` (the device's previous fix and power offset, when
+    tracking) the fit starts there alone and falls back to the full search only if the result
+    does not explain the readings (more than ~2 σ per reading on average).
     """
     if len(ranges) < 3:
-        return weighted_centroid(ranges)
+        return (*weighted_centroid(ranges), 0.0)
     if len(ranges) > MAX_RANGES:
         # In a big shop a phone is heard by dozens of receivers; the loudest dozen carry
         # nearly all of the information (and each receiver costs every iteration).
@@ -223,10 +229,10 @@ def max_likelihood(
     terms = _terms(ranges)
     dof = max(1, len(ranges) - 2)
     if hint is not None:
-        x, y, b, var = _gauss_newton_db(terms, hint[0], hint[1], iterations)
+        x, y, b, var = _gauss_newton_db(terms, hint[0], hint[1], iterations, hint[2])
         cost = _cost(terms, x, y, b)
         if var > 0 and math.isfinite(var) and cost / dof < TRACKING_FIT_LIMIT:
-            return x, y, math.sqrt(max(1.0, cost / dof) * var)
+            return x, y, math.sqrt(max(1.0, cost / dof) * var), b
     cx, cy, _ = weighted_centroid(ranges)
     starts = [(cx, cy)]
     for r in sorted(ranges, key=lambda r: r.distance)[:2]:
@@ -234,18 +240,18 @@ def max_likelihood(
             a = math.radians(angle)
             starts.append((r.x + r.distance * math.cos(a), r.y + r.distance * math.sin(a)))
     scored = sorted(starts, key=lambda p: _cost(terms, p[0], p[1], 0.0))[:3]
-    best: tuple[float, float, float, float] | None = None
+    best: tuple[float, float, float, float, float] | None = None
     for sx, sy in scored:
         x, y, b, var = _gauss_newton_db(terms, sx, sy, iterations)
         cost = _cost(terms, x, y, b)
         if best is None or cost < best[0]:
-            best = (cost, x, y, var)
+            best = (cost, x, y, var, b)
     assert best is not None
-    cost, x, y, var = best
+    cost, x, y, var, b = best
     if var <= 0 or not math.isfinite(var):
-        return weighted_centroid(ranges)
+        return (*weighted_centroid(ranges), 0.0)
     scale = max(1.0, cost / dof)
-    return x, y, math.sqrt(scale * var)
+    return x, y, math.sqrt(scale * var), b
 
 
 def _solve3(a: list[list[float]], g: list[float]) -> list[float] | None:
@@ -270,13 +276,12 @@ def _solve3(a: list[list[float]], g: list[float]) -> list[float] | None:
 
 
 def _gauss_newton_db(
-    terms: list[_Term], x: float, y: float, iterations: int
+    terms: list[_Term], x: float, y: float, iterations: int, b: float = 0.0
 ) -> tuple[float, float, float, float]:
     """Refine (x, y, b); also return the position variance (trace of the xy covariance).
 
     The normal equations are accumulated entry by entry (the matrix is symmetric): this is
     the positioning hot path, run for every solve of every tracked device."""
-    b = 0.0
     prior = 1.0 / POWER_OFFSET_PRIOR_DB**2
     log = math.log
     a: list[list[float]] = [[prior, 0.0, 0.0], [0.0, prior, 0.0], [0.0, 0.0, prior]]
@@ -354,7 +359,7 @@ class _Device:
     measured_power: float = -59.0
     last_seen: float = -math.inf
     last_solved: float = -math.inf
-    last_fix: tuple[float, float, int] | None = None  # x, y, level of the last solve
+    last_fix: tuple[float, float, float, int] | None = None  # x, y, power offset, level
     last_search: float = -math.inf  # last full multi-start search (max likelihood)
     last_position: Position | None = None  # what the console shows
 
@@ -454,14 +459,15 @@ class PresenceTracker:
             # moves ~1 m/s), or when tracking does not fit (see `max_likelihood`).
             hint = None
             fix = state.last_fix
-            if fix is not None and fix[2] == level and t - state.last_search < FULL_SEARCH_EVERY_S:
-                hint = (fix[0], fix[1])
+            if fix is not None and fix[3] == level and t - state.last_search < FULL_SEARCH_EVERY_S:
+                hint = (fix[0], fix[1], fix[2])
             if hint is None:
                 state.last_search = t
-            x, y, uncertainty = max_likelihood(ranges, hint=hint)
+            x, y, uncertainty, b = max_likelihood_fit(ranges, hint=hint)
         else:
             x, y, uncertainty = self._locate(ranges)
-        state.last_fix = (x, y, level)
+            b = 0.0
+        state.last_fix = (x, y, b, level)
         if self.settings.bounds is not None:
             min_x, min_y, max_x, max_y = self.settings.bounds
             x, y = min(max(x, min_x), max_x), min(max(y, min_y), max_y)
