@@ -132,16 +132,23 @@ class Gateway:
         """Run a batch through the pipeline and commit everything it caused at once."""
         events: list[PipelineEvent] = []
         with db.transaction(self.conn):
+            run: list[Advert] = []  # consecutive sightings go through the pipeline together
             for item in batch:
                 if isinstance(item, Advert):
                     self.adverts_by_receiver[item.receiver] += 1
                     if self.on_advert_seen is not None:
                         self.on_advert_seen(item)
-                    events.extend(self.pipeline.on_advert(item))
-                elif isinstance(item, Tap):
+                    run.append(item)
+                    continue
+                if run:
+                    events.extend(self.pipeline.on_adverts(run))
+                    run = []
+                if isinstance(item, Tap):
                     events.extend(self.pipeline.on_tap(item))
                 else:
                     events.append(item)  # source health goes straight to the outbox
+            if run:
+                events.extend(self.pipeline.on_adverts(run))
             seqs = self._enqueue(events)
         self._after_commit(events, seqs)
         self.last_progress = time.monotonic()

@@ -193,6 +193,56 @@ class Pipeline:
     # --- BLE -----------------------------------------------------------------------------
 
     def on_advert(self, advert: Advert) -> list[PipelineEvent]:
+        """One sighting through every stage, its position solved at once if one is due."""
+        events, shopper = self._sighting(advert)
+        if shopper is not None:
+            device, power = shopper
+            events.extend(self._track(device, advert, power))
+            if self.share is not None:
+                self.share.add(advert)
+        return events
+
+    def on_adverts(self, adverts: list[Advert]) -> list[PipelineEvent]:
+        """A run of sightings in time order, as `on_advert` one by one would, except that
+        the positions due within each slice of `SOLVE_INTERVAL_S` of store time are solved
+        together at the slice's end (`positions_many`: one vectorised fit for the tracked
+        devices of a busy shop). A position is then at most one slice late — the interval
+        at which positions are solved anyway."""
+        events: list[PipelineEvent] = []
+        due: dict[str, float] = {}
+        slice_end = -math.inf
+        for advert in adverts:
+            if advert.t >= slice_end:
+                if due:
+                    events.extend(self._solve_due(due))
+                    due = {}
+                slice_end = advert.t + SOLVE_INTERVAL_S
+            found, shopper = self._sighting(advert)
+            events.extend(found)
+            if shopper is None:
+                continue
+            device, power = shopper
+            if self.presence.fold(device, advert.receiver, advert.t, advert.rssi, power):
+                due[device] = advert.t
+            if self.share is not None:
+                self.share.add(advert)
+        if due:
+            events.extend(self._solve_due(due))
+        return events
+
+    def _solve_due(self, due: dict[str, float]) -> list[PipelineEvent]:
+        events: list[PipelineEvent] = []
+        for position in self.presence.positions_many(list(due.items())):
+            for zone_event in self.zones.update(position):
+                events.extend(self._on_zone_event(zone_event))
+        return events
+
+    def _sighting(
+        self, advert: Advert
+    ) -> tuple[list[PipelineEvent], tuple[str, int | None] | None]:
+        """Everything about one sighting but its position: time, decode, telemetry, fixed
+        beacons, identity. Returns the events and, for a shopper device, (device, the
+        frame's calibrated power) to track."""
         self.stats.adverts += 1
         events = self.advance(advert.t)
         frame, reason = decode.decode_advert(advert)
@@ -200,11 +250,11 @@ class Pipeline:
         if frame is None:
             if self.rpas.irks and reason in RPA_CANDIDATES:
                 events.extend(self._rpa_sighting(advert))
-            return events
+            return events, None
         device = frame.identity
         if device is None:  # telemetry (Eddystone-TLM): health of a fixed beacon, not a person
             self.fleet.telemetry(advert.address, advert.t, frame)
-            return events
+            return events, None
         if isinstance(frame, EddystoneEID):
             device = self._resolve_eid(frame.eid, advert.t) or device
         anchor = self.anchor_ids.get(device)
@@ -212,13 +262,10 @@ class Pipeline:
             # A fixed beacon: fleet health, not a shopper.
             self.stats.anchor_adverts[anchor] += 1
             self.fleet.seen(anchor, advert.address, advert.t)
-            return events
+            return events, None
         if device not in self.profiles:
             events.append(self._resolve(device, advert.t))
-        events.extend(self._track(device, advert, frame.measured_power))
-        if self.share is not None:
-            self.share.add(advert)
-        return events
+        return events, (device, frame.measured_power)
 
     def _track(
         self, device: str, advert: Advert, measured_power: int | None

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from .calibration import receiver_offsets
 from .config import Config
@@ -326,6 +327,141 @@ def _gauss_newton_db(
     return x, y, b, cov[0][0] + cov[1][1]
 
 
+# Below this many devices due at once, solving one by one is cheaper than array set-up.
+BATCH_TRACK_MIN = 8
+
+
+def _gauss_newton_rows(
+    rows: list[list[_Term]], x: Any, y: Any, b: Any, iterations: int
+) -> tuple[Any, Any, Any, Any, Any, Any]:
+    """`_gauss_newton_db` for many (terms, start) rows at once, receivers padded with zero
+    weight: final x, y, b, position variance (-1: singular), cost, and degrees of freedom."""
+    import numpy as np
+
+    n = len(rows)
+    width = max(len(r) for r in rows)
+    rx, ry, hk, le, w = (np.zeros((n, width)) for _ in range(5))
+    counts = np.zeros(n)
+    for i, terms in enumerate(rows):
+        k = len(terms)
+        counts[i] = k
+        rx[i, :k], ry[i, :k], hk[i, :k], le[i, :k], w[i, :k] = zip(*terms, strict=True)
+    prior = 1.0 / POWER_OFFSET_PRIOR_DB**2
+    active = np.ones(n, dtype=bool)
+    var = np.full(n, -1.0)
+    for _ in range(iterations):
+        dx, dy = x[:, None] - rx, y[:, None] - ry
+        d2 = np.maximum(dx * dx + dy * dy, 0.01)
+        res = hk * (np.log(d2) - le) - b[:, None]
+        jx, jy = 2.0 * hk * dx / d2, 2.0 * hk * dy / d2
+        wjx, wjy = w * jx, w * jy
+        axx, axy, ayy = (wjx * jx).sum(1), (wjx * jy).sum(1), (wjy * jy).sum(1)
+        axb, ayb, abb = -wjx.sum(1), -wjy.sum(1), w.sum(1) + prior
+        gx, gy = (wjx * res).sum(1), (wjy * res).sum(1)
+        gb = -(w * res).sum(1) + prior * b
+        c11, c12, c13 = ayy * abb - ayb * ayb, axb * ayb - axy * abb, axy * ayb - axb * ayy
+        c22, c23, c33 = axx * abb - axb * axb, axb * axy - axx * ayb, axx * ayy - axy * axy
+        det = axx * c11 + axy * c12 + axb * c13
+        singular = np.abs(det) < 1e-12
+        safe = np.where(singular, 1.0, det)
+        var = np.where(active & ~singular, (c11 + c22) / safe, np.where(active, -1.0, var))
+        sx = (c11 * gx + c12 * gy + c13 * gb) / safe
+        sy = (c12 * gx + c22 * gy + c23 * gb) / safe
+        sb = (c13 * gx + c23 * gy + c33 * gb) / safe
+        norm = np.hypot(sx, sy)
+        scale = np.where(norm > 5.0, 5.0 / np.maximum(norm, 1e-12), 1.0)
+        move = active & ~singular
+        x = np.where(move, x - sx * scale, x)
+        y = np.where(move, y - sy * scale, y)
+        b = np.where(move, b - sb * scale, b)
+        active &= ~singular & (norm >= 0.01)
+        if not active.any():
+            break
+    dx, dy = x[:, None] - rx, y[:, None] - ry
+    d2 = np.maximum(dx * dx + dy * dy, 0.01)
+    res = hk * (np.log(d2) - le) - b[:, None]
+    cost = (b / POWER_OFFSET_PRIOR_DB) ** 2 + (w * res * res).sum(1)
+    return x, y, b, var, cost, np.maximum(1.0, counts - 2)
+
+
+def _loudest(ranges: list[Range]) -> list[Range]:
+    if len(ranges) > MAX_RANGES:
+        return sorted(ranges, key=lambda r: r.rssi, reverse=True)[:MAX_RANGES]
+    return ranges
+
+
+def track_batch(
+    batch: list[list[Range]], hints: list[tuple[float, float, float]], iterations: int = 15
+) -> list[tuple[float, float, float, float] | None]:
+    """Tracking fits from each hint for many devices at once: per device (x, y,
+    uncertainty, b), or None where the fit does not explain the readings (the caller then
+    runs the full search) — as `max_likelihood_fit` with a hint decides."""
+    import numpy as np
+
+    rows = [_terms(_loudest(r)) for r in batch]
+    x, y, b, var, cost, dof = _gauss_newton_rows(
+        rows,
+        np.array([h[0] for h in hints]),
+        np.array([h[1] for h in hints]),
+        np.array([h[2] for h in hints]),
+        iterations,
+    )
+    out: list[tuple[float, float, float, float] | None] = []
+    for i in range(len(rows)):
+        per_dof = float(cost[i] / dof[i])
+        if var[i] > 0 and math.isfinite(var[i]) and per_dof < TRACKING_FIT_LIMIT:
+            uncertainty = math.sqrt(max(1.0, per_dof) * float(var[i]))
+            out.append((float(x[i]), float(y[i]), uncertainty, float(b[i])))
+        else:
+            out.append(None)
+    return out
+
+
+def search_batch(
+    batch: list[list[Range]], iterations: int = 15
+) -> list[tuple[float, float, float, float]]:
+    """The full multi-start search of `max_likelihood_fit` for many devices at once: the
+    same start points, the same three best, Gauss-Newton from each, the best end point."""
+    import numpy as np
+
+    rows: list[list[_Term]] = []
+    owners: list[int] = []
+    start_x: list[float] = []
+    start_y: list[float] = []
+    for index, ranges in enumerate(batch):
+        ranges = _loudest(ranges)
+        terms = _terms(ranges)
+        cx, cy, _ = weighted_centroid(ranges)
+        starts = [(cx, cy)]
+        for r in sorted(ranges, key=lambda r: r.distance)[:2]:
+            for angle in range(0, 360, 60):
+                a = math.radians(angle)
+                starts.append((r.x + r.distance * math.cos(a), r.y + r.distance * math.sin(a)))
+        for sx, sy in sorted(starts, key=lambda p: _cost(terms, p[0], p[1], 0.0))[:3]:
+            rows.append(terms)
+            owners.append(index)
+            start_x.append(sx)
+            start_y.append(sy)
+    x, y, b, var, cost, dof = _gauss_newton_rows(
+        rows, np.array(start_x), np.array(start_y), np.zeros(len(rows)), iterations
+    )
+    best: dict[int, int] = {}
+    for row, owner in enumerate(owners):
+        if owner not in best or cost[row] < cost[best[owner]]:
+            best[owner] = row
+    out = []
+    for index, ranges in enumerate(batch):
+        row = best[index]
+        if var[row] <= 0 or not math.isfinite(var[row]):
+            out.append((*weighted_centroid(_loudest(ranges)), 0.0))
+            continue
+        scale = max(1.0, float(cost[row] / dof[row]))
+        out.append(
+            (float(x[row]), float(y[row]), math.sqrt(scale * float(var[row])), float(b[row]))
+        )
+    return out
+
+
 METHODS = {
     "max_likelihood": max_likelihood,
     "nearest": nearest,
@@ -392,20 +528,30 @@ class PresenceTracker:
     def observe(
         self, device: str, receiver: str, t: float, rssi: float, measured_power: float | None
     ) -> Position | None:
-        """Fold one sighting in and return the device's new position (None if rejected)."""
+        """Fold one sighting in and return the device's new position (None if rejected, or
+        if no solve is due yet)."""
+        if not self.fold(device, receiver, t, rssi, measured_power):
+            return None
+        return self.position(device, t)
+
+    def fold(
+        self, device: str, receiver: str, t: float, rssi: float, measured_power: float | None
+    ) -> bool:
+        """Fold one sighting into the device's filters; True when a position solve is due
+        (at most every `min_solve_interval_s`), False when folded in or rejected."""
         s = self.settings
         if receiver not in self.receivers:
             self.rejected["unknown_receiver"] += 1
-            return None
+            return False
         if not (-127.0 <= rssi < 0.0) or math.isnan(rssi):
             self.rejected["rssi_out_of_range"] += 1
-            return None
+            return False
         state = self.devices.get(device)
         if state is None:
             state = self.devices[device] = _Device()
         if t < state.last_seen - s.stale_after_s:
             self.rejected["clock_backwards"] += 1
-            return None
+            return False
         power = s.measured_power_override
         if power is None:
             power = measured_power if measured_power else s.default_measured_power
@@ -419,9 +565,9 @@ class PresenceTracker:
             self.rejected["rssi_outlier"] += 1
         state.last_seen = max(state.last_seen, t)
         if t - state.last_solved < s.min_solve_interval_s:
-            return None  # folded in; the next solve uses it
+            return False  # folded in; the next solve uses it
         state.last_solved = t
-        return self.position(device, t)
+        return True
 
     def ranges(self, device: str, t: float) -> list[Range]:
         s = self.settings
@@ -429,9 +575,12 @@ class PresenceTracker:
         if state is None:
             return []
         out = []
-        for receiver, flt in state.filters.items():
-            if t - flt.t > s.stale_after_s:
-                continue
+        fresh = [(r, f) for r, f in state.filters.items() if t - f.t <= s.stale_after_s]
+        if len(fresh) > MAX_RANGES and s.method == "max_likelihood" and not self.receiver_levels:
+            # the fit keeps only the loudest (see MAX_RANGES): do not range the others
+            fresh.sort(key=lambda item: item[1].level, reverse=True)
+            del fresh[MAX_RANGES:]
+        for receiver, flt in fresh:
             rx, ry = self.receivers[receiver]
             power, exponent = self.calibration.get(receiver, (None, None))
             if power is None or s.measured_power_override is not None:
@@ -443,7 +592,11 @@ class PresenceTracker:
             out.append(Range(receiver, rx, ry, d, sigma, flt.level, sigma_db, n))
         return out
 
-    def position(self, device: str, t: float) -> Position | None:
+    def _prepare(
+        self, device: str, t: float
+    ) -> tuple[list[Range], int, tuple[float, float, float] | None] | None:
+        """The ranges to solve with, the device's level and (max likelihood) the tracking
+        hint; None when nothing fresh is heard."""
         ranges = self.ranges(device, t)
         if not ranges:
             return None
@@ -453,20 +606,36 @@ class PresenceTracker:
             # receivers of other levels would drag the fix towards their own footprint.
             level = self.receiver_levels.get(max(ranges, key=lambda r: r.rssi).receiver, 0)
             ranges = [r for r in ranges if self.receiver_levels.get(r.receiver, 0) == level]
-        state = self.devices[device]
+        hint = None
         if self.settings.method == "max_likelihood":
             # Track from the last fix; search every start point only now and then (a device
-            # moves ~1 m/s), or when tracking does not fit (see `max_likelihood`).
-            hint = None
+            # moves ~1 m/s), or when tracking does not fit (see `max_likelihood_fit`).
+            state = self.devices[device]
             fix = state.last_fix
             if fix is not None and fix[3] == level and t - state.last_search < FULL_SEARCH_EVERY_S:
                 hint = (fix[0], fix[1], fix[2])
-            if hint is None:
-                state.last_search = t
-            x, y, uncertainty, b = max_likelihood_fit(ranges, hint=hint)
-        else:
+        return ranges, level, hint
+
+    def _solve(
+        self, device: str, t: float, ranges: list[Range], hint: tuple[float, float, float] | None
+    ) -> tuple[float, float, float, float]:
+        if self.settings.method != "max_likelihood":
             x, y, uncertainty = self._locate(ranges)
-            b = 0.0
+            return x, y, uncertainty, 0.0
+        if hint is None:
+            self.devices[device].last_search = t
+        return max_likelihood_fit(ranges, hint=hint)
+
+    def _finish(
+        self,
+        device: str,
+        t: float,
+        ranges: list[Range],
+        level: int,
+        fit: tuple[float, float, float, float],
+    ) -> Position:
+        x, y, uncertainty, b = fit
+        state = self.devices[device]
         state.last_fix = (x, y, b, level)
         if self.settings.bounds is not None:
             min_x, min_y, max_x, max_y = self.settings.bounds
@@ -474,6 +643,64 @@ class PresenceTracker:
         position = Position(device, t, x, y, uncertainty, self.settings.method, len(ranges), level)
         state.last_position = position
         return position
+
+    def position(self, device: str, t: float) -> Position | None:
+        prepared = self._prepare(device, t)
+        if prepared is None:
+            return None
+        ranges, level, hint = prepared
+        return self._finish(device, t, ranges, level, self._solve(device, t, ranges, hint))
+
+    def positions_many(self, due: list[tuple[str, float]]) -> list[Position]:
+        """Solve several devices at once: the tracked ones (most of them) in one vectorised
+        Gauss-Newton (`track_batch`), the rest — and any the tracked fit does not explain —
+        one by one. The same fits as `position` would give, device by device."""
+        prepared = []
+        for device, t in due:
+            p = self._prepare(device, t)
+            if p is not None:
+                prepared.append((device, t, *p))
+        tracked = [
+            i
+            for i, (_, _, ranges, _, hint) in enumerate(prepared)
+            if hint is not None and len(ranges) >= 3
+        ]
+        fits: dict[int, tuple[float, float, float, float]] = {}
+        batched = set(tracked) if len(tracked) >= BATCH_TRACK_MIN else set()
+        if batched:
+            results = track_batch(
+                [prepared[i][2] for i in tracked],
+                [prepared[i][4] for i in tracked],  # type: ignore[misc]
+            )
+            for i, fit in zip(tracked, results, strict=True):
+                if fit is not None:
+                    fits[i] = fit
+        if self.settings.method == "max_likelihood":
+            # Full searches (untracked devices, and tracked fits that did not explain the
+            # readings), vectorised too when there are enough of them.
+            search = [
+                i
+                for i, p in enumerate(prepared)
+                if i not in fits and len(p[2]) >= 3 and (i in batched or p[4] is None)
+            ]
+            if len(search) >= BATCH_TRACK_MIN:
+                for i, fit in zip(
+                    search, search_batch([prepared[i][2] for i in search]), strict=True
+                ):
+                    fits[i] = fit
+                    if prepared[i][4] is None:  # as `_solve` does: a planned full search
+                        self.devices[prepared[i][0]].last_search = prepared[i][1]
+        out = []
+        for i, (device, t, ranges, level, hint) in enumerate(prepared):
+            fit = fits.get(i)
+            if fit is None and i in batched:
+                # the tracked fit did not explain the readings: the full search, exactly as
+                # `max_likelihood_fit` does after a failed hint (no planned-search mark)
+                fit = max_likelihood_fit(ranges)
+            elif fit is None:
+                fit = self._solve(device, t, ranges, hint)
+            out.append(self._finish(device, t, ranges, level, fit))
+        return out
 
     def expire(self, now: float) -> list[str]:
         """Forget devices silent for longer than the stale timeout; return their ids."""

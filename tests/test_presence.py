@@ -135,3 +135,40 @@ def test_tracker_rejects_bad_readings_and_forgets_silent_devices(demo_map: Store
     assert tracker.expire(105.0) == []
     assert tracker.expire(111.0) == ["d"]
     assert tracker.devices == {}
+
+
+def test_solving_many_devices_at_once_gives_the_one_by_one_fits() -> None:
+    """The vectorised tracker (`positions_many`) against `position`, device by device, on a
+    busy simulated floor: same fixes to the millimetre, same fallbacks."""
+    import random
+
+    from gateway import busystore
+    from gateway.config import Config
+    from gateway.presence import tracker_for
+    from gateway.profiles import load_beacon_profile
+    from gateway.storemap import parse_map
+
+    store = parse_map(busystore.store_map(), "busy")
+    profile = load_beacon_profile("phone-app-ibeacon")
+    one, many = (tracker_for(Config(), store, profile, solve_interval_s=0.25) for _ in range(2))
+    adverts = list(busystore.adverts(devices=40, seconds=12.0, seed=random.randrange(1000)))
+    due_one: list[tuple[str, float]] = []
+    due_many: list[tuple[str, float]] = []
+    compared = 0
+    slice_end = adverts[0].t + 0.25
+    for advert in adverts:
+        if advert.t >= slice_end:
+            singles = [one.position(d, t) for d, t in due_one]
+            batch = many.positions_many(due_many)
+            assert [p.device for p in batch] == [p.device for p in singles if p is not None]
+            for a, b in zip([p for p in singles if p is not None], batch, strict=True):
+                assert abs(a.x - b.x) < 1e-3 and abs(a.y - b.y) < 1e-3, (a, b)
+                assert abs(a.uncertainty_m - b.uncertainty_m) < 1e-3
+                compared += 1
+            due_one, due_many = [], []
+            slice_end = advert.t + 0.25
+        if one.fold(advert.address, advert.receiver, advert.t, advert.rssi, -59):
+            due_one.append((advert.address, advert.t))
+        if many.fold(advert.address, advert.receiver, advert.t, advert.rssi, -59):
+            due_many.append((advert.address, advert.t))
+    assert compared > 500
