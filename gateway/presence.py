@@ -200,6 +200,18 @@ def _cost(terms: list[_Term], x: float, y: float, b: float) -> float:
     return cost
 
 
+def _best_starts(ranges: list[Range], terms: list[_Term]) -> list[tuple[float, float]]:
+    """Where a full search starts: the weighted centroid and points around the two nearest
+    receivers at their estimated range; the three that fit best."""
+    cx, cy, _ = weighted_centroid(ranges)
+    starts = [(cx, cy)]
+    for r in sorted(ranges, key=lambda r: r.distance)[:2]:
+        for angle in range(0, 360, 60):
+            a = math.radians(angle)
+            starts.append((r.x + r.distance * math.cos(a), r.y + r.distance * math.sin(a)))
+    return sorted(starts, key=lambda p: _cost(terms, p[0], p[1], 0.0))[:3]
+
+
 def max_likelihood(ranges: list[Range], iterations: int = 15) -> tuple[float, float, float]:
     """Maximum-likelihood position under log-normal shadowing (see `max_likelihood_fit`)."""
     x, y, uncertainty, _b = max_likelihood_fit(ranges, iterations)
@@ -234,13 +246,7 @@ def max_likelihood_fit(
         cost = _cost(terms, x, y, b)
         if var > 0 and math.isfinite(var) and cost / dof < TRACKING_FIT_LIMIT:
             return x, y, math.sqrt(max(1.0, cost / dof) * var), b
-    cx, cy, _ = weighted_centroid(ranges)
-    starts = [(cx, cy)]
-    for r in sorted(ranges, key=lambda r: r.distance)[:2]:
-        for angle in range(0, 360, 60):
-            a = math.radians(angle)
-            starts.append((r.x + r.distance * math.cos(a), r.y + r.distance * math.sin(a)))
-    scored = sorted(starts, key=lambda p: _cost(terms, p[0], p[1], 0.0))[:3]
+    scored = _best_starts(ranges, terms)
     best: tuple[float, float, float, float, float] | None = None
     for sx, sy in scored:
         x, y, b, var = _gauss_newton_db(terms, sx, sy, iterations)
@@ -431,13 +437,7 @@ def search_batch(
     for index, ranges in enumerate(batch):
         ranges = _loudest(ranges)
         terms = _terms(ranges)
-        cx, cy, _ = weighted_centroid(ranges)
-        starts = [(cx, cy)]
-        for r in sorted(ranges, key=lambda r: r.distance)[:2]:
-            for angle in range(0, 360, 60):
-                a = math.radians(angle)
-                starts.append((r.x + r.distance * math.cos(a), r.y + r.distance * math.sin(a)))
-        for sx, sy in sorted(starts, key=lambda p: _cost(terms, p[0], p[1], 0.0))[:3]:
+        for sx, sy in _best_starts(ranges, terms):
             rows.append(terms)
             owners.append(index)
             start_x.append(sx)
