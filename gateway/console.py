@@ -33,7 +33,7 @@ from aiohttp import web
 
 from . import calibration, consoleauth, decode
 from .daemon import Gateway
-from .metrics import Runtime, beacons_view, mqtt_view, occupancy, outbox_view
+from .metrics import Runtime, beacons_view, mqtt_view, occupancy, outbox_view, sources_view
 from .model import Advert
 from .render import plan_scene, to_svg
 from .resources import data_file
@@ -236,11 +236,7 @@ class Console:
             "devices": devices,
             "occupancy": occupancy(gateway),
             "beacons": beacons_view(gateway),
-            "sources": {
-                "rates_per_s": self.runtime.rates.rates(now, gateway.adverts_by_receiver),
-                "ble_adapters": {s.adapter: s.state for s in gateway.ble_sources},
-                "nfc_readers": {s.reader: s.state for s in gateway.nfc_sources},
-            },
+            "sources": sources_view(gateway, self.runtime, now),
             "outbox": outbox_view(gateway, now),
             "mqtt": mqtt_view(gateway),
             "loop_lag_ms": round(self.runtime.loop_lag_s * 1000, 2),

@@ -27,12 +27,12 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from . import db, downlink, peers
-from .config import BleAdapterSection, Config
+from .config import BleAdapterSection, Config, PickupDiscountSection
 from .events import EnvelopeFactory
 from .identity import IdentityStore
 from .model import AdapterHealth, Advert, GatewayNotice, OfferDecision, PipelineEvent, Tap
 from .offers import OfferEngine
-from .outbox import Outbox, enforce_bounds
+from .outbox import Outbox, OutboxEvent, enforce_bounds
 from .peers import ShareBuffer
 from .pipeline import Pipeline
 from .profiles import load_beacon_profile
@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Item = Advert | Tap | AdapterHealth
+Enqueued = tuple[list[int | None], list[OutboxEvent | None]]
 BATCH = 256
 
 
@@ -82,7 +83,7 @@ class Gateway:
         self.offers = OfferEngine(
             self.conn,
             self.identity,
-            config.offers.pickup_discount,
+            self._campaigns(),
             config.gateway.timezone,
             key,
             config.offers.limits,
@@ -96,9 +97,6 @@ class Gateway:
         self.sink = LocalPushSink(push_log, config.sinks.stdout and not quiet_sink)
         self.reporter = reporter
         self.summary = RunSummary()
-        self.offers.set_campaigns(
-            downlink.stored_campaigns(self.conn) or config.offers.all_campaigns()
-        )
         self.ble_sources: list[BleSource] = []
         self.nfc_sources: list[NfcSource] = []
         self.on_commit: Callable[[], None] | None = None  # e.g. wake the uplink
@@ -116,16 +114,19 @@ class Gateway:
         self.display = PickupDisplay() if config.sinks.display else None
         self.last_progress = time.monotonic()  # the consumer's last batch (watchdog health)
         self.queue: asyncio.Queue[Item | None] | None = None  # set while the pipeline runs
-        self.on_events: Callable[[list[PipelineEvent]], None] | None = None  # status, console
+        # status and console: each committed event with its uplink envelope (None: local only)
+        self.on_events: Callable[[list[PipelineEvent], list[OutboxEvent | None]], None] | None
+        self.on_events = None
         self.on_advert_seen: Callable[[Advert], None] | None = None  # console calibration
+
+    def _campaigns(self) -> list[PickupDiscountSection]:
+        """Campaign rules synced from the backend win over the local defaults."""
+        return downlink.stored_campaigns(self.conn) or self.config.offers.all_campaigns()
 
     def refresh(self) -> None:
         """Re-read caches derived from the database (after seeding or a downlink update)."""
         self.offers._stocked_zones = self.identity.stocked_zones()
-        # Campaign rules synced from the backend win over the local defaults.
-        self.offers.set_campaigns(
-            downlink.stored_campaigns(self.conn) or self.config.offers.all_campaigns()
-        )
+        self.offers.set_campaigns(self._campaigns())
         self.pipeline.reload_identities()
 
     def process(self, batch: list[Item]) -> list[PipelineEvent]:
@@ -149,8 +150,8 @@ class Gateway:
                     events.append(item)  # source health goes straight to the outbox
             if run:
                 events.extend(self.pipeline.on_adverts(run))
-            seqs = self._enqueue(events)
-        self._after_commit(events, seqs)
+            enqueued = self._enqueue(events)
+        self._after_commit(events, enqueued)
         self.last_progress = time.monotonic()
         if not self.summary.items and batch:
             log.info("first sighting processed")  # start-up is measured to here (bench)
@@ -163,14 +164,15 @@ class Gateway:
     def advance(self, now: float) -> list[PipelineEvent]:
         with db.transaction(self.conn):
             events = self.pipeline.advance(now)
-            seqs = self._enqueue(events)
-        self._after_commit(events, seqs)
+            enqueued = self._enqueue(events)
+        self._after_commit(events, enqueued)
         return events
 
-    def _enqueue(self, events: list[PipelineEvent]) -> list[int | None]:
+    def _enqueue(self, events: list[PipelineEvent]) -> Enqueued:
+        """Queue each event's envelope; (outbox seq or None, envelope or None) per event."""
         seqs: list[int | None] = []
-        for event in events:
-            envelope = self.envelopes.envelope(event)
+        envelopes = [self.envelopes.envelope(event) for event in events]
+        for event, envelope in zip(events, envelopes, strict=True):
             if envelope is None:
                 seqs.append(None)
                 continue
@@ -183,16 +185,17 @@ class Gateway:
                 # The push itself waits durably for the webhook's 2xx.
                 assert isinstance(event, OfferDecision)
                 self.outbox.append([push_event(Push.from_decision(event))])
-        return seqs
+        return seqs, envelopes
 
-    def _after_commit(self, events: list[PipelineEvent], seqs: list[int | None]) -> None:
+    def _after_commit(self, events: list[PipelineEvent], enqueued: Enqueued) -> None:
+        seqs, envelopes = enqueued
         if self.on_events is not None and events:
-            self.on_events(events)
+            self.on_events(events, envelopes)
         if any(s is not None for s in seqs):
             if self.on_commit is not None:
                 self.on_commit()
             self._bound_outbox()
-        for event, seq in zip(events, seqs, strict=True):
+        for event, seq, envelope in zip(events, seqs, envelopes, strict=True):
             if self.reporter is not None:
                 self.reporter.event(event)
             if isinstance(event, OfferDecision) and event.issued and seq is not None:
@@ -203,7 +206,6 @@ class Gateway:
                     stock = self.identity.stock(event.sku)
                     self.display.add(event, stock.zone_id if stock else "")
             if seq is not None and self.reporter is not None:
-                envelope = self.envelopes.envelope(event)
                 assert envelope is not None
                 self.reporter.outbox(event.t, envelope.type, seq)
 
@@ -230,8 +232,8 @@ class Gateway:
     def notify(self, notices: list[PipelineEvent]) -> None:
         """Queue events that did not come from a sensor (downlink outcomes, commands)."""
         with db.transaction(self.conn):
-            seqs = self._enqueue(notices)
-        self._after_commit(notices, seqs)
+            enqueued = self._enqueue(notices)
+        self._after_commit(notices, enqueued)
 
     def local_feeds(self, topics: Topics) -> list[Callable[[], list[tuple[str, bytes, int]]]]:
         """What the uplink publishes in real time beside the outbox."""

@@ -231,6 +231,16 @@ def outbox_depths(gateway: Gateway) -> dict[str, int]:
     return {str(stream): int(n) for stream, n in rows}
 
 
+def sources_view(gateway: Gateway, runtime: Runtime, now: float) -> dict[str, Any]:
+    return {
+        "adverts_by_receiver": dict(sorted(gateway.adverts_by_receiver.items())),
+        "rates_per_s": runtime.rates.rates(now, gateway.adverts_by_receiver),
+        "ble_adapters": {s.adapter: s.state for s in gateway.ble_sources},
+        "nfc_readers": {s.reader: s.state for s in gateway.nfc_sources},
+        "taps": gateway.pipeline.stats.taps,
+    }
+
+
 def outbox_view(gateway: Gateway, now: float) -> dict[str, Any]:
     return {
         "depth": outbox_depths(gateway),
@@ -270,13 +280,7 @@ def status(gateway: Gateway, runtime: Runtime) -> dict[str, Any]:
         "version": __version__,
         "ready": runtime.ready,
         "uptime_s": round(now - runtime.started, 1),
-        "sources": {
-            "adverts_by_receiver": dict(sorted(gateway.adverts_by_receiver.items())),
-            "rates_per_s": runtime.rates.rates(now, gateway.adverts_by_receiver),
-            "ble_adapters": {s.adapter: s.state for s in gateway.ble_sources},
-            "nfc_readers": {s.reader: s.state for s in gateway.nfc_sources},
-            "taps": stats.taps,
-        },
+        "sources": sources_view(gateway, runtime, now),
         "tracked_devices": len(gateway.pipeline.presence.devices),
         "zones": {z: n for z, n in occupancy(gateway).items() if n},
         "last_offers": [

@@ -29,6 +29,7 @@ from .config import Config, ConfigError, load_config
 from .daemon import Gateway, Source, ble_sources, nfc_sources, replay_source, run_gateway
 from .metrics import Runtime
 from .model import OfferDecision, PipelineEvent
+from .outbox import OutboxEvent
 from .sdnotify import Notifier
 from .storemap import MapError
 
@@ -138,15 +139,12 @@ class Service:
         self.notifier.stopping(f"stopping on {sig.name}")
         self.stop.set()
 
-    def _on_events(self, events: list[PipelineEvent]) -> None:
-        gateway = self.gateway
-        for event in events:
+    def _on_events(self, events: list[PipelineEvent], envelopes: list[OutboxEvent | None]) -> None:
+        for event, envelope in zip(events, envelopes, strict=True):
             if isinstance(event, OfferDecision):
                 self.runtime.last_offers.append(event)
-            if self.hub is not None and gateway is not None:
-                envelope = gateway.envelopes.envelope(event)  # pseudonymous, as sent upstream
-                if envelope is not None:
-                    self.hub.publish(envelope.body)
+            if self.hub is not None and envelope is not None:
+                self.hub.publish(envelope.body)  # pseudonymous, as sent upstream
 
     async def _ready_when_up(self, radios: int) -> None:
         gateway = self.gateway
