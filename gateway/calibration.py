@@ -144,10 +144,11 @@ def receiver_offsets(state_dir: Path) -> dict[str, float]:
     return out
 
 
-def save(state_dir: Path, result: CalibrationResult, now: datetime | None = None) -> Path:
-    """Merge one result into calibration.toml (atomically: write, then rename)."""
+def save(state_dir: Path, result: CalibrationResult, now: float) -> Path:
+    """Merge one result into calibration.toml (atomically: write, then rename); `now` is the
+    wall time of the measurement, kept in UTC."""
     data = load(state_dir)
-    stamp = (now or datetime.now(UTC)).isoformat(timespec="seconds")
+    stamp = datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds")
     data["receivers"][result.receiver] = {
         "offset_db": result.offset_db,
         "beacon": result.beacon,

@@ -10,13 +10,15 @@ import argparse
 import asyncio
 import json
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from . import __version__
+from .clock import Clock, SystemClock
 from .config import ConfigError, describe, load_config
+from .humantime import duration, local_datetime
 from .model import Advert
 from .storemap import MapError
 
@@ -24,7 +26,17 @@ from .storemap import MapError
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    run_demo(args.speed, Path(args.state) if args.state else None, sys.stdout)
+    try:
+        run_demo(
+            args.speed,
+            Path(args.state) if args.state else None,
+            sys.stdout,
+            clock=SystemClock(),
+            keep_times=args.keep_times,
+            start=args.start or "",
+        )
+    except ValueError as exc:
+        return _bad_input(f"--start {exc}")
     return 0
 
 
@@ -55,6 +67,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         print("gateway calibrate: --distance must be between 0 and 20 m", file=sys.stderr)
         return 2
     profile = load_beacon_profile(anchor.profile)
+    clock = SystemClock()
     calibrator = calibration.Calibrator(
         anchor.id, args.distance, profile.measured_power_dbm, profile.path_loss_exponent
     )
@@ -84,7 +97,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
             raise ConfigError(
                 args.config, "sources.ble", "no BLE adapter configured to listen with"
             )
-        asyncio.run(_listen(config, args.seconds, on_advert, calibrator))
+        asyncio.run(_listen(config, args.seconds, on_advert, calibrator, clock))
     result = calibrator.result(args.receiver)
     if result is None:
         print(f"gateway calibrate: {anchor.id} was not heard", file=sys.stderr)
@@ -102,12 +115,14 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         return 1
     if args.dry_run:
         return 0
-    path = calibration.save(config.state_path, result)
+    path = calibration.save(config.state_path, result, clock.wall())
     print(f"  saved to {path}; applied at the next start or reload (systemctl reload)")
     return 0
 
 
-async def _listen(config: Any, seconds: float, on_advert: Any, calibrator: Any) -> None:
+async def _listen(
+    config: Any, seconds: float, on_advert: Any, calibrator: Any, clock: Clock
+) -> None:
     """Scan with every configured adapter for `seconds`, drawing a progress bar."""
     from .sources.ble import BleSource
 
@@ -116,15 +131,15 @@ async def _listen(config: Any, seconds: float, on_advert: Any, calibrator: Any) 
             on_advert(item)
 
     scanners = [
-        BleSource(name, settings, settings.receiver or config.gateway.id, emit)
+        BleSource(name, settings, settings.receiver or config.gateway.id, emit, clock)
         for name, settings in config.sources.ble.items()
     ]
     tasks = [asyncio.create_task(s.run()) for s in scanners]
-    started = time.monotonic()
+    started = clock.monotonic()
     tty = sys.stderr.isatty()
     last_line = -5.0
     try:
-        while (elapsed := time.monotonic() - started) < seconds:
+        while (elapsed := clock.monotonic() - started) < seconds:
             await asyncio.sleep(0.25)
             if tty or elapsed - last_line >= 5:
                 last_line = elapsed
@@ -168,7 +183,7 @@ def _cmd_console_password(args: argparse.Namespace) -> int:
 def _cmd_doctor(args: argparse.Namespace) -> int:
     from .doctor import FAIL, run_checks
 
-    checks = run_checks(args.config, timeout_s=args.timeout)
+    checks = run_checks(args.config, SystemClock(), timeout_s=args.timeout)
     if args.json:
         print(json.dumps([c.as_dict() for c in checks], indent=1))
     else:
@@ -209,14 +224,16 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(data, indent=1))
         return 0
-    print(_status_text(data))
+    print(_status_text(data, ZoneInfo(config.gateway.timezone)))
     return 0
 
 
-def _status_text(data: dict[str, Any]) -> str:
+def _status_text(data: dict[str, Any], tz: ZoneInfo) -> str:
+    """The daemon's status for a person: store-local times, durations in words."""
+    ready = "ready" if data["ready"] else "STARTING"
     lines = [
-        f"{data['gateway']} @ {data['store']}  v{data['version']}  "
-        f"{'ready' if data['ready'] else 'STARTING'}  up {data['uptime_s']:.0f} s",
+        f"{data['gateway']} @ {data['store']}  v{data['version']}  {ready}  "
+        f"up {duration(data['uptime_s'])} (since {local_datetime(data['started_at'], tz)})",
     ]
     src = data["sources"]
     rates = ", ".join(f"{r} {v:.1f}/s" for r, v in src["rates_per_s"].items()) or "no adverts yet"
@@ -227,10 +244,12 @@ def _status_text(data: dict[str, Any]) -> str:
     lines.append(f"  devices   {data['tracked_devices']} tracked; {zones}")
     for offer in data["last_offers"][:5]:
         what = "ISSUED" if offer["issued"] else f"suppressed ({offer['reason']})"
-        lines.append(f"  offer     {offer['profile'] or '-'} {offer['trigger']}: {what}")
+        when = local_datetime(offer["t"], tz)
+        lines.append(f"  offer     {when} {offer['profile'] or '-'} {offer['trigger']}: {what}")
     out = data["outbox"]
     depth = sum(out["depth"].values())
-    lines.append(f"  outbox    {depth} queued, oldest {out['oldest_age_s']:.0f} s")
+    oldest = f", oldest waiting {duration(out['oldest_age_s'])}" if depth else ""
+    lines.append(f"  outbox    {depth} queued{oldest}")
     mqtt = data["mqtt"]
     if mqtt["enabled"]:
         state = "connected" if mqtt["connected"] else f"DISCONNECTED {mqtt['last_error']}"
@@ -243,7 +262,7 @@ def _status_text(data: dict[str, Any]) -> str:
 
 def _cmd_replay(args: argparse.Namespace) -> int:
     """Replay a trace with the configured sinks and uplink; exit 0 once the outbox is empty."""
-    from .daemon import Gateway, replay_source, run_gateway
+    from .daemon import Gateway, replay_rebase, replay_source, run_gateway
 
     config = load_config(args.config)
     if not config.mqtt.enabled:
@@ -252,12 +271,29 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     if not trace.exists():
         print(f"gateway: {trace}: trace not found", file=sys.stderr)
         return 2
-    gateway = Gateway(config, quiet_sink=True)
+    gateway = Gateway(config, quiet_sink=True, clock=SystemClock())
+    try:
+        rebase = replay_rebase(gateway, args.keep_times, args.start or "")
+    except ValueError as exc:
+        gateway.close()
+        return _bad_input(f"--start {exc}")
     summary, uplink = asyncio.run(
-        run_gateway(gateway, [replay_source(gateway, trace, 0.0)], drain_s=args.until_drained)
+        run_gateway(
+            gateway, [replay_source(gateway, trace, 0.0, rebase)], drain_s=args.until_drained
+        )
     )
     assert uplink is not None
     depth = gateway.outbox.depth()
+    progress = gateway.replay_progress
+    if progress.recorded_first_t is not None:
+        tz = ZoneInfo(config.gateway.timezone)
+        began = local_datetime(progress.recorded_first_t + progress.shift_s, tz)
+        recorded = local_datetime(progress.recorded_first_t, tz)
+        print(
+            f"recorded {recorded}, replayed from {began}"
+            if progress.shift_s
+            else f"replayed at its recorded times from {recorded}"
+        )
     print(
         f"replayed {summary.items} items; events produced {sum(summary.outbox_added.values())}; "
         f"delivered {uplink.stats.delivered}; outbox depth {depth}; "
@@ -376,18 +412,22 @@ def config_reference() -> str:
 
 
 def _cmd_offers_why(args: argparse.Namespace) -> int:
-    from .daemon import Gateway
+    """Every decision about a shopper, when it happened in the store's time."""
+    from . import db
+    from .offers import why
 
     config = load_config(args.config)
-    gateway = Gateway(config, quiet_sink=True)
-    rows = gateway.offers.why(args.who)
+    tz = ZoneInfo(config.gateway.timezone)
+    conn = db.connect(config.state_path / "gateway.db")
+    try:
+        rows = why(conn, args.who)
+    finally:
+        conn.close()
     if not rows:
         print(f"no decisions recorded for {args.who}")
     for t, campaign, trigger, issued, reason in rows:
-        clock = gateway.offers.store_day(t)
         verdict = "issued" if issued else "suppressed"
-        print(f"{clock} {t:.1f} {campaign} {trigger}: {verdict} ({reason})")
-    gateway.close()
+        print(f"{local_datetime(t, tz)}  {campaign} {trigger}: {verdict} ({reason})")
     return 0
 
 
@@ -397,15 +437,15 @@ def _cmd_offers_redeem(args: argparse.Namespace) -> int:
     from .daemon import Gateway
 
     config = load_config(args.config)
-    gateway = Gateway(config, quiet_sink=True)
+    gateway = Gateway(config, quiet_sink=True, clock=SystemClock())
     try:
-        now = time.time()
+        now = gateway.clock.wall()
         with db.transaction(gateway.conn):
             redemption, outcome = gateway.offers.redeem_code(args.code, now, args.touchpoint)
             if redemption is not None:
                 envelope = gateway.envelopes.envelope(redemption)
                 assert envelope is not None
-                gateway.outbox.append([envelope])
+                gateway.outbox.append([envelope], now)
     finally:
         gateway.close()
     if redemption is None:
@@ -424,7 +464,8 @@ def _cmd_profiles_import(args: argparse.Namespace) -> int:
     if not path.is_file():
         return _bad_input(f"{path}: no such file")
     conn = db.connect(config.state_path / "gateway.db")
-    started = time.monotonic()
+    clock = SystemClock()
+    started = clock.monotonic()
 
     def progress(done: int, total: int) -> None:
         width = 30
@@ -444,7 +485,7 @@ def _cmd_profiles_import(args: argparse.Namespace) -> int:
         print(f"{path}:{line}: {field or 'line'}: {reason}", file=sys.stderr)
     print(
         f"imported {report.imported} profiles, rejected {len(report.errors)} lines "
-        f"in {time.monotonic() - started:.2f} s"
+        f"in {clock.monotonic() - started:.2f} s"
     )
     return 1 if report.errors else 0
 
@@ -453,9 +494,8 @@ def _cmd_nfc_parse(args: argparse.Namespace) -> int:
     """One hex NDEF message per line on stdin → one JSON object per line."""
     from .ndefparse import parse_hex_line
 
-    for line in sys.stdin:
-        if line.strip():
-            print(json.dumps(parse_hex_line(line), ensure_ascii=False))
+    for line in sys.stdin:  # exactly one output line per input line, blank ones included
+        print(json.dumps(parse_hex_line(line), ensure_ascii=False))
     return 0
 
 
@@ -479,7 +519,7 @@ def _cmd_nfc_read(args: argparse.Namespace) -> int:
     from .sources.nfc import read_once
 
     try:
-        read = read_once(args.device, args.timeout)
+        read = read_once(args.device, SystemClock(), args.timeout)
     except OSError as exc:
         return _bad_input(str(exc))
     if read is None:
@@ -503,7 +543,7 @@ def _cmd_nfc_write(args: argparse.Namespace) -> int:
     else:
         message = b"".join(ndef.message_encoder([ndef.UriRecord(args.uri)]))
     try:
-        read = write_ndef(args.device, message, args.timeout)
+        read = write_ndef(args.device, message, SystemClock(), args.timeout)
     except (OSError, TimeoutError) as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 1
@@ -605,9 +645,10 @@ def _cmd_decode(args: argparse.Namespace) -> int:
     from .decode import decode_payload
     from .frames import frame_json
 
-    for raw in sys.stdin:
+    for raw in sys.stdin:  # exactly one output line per input line, blank ones included
         text = raw.strip()
         if not text:
+            print(json.dumps({"frame": None, "reason": "empty"}))
             continue
         try:
             payload = bytes.fromhex(text)
@@ -617,6 +658,21 @@ def _cmd_decode(args: argparse.Namespace) -> int:
         frame, reason = decode_payload(payload)
         print(json.dumps(frame_json(frame, reason)))
     return 0
+
+
+def _replay_time_options(p: argparse.ArgumentParser) -> None:
+    when = p.add_mutually_exclusive_group()
+    when.add_argument(
+        "--keep-times",
+        action="store_true",
+        help="replay the recorded times unchanged (forensics); default: move the trace to now",
+    )
+    when.add_argument(
+        "--start",
+        metavar="WHEN",
+        help="place the trace's first item at WHEN instead of now: HH:MM (store-local, the "
+        "latest such time not in the future) or an ISO 8601 date-time",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -634,6 +690,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="replay speed: 1 real time, 0 as fast as possible (default 20)",
     )
     p.add_argument("--state", help="keep the state here instead of a throw-away directory")
+    _replay_time_options(p)
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser(
@@ -678,6 +735,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="after the trace, wait at most this long for the outbox to empty (exit 1 if not)",
     )
+    _replay_time_options(p)
     p.set_defaults(func=_cmd_replay)
 
     p = sub.add_parser("sim", help="generate the demo scenario trace from the simulator")

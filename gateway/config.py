@@ -67,8 +67,8 @@ class GatewaySection:
     )
 
     retention_days: float = doc(
-        "Decisions, ended offers and dead-lettered pushes older than this are deleted from "
-        "the box (checked hourly). Raw sightings are never stored.",
+        "Decisions, ended offers and dead-lettered pushes recorded longer ago than this are "
+        "deleted from the box (checked hourly). Raw sightings are never stored.",
         default=30.0,
     )
 
@@ -444,9 +444,30 @@ class ReplaySection:
         "Replay speed: 1.0 is real time, 10 ten times faster, 0 as fast as possible.",
         default=0.0,
     )
+    keep_times: bool = doc(
+        "Replay the recorded times unchanged (forensics). Default: the trace is moved to the "
+        "present, its first item at the moment this state first replayed it.",
+        default=False,
+    )
+    start: str = doc(
+        "Place the trace's first item here instead of now: 'HH:MM' (store-local, the latest "
+        "such time not in the future) or an ISO 8601 date-time. Empty: now.",
+        default="",
+    )
 
     def validate(self) -> dict[str, str]:
-        return {"speed": "must not be negative"} if self.speed < 0 else {}
+        if self.speed < 0:
+            return {"speed": "must not be negative"}
+        if self.start and self.keep_times:
+            return {"start": "conflicts with keep_times = true; set one of them"}
+        if self.start:
+            from .humantime import parse_instant
+
+            try:
+                parse_instant(self.start, ZoneInfo("UTC"), 0.0)
+            except ValueError as exc:
+                return {"start": str(exc)}
+        return {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -673,7 +694,8 @@ class OutboxSection:
         default=500_000,
     )
     ttl_s: dict[str, float] = doc(
-        "Per stream: events older than this are dropped unsent (counted). 0 keeps forever.",
+        "Per stream: events waiting in the outbox longer than this (since they were queued, "
+        "whatever time they happened) are dropped unsent (counted). 0 keeps forever.",
         default_factory=lambda: {
             "redemption": 0.0,
             "offer": 30 * 86400.0,

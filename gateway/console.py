@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from typing import Any
 from aiohttp import web
 
 from . import calibration, consoleauth, decode
+from .clock import Clock
 from .daemon import Gateway
 from .metrics import Runtime, beacons_view, mqtt_view, occupancy, outbox_view, sources_view
 from .model import Advert
@@ -61,14 +61,18 @@ class Hub:
 class CalibrationRun:
     calibrator: calibration.Calibrator
     identity: str
-    started: float
+    clock: Clock
+    started: float  # monotonic: the run's length is a duration
     seconds: float
     series: deque[tuple[float, str, int]] = field(default_factory=lambda: deque(maxlen=600))
     saved: str = ""
 
     @property
     def done(self) -> bool:
-        return time.time() - self.started >= self.seconds
+        return self.elapsed() >= self.seconds
+
+    def elapsed(self) -> float:
+        return self.clock.monotonic() - self.started
 
 
 @dataclass(slots=True)
@@ -85,7 +89,7 @@ class Console:
     # --- access -------------------------------------------------------------------------
 
     def session(self, request: web.Request) -> consoleauth.Session | None:
-        return self.sessions.get(request.cookies.get(COOKIE))
+        return self.sessions.get(request.cookies.get(COOKIE), self.gateway.clock.wall())
 
     def bearer_ok(self, request: web.Request) -> bool:
         header = request.headers.get("Authorization", "")
@@ -136,13 +140,13 @@ class Console:
 
     async def login(self, request: web.Request) -> web.Response:
         client = request.remote or "?"
-        if not self.limiter.allow(client):
+        if not self.limiter.allow(client, self.gateway.clock.monotonic()):
             return await self.login_page(request, "Too many attempts; wait a minute.", 429)
         form = await request.post()
         password = str(form.get("password", ""))
         if not self.password_hash or not consoleauth.check_password(self.password_hash, password):
             return await self.login_page(request, "Wrong password.", 401)
-        sid, _session = self.sessions.create()
+        sid, _session = self.sessions.create(self.gateway.clock.wall())
         response = web.HTTPSeeOther("/")
         response.set_cookie(
             COOKIE,
@@ -207,6 +211,8 @@ class Console:
                     {"id": a.id, "x": a.x, "y": a.y, "level": a.level} for a in store.anchors
                 ],
                 "gateways": [{"id": r, "x": x, "y": y} for r, (x, y) in store.receivers.items()],
+                # times on the page are the shop's, whatever zone the browser is in
+                "timezone": self.gateway.config.gateway.timezone,
             }
         )
 
@@ -229,14 +235,15 @@ class Console:
                     "t": position.t,
                 }
             )
-        now = time.time()
+        now = self.gateway.clock.wall()
         return {
             "t": now,
+            "timezone": gateway.config.gateway.timezone,
             "trace_t": pipeline.now,
             "devices": devices,
             "occupancy": occupancy(gateway),
             "beacons": beacons_view(gateway),
-            "sources": sources_view(gateway, self.runtime, now),
+            "sources": sources_view(gateway, self.runtime),
             "outbox": outbox_view(gateway, now),
             "mqtt": mqtt_view(gateway),
             "loop_lag_ms": round(self.runtime.loop_lag_s * 1000, 2),
@@ -274,21 +281,22 @@ class Console:
         self, queue: asyncio.Queue[dict[str, Any]]
     ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         yield "state", self.state()
-        next_state = time.monotonic() + 1.0
+        clock = self.gateway.clock
+        next_state = clock.monotonic() + 1.0
         while True:
-            timeout = max(0.0, next_state - time.monotonic())
+            timeout = max(0.0, next_state - clock.monotonic())
             try:
                 body = await asyncio.wait_for(queue.get(), timeout)
                 yield "event", body
             except TimeoutError:
-                next_state = time.monotonic() + 1.0
+                next_state = clock.monotonic() + 1.0
                 yield "state", self.state()
 
     async def api_health(self, request: web.Request) -> web.Response:
         from .doctor import run_checks
 
         config_file = str(self.runtime.config_file)
-        checks = await asyncio.to_thread(run_checks, config_file, 3.0)
+        checks = await asyncio.to_thread(run_checks, config_file, self.gateway.clock, 3.0)
         return web.json_response([c.as_dict() for c in checks if c.name != "daemon"])
 
     # --- calibration --------------------------------------------------------------------
@@ -300,7 +308,7 @@ class Console:
         frame, _reason = decode.decode_advert(advert)
         if frame is not None and frame.identity == run.identity:
             run.calibrator.add(advert.receiver, advert.rssi)
-            run.series.append((time.time() - run.started, advert.receiver, advert.rssi))
+            run.series.append((round(run.elapsed(), 2), advert.receiver, advert.rssi))
 
     async def calibration_status(self, request: web.Request) -> web.Response:
         run = self.run
@@ -311,7 +319,7 @@ class Console:
             {
                 "running": not run.done,
                 "beacon": run.calibrator.beacon,
-                "elapsed_s": round(min(time.time() - run.started, run.seconds), 1),
+                "elapsed_s": round(min(run.elapsed(), run.seconds), 1),
                 "seconds": run.seconds,
                 "readings": run.calibrator.count(),
                 "series": list(run.series)[-300:],
@@ -354,7 +362,8 @@ class Console:
                 anchor.id, distance, profile.measured_power_dbm, profile.path_loss_exponent
             ),
             anchor.identity,
-            time.time(),
+            self.gateway.clock,
+            self.gateway.clock.monotonic(),
             seconds,
         )
         return web.json_response({"started": True, "beacon": anchor.id})
@@ -371,7 +380,7 @@ class Console:
                 text=json.dumps({"error": "; ".join(result.problems())}),
                 content_type="application/json",
             )
-        path = calibration.save(self.gateway.config.state_path, result)
+        path = calibration.save(self.gateway.config.state_path, result, self.gateway.clock.wall())
         run.saved = str(path)
         return web.json_response({"saved": str(path), "offset_db": result.offset_db})
 

@@ -17,7 +17,6 @@ import hashlib
 import hmac
 import os
 import secrets
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,19 +72,17 @@ class Sessions:
     ttl_s: float
     sessions: dict[str, Session] = field(default_factory=dict)
 
-    def create(self, now: float | None = None) -> tuple[str, Session]:
-        now = time.time() if now is None else now
+    def create(self, now: float) -> tuple[str, Session]:
         self.sessions = {k: s for k, s in self.sessions.items() if s.expires > now}
         sid = secrets.token_urlsafe(32)
         session = Session(secrets.token_urlsafe(32), now + self.ttl_s)
         self.sessions[sid] = session
         return sid, session
 
-    def get(self, sid: str | None, now: float | None = None) -> Session | None:
+    def get(self, sid: str | None, now: float) -> Session | None:
         if not sid:
             return None
         session = self.sessions.get(sid)
-        now = time.time() if now is None else now
         if session is None or session.expires <= now:
             self.sessions.pop(sid, None)
             return None
@@ -101,8 +98,7 @@ class LoginLimiter:
     per_minute: int
     attempts: dict[str, deque[float]] = field(default_factory=dict)
 
-    def allow(self, client: str, now: float | None = None) -> bool:
-        now = time.time() if now is None else now
+    def allow(self, client: str, now: float) -> bool:
         window = self.attempts.setdefault(client, deque())
         while window and now - window[0] > 60.0:
             window.popleft()

@@ -13,7 +13,6 @@ import dataclasses
 import logging
 import sqlite3
 import sys
-import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
@@ -27,8 +26,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from . import db, downlink, peers
+from .clock import Clock
 from .config import BleAdapterSection, Config, PickupDiscountSection
 from .events import EnvelopeFactory
+from .humantime import local_datetime, parse_instant
 from .identity import IdentityStore
 from .model import AdapterHealth, Advert, GatewayNotice, OfferDecision, PipelineEvent, Tap
 from .offers import OfferEngine
@@ -38,7 +39,7 @@ from .pipeline import Pipeline
 from .profiles import load_beacon_profile
 from .report import ConsoleReporter
 from .sinks import LocalPushSink, PickupDisplay, Push, push_event
-from .sources.replay import replay
+from .sources.replay import Rebase, ReplayProgress, replay
 from .sources.trace import TraceError
 from .storemap import load_map
 
@@ -71,9 +72,15 @@ class Gateway:
     """All stages wired together over one state database."""
 
     def __init__(
-        self, config: Config, reporter: ConsoleReporter | None = None, quiet_sink: bool = False
+        self,
+        config: Config,
+        reporter: ConsoleReporter | None = None,
+        quiet_sink: bool = False,
+        *,
+        clock: Clock,
     ) -> None:
         self.config = config
+        self.clock = clock  # wall: queue times, TTLs, retention; monotonic: progress
         self.store_map = load_map(config.resolve(config.map.path))
         device_profile = load_beacon_profile(config.presence.device_profile)
         state = config.state_path
@@ -112,7 +119,8 @@ class Gateway:
         self.peer_stats: Counter[str] = Counter()
         self.adverts_by_receiver: Counter[str] = Counter()
         self.display = PickupDisplay() if config.sinks.display else None
-        self.last_progress = time.monotonic()  # the consumer's last batch (watchdog health)
+        self.last_progress = clock.monotonic()  # the consumer's last batch (watchdog health)
+        self.replay_progress = ReplayProgress()  # the shift a replay source applied
         self.queue: asyncio.Queue[Item | None] | None = None  # set while the pipeline runs
         # status and console: each committed event with its uplink envelope (None: local only)
         self.on_events: Callable[[list[PipelineEvent], list[OutboxEvent | None]], None] | None
@@ -152,7 +160,7 @@ class Gateway:
                 events.extend(self.pipeline.on_adverts(run))
             enqueued = self._enqueue(events)
         self._after_commit(events, enqueued)
-        self.last_progress = time.monotonic()
+        self.last_progress = self.clock.monotonic()
         if not self.summary.items and batch:
             log.info("first sighting processed")  # start-up is measured to here (bench)
         self.summary.items += len(batch)
@@ -169,14 +177,17 @@ class Gateway:
         return events
 
     def _enqueue(self, events: list[PipelineEvent]) -> Enqueued:
-        """Queue each event's envelope; (outbox seq or None, envelope or None) per event."""
+        """Queue each event's envelope; (outbox seq or None, envelope or None) per event.
+        Runs inside the caller's transaction: also stamps what the pipeline recorded."""
+        now = self.clock.wall()
+        db.stamp_recorded(self.conn, now)
         seqs: list[int | None] = []
         envelopes = [self.envelopes.envelope(event) for event in events]
         for event, envelope in zip(events, envelopes, strict=True):
             if envelope is None:
                 seqs.append(None)
                 continue
-            added = self.outbox.append([envelope])
+            added = self.outbox.append([envelope], now)
             seqs.append(added[0] if added else None)
             if added:
                 self.summary.outbox_added[envelope.type] += 1
@@ -184,7 +195,7 @@ class Gateway:
             if added and issued and self.config.sinks.webhook.url:
                 # The push itself waits durably for the webhook's 2xx.
                 assert isinstance(event, OfferDecision)
-                self.outbox.append([push_event(Push.from_decision(event))])
+                self.outbox.append([push_event(Push.from_decision(event))], now)
         return seqs, envelopes
 
     def _after_commit(self, events: list[PipelineEvent], enqueued: Enqueued) -> None:
@@ -199,7 +210,11 @@ class Gateway:
             if self.reporter is not None:
                 self.reporter.event(event)
             if isinstance(event, OfferDecision) and event.issued and seq is not None:
-                clock = self.reporter.clock(event.t) if self.reporter else f"{event.t:.1f}"
+                clock = (
+                    self.reporter.clock(event.t)
+                    if self.reporter
+                    else local_datetime(event.t, ZoneInfo(self.config.gateway.timezone))
+                )
                 self.sink.push(Push.from_decision(event), clock)
                 self.summary.pushes += 1
                 if self.display is not None and event.sku is not None:
@@ -211,8 +226,8 @@ class Gateway:
 
     def _bound_outbox(self, every_s: float = 10.0) -> None:
         """Keep the outbox within its quota and TTLs (checked at most every `every_s`), and
-        personal data within its retention window (hourly)."""
-        now = time.time()
+        personal data within its retention window (hourly); wall-clock time throughout."""
+        now = self.clock.wall()
         if now - self._last_bound < every_s:
             return
         self._last_bound = now
@@ -284,7 +299,7 @@ class Gateway:
             return
         *_, channel, name = topic.split("/")
         key = bytes.fromhex(self.config.mqtt.downlink_key)
-        now = time.time()
+        now = self.clock.wall()
         document = downlink.verify(key, payload)
         if isinstance(document, downlink.Rejected):
             self._reject(now, topic, document.reason, document.detail)
@@ -463,7 +478,7 @@ async def run_pipeline(
 ) -> RunSummary:
     """Run sources through the pipeline until they all end (replay) or `stop` is set (live),
     then let time pass so that every device that went quiet leaves its zones."""
-    started = time.monotonic()
+    started = gateway.clock.monotonic()
     queue: asyncio.Queue[Item | None] = asyncio.Queue(maxsize=16 * BATCH)
     gateway.queue = queue
     inlet = Inlet(queue)
@@ -512,7 +527,7 @@ async def run_pipeline(
             tg.create_task(watch_stop(tasks))
     if gateway.summary.last_t is not None:
         gateway.advance(gateway.summary.last_t + gateway.config.presence.stale_after_s + 1.0)
-    gateway.summary.wall_s = time.monotonic() - started
+    gateway.summary.wall_s = gateway.clock.monotonic() - started
     gateway.summary.dropped = inlet.dropped
     return gateway.summary
 
@@ -530,7 +545,9 @@ async def run_gateway(
     uplink = None
     tasks: list[asyncio.Task[None]] = []
     if gateway.config.mqtt.enabled:
-        uplink = Uplink(gateway.config, gateway.outbox, on_downlink=gateway.on_downlink)
+        uplink = Uplink(
+            gateway.config, gateway.outbox, on_downlink=gateway.on_downlink, clock=gateway.clock
+        )
         uplink.local_feeds = gateway.local_feeds(uplink.topics)
         gateway.on_commit = uplink.notify
         gateway.uplink = uplink
@@ -538,12 +555,12 @@ async def run_gateway(
     if gateway.config.sinks.webhook.url:
         from .webhook import WebhookSender
 
-        sender = WebhookSender(gateway.config.sinks.webhook, gateway.outbox)
+        sender = WebhookSender(gateway.config.sinks.webhook, gateway.outbox, gateway.clock)
         gateway.webhook = sender
         tasks.append(asyncio.create_task(sender.run()))
     try:
         summary = await run_pipeline(gateway, sources, stop)
-        deadline = time.monotonic() + drain_s
+        deadline = gateway.clock.monotonic() + drain_s
 
         def waiting() -> bool:
             """Anything a running sink could still deliver before we stop?"""
@@ -551,7 +568,7 @@ async def run_gateway(
             pushes = gateway.webhook is not None and gateway.outbox.depth("push") > 0
             return backend or pushes
 
-        while waiting() and time.monotonic() < deadline:
+        while waiting() and gateway.clock.monotonic() < deadline:
             if uplink is not None:
                 uplink.notify()
             await asyncio.sleep(0.05)
@@ -563,13 +580,27 @@ async def run_gateway(
                 await task
 
 
-def replay_source(gateway: Gateway, path: Path, speed: float) -> Source:
+def replay_rebase(gateway: Gateway, keep_times: bool = False, start: str = "") -> Rebase:
+    """How a replay places a recorded trace in time: its recorded times (`keep_times`), from
+    a start a person typed (`start`: HH:MM store-local or ISO 8601), or — the default — from
+    the moment this state first replayed it (stable across runs: the same event ids)."""
+    if keep_times:
+        return Rebase.keep()
+    if start:
+        tz = ZoneInfo(gateway.config.gateway.timezone)
+        return Rebase.to(parse_instant(start, tz, gateway.clock.wall()))
+    return Rebase(lambda first: db.replay_shift(gateway.conn, first, gateway.clock.wall()))
+
+
+def replay_source(gateway: Gateway, path: Path, speed: float, rebase: Rebase) -> Source:
     def on_error(error: TraceError) -> None:
         gateway.summary.trace_errors.append(str(error))
         print(f"{path}: rejected {error}", file=sys.stderr)
 
     async def source(inlet: Inlet) -> int:
-        return await replay(path, speed, inlet.put, on_error)
+        return await replay(
+            path, speed, inlet.put, on_error, gateway.clock, rebase, gateway.replay_progress
+        )
 
     return source
 
@@ -589,7 +620,7 @@ def nfc_sources(gateway: Gateway) -> list[Source]:
 
         def make(reader: str = touchpoint, device: str = device) -> Source:
             async def source(inlet: Inlet) -> None:
-                nfc = NfcSource(reader, device, inlet.put_nowait)
+                nfc = NfcSource(reader, device, inlet.put_nowait, gateway.clock)
                 gateway.nfc_sources.append(nfc)
                 await nfc.run()
 
@@ -611,7 +642,7 @@ def ble_sources(gateway: Gateway) -> list[Source]:
             adapter: str = adapter, settings: BleAdapterSection = settings, receiver: str = receiver
         ) -> Source:
             async def source(inlet: Inlet) -> None:
-                ble = BleSource(adapter, settings, receiver, inlet.put_nowait)
+                ble = BleSource(adapter, settings, receiver, inlet.put_nowait, gateway.clock)
                 gateway.ble_sources.append(ble)
                 await ble.run()
 

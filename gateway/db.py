@@ -126,7 +126,32 @@ def _v5(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE profiles ADD COLUMN declined_skus TEXT NOT NULL DEFAULT '[]'")
 
 
-MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5]
+def _v6(db: sqlite_utils.Database) -> None:
+    # Two time bases (docs/decisions.md, "Time"): an outbox row keeps when its event happened
+    # (`occurred_at`, trace or radio time) and when this box queued it (`queued_at`, wall
+    # clock); TTLs and the backlog's age count from the second. Decisions and offers get the
+    # wall time they were recorded, which retention counts from. Rows from before this
+    # version only had the event time: it stands in for both.
+    db.execute("ALTER TABLE outbox RENAME COLUMN created_at TO occurred_at")
+    db.execute("ALTER TABLE outbox ADD COLUMN queued_at REAL NOT NULL DEFAULT 0")
+    db.execute("UPDATE outbox SET queued_at = occurred_at")
+    db.execute("CREATE INDEX outbox_expiry ON outbox (stream, queued_at)")
+    for table, event_time in (("decisions", "t"), ("offers", "issued_at")):
+        db.execute(f"ALTER TABLE {table} ADD COLUMN recorded_at REAL")
+        db.execute(f"UPDATE {table} SET recorded_at = {event_time}")
+        # Serves retention (recorded_at < cutoff) and the stamping of the rows the pipeline
+        # wrote in the open transaction (recorded_at IS NULL).
+        db.execute(f"CREATE INDEX {table}_recorded ON {table} (recorded_at)")
+    # A replayed trace is moved to the present once per state directory: the shift chosen
+    # the first time is kept, so a replay run again (after a crash) re-derives the same
+    # event ids instead of queueing the whole trace a second time.
+    db.execute(
+        "CREATE TABLE replay_shifts (origin_t REAL PRIMARY KEY, shift_s REAL NOT NULL, "
+        "chosen_at REAL NOT NULL)"
+    )
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -181,20 +206,50 @@ def transaction(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("COMMIT")
 
 
+def stamp_recorded(conn: sqlite3.Connection, now: float) -> None:
+    """Give the decisions and offers written in this transaction their recording time (the
+    pipeline itself knows only when things happened, never the wall clock)."""
+    for table in ("decisions", "offers"):
+        conn.execute(f"UPDATE {table} SET recorded_at = ? WHERE recorded_at IS NULL", (now,))
+
+
 def purge_expired(conn: sqlite3.Connection, now: float, retention_s: float) -> dict[str, int]:
-    """Forget what concerns shoppers after the retention window: decisions (they name the
-    device and the profile), offers that ended before it (issued-and-expired or redeemed),
-    dead-lettered pushes. Raw sightings are never stored; delivered-event ids have their
-    own retention (`mqtt.delivered_retention_s`). Returns rows removed per table."""
+    """Forget what concerns shoppers after the retention window, counted from when this box
+    recorded it (wall clock): decisions (they name the device and the profile), offers that
+    whose validity ended before the window, dead-lettered pushes. Raw
+    sightings are never stored; delivered-event ids have their own retention
+    (`mqtt.delivered_retention_s`). Returns rows removed per table."""
     cutoff = now - retention_s
     removed: dict[str, int] = {}
     with transaction(conn):
-        for table, sql in (
-            ("decisions", "DELETE FROM decisions WHERE t < ?"),
-            ("offers", "DELETE FROM offers WHERE expires_at < ?"),
-            ("dead_letter", "DELETE FROM dead_letter WHERE failed_at < ?"),
+        for table, sql, args in (
+            ("decisions", "DELETE FROM decisions WHERE recorded_at < ?", (cutoff,)),
+            # An offer ends with its validity (redeemed or not): kept that long after.
+            (
+                "offers",
+                "DELETE FROM offers WHERE recorded_at + (expires_at - issued_at) < ?",
+                (cutoff,),
+            ),
+            ("dead_letter", "DELETE FROM dead_letter WHERE failed_at < ?", (cutoff,)),
         ):
-            count = conn.execute(sql, (cutoff,)).rowcount
+            count = conn.execute(sql, args).rowcount
             if count:
                 removed[table] = count
     return removed
+
+
+def replay_shift(conn: sqlite3.Connection, origin_t: float, now: float) -> float:
+    """The seconds that move a trace starting at `origin_t` to the present: chosen (as
+    `now - origin_t`) the first time this state replays it, the same ever after."""
+    with transaction(conn):
+        row = conn.execute(
+            "SELECT shift_s FROM replay_shifts WHERE origin_t = ?", (origin_t,)
+        ).fetchone()
+        if row is not None:
+            return float(row[0])
+        shift = now - origin_t
+        conn.execute(
+            "INSERT INTO replay_shifts (origin_t, shift_s, chosen_at) VALUES (?, ?, ?)",
+            (origin_t, shift, now),
+        )
+    return shift

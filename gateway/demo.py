@@ -1,4 +1,9 @@
-"""`gateway demo`: the bookstore scenario through the whole pipeline, no broker, no radio."""
+"""`gateway demo`: the bookstore scenario through the whole pipeline, no broker, no radio.
+
+The recorded scenario is moved to the present (see `sources.replay`), so what it shows is
+what a live shop would do now: the store's quiet hours and store day apply to the replayed
+times, and every line is stamped in the store's time zone.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,16 @@ import json
 import tempfile
 from pathlib import Path
 from typing import TextIO
+from zoneinfo import ZoneInfo
 
+from .clock import Clock
 from .config import Config, ReplaySection, SourcesSection
-from .daemon import Gateway, RunSummary, replay_source, run_pipeline
+from .daemon import Gateway, RunSummary, replay_rebase, replay_source, run_pipeline
+from .humantime import local, local_datetime
+from .offers import in_quiet_hours
 from .report import ConsoleReporter
 from .resources import data_file
+from .sources.replay import first_time
 
 DEMO_TRACE = "demo-trace.jsonl"
 DEMO_PROFILES = "demo-profiles.json"
@@ -28,12 +38,25 @@ def demo_config(state_dir: Path, speed: float) -> Config:
 
 
 def run_demo(
-    speed: float, state_dir: Path | None, out: TextIO, trace: Path | None = None
+    speed: float,
+    state_dir: Path | None,
+    out: TextIO,
+    trace: Path | None = None,
+    *,
+    clock: Clock,
+    keep_times: bool = False,
+    start: str = "",
 ) -> tuple[RunSummary, Gateway]:
+    """Raises ValueError for a `start` that cannot be read."""
     with tempfile.TemporaryDirectory(prefix="gateway-demo-") as tmp:
         state = state_dir or Path(tmp)
         config = demo_config(state, speed)
-        gateway = Gateway(config, reporter=None)
+        gateway = Gateway(config, reporter=None, clock=clock)
+        try:
+            rebase = replay_rebase(gateway, keep_times, start)
+        except ValueError:
+            gateway.close()
+            raise
         reporter = ConsoleReporter(config.gateway.timezone, gateway.pipeline.pseudonym, out)
         gateway.reporter = reporter
         gateway.sink.out = out
@@ -45,12 +68,38 @@ def run_demo(
             f"{len(gateway.store_map.zones)} zones, "
             f"{len(gateway.store_map.receivers)} receivers, state in {state}"
         )
+        recorded = first_time(trace_path)
+        if recorded is not None:
+            _say_when(gateway, reporter, recorded, rebase.shift_for(recorded))
         reporter.line("")
-        summary = asyncio.run(run_pipeline(gateway, [replay_source(gateway, trace_path, speed)]))
+        summary = asyncio.run(
+            run_pipeline(gateway, [replay_source(gateway, trace_path, speed, rebase)])
+        )
         print_summary(gateway, summary, reporter)
         if state_dir is None:
             gateway.close()
         return summary, gateway
+
+
+def _say_when(gateway: Gateway, reporter: ConsoleReporter, recorded: float, shift: float) -> None:
+    """The one time base of the lines below, said once: store-local, with the date."""
+    tz = ZoneInfo(gateway.config.gateway.timezone)
+    starts = recorded + shift
+    if shift:
+        reporter.line(
+            f"Recorded {local_datetime(recorded, tz)}, replayed as if it began "
+            f"{local_datetime(starts, tz)} (times below: {tz.key})"
+        )
+    else:
+        reporter.line(f"Replayed at its recorded times from {local_datetime(starts, tz)}")
+    quiet = gateway.config.offers.limits.quiet_hours
+    moment = local(starts, tz)
+    if in_quiet_hours(quiet, moment.hour * 60 + moment.minute):
+        reporter.line(
+            f"{moment:%H:%M} is inside the store's quiet hours ({quiet[0]}–{quiet[1]}): "
+            "offers are decided but none is pushed. To watch one, replay it as at opening "
+            "time: gateway demo --start 10:00"
+        )
 
 
 def print_summary(gateway: Gateway, summary: RunSummary, reporter: ConsoleReporter) -> None:
@@ -82,7 +131,17 @@ def print_summary(gateway: Gateway, summary: RunSummary, reporter: ConsoleReport
     )
     taps = ", ".join(f"{k} {v}" for k, v in sorted(stats.taps_rejected.items()))
     p(f"  NFC          {stats.taps} taps ({taps or 'none ignored'})")
-    queued = ", ".join(f"{k} {v}" for k, v in sorted(summary.outbox_added.items()))
-    p(f"  outbox       {gateway.outbox.depth()} events waiting for the uplink: {queued}")
+    queued = sum(summary.outbox_added.values())
+    dropped = sum(gateway.outbox_dropped.values())
+    delivered = gateway.uplink.stats.delivered if gateway.uplink is not None else 0
+    waiting = gateway.outbox.depth_by_type()
+    p(
+        f"  outbox       {queued} events queued by this run; {delivered} delivered "
+        f"(no uplink in the demo), {dropped} dropped; {sum(waiting.values())} waiting"
+    )
+    breakdown = ", ".join(f"{k} {v}" for k, v in waiting.items()) or "nothing"
+    p(f"               waiting: {breakdown}")
+    if dropped:
+        p(f"               dropped: {dict(sorted(gateway.outbox_dropped.items()))}")
     if summary.trace_errors:
         p(f"  trace        {len(summary.trace_errors)} bad lines rejected")

@@ -14,13 +14,14 @@ import ctypes.util
 import os
 import shutil
 import sqlite3
-import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from .clock import Clock
 from .config import Config, ConfigError, host_port, load_config
+from .humantime import duration, local_datetime
 
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
 MIN_FREE_MB = 50
@@ -44,7 +45,7 @@ class Check:
         return asdict(self)
 
 
-def run_checks(config_file: str, timeout_s: float = 5.0) -> list[Check]:
+def run_checks(config_file: str, clock: Clock, timeout_s: float = 5.0) -> list[Check]:
     checks: list[Check] = []
     try:
         config = load_config(config_file)
@@ -62,8 +63,8 @@ def run_checks(config_file: str, timeout_s: float = 5.0) -> list[Check]:
     checks.append(check_map(config))
     checks.extend(asyncio.run(check_bluetooth(config, timeout_s)))
     checks.extend(check_nfc(config))
-    checks.append(asyncio.run(check_broker(config, timeout_s)))
-    checks.append(check_clock())
+    checks.append(asyncio.run(check_broker(config, timeout_s, clock)))
+    checks.append(check_clock(clock.wall(), ZoneInfo(config.gateway.timezone)))
     checks.append(check_daemon(config, timeout_s))
     return checks
 
@@ -269,7 +270,7 @@ def check_nfc(config: Config) -> list[Check]:
     return out or [Check("nfc", SKIP, "no NFC touchpoint with a reader configured")]
 
 
-async def check_broker(config: Config, timeout_s: float) -> Check:
+async def check_broker(config: Config, timeout_s: float, clock: Clock) -> Check:
     mqtt = config.mqtt
     if not mqtt.enabled:
         return Check("broker", SKIP, "[mqtt] enabled = false (offline store)")
@@ -282,7 +283,7 @@ async def check_broker(config: Config, timeout_s: float) -> Check:
     settings.pop("will", None)  # a probe must not announce this gateway offline
     settings["identifier"] = f"{settings['identifier']}-doctor"
     settings["timeout"] = timeout_s
-    started = time.monotonic()
+    started = clock.monotonic()
     try:
         async with aiomqtt.Client(**settings):
             pass
@@ -291,7 +292,7 @@ async def check_broker(config: Config, timeout_s: float) -> Check:
         if "certificate" in str(exc).lower():
             hint = "the broker's certificate is not trusted: set mqtt.ca_file"
         return Check("broker", FAIL, f"{where}: {exc}", hint)
-    ms = (time.monotonic() - started) * 1000
+    ms = (clock.monotonic() - started) * 1000
     if not mqtt.tls:
         return Check(
             "broker",
@@ -335,9 +336,10 @@ def clock_synchronised() -> bool | None:
     return bool(state != TIME_ERROR)
 
 
-def check_clock(now: Callable[[], float] = time.time) -> Check:
-    t = now()
-    when = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(t))
+def check_clock(t: float, tz: ZoneInfo) -> Check:
+    """The system clock `t` (wall time, read by the caller) against plausibility and the
+    kernel's synchronisation state; shown in the store's zone and in UTC."""
+    when = f"{local_datetime(t, tz)} ({local_datetime(t, ZoneInfo('UTC'))})"
     if t < EARLIEST_PLAUSIBLE:
         return Check(
             "clock",
@@ -381,7 +383,7 @@ def check_daemon(config: Config, timeout_s: float) -> Check:
             "systemctl start proximity-gateway (journalctl -u proximity-gateway)",
         )
     detail = (
-        f"running {status['uptime_s']:.0f} s, {status['tracked_devices']} devices, "
+        f"running {duration(status['uptime_s'])}, {status['tracked_devices']} devices, "
         f"outbox {sum(status['outbox']['depth'].values())}"
     )
     if not status.get("ready"):

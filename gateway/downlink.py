@@ -24,7 +24,6 @@ import hmac
 import json
 import math
 import sqlite3
-import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -307,11 +306,11 @@ class NonceCache:
         return ""
 
 
-def check_command(document: dict[str, Any], nonces: NonceCache, now: float | None = None) -> str:
+def check_command(document: dict[str, Any], nonces: NonceCache, now: float) -> str:
     """'' when the command may run, else the reason it may not."""
     if document.get("command") not in COMMANDS:
         return "unknown_command"
     issued_at, nonce = document.get("issued_at"), document.get("nonce")
     if not isinstance(issued_at, (int, float)) or not isinstance(nonce, str) or not nonce:
         return "invalid_payload"
-    return nonces.fresh(nonce, float(issued_at), time.time() if now is None else now)
+    return nonces.fresh(nonce, float(issued_at), now)

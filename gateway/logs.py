@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import sys
-import time
+from datetime import UTC, datetime
 from typing import Any
 
 _PRIORITY = {"DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}
@@ -36,7 +36,13 @@ class StructuredFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields: dict[str, Any] = {}
         if not self.journal:
-            fields["time"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(record.created))
+            # For machines (log files, collectors): UTC, RFC 3339. The moment is the one the
+            # logging module stamped on the record.
+            fields["time"] = (
+                datetime.fromtimestamp(record.created, UTC)
+                .isoformat(timespec="milliseconds")
+                .replace("+00:00", "Z")
+            )
         fields["level"] = record.levelname.lower()
         fields["logger"] = record.name
         fields["msg"] = record.getMessage()

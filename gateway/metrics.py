@@ -7,12 +7,12 @@ Everything is read from counters the stages keep anyway; scraping costs a few SQ
 from __future__ import annotations
 
 import math
-import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
+from .clock import Clock
 from .model import OfferDecision
 
 if TYPE_CHECKING:
@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 class Runtime:
     """What the service shell measures about itself (the stages count the rest)."""
 
-    started: float = field(default_factory=time.time)
+    clock: Clock
+    started: float = field(init=False, default=0.0)  # wall time
     loop_lag_s: float = 0.0
     loop_lag_max_s: float = 0.0
     reloads: Counter[str] = field(default_factory=Counter)  # ok / failed
@@ -34,11 +35,12 @@ class Runtime:
     config_file: str = ""
 
     def __post_init__(self) -> None:
-        self.rates.samples.append((self.started, {}))  # rates are defined from the start
+        self.started = self.clock.wall()
+        self.rates.samples.append((self.clock.monotonic(), {}))  # rates are defined from the start
 
 
 class RateWindow:
-    """Per-receiver advert rates over roughly the last `span_s` seconds of wall time."""
+    """Per-receiver advert rates over roughly the last `span_s` seconds (monotonic time)."""
 
     def __init__(self, span_s: float = 10.0) -> None:
         self.span_s = span_s
@@ -89,7 +91,7 @@ def exposition(gateway: Gateway, runtime: Runtime) -> str:
     out = Exposition()
     m = out.metric
     stats = gateway.pipeline.stats
-    now = time.time()
+    now = gateway.clock.wall()
     m("gateway_build_info", "gauge", "Version of the running gateway.", 1, version=__version__)
     m("gateway_up_seconds", "gauge", "Seconds since the daemon started.", now - runtime.started)
     m("gateway_ready", "gauge", "1 once store, sinks and sources are up.", int(runtime.ready))
@@ -149,7 +151,12 @@ def exposition(gateway: Gateway, runtime: Runtime) -> str:
             stream=stream,
         )
     age = gateway.outbox.oldest_age(now)
-    m("gateway_outbox_oldest_age_seconds", "gauge", "Age of the oldest queued event.", age or 0.0)
+    m(
+        "gateway_outbox_oldest_age_seconds",
+        "gauge",
+        "Seconds the longest-waiting event has been queued.",
+        age or 0.0,
+    )
     uplink = gateway.uplink
     m(
         "gateway_mqtt_connected",
@@ -231,10 +238,10 @@ def outbox_depths(gateway: Gateway) -> dict[str, int]:
     return {str(stream): int(n) for stream, n in rows}
 
 
-def sources_view(gateway: Gateway, runtime: Runtime, now: float) -> dict[str, Any]:
+def sources_view(gateway: Gateway, runtime: Runtime) -> dict[str, Any]:
     return {
         "adverts_by_receiver": dict(sorted(gateway.adverts_by_receiver.items())),
-        "rates_per_s": runtime.rates.rates(now, gateway.adverts_by_receiver),
+        "rates_per_s": runtime.rates.rates(gateway.clock.monotonic(), gateway.adverts_by_receiver),
         "ble_adapters": {s.adapter: s.state for s in gateway.ble_sources},
         "nfc_readers": {s.reader: s.state for s in gateway.nfc_sources},
         "taps": gateway.pipeline.stats.taps,
@@ -273,14 +280,15 @@ def beacons_view(gateway: Gateway) -> dict[str, dict[str, Any]]:
 def status(gateway: Gateway, runtime: Runtime) -> dict[str, Any]:
     """What `gateway status` shows: pseudonymous ids only."""
     stats = gateway.pipeline.stats
-    now = time.time()
+    now = gateway.clock.wall()
     return {
         "gateway": gateway.config.gateway.id,
         "store": gateway.config.gateway.store,
         "version": __version__,
         "ready": runtime.ready,
+        "started_at": runtime.started,
         "uptime_s": round(now - runtime.started, 1),
-        "sources": sources_view(gateway, runtime, now),
+        "sources": sources_view(gateway, runtime),
         "tracked_devices": len(gateway.pipeline.presence.devices),
         "zones": {z: n for z, n in occupancy(gateway).items() if n},
         "last_offers": [

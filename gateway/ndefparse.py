@@ -249,6 +249,7 @@ def parse_message(data: bytes) -> dict[str, Any]:
 
 
 def parse_hex_line(line: str) -> dict[str, Any]:
+    """One input line → one result (a blank line is an empty message: `message_empty`)."""
     text = "".join(line.split())
     try:
         data = bytes.fromhex(text)

@@ -459,10 +459,15 @@ class OfferEngine:
         return Redemption(t, str(profile_id), str(offer_id), code, str(sku), where), "redeemed"
 
     def why(self, who: str) -> list[tuple[float, str, str, bool, str]]:
-        """Past decisions for a profile id or device id: (t, campaign, trigger, issued, reason)."""
-        rows = self.conn.execute(
-            "SELECT t, campaign, trigger, issued, reason FROM decisions "
-            "WHERE profile_id = ? OR device = ? ORDER BY t",
-            (who, who),
-        )
-        return [(float(r[0]), str(r[1]), str(r[2]), bool(r[3]), str(r[4])) for r in rows]
+        return why(self.conn, who)
+
+
+def why(conn: sqlite3.Connection, who: str) -> list[tuple[float, str, str, bool, str]]:
+    """Past decisions for a profile id or device id: (t, campaign, trigger, issued, reason),
+    `t` being when the decision's moment happened (occurrence time)."""
+    rows = conn.execute(
+        "SELECT t, campaign, trigger, issued, reason FROM decisions "
+        "WHERE profile_id = ? OR device = ? ORDER BY t",
+        (who, who),
+    )
+    return [(float(r[0]), str(r[1]), str(r[2]), bool(r[3]), str(r[4])) for r in rows]

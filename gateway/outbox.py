@@ -27,7 +27,7 @@ class OutboxEvent:
     stream: str
     type: str
     priority: int  # lower is more important
-    created_at: float
+    occurred_at: float  # when the event happened (its CloudEvents `time`)
     body: dict[str, Any]
 
 
@@ -48,22 +48,23 @@ class Outbox:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
 
-    def append(self, events: Iterable[OutboxEvent]) -> list[int]:
-        """Commit events durably in one transaction; return the seq of each newly added one
-        (duplicates by event id are skipped and get no seq)."""
+    def append(self, events: Iterable[OutboxEvent], now: float) -> list[int]:
+        """Commit events durably in one transaction, queued at wall time `now`; return the
+        seq of each newly added one (duplicates by event id are skipped and get no seq)."""
         added: list[int] = []
         with transaction(self.conn):
             for e in events:
                 cur = self.conn.execute(
                     "INSERT OR IGNORE INTO outbox (event_id, stream, type, priority, "
-                    "created_at, body) SELECT ?, ?, ?, ?, ?, ? "
+                    "occurred_at, queued_at, body) SELECT ?, ?, ?, ?, ?, ?, ? "
                     "WHERE NOT EXISTS (SELECT 1 FROM delivered WHERE event_id = ?)",
                     (
                         e.event_id,
                         e.stream,
                         e.type,
                         e.priority,
-                        e.created_at,
+                        e.occurred_at,
+                        now,
                         json.dumps(e.body, separators=(",", ":"), sort_keys=True),
                         e.event_id,
                     ),
@@ -130,8 +131,13 @@ class Outbox:
         return int(row.fetchone()[0])
 
     def oldest_age(self, now: float) -> float | None:
-        row = self.conn.execute("SELECT min(created_at) FROM outbox").fetchone()
-        return None if row[0] is None else now - float(row[0])
+        """How long the longest-waiting event has been queued (wall time), or None."""
+        row = self.conn.execute("SELECT min(queued_at) FROM outbox").fetchone()
+        return None if row[0] is None else max(0.0, now - float(row[0]))
+
+    def depth_by_type(self) -> dict[str, int]:
+        rows = self.conn.execute("SELECT type, count(*) FROM outbox GROUP BY type ORDER BY type")
+        return {str(r[0]): int(r[1]) for r in rows}
 
     def types(self) -> list[str]:
         """Event types in queue order (for summaries and tests)."""
@@ -145,7 +151,9 @@ PROTECTED_STREAMS = ("redemption", "push")
 def enforce_bounds(
     conn: sqlite3.Connection, now: float, max_events: int, ttl_s: dict[str, float]
 ) -> dict[str, int]:
-    """Drop expired events and, past the quota, the least important oldest ones.
+    """Drop events queued longer than their stream's TTL and, past the quota, the least
+    important oldest ones. Age is queue time (wall clock at `append`), never the event's
+    own time: a replayed old recording is as fresh as the moment it was queued.
 
     Returns what was dropped, as {"expired:<stream>": n, "shed:<stream>": n}.
     """
@@ -154,7 +162,7 @@ def enforce_bounds(
         for stream, ttl in ttl_s.items():
             if ttl > 0 and stream not in PROTECTED_STREAMS:
                 cur = conn.execute(
-                    "DELETE FROM outbox WHERE stream = ? AND created_at < ?", (stream, now - ttl)
+                    "DELETE FROM outbox WHERE stream = ? AND queued_at < ?", (stream, now - ttl)
                 )
                 if cur.rowcount:
                     dropped[f"expired:{stream}"] = cur.rowcount

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from datetime import datetime
 from typing import TextIO
 from zoneinfo import ZoneInfo
 
+from .humantime import local, local_time
 from .model import (
     AdapterHealth,
     BeaconHealth,
@@ -24,15 +24,23 @@ Pseudonym = Callable[[str], str]
 
 
 class ConsoleReporter:
+    """One line per event, stamped with the event's own time in the store's zone; the date
+    is said once, and again whenever it changes."""
+
     def __init__(self, timezone: str, pseudonym: Pseudonym, out: TextIO | None = None) -> None:
         self.tz = ZoneInfo(timezone)
         self.pseudonym = pseudonym
         self.out = out or sys.stdout
+        self._day = ""
 
     def clock(self, t: float) -> str:
-        return datetime.fromtimestamp(t, self.tz).strftime("%H:%M:%S")
+        return local_time(t, self.tz)
 
     def _print(self, t: float, text: str) -> None:
+        day = local(t, self.tz).strftime("%Y-%m-%d %A")
+        if day != self._day:  # the date, said once and again when it changes
+            self._day = day
+            print(f"— {day}, {self.tz.key} —", file=self.out, flush=True)
         print(f"{self.clock(t)}  {text}", file=self.out, flush=True)
 
     def event(self, event: PipelineEvent) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from collections.abc import Mapping
 
 
@@ -57,9 +56,10 @@ class Notifier:
     def ready(self, status: str = "") -> bool:
         return self.send("READY=1", *([f"STATUS={status}"] if status else []))
 
-    def reloading(self) -> bool:
-        # MONOTONIC_USEC lets Type=notify-reload units match the reload to this signal.
-        return self.send("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+    def reloading(self, monotonic_s: float) -> bool:
+        """`monotonic_s`: CLOCK_MONOTONIC now (the service's clock). MONOTONIC_USEC lets
+        Type=notify-reload units match the reload to this signal."""
+        return self.send("RELOADING=1", f"MONOTONIC_USEC={int(monotonic_s * 1_000_000)}")
 
     def stopping(self, status: str = "") -> bool:
         return self.send("STOPPING=1", *([f"STATUS={status}"] if status else []))

@@ -21,12 +21,20 @@ import asyncio
 import logging
 import signal
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
+from .clock import Clock, SystemClock
 from .config import Config, ConfigError, load_config
-from .daemon import Gateway, Source, ble_sources, nfc_sources, replay_source, run_gateway
+from .daemon import (
+    Gateway,
+    Source,
+    ble_sources,
+    nfc_sources,
+    replay_rebase,
+    replay_source,
+    run_gateway,
+)
 from .metrics import Runtime
 from .model import OfferDecision, PipelineEvent
 from .outbox import OutboxEvent
@@ -51,7 +59,12 @@ def configured_sources(gateway: Gateway, config_file: str) -> tuple[list[Source]
             raise ConfigError(
                 config_file, "sources.replay.path", f"{path} does not exist; fix the path"
             )
-        sources.append(replay_source(gateway, path, config.sources.replay.speed))
+        replay = config.sources.replay
+        try:
+            rebase = replay_rebase(gateway, replay.keep_times, replay.start)
+        except ValueError as exc:
+            raise ConfigError(config_file, "sources.replay.start", str(exc)) from None
+        sources.append(replay_source(gateway, path, replay.speed, rebase))
     radios = ble_sources(gateway) + nfc_sources(gateway)
     return sources + radios, len(radios)
 
@@ -64,16 +77,20 @@ class Service:
         once: bool = False,
         verbose: bool = False,
         notifier: Notifier | None = None,
-        gateway_factory: Callable[[Config], Gateway] = Gateway,
+        gateway_factory: Callable[[Config, Clock], Gateway] | None = None,
         extra_sources: list[Source] | None = None,
+        clock: Clock | None = None,
     ) -> None:
+        self.clock: Clock = clock or SystemClock()
         self.config_file = config_file
         self.once = once
         self.verbose = verbose
         self.notifier = notifier or Notifier()
-        self.gateway_factory = gateway_factory
+        self.gateway_factory = gateway_factory or (
+            lambda config, clock: Gateway(config, clock=clock)
+        )
         self.extra_sources = extra_sources or []  # e.g. a test's scripted source
-        self.runtime = Runtime(config_file=config_file)
+        self.runtime = Runtime(clock=self.clock, config_file=config_file)
         self.hub: Any = None  # the console's event hub, once the control endpoint is up
         self.stop = asyncio.Event()
         self.reload_wanted = asyncio.Event()
@@ -81,7 +98,7 @@ class Service:
 
     async def run(self) -> int:
         config = load_config(self.config_file)
-        gateway = self.gateway = self.gateway_factory(config)
+        gateway = self.gateway = self.gateway_factory(config, self.clock)
         gateway.on_events = self._on_events
         if self.verbose:
             from .report import ConsoleReporter
@@ -167,7 +184,7 @@ class Service:
         while True:
             await self.reload_wanted.wait()
             self.reload_wanted.clear()
-            self.notifier.reloading()
+            self.notifier.reloading(self.clock.monotonic())
             try:
                 new = load_config(self.config_file)
                 restart = gateway.reload(new)
@@ -191,9 +208,8 @@ class Service:
         interval = self.notifier.watchdog_s or 10.0
         if gateway is None:
             return False
-        return time.monotonic() - gateway.last_progress < STUCK_AFTER_INTERVALS * interval or (
-            gateway.queue_depth() == 0
-        )
+        stuck_for = self.clock.monotonic() - gateway.last_progress
+        return stuck_for < STUCK_AFTER_INTERVALS * interval or (gateway.queue_depth() == 0)
 
     async def _watchdog(self) -> None:
         """Measure loop lag every tick; feed systemd's watchdog every half interval."""
@@ -201,9 +217,9 @@ class Service:
         ping_every = interval / 2 if interval else None
         last_ping = 0.0
         while True:
-            before = time.monotonic()
+            before = self.clock.monotonic()
             await asyncio.sleep(LAG_TICK_S)
-            now = time.monotonic()
+            now = self.clock.monotonic()
             lag = max(0.0, now - before - LAG_TICK_S)
             self.runtime.loop_lag_s = lag
             self.runtime.loop_lag_max_s = max(self.runtime.loop_lag_max_s, lag)
@@ -218,7 +234,7 @@ def run_service(config_file: str, once: bool = False, verbose: bool = False) -> 
 
     config = load_config(config_file)  # fail fast, before logging is set up, with exit 2
     configure(config.service.log_format, config.service.log_level)
-    service = Service(config_file, once=once, verbose=verbose)
+    service = Service(config_file, once=once, verbose=verbose, clock=SystemClock())
     code = asyncio.run(service.run())
     if once and service.gateway is not None:
         summary = service.gateway.summary

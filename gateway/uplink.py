@@ -19,7 +19,6 @@ import json
 import logging
 import random
 import ssl
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +28,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from . import __version__
+from .clock import Clock
 from .config import Config, MqttSection
 from .outbox import Outbox, QueuedEvent
 
@@ -160,10 +160,11 @@ class UplinkStats:
 class Uplink:
     config: Config
     outbox: Outbox
+    clock: Clock  # wall: acknowledgements, the status message; started_at
     on_downlink: DownlinkHandler | None = None
     batch: int = BATCH
     stats: UplinkStats = field(default_factory=UplinkStats)
-    started: float = field(default_factory=time.time)
+    started: float = field(init=False, default=0.0)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     client: aiomqtt.Client | None = None
     # Real-time local publications (peer sightings, pickup displays): each callable hands
@@ -172,6 +173,9 @@ class Uplink:
     # Built once: paho's Properties objects are costly to make per message.
     _single_props: Properties = field(default_factory=lambda: _publish_props(CLOUDEVENTS_JSON))
     _batch_props: Properties = field(default_factory=lambda: _publish_props(CLOUDEVENTS_BATCH))
+
+    def __post_init__(self) -> None:
+        self.started = self.clock.wall()
 
     @property
     def topics(self) -> Topics:
@@ -186,7 +190,7 @@ class Uplink:
                 "store": self.config.gateway.store,
                 "version": __version__,
                 "started_at": self.started,
-                "uptime_s": round(time.time() - self.started, 1),
+                "uptime_s": round(self.clock.wall() - self.started, 1),
                 "config_hash": config_hash(self.config),
             },
             separators=(",", ":"),
@@ -270,7 +274,7 @@ class Uplink:
         last_prune = 0.0
         while True:
             sent = await self.drain_once(client)
-            now = time.time()
+            now = self.clock.wall()
             if now - last_prune > 3600:
                 self.outbox.prune_delivered(now - self.config.mqtt.delivered_retention_s)
                 last_prune = now
@@ -309,7 +313,7 @@ class Uplink:
         results = [ok for chunk, ok in zip(chunks, sent, strict=True) for _ in chunk]
         done = acknowledged_prefix(queued, results)
         if done:
-            self.outbox.acknowledge(done, time.time())
+            self.outbox.acknowledge(done, self.clock.wall())
             self.stats.delivered += len(done)
         if len(done) < len(queued):
             raise aiomqtt.MqttError(f"{len(queued) - len(done)} of {len(queued)} not acknowledged")

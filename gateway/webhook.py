@@ -15,11 +15,11 @@ import hashlib
 import hmac
 import logging
 import random
-import time
 from dataclasses import dataclass, field
 
 import httpx
 
+from .clock import Clock
 from .config import WebhookSection
 from .outbox import Outbox, QueuedEvent
 
@@ -42,6 +42,7 @@ class WebhookStats:
 class WebhookSender:
     settings: WebhookSection
     outbox: Outbox
+    clock: Clock  # wall: when a push is due, retried, given up
     stats: WebhookStats = field(default_factory=WebhookStats)
     poll_s: float = 0.2
 
@@ -59,7 +60,7 @@ class WebhookSender:
                     await asyncio.sleep(self.poll_s)
 
     async def deliver_due(self, client: httpx.AsyncClient) -> int:
-        due = self.outbox.due("push", time.time())
+        due = self.outbox.due("push", self.clock.wall())
         for event, attempts in due:
             await self._deliver(client, event, attempts)
         return len(due)
@@ -78,7 +79,7 @@ class WebhookSender:
             error, permanent = f"{type(exc).__name__}: {exc}", False
         else:
             if 200 <= response.status_code < 300:
-                self.outbox.acknowledge([event], time.time())
+                self.outbox.acknowledge([event], self.clock.wall())
                 self.stats.delivered += 1
                 return
             error = f"HTTP {response.status_code}"
@@ -88,11 +89,11 @@ class WebhookSender:
         self.stats.last_error = error
         tries = attempts + 1
         if permanent or tries >= self.settings.max_attempts:
-            self.outbox.dead_letter(event, tries, error, time.time())
+            self.outbox.dead_letter(event, tries, error, self.clock.wall())
             self.stats.dead += 1
             log.warning("push %s dead-lettered after %d tries: %s", event.event_id, tries, error)
             return
-        self.outbox.retry_later(event, time.time() + self._backoff(tries, retry_after))
+        self.outbox.retry_later(event, self.clock.wall() + self._backoff(tries, retry_after))
         self.stats.retried += 1
 
 

@@ -28,6 +28,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from gateway.clock import SystemClock  # noqa: E402
 from gateway.decode import decode_payload, parse_ad  # noqa: E402
 from gateway.model import Advert  # noqa: E402
 from gateway.resources import data_file  # noqa: E402
@@ -182,7 +183,7 @@ def bench_pipeline(folder: Path) -> dict[str, float]:
             item = parse_line(line, i + 1)
             if isinstance(item, Advert):
                 items.append(item)
-    gateway = Gateway(load_config(str(config_file)), quiet_sink=True)
+    gateway = Gateway(load_config(str(config_file)), quiet_sink=True, clock=SystemClock())
     gateway.refresh()
     warm, timed = items[:20_000], items[20_000:]
     for i in range(0, len(warm), 256):
@@ -417,7 +418,7 @@ def bench_outbox() -> dict[str, float]:
         return out
 
     async def drain(config: Any, outbox: Outbox) -> float:
-        uplink = Uplink(config, outbox)
+        uplink = Uplink(config, outbox, SystemClock())
         start = time.perf_counter()
         task = asyncio.create_task(uplink.run())
         while outbox.depth():
@@ -439,14 +440,14 @@ def bench_outbox() -> dict[str, float]:
             batches = [events(i, 256) for i in range(0, n, 256)]
             start = time.perf_counter()
             for batch in batches:
-                outbox.append(batch)
+                outbox.append(batch, SystemClock().wall())
             append_s = time.perf_counter() - start
             drain_s = asyncio.run(drain(config, outbox))
 
             config = mqtt_config(root / "b", broker)
             backlog = Outbox(db.connect(config.state_path / "gateway.db"))
             for i in range(0, 180_000, 1000):
-                backlog.append(events(i, 1000))
+                backlog.append(events(i, 1000), SystemClock().wall())
             backlog_s = asyncio.run(drain(config, backlog))
         finally:
             broker.stop()

@@ -17,7 +17,6 @@ import multiprocessing
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +26,12 @@ sys.path.insert(0, str(REPO))
 import aiomqtt  # noqa: E402
 
 from gateway import db  # noqa: E402
+from gateway.clock import SystemClock  # noqa: E402
 from gateway.config import parse_config  # noqa: E402
 from gateway.outbox import Outbox, OutboxEvent  # noqa: E402
 from gateway.uplink import Uplink  # noqa: E402
+
+CLOCK = SystemClock()
 
 
 def consumer_process(host: str, port: int, ready: Any, stop: Any, results: Any) -> None:
@@ -62,7 +64,7 @@ async def consume(
         await client.subscribe("$share/central/storegate/v1/+/+/events/#", qos=1)
         ready.set()
         async for message in client.messages:
-            now = time.time()
+            now = CLOCK.wall()
             body = json.loads(message.payload)  # type: ignore[arg-type]
             for event in body if isinstance(body, list) else [body]:
                 if event["id"] not in seen:
@@ -79,15 +81,15 @@ async def gateway(
         f"[mqtt]\nenabled = true\nhost = '{host}'\nport = {port}\nallow_plaintext_remote = true\n"
     )
     outbox = Outbox(db.connect(config.state_path / "gateway.db"))
-    uplink = Uplink(config, outbox)
+    uplink = Uplink(config, outbox, CLOCK)
     task = asyncio.create_task(uplink.run())
     produced = 0
-    start = time.monotonic()
+    start = CLOCK.monotonic()
     tick = 0.1  # the daemon commits per batch too: one transaction per tick
     try:
-        while time.monotonic() - start < seconds:
-            due = int((time.monotonic() - start) * rate) + 1
-            now = time.time()
+        while CLOCK.monotonic() - start < seconds:
+            due = int((CLOCK.monotonic() - start) * rate) + 1
+            now = CLOCK.wall()
             batch = []
             for n in range(produced, due):
                 event_id = f"gw{index}-{n}"
@@ -100,13 +102,13 @@ async def gateway(
                 }
                 batch.append(OutboxEvent(event_id, "zone", "zone.enter", 3, now, body))
             if batch:
-                outbox.append(batch)
+                outbox.append(batch, now)
                 uplink.notify()
                 produced = due
             backlog[index] = max(backlog[index], outbox.depth())
             await asyncio.sleep(tick)
-        deadline = time.monotonic() + 30
-        while outbox.depth() and time.monotonic() < deadline:
+        deadline = CLOCK.monotonic() + 30
+        while outbox.depth() and CLOCK.monotonic() < deadline:
             await asyncio.sleep(0.05)
     finally:
         task.cancel()
@@ -124,13 +126,13 @@ async def run(n: int, rate: float, seconds: float, host: str, port: int) -> dict
     await asyncio.to_thread(ready.wait, 30)
     backlog = [0] * n
     with tempfile.TemporaryDirectory() as tmp:
-        started = time.monotonic()
+        started = CLOCK.monotonic()
         produced = sum(
             await asyncio.gather(
                 *(gateway(i, Path(tmp), host, port, rate, seconds, backlog) for i in range(n))
             )
         )
-        elapsed = time.monotonic() - started
+        elapsed = CLOCK.monotonic() - started
     await asyncio.sleep(2.0)  # let the last messages arrive
     stop.set()
     delivered, latencies = await asyncio.to_thread(receiving.recv)

@@ -3,11 +3,14 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from gateway import db
+from gateway.clock import PinnedClock
 from gateway.identity import IdentityStore
 from gateway.resources import data_file, shared_path
 from gateway.storemap import StoreMap, load_map
@@ -54,3 +57,15 @@ def bus(monkeypatch: pytest.MonkeyPatch) -> Iterator[PrivateBus]:
     monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", private.address)
     yield private
     private.close()
+
+
+# The wall clock of in-process tests: a summer Tuesday morning in 2031 in the demo store's
+# zone, far from the demo trace's recording (a November Saturday in 2026), so that every
+# replay is moved in time and nothing depends on the day the suite runs.
+STORE_MORNING = datetime(2031, 6, 17, 10, 30, tzinfo=ZoneInfo("Europe/Berlin")).timestamp()
+
+
+@pytest.fixture
+def clock() -> PinnedClock:
+    """Wall time pinned to STORE_MORNING, ticking at the real rate from there."""
+    return PinnedClock(STORE_MORNING)

@@ -14,6 +14,7 @@ import yaml
 from jsonschema import Draft202012Validator, FormatChecker
 
 from gateway import downlink, offers
+from gateway.clock import ManualClock, PinnedClock
 from gateway.config import Config
 from gateway.demo import run_demo
 from gateway.events import PRIORITY, EnvelopeFactory
@@ -21,7 +22,7 @@ from gateway.model import AdapterHealth, GatewayNotice
 from gateway.outbox import Outbox
 from gateway.uplink import Topics, Uplink
 
-from .conftest import REPO
+from .conftest import REPO, STORE_MORNING
 
 DOC: dict[str, Any] = yaml.safe_load((REPO / "docs" / "asyncapi.yaml").read_text())
 
@@ -85,7 +86,8 @@ def test_the_code_uses_exactly_the_documented_topics() -> None:
 
 @pytest.fixture(scope="module")
 def demo_events(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
-    _, gateway = run_demo(0, tmp_path_factory.mktemp("state"), io.StringIO())
+    state = tmp_path_factory.mktemp("state")
+    _, gateway = run_demo(0, state, io.StringIO(), clock=PinnedClock(STORE_MORNING))
     events = [json.loads(r[0]) for r in gateway.conn.execute("SELECT body FROM outbox")]
     gateway.close()
     return events
@@ -128,7 +130,7 @@ def test_gateway_events_and_status_match(tmp_path: Path) -> None:
         envelope = factory.envelope(event)
         assert envelope is not None
         assert validator.is_valid(envelope.body), list(validator.iter_errors(envelope.body))
-    uplink = Uplink(Config(), Outbox.__new__(Outbox))
+    uplink = Uplink(Config(), Outbox.__new__(Outbox), ManualClock(1_900_000_000.0))
     status = json.loads(uplink._status("online"))
     assert _validator("Status").is_valid(status)
     signed = downlink.sign(

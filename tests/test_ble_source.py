@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.clock import ManualClock, PinnedClock
 from gateway.config import BleAdapterSection, parse_config
 from gateway.daemon import Gateway, ble_sources, run_pipeline
 from gateway.decode import decode_advert
@@ -75,9 +76,11 @@ async def _stop(task: asyncio.Task[None]) -> None:
         await task
 
 
-async def test_frames_arrive_through_bleak_with_duplicate_control(bluez: FakeBlueZ) -> None:
+async def test_frames_arrive_through_bleak_with_duplicate_control(
+    bluez: FakeBlueZ, clock: PinnedClock
+) -> None:
     out = Collector()
-    source = BleSource("hci0", _settings(), "gw-entrance", out)
+    source = BleSource("hci0", _settings(), "gw-entrance", out, clock)
     task = await _running(source)
     try:
         assert ("hci0", "SetDiscoveryFilter") in bluez.calls
@@ -124,26 +127,26 @@ async def test_frames_arrive_through_bleak_with_duplicate_control(bluez: FakeBlu
 
 async def test_unchanged_adverts_pass_again_after_the_interval(bluez: FakeBlueZ) -> None:
     out = Collector()
-    clock = [1000.0]
-    source = BleSource("hci0", _settings(min_interval_s=5.0), "gw", out, clock=lambda: clock[0])
+    manual = ManualClock(1000.0)
+    source = BleSource("hci0", _settings(min_interval_s=5.0), "gw", out, manual)
     task = await _running(source)
     try:
         bluez.advertise("5A:10:22:8B:C1:03", -60, manufacturer={0x004C: IBEACON_MFR})
         await wait_for(lambda: len(out.adverts) == 1)
-        clock[0] += 1.0
+        manual.advance(1.0)
         bluez.advertise("5A:10:22:8B:C1:03", -61)
         await wait_for(lambda: source.received == 2)
         assert len(out.adverts) == 1
-        clock[0] += 5.0
+        manual.advance(5.0)
         bluez.advertise("5A:10:22:8B:C1:03", -60)
         await wait_for(lambda: len(out.adverts) == 2)
     finally:
         await _stop(task)
 
 
-async def test_passive_scanning_registers_a_monitor(bluez: FakeBlueZ) -> None:
+async def test_passive_scanning_registers_a_monitor(bluez: FakeBlueZ, clock: PinnedClock) -> None:
     out = Collector()
-    source = BleSource("hci0", _settings(passive=True), "gw", out)
+    source = BleSource("hci0", _settings(passive=True), "gw", out, clock)
     task = await _running(source)
     try:
         assert ("hci0", "RegisterMonitor") in bluez.calls
@@ -155,10 +158,12 @@ async def test_passive_scanning_registers_a_monitor(bluez: FakeBlueZ) -> None:
     assert ("hci0", "UnregisterMonitor") in bluez.calls
 
 
-async def test_a_silent_adapter_is_restarted_then_power_cycled(bluez: FakeBlueZ) -> None:
+async def test_a_silent_adapter_is_restarted_then_power_cycled(
+    bluez: FakeBlueZ, clock: PinnedClock
+) -> None:
     out = Collector()
     settings = _settings(silence_restart_s=0.3, restarts_before_power_cycle=2, backoff_max_s=0.05)
-    source = BleSource("hci0", settings, "gw", out)
+    source = BleSource("hci0", settings, "gw", out, clock)
     task = await _running(source)
     try:
         await wait_for(lambda: source.power_cycles == 1, timeout=15)
@@ -185,12 +190,14 @@ async def test_a_silent_adapter_is_restarted_then_power_cycled(bluez: FakeBlueZ)
         await _stop(task)
 
 
-async def test_recovers_when_bluez_disappears_and_returns(bus: PrivateBus) -> None:
+async def test_recovers_when_bluez_disappears_and_returns(
+    bus: PrivateBus, clock: PinnedClock
+) -> None:
     bluez = FakeBlueZ(bus.address)
     await bluez.start()
     out = Collector()
     settings = _settings(silence_restart_s=0.3, restarts_before_power_cycle=1, backoff_max_s=0.05)
-    source = BleSource("hci0", settings, "gw", out)
+    source = BleSource("hci0", settings, "gw", out, clock)
     task = await _running(source)
     try:
         bluez.advertise("5A:10:22:8B:C1:03", -60, manufacturer={0x004C: IBEACON_MFR})
@@ -229,14 +236,16 @@ def test_address_flood_keeps_duplicate_state_bounded() -> None:
     assert flt.last == {} and flt.forgotten == 100_000
 
 
-async def test_ble_sightings_reach_the_offer_engine(bluez: FakeBlueZ, tmp_path: Path) -> None:
+async def test_ble_sightings_reach_the_offer_engine(
+    bluez: FakeBlueZ, tmp_path: Path, clock: PinnedClock
+) -> None:
     """D-Bus → bleak → BleSource → pipeline → zone enter → identity → offer → outbox."""
     config = parse_config(
         f"[gateway]\nstate_dir = '{tmp_path}'\n"
         "[sources.ble.hci0]\nreceiver = 'gw-entrance'\nmin_interval_s = 0.1\n"
         "[sinks]\nstdout = false\n"
     )
-    gateway = Gateway(config)
+    gateway = Gateway(config, clock=clock)
     gateway.identity.load_seed(json.loads(data_file("demo-profiles.json").read_text()))
     gateway.refresh()
     stop = asyncio.Event()
@@ -255,12 +264,12 @@ async def test_ble_sightings_reach_the_offer_engine(bluez: FakeBlueZ, tmp_path: 
     gateway.close()
 
 
-async def test_two_adapters_are_two_sources(bus: PrivateBus) -> None:
+async def test_two_adapters_are_two_sources(bus: PrivateBus, clock: PinnedClock) -> None:
     bluez = FakeBlueZ(bus.address, adapters=("hci0", "hci1"))
     await bluez.start()
     out = Collector()
-    first = BleSource("hci0", _settings(), "gw-entrance", out)
-    second = BleSource("hci1", _settings(), "gw-counter", out)
+    first = BleSource("hci0", _settings(), "gw-entrance", out, clock)
+    second = BleSource("hci1", _settings(), "gw-counter", out, clock)
     tasks = [await _running(first), await _running(second)]
     try:
         bluez.advertise(

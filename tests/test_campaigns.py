@@ -181,18 +181,21 @@ def test_redeem_command_queues_the_attribution(tmp_path: Any) -> None:
     import subprocess
     import sys
 
+    from gateway.clock import SystemClock
     from gateway.daemon import Gateway
 
     config_file = tmp_path / "gw.toml"
     config_file.write_text(
         f"[gateway]\nstate_dir = '{tmp_path / 'state'}'\n[offers.limits]\nquiet_hours = []\n"
     )
-    gateway = Gateway(parse_config(config_file.read_text(), str(config_file)), quiet_sink=True)
+    # The offer is issued now by the system clock: the redeem command runs in another process
+    # and judges the code's validity by that same clock.
+    clock = SystemClock()
+    config = parse_config(config_file.read_text(), str(config_file))
+    gateway = Gateway(config, quiet_sink=True, clock=clock)
     gateway.identity.load_seed(json.loads(data_file("demo-profiles.json").read_text()))
     gateway.refresh()
-    import time as clock
-
-    now = clock.time()
+    now = clock.wall()
     with transaction(gateway.conn):
         event = ZoneEvent("enter", "dev-a", "entrance", now, now, 0.9)
         offer = gateway.offers.evaluate(event, "dev-a", "p-alice-3f9c")
@@ -225,14 +228,19 @@ def test_redeem_command_queues_the_attribution(tmp_path: Any) -> None:
 
 
 def test_personal_data_is_forgotten_after_the_retention_window(conn: sqlite3.Connection) -> None:
-    from gateway.db import purge_expired
+    from gateway.db import purge_expired, stamp_recorded
 
     store = _seed(conn)
     engine = OfferEngine(conn, store, [FLAGSHIP], "Europe/Berlin", b"k" * 16, NO_LIMITS)
+    # Recorded 40 days apart (wall clock) about visits on the same day (occurrence time, a
+    # replay): retention counts from the recording.
+    recorded = 1_900_000_000.0
     old = _decide(engine, "entrance", "p-alice-3f9c", T0)
-    recent = _decide(engine, "entrance", "p-carol-77aa", T0 + 40 * 86400)
+    stamp_recorded(conn, recorded)
+    recent = _decide(engine, "entrance", "p-carol-77aa", T0 + 60)
+    stamp_recorded(conn, recorded + 40 * 86400)
     assert old[0].issued and recent[0].issued
-    removed = purge_expired(conn, T0 + 41 * 86400, 30 * 86400)
+    removed = purge_expired(conn, recorded + 41 * 86400, 30 * 86400)
     assert removed == {"decisions": 1, "offers": 1}
     left = conn.execute("SELECT profile_id FROM decisions").fetchall()
     assert left == [("p-carol-77aa",)]

@@ -15,12 +15,13 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.clock import PinnedClock
 from gateway.config import load_config
 from gateway.consoleauth import hash_password
 from gateway.daemon import Gateway, Inlet
 from gateway.resources import data_file
 from gateway.service import Service
-from gateway.sources.replay import replay
+from gateway.sources.replay import Rebase, replay
 
 from .broker import free_port
 from .conftest import REPO
@@ -38,7 +39,7 @@ class Daemon:
 
 
 @pytest.fixture
-async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
+async def daemon(tmp_path: Path, clock: PinnedClock) -> AsyncIterator[Daemon]:
     port = free_port()
     config_file = tmp_path / "gateway.toml"
     config_file.write_text(
@@ -47,16 +48,23 @@ async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
         f"[service]\ncontrol_listen = '127.0.0.1:{port}'\n"
         f"[console]\npassword_hash = '{PASSWORD_HASH}'\nlogin_attempts_per_minute = 5\n"
     )
-    seeding = Gateway(load_config(str(config_file)), quiet_sink=True)
+    seeding = Gateway(load_config(str(config_file)), quiet_sink=True, clock=clock)
     seeding.identity.load_seed(json.loads(data_file("demo-profiles.json").read_text()))
     seeding.close()
     go = asyncio.Event()
 
     async def scripted(inlet: Inlet) -> None:
         await go.wait()
-        await replay(data_file("demo-trace.jsonl"), 25.0, inlet.put, lambda error: None)
+        await replay(
+            data_file("demo-trace.jsonl"),
+            25.0,
+            inlet.put,
+            lambda error: None,
+            clock,
+            Rebase.to(clock.wall()),
+        )
 
-    service = Service(str(config_file), extra_sources=[scripted])
+    service = Service(str(config_file), extra_sources=[scripted], clock=clock)
     task = asyncio.create_task(service.run())
     url = f"http://127.0.0.1:{port}"
     async with httpx.AsyncClient() as client:
@@ -155,6 +163,7 @@ async def test_the_data_behind_the_page(daemon: Daemon) -> None:
         issued = [e for e in events if e["data"].get("code")]
         assert issued and issued[0]["data"]["profile_id"] == "p-alice-3f9c"
         state = (await client.get(f"{daemon.url}/api/state")).json()
+        assert state["timezone"] == plan["timezone"] == "Europe/Berlin"
         assert state["devices"] and all(d["id"].startswith("dev-") for d in state["devices"])
         text = json.dumps(state) + json.dumps(events)
         assert "C0:FF:EE" not in text and "ibeacon:" not in text  # pseudonyms only
@@ -244,6 +253,11 @@ async def test_a_staff_member_in_the_browser(daemon: Daemon) -> None:
 
         offer = await asyncio.to_thread(offer_appears)
         assert "p-alice-3f9c" in offer and "enter:entrance" in offer
+        # The shop's time (the clock is pinned to 10:30 in Berlin), not UTC (08:30) nor the
+        # browser's own zone (this machine's: UTC).
+        assert offer.startswith("10:3"), offer
+        header = await asyncio.to_thread(lambda: driver.find_element(By.ID, "clock").text)
+        assert header.startswith("10:3"), header
 
         def health() -> str:
             driver.find_element(By.CSS_SELECTOR, "nav button[data-tab=health]").click()

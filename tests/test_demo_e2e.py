@@ -17,20 +17,25 @@ from pathlib import Path
 
 import pytest
 
+from gateway.clock import PinnedClock
 from gateway.config import Config
 from gateway.daemon import Gateway
 from gateway.demo import run_demo
 from gateway.resources import data_file
 from gateway.sim import demo_scenario
 
+from .conftest import STORE_MORNING
+
 ALICE, BOB = "p-alice-3f9c", "p-bob-81d2"
 UNKNOWN_DEVICE = "ibeacon:5f2b7a10-3c4d-4e8f-9a1b-2c3d4e5f6a7b:100:77"
 CODE = re.compile(r"^PK-[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}$")
 
 
-def _run(state: Path, trace: Path | None = None) -> tuple[Gateway, str]:
+def _run(
+    state: Path, trace: Path | None = None, clock: PinnedClock | None = None
+) -> tuple[Gateway, str]:
     out = io.StringIO()
-    _, gateway = run_demo(0, state, out, trace)
+    _, gateway = run_demo(0, state, out, trace, clock=clock or PinnedClock(STORE_MORNING))
     return gateway, out.getvalue()
 
 
@@ -178,7 +183,7 @@ def test_shipped_trace_is_the_simulator_output() -> None:
 
 def test_demo_command_runs() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "gateway", "demo", "--speed", "0"],
+        [sys.executable, "-m", "gateway", "demo", "--speed", "0", "--start", "10:00"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -192,6 +197,7 @@ def test_run_command_with_a_config(tmp_path: Path) -> None:
     cfg = tmp_path / "gw.toml"
     cfg.write_text(
         f"[gateway]\nstate_dir = 'st'\n[sources.replay]\npath = '{data_file('demo-trace.jsonl')}'\n"
+        "start = '10:00'\n"
         "[sinks]\nstdout = false\n[service]\ncontrol_listen = ''\n"
     )
     result = subprocess.run(

@@ -10,8 +10,9 @@ from pathlib import Path
 import aiomqtt
 from jsonschema import Draft202012Validator
 
+from gateway.clock import PinnedClock
 from gateway.config import parse_config
-from gateway.daemon import Gateway, replay_source, run_gateway
+from gateway.daemon import Gateway, replay_rebase, replay_source, run_gateway
 from gateway.resources import data_file
 
 from .broker import Broker
@@ -19,7 +20,7 @@ from .fakebluez import wait_for
 from .test_asyncapi import DOC
 
 
-async def test_issued_offers_reach_the_counter_screen(tmp_path: Path) -> None:
+async def test_issued_offers_reach_the_counter_screen(tmp_path: Path, clock: PinnedClock) -> None:
     broker = Broker(tmp_path / "broker")
     broker.start()
     config = parse_config(
@@ -28,7 +29,7 @@ async def test_issued_offers_reach_the_counter_screen(tmp_path: Path) -> None:
         "gw.toml",
         tmp_path,
     )
-    gateway = Gateway(config, quiet_sink=True)
+    gateway = Gateway(config, quiet_sink=True, clock=clock)
     gateway.identity.load_seed(json.loads(data_file("demo-profiles.json").read_text()))
     gateway.refresh()
     shown: list[tuple[str, dict[str, object], bytes]] = []
@@ -47,7 +48,9 @@ async def test_issued_offers_reach_the_counter_screen(tmp_path: Path) -> None:
                 run_gateway(
                     gateway,
                     [
-                        replay_source(gateway, data_file("demo-trace.jsonl"), 0.0),
+                        replay_source(
+                            gateway, data_file("demo-trace.jsonl"), 0.0, replay_rebase(gateway)
+                        ),
                         lambda _inlet: stop.wait(),
                     ],
                     stop,

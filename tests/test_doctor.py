@@ -10,10 +10,12 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from gateway.doctor import EARLIEST_PLAUSIBLE, FAIL, check_clock
+from gateway.humantime import local_datetime
 from gateway.sources.ble import set_adapter_powered
 
 from .broker import Broker, make_pki
@@ -158,5 +160,10 @@ async def test_no_bus_unwritable_state_and_bad_config(
 
 
 def test_a_clock_in_the_past_fails() -> None:
-    assert check_clock(lambda: EARLIEST_PLAUSIBLE - 86400).status == "fail"
-    assert check_clock(lambda: EARLIEST_PLAUSIBLE + 86400 * 400).status in ("pass", "warn")
+    berlin = ZoneInfo("Europe/Berlin")
+    assert check_clock(EARLIEST_PLAUSIBLE - 86400, berlin).status == "fail"
+    later = check_clock(EARLIEST_PLAUSIBLE + 86400 * 400, berlin)
+    assert later.status in ("pass", "warn")
+    # shown as the shop lives it, and in UTC for whoever reads logs
+    assert later.detail.startswith(local_datetime(EARLIEST_PLAUSIBLE + 86400 * 400, berlin))
+    assert "UTC" in later.detail

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import time
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gateway import db, downlink
+from gateway.clock import PinnedClock
 from gateway.config import parse_config
 from gateway.daemon import Gateway, run_gateway
 from gateway.downlink import DocumentRejected, NonceCache, Rejected, apply_document, sign, verify
@@ -151,7 +151,7 @@ def test_commands_must_be_fresh_and_unique() -> None:
     assert downlink.check_command({"command": "flush"}, nonces, 1000.0) == "invalid_payload"
 
 
-async def test_downlink_over_the_broker(tmp_path: Path) -> None:
+async def test_downlink_over_the_broker(tmp_path: Path, clock: PinnedClock) -> None:
     broker = Broker(tmp_path / "broker")
     broker.start()
     config = parse_config(
@@ -159,7 +159,7 @@ async def test_downlink_over_the_broker(tmp_path: Path) -> None:
         f"[mqtt]\nenabled = true\nhost = '127.0.0.1'\nport = {broker.port}\n"
         f"downlink_key = '{KEY.hex()}'\nbackoff_max_s = 0.3\n"
     )
-    gateway = Gateway(config, quiet_sink=True)
+    gateway = Gateway(config, quiet_sink=True, clock=clock)
     stop = asyncio.Event()
     run = asyncio.create_task(run_gateway(gateway, [lambda inlet: stop.wait()], stop))
     base = "storegate/v1/demo-bookstore"
@@ -227,7 +227,7 @@ async def test_downlink_over_the_broker(tmp_path: Path) -> None:
             props = Properties(PacketTypes.PUBLISH)
             props.ResponseTopic = f"{mine}/cmd-reply"
             props.CorrelationData = b"req-42"
-            command = {"command": "diagnose", "issued_at": time.time(), "nonce": "abc"}
+            command = {"command": "diagnose", "issued_at": clock.wall(), "nonce": "abc"}
             await send(f"{mine}/cmd/diagnose", command, properties=props)
             await send(f"{mine}/cmd/diagnose", command, properties=props)  # replayed
             await wait_for(lambda: len(on(f"{mine}/cmd-reply")) == 2)
@@ -244,11 +244,11 @@ async def test_downlink_over_the_broker(tmp_path: Path) -> None:
         broker.stop()
 
 
-def test_campaign_rules_as_data(tmp_path: Path) -> None:
+def test_campaign_rules_as_data(tmp_path: Path, clock: PinnedClock) -> None:
     from gateway.model import OfferDecision, ZoneEvent
 
     config = parse_config(f"[gateway]\nstate_dir = '{tmp_path}'\n[sinks]\nstdout = false\n")
-    gateway = Gateway(config, quiet_sink=True)
+    gateway = Gateway(config, quiet_sink=True, clock=clock)
     seed = json.loads(
         (Path(__file__).parent.parent / "gateway" / "data" / "demo-profiles.json").read_text()
     )
@@ -287,7 +287,7 @@ def test_campaign_rules_as_data(tmp_path: Path) -> None:
     assert decision.message == "The Left Hand of Darkness: 15 % Rabatt"  # de-AT → de template
     gateway.close()
     # The synced rule survives a restart.
-    again = Gateway(config, quiet_sink=True)
+    again = Gateway(config, quiet_sink=True, clock=clock)
     assert again.offers.rule.campaign == "pickup-winter"
     again.close()
 

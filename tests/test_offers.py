@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway import offers
+from gateway.clock import PinnedClock
 from gateway.config import LimitsSection, PickupDiscountSection
 from gateway.db import transaction
 from gateway.identity import CartItem, IdentityStore, Profile, StockItem
@@ -191,7 +192,7 @@ def test_limits(facts: PickupFacts, reason: str) -> None:
     assert decide_pickup(RULE, facts, None, LIMITS).reason == reason
 
 
-def test_a_tap_can_trigger_the_offer(tmp_path: Path) -> None:
+def test_a_tap_can_trigger_the_offer(tmp_path: Path, clock: PinnedClock) -> None:
     from gateway.config import parse_config
     from gateway.daemon import Gateway
     from gateway.model import Tap
@@ -202,7 +203,7 @@ def test_a_tap_can_trigger_the_offer(tmp_path: Path) -> None:
         "[offers.limits]\nquiet_hours = []\n"
         "[nfc.touchpoints.scifi-shelf]\nzone = 'aisle-scifi'\noffer_on_tap = true\n"
     )
-    gateway = Gateway(config, quiet_sink=True)
+    gateway = Gateway(config, quiet_sink=True, clock=clock)
     gateway.identity.load_seed(json.loads(data_file("demo-profiles.json").read_text()))
     events = gateway.process([Tap(T0, "scifi-shelf", bytes.fromhex("04a2246a8b5c80"))])
     [decision] = [e for e in events if isinstance(e, OfferDecision)]

@@ -6,9 +6,12 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+import sqlite_utils
 
 from gateway import db
 from gateway.outbox import Outbox, OutboxEvent, enforce_bounds
+
+NOW = 1_900_000_000.0  # wall-clock queue time in these tests
 
 
 def _event(i: int, stream: str = "zone") -> OutboxEvent:
@@ -19,7 +22,7 @@ def test_append_survives_reopen_in_order(tmp_path: Path) -> None:
     path = tmp_path / "gw.db"
     conn = db.connect(path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    seqs = Outbox(conn).append([_event(i) for i in range(5)])
+    seqs = Outbox(conn).append([_event(i) for i in range(5)], NOW)
     assert seqs == sorted(seqs) and len(seqs) == 5
     conn.close()
     reopened = Outbox(db.connect(path))
@@ -30,28 +33,30 @@ def test_append_survives_reopen_in_order(tmp_path: Path) -> None:
 
 def test_duplicate_ids_are_ignored(conn: sqlite3.Connection) -> None:
     outbox = Outbox(conn)
-    first = outbox.append([_event(1), _event(2)])
-    second = outbox.append([_event(2), _event(3)])
+    first = outbox.append([_event(1), _event(2)], NOW)
+    second = outbox.append([_event(2), _event(3)], NOW)
     assert len(first) == 2 and len(second) == 1 and second[0] > first[-1]
     assert [q.event_id for q in outbox.peek()] == ["id-1", "id-2", "id-3"]
 
 
 def test_acknowledge_deletes_only_those(conn: sqlite3.Connection) -> None:
     outbox = Outbox(conn)
-    outbox.append([_event(i) for i in range(4)])
-    outbox.acknowledge(outbox.peek(2), now=2000.0)
+    outbox.append([_event(i) for i in range(2)], NOW)
+    outbox.append([_event(i) for i in range(2, 4)], NOW + 5)
+    outbox.acknowledge(outbox.peek(2), now=NOW + 6)
     assert [q.event_id for q in outbox.peek()] == ["id-2", "id-3"]
-    assert outbox.oldest_age(1010.0) == pytest.approx(8.0)
+    # waiting since it was queued (wall clock), whatever its own time says
+    assert outbox.oldest_age(NOW + 8) == pytest.approx(3.0)
 
 
 def test_delivered_ids_are_not_queued_again(conn: sqlite3.Connection) -> None:
     outbox = Outbox(conn)
-    outbox.append([_event(1), _event(2)])
-    outbox.acknowledge(outbox.peek(1), now=2000.0)
-    assert outbox.append([_event(1), _event(3)]) != []  # only id-3 is new
+    outbox.append([_event(1), _event(2)], NOW)
+    outbox.acknowledge(outbox.peek(1), now=NOW + 10)
+    assert outbox.append([_event(1), _event(3)], NOW + 20) != []  # only id-3 is new
     assert [q.event_id for q in outbox.peek()] == ["id-2", "id-3"]
-    assert outbox.prune_delivered(older_than=2001.0) == 1
-    assert len(outbox.append([_event(1)])) == 1  # forgotten after retention: queued again
+    assert outbox.prune_delivered(older_than=NOW + 11) == 1
+    assert len(outbox.append([_event(1)], NOW + 30)) == 1  # forgotten: queued again
 
 
 def test_peek_takes_important_streams_first_each_in_order(conn: sqlite3.Connection) -> None:
@@ -60,8 +65,8 @@ def test_peek_takes_important_streams_first_each_in_order(conn: sqlite3.Connecti
     def ev(event_id: str, stream: str, priority: int) -> OutboxEvent:
         return OutboxEvent(event_id, stream, f"{stream}.x", priority, 1.0, {})
 
-    outbox.append([ev("z1", "zone", 3), ev("r1", "redemption", 0), ev("z2", "zone", 3)])
-    outbox.append([ev("o1", "offer", 1), ev("r2", "redemption", 0)])
+    outbox.append([ev("z1", "zone", 3), ev("r1", "redemption", 0), ev("z2", "zone", 3)], NOW)
+    outbox.append([ev("o1", "offer", 1), ev("r2", "redemption", 0)], NOW)
     assert [q.event_id for q in outbox.peek()] == ["r1", "r2", "o1", "z1", "z2"]
 
 
@@ -72,7 +77,7 @@ def test_failed_batch_leaves_nothing(conn: sqlite3.Connection) -> None:
             "INSERT INTO offers (offer_id, profile_id, campaign, sku, code, issued_at, "
             "expires_at, store_day, status) VALUES ('o', 'p', 'c', 's', 'x', 0, 1, 'd', 'issued')"
         )
-        outbox.append([_event(1, "offer")])
+        outbox.append([_event(1, "offer")], NOW)
         raise RuntimeError("crash between offer and event")
     assert outbox.depth() == 0
     assert conn.execute("SELECT count(*) FROM offers").fetchone()[0] == 0
@@ -90,14 +95,18 @@ def test_bounds_expire_then_shed_least_important_never_redemptions(
 ) -> None:
     outbox = Outbox(conn)
 
-    def ev(event_id: str, stream: str, priority: int, t: float) -> OutboxEvent:
-        return OutboxEvent(event_id, stream, f"{stream}.x", priority, t, {})
+    def ev(event_id: str, stream: str, priority: int) -> OutboxEvent:
+        # Every event happened long ago (a recording replayed with its own times): only
+        # when it was queued counts.
+        return OutboxEvent(event_id, stream, f"{stream}.x", priority, 1.0, {})
 
-    outbox.append([ev(f"z{i}", "zone", 3, 1000.0 + i) for i in range(10)])
-    outbox.append([ev(f"r{i}", "redemption", 0, 0.0) for i in range(5)])  # very old
-    outbox.append([ev(f"o{i}", "offer", 1, 1000.0 + i) for i in range(5)])
+    for i in range(10):
+        outbox.append([ev(f"z{i}", "zone", 3)], 1000.0 + i)
+    outbox.append([ev(f"r{i}", "redemption", 0) for i in range(5)], 0.0)  # queued very long ago
+    for i in range(5):
+        outbox.append([ev(f"o{i}", "offer", 1)], 1000.0 + i)
     ttl = {"redemption": 0.0, "zone": 100.0, "offer": 10_000.0}
-    # At t=1105: zone events older than 100 s (z0..z4) expire; redemptions never do.
+    # At 1105: zone events queued more than 100 s ago (z0..z4) expire; redemptions never do.
     dropped = enforce_bounds(conn, 1105.0, max_events=12, ttl_s=ttl)
     assert dropped == {"expired:zone": 5, "shed:zone": 3}
     remaining = [q.event_id for q in outbox.peek(100)]
@@ -106,3 +115,50 @@ def test_bounds_expire_then_shed_least_important_never_redemptions(
     dropped = enforce_bounds(conn, 1105.0, max_events=3, ttl_s=ttl)
     assert dropped == {"shed:zone": 2, "shed:offer": 5}
     assert [q.event_id for q in outbox.peek(100)] == ["r0", "r1", "r2", "r3", "r4"]
+
+
+def test_an_old_event_queued_now_is_not_expired(conn: sqlite3.Connection) -> None:
+    """The flaw that once broke the demo: a recording's events compared with today's clock."""
+    outbox = Outbox(conn)
+    long_ago = NOW - 400 * 86400.0
+    outbox.append([OutboxEvent("old", "zone", "zone.enter", 3, long_ago, {})], NOW)
+    assert enforce_bounds(conn, NOW + 60, 1000, {"zone": 86400.0}) == {}
+    assert outbox.oldest_age(NOW + 60) == pytest.approx(60.0)
+    row = conn.execute("SELECT occurred_at, queued_at FROM outbox").fetchone()
+    assert row == (long_ago, NOW)  # both kept: what happened when, and when it was queued
+    assert enforce_bounds(conn, NOW + 86401, 1000, {"zone": 86400.0}) == {"expired:zone": 1}
+
+
+def test_a_version_5_outbox_is_migrated_with_both_times(tmp_path: Path) -> None:
+    """A box upgraded with events waiting: their one time stands in for both."""
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    old = sqlite_utils.Database(conn)
+    for version, migration in enumerate(db.MIGRATIONS[:5], start=1):
+        migration(old)
+        conn.execute("INSERT INTO schema_version VALUES (?)", (version,))
+    conn.execute(
+        "INSERT INTO outbox (event_id, stream, type, priority, created_at, body) "
+        "VALUES ('e1', 'zone', 'zone.enter', 3, 1234.5, '{}')"
+    )
+    conn.execute(
+        "INSERT INTO decisions (decision_id, t, device, issued, reason) "
+        "VALUES ('d1', 99.0, 'dev', 0, 'unknown')"
+    )
+    conn.close()
+    upgraded = db.connect(path)
+    assert upgraded.execute("SELECT occurred_at, queued_at FROM outbox").fetchone() == (
+        1234.5,
+        1234.5,
+    )
+    assert upgraded.execute("SELECT recorded_at FROM decisions").fetchone() == (99.0,)
+    assert Outbox(upgraded).peek()[0].event_id == "e1"
+    upgraded.close()
+
+
+def test_a_replay_shift_is_chosen_once_per_state(conn: sqlite3.Connection) -> None:
+    first = db.replay_shift(conn, 1000.0, NOW)
+    assert first == NOW - 1000.0
+    assert db.replay_shift(conn, 1000.0, NOW + 3600) == first  # a rerun: same event ids
+    assert db.replay_shift(conn, 5000.0, NOW + 3600) == NOW + 3600 - 5000.0  # another trace

@@ -11,10 +11,12 @@ import aiomqtt
 import pytest
 
 from gateway import peers
+from gateway.clock import PinnedClock
 from gateway.config import parse_config
 from gateway.daemon import Gateway, replay_source, run_gateway
 from gateway.model import Advert
 from gateway.resources import data_file
+from gateway.sources.replay import Rebase, first_time
 
 from .broker import Broker
 from .fakebluez import wait_for
@@ -95,7 +97,7 @@ def _split_trace(tmp_path: Path) -> tuple[Path, Path, int]:
     return a, b, shopper_a
 
 
-async def test_two_gateways_fuse_each_others_receivers(tmp_path: Path) -> None:
+async def test_two_gateways_fuse_each_others_receivers(tmp_path: Path, clock: PinnedClock) -> None:
     broker = Broker(tmp_path / "broker")
     broker.start()
     trace_a, trace_b, shopper_adverts_a = _split_trace(tmp_path)
@@ -111,12 +113,18 @@ async def test_two_gateways_fuse_each_others_receivers(tmp_path: Path) -> None:
             f"{name}.toml",
             tmp_path,
         )
-        g = Gateway(config, quiet_sink=True)
+        g = Gateway(config, quiet_sink=True, clock=clock)
         g.identity.load_seed(profiles)
         g.refresh()
         return g
 
     gw_a, gw_b = gateway("gw-a"), gateway("gw-b")
+    # Both halves of the recording are moved to the present by the same shift, as two live
+    # gateways in one shop share one time.
+    recorded = first_time(data_file("demo-trace.jsonl"))
+    assert recorded is not None
+    shift = clock.wall() - recorded
+    together = Rebase(lambda _first: shift)
     sniffed: list[bytes] = []
     try:
         async with aiomqtt.Client("127.0.0.1", broker.port, identifier="sniffer") as sniffer:
@@ -134,13 +142,17 @@ async def test_two_gateways_fuse_each_others_receivers(tmp_path: Path) -> None:
             speed = 25.0
             run_b = asyncio.create_task(
                 run_gateway(
-                    gw_b, [replay_source(gw_b, trace_b, speed), lambda _: stop.wait()], stop
+                    gw_b,
+                    [replay_source(gw_b, trace_b, speed, together), lambda _: stop.wait()],
+                    stop,
                 )
             )
             await wait_for(lambda: gw_b.uplink is not None and gw_b.uplink.stats.subscribed)
             run_a = asyncio.create_task(
                 run_gateway(
-                    gw_a, [replay_source(gw_a, trace_a, speed), lambda _: stop.wait()], stop
+                    gw_a,
+                    [replay_source(gw_a, trace_a, speed, together), lambda _: stop.wait()],
+                    stop,
                 )
             )
             await wait_for(lambda: gw_a.uplink is not None and gw_a.uplink.stats.subscribed)

@@ -12,8 +12,9 @@ import time
 from contextlib import suppress
 from pathlib import Path
 
+from gateway.clock import SystemClock
 from gateway.config import parse_config
-from gateway.daemon import Gateway, replay_source, run_pipeline
+from gateway.daemon import Gateway, replay_rebase, replay_source, run_pipeline
 from gateway.resources import data_file
 from gateway.uplink import BATCH
 
@@ -22,6 +23,9 @@ from .fakebluez import wait_for
 from .test_uplink import Consumer
 
 DAY = 86400.0
+# Where the replays below place the trace: the in-process reference run and the `gateway
+# replay` subprocesses must agree on it to derive the same event ids.
+START = "2031-06-17T10:00:00+02:00"
 
 
 def long_trace(path: Path, days: int) -> None:
@@ -48,8 +52,9 @@ def write_config(folder: Path, port: int, state: Path) -> Path:
 def expected_ids(tmp: Path, trace: Path) -> set[str]:
     """What an uninterrupted run produces (the pipeline is deterministic)."""
     config = parse_config(f"[gateway]\nstate_dir = '{tmp}'\n[sinks]\nstdout = false\n")
-    gateway = Gateway(config, quiet_sink=True)
-    asyncio.run(run_pipeline(gateway, [replay_source(gateway, trace, 0.0)]))
+    gateway = Gateway(config, quiet_sink=True, clock=SystemClock())
+    rebase = replay_rebase(gateway, start=START)
+    asyncio.run(run_pipeline(gateway, [replay_source(gateway, trace, 0.0, rebase)]))
     ids = {str(r[0]) for r in gateway.conn.execute("SELECT event_id FROM outbox")}
     gateway.close()
     return ids
@@ -66,6 +71,8 @@ def _replay_command(cfg: Path, trace: Path) -> list[str]:
         str(cfg),
         "--until-drained",
         "60",
+        "--start",
+        START,
     ]
 
 

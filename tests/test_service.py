@@ -23,6 +23,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.clock import Clock, PinnedClock, SystemClock
 from gateway.config import Config, load_config
 from gateway.daemon import Gateway
 from gateway.resources import data_file
@@ -94,7 +95,7 @@ def test_notifier_speaks_the_protocol(notify: NotifySocket) -> None:
     notifier = Notifier({"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "4000000"})
     assert notifier.watchdog_s == 4.0
     assert notifier.ready("serving")
-    assert notifier.watchdog() and notifier.reloading() and notifier.stopping()
+    assert notifier.watchdog() and notifier.reloading(time.monotonic()) and notifier.stopping()
     notify.poll(0.3)
     sent = [fields for _, fields in notify.messages]
     assert sent[0] == {"READY": "1", "STATUS": "serving"}
@@ -124,6 +125,7 @@ def _config(tmp_path: Path, port: int, extra: str = "") -> Path:
     cfg.write_text(
         f"[gateway]\nstate_dir = '{tmp_path / 'state'}'\n"
         f"[sources.replay]\npath = '{data_file('demo-trace.jsonl')}'\nspeed = 5.0\n"
+        "start = '10:00'\n"  # the shop is open: offers are pushed
         f"[sinks]\nstdout = false\n[service]\ncontrol_listen = '127.0.0.1:{port}'\n{extra}"
     )
     return cfg
@@ -157,7 +159,8 @@ def test_daemon_ready_watchdog_status_metrics_reload_and_stop(
         port,
         f"[map]\npath = '{tmp_path / 'store.geojson'}'\n[fleet]\nmissing_after_s = 10.0\n",
     )
-    seeding = Gateway(load_config(str(cfg)), quiet_sink=True)  # the demo's shoppers
+    # the demo's shoppers (seeding only: the daemon runs on the system clock)
+    seeding = Gateway(load_config(str(cfg)), quiet_sink=True, clock=SystemClock())
     seeding.identity.load_seed(json.loads(data_file("demo-profiles.json").read_text()))
     seeding.close()
     env = os.environ | {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "1000000"}
@@ -293,18 +296,18 @@ class StallingGateway(Gateway):
 
 
 async def test_a_stalled_loop_stops_feeding_the_watchdog(
-    tmp_path: Path, notify: NotifySocket
+    tmp_path: Path, notify: NotifySocket, clock: PinnedClock
 ) -> None:
     cfg = _config(tmp_path, free_port(), "")
     gateways: list[StallingGateway] = []
 
-    def factory(config: Config) -> Gateway:
-        gateway = StallingGateway(config, quiet_sink=True)
+    def factory(config: Config, clock: Clock) -> Gateway:
+        gateway = StallingGateway(config, quiet_sink=True, clock=clock)
         gateways.append(gateway)
         return gateway
 
     notifier = Notifier({"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "1000000"})
-    service = Service(str(cfg), notifier=notifier, gateway_factory=factory)
+    service = Service(str(cfg), notifier=notifier, gateway_factory=factory, clock=clock)
     task = asyncio.create_task(service.run())
 
     async def collect(seconds: float) -> None:

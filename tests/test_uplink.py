@@ -15,11 +15,13 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gateway import db
+from gateway.clock import PinnedClock
 from gateway.config import Config, ConfigError, parse_config
 from gateway.outbox import Outbox, OutboxEvent, QueuedEvent
 from gateway.uplink import Uplink, acknowledged_prefix, chunk_by_stream
 
 from .broker import Broker, Pki, make_pki
+from .conftest import STORE_MORNING
 from .fakebluez import wait_for
 
 STREAMS = [("redemption", 0), ("offer", 1), ("zone", 3)]
@@ -35,6 +37,10 @@ def mqtt_config(tmp_path: Path, broker: Broker, extra: str = "") -> Config:
     )
 
 
+# The uplink's wall clock (acknowledgements, status): pinned, as for every in-process test.
+CLOCK = PinnedClock(STORE_MORNING)
+
+
 def produce(outbox: Outbox, start: int, count: int) -> None:
     for base in range(start, start + count, 500):
         batch = []
@@ -48,7 +54,7 @@ def produce(outbox: Outbox, start: int, count: int) -> None:
                 "data": {"n": n},
             }
             batch.append(OutboxEvent(f"ev-{n}", stream, f"{stream}.x", priority, float(n), body))
-        outbox.append(batch)
+        outbox.append(batch, CLOCK.wall())
 
 
 class Consumer:
@@ -155,7 +161,7 @@ async def test_backlog_built_while_the_broker_is_down_is_delivered_in_order(
 
     config = mqtt_config(tmp_path, broker)
     outbox = Outbox(db.connect(config.state_path / "gateway.db"))
-    uplink = Uplink(config, outbox)
+    uplink = Uplink(config, outbox, CLOCK)
     task = await _start(uplink)
     try:
         produce(outbox, 0, 10_000)  # 10k events while nothing can be sent
@@ -182,7 +188,7 @@ async def test_broker_killed_three_times_loses_nothing(
     config = mqtt_config(tmp_path, broker, "inflight = 16\n")
     outbox = Outbox(db.connect(config.state_path / "gateway.db"))
     produce(outbox, 0, 10_000)
-    uplink = Uplink(config, outbox, batch=200)
+    uplink = Uplink(config, outbox, CLOCK, batch=200)
     task = await _start(uplink)
     try:
         for kill, threshold in enumerate((2_000, 5_000, 8_000), start=1):
@@ -204,7 +210,7 @@ async def test_status_is_retained_online_then_offline(tmp_path: Path) -> None:
     broker = Broker(tmp_path / "broker")
     broker.start()
     config = mqtt_config(tmp_path, broker)
-    uplink = Uplink(config, Outbox(db.connect(config.state_path / "gateway.db")))
+    uplink = Uplink(config, Outbox(db.connect(config.state_path / "gateway.db")), CLOCK)
     task = await _start(uplink)
     try:
         await wait_for(lambda: uplink.stats.connected)
@@ -235,7 +241,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> tuple[Pki, Pki]:
 async def _delivers(config: Config, expect: bool, error: str = "") -> Uplink:
     outbox = Outbox(db.connect(config.state_path / "gateway.db"))
     produce(outbox, 0, 10)
-    uplink = Uplink(config, outbox)
+    uplink = Uplink(config, outbox, CLOCK)
     task = await _start(uplink)
     try:
         if expect:

@@ -18,8 +18,9 @@ import httpx
 import pytest
 
 from gateway import db
+from gateway.clock import PinnedClock
 from gateway.config import WebhookSection, parse_config
-from gateway.daemon import Gateway, replay_source, run_gateway
+from gateway.daemon import Gateway, replay_rebase, replay_source, run_gateway
 from gateway.outbox import Outbox
 from gateway.resources import data_file
 from gateway.sinks import Push, push_event
@@ -95,13 +96,15 @@ def _signed(headers: dict[str, str], body: bytes) -> bool:
     return hmac.compare_digest(headers["X-Signature"], expected)
 
 
-async def test_retries_through_500_429_and_a_slow_answer_then_delivers_once(outbox: Outbox) -> None:
+async def test_retries_through_500_429_and_a_slow_answer_then_delivers_once(
+    outbox: Outbox, clock: PinnedClock
+) -> None:
     service = PushService(
         [(500, {}, 0.0), (429, {"Retry-After": "0"}, 0.0), (200, {}, 1.0), (200, {}, 0.0)]
     )
     try:
-        outbox.append([push_event(_push())])
-        sender = WebhookSender(_settings(service.url), outbox, poll_s=0.01)
+        outbox.append([push_event(_push())], clock.wall())
+        sender = WebhookSender(_settings(service.url), outbox, clock, poll_s=0.01)
         await _drain(sender, outbox)
         assert [json.loads(b)["offer_id"] for _, b in service.requests] == ["of-1"] * 4
         assert {h["Idempotency-Key"] for h, _ in service.requests} == {"push-of-1"}
@@ -112,11 +115,13 @@ async def test_retries_through_500_429_and_a_slow_answer_then_delivers_once(outb
         service.close()
 
 
-async def test_a_rejected_request_is_dead_lettered_not_retried(outbox: Outbox) -> None:
+async def test_a_rejected_request_is_dead_lettered_not_retried(
+    outbox: Outbox, clock: PinnedClock
+) -> None:
     service = PushService([(400, {}, 0.0)])
     try:
-        outbox.append([push_event(_push())])
-        sender = WebhookSender(_settings(service.url), outbox, poll_s=0.01)
+        outbox.append([push_event(_push())], clock.wall())
+        sender = WebhookSender(_settings(service.url), outbox, clock, poll_s=0.01)
         await _drain(sender, outbox)
         assert len(service.requests) == 1
         row = outbox.conn.execute(
@@ -127,21 +132,21 @@ async def test_a_rejected_request_is_dead_lettered_not_retried(outbox: Outbox) -
         service.close()
 
 
-async def test_gives_up_after_max_attempts(outbox: Outbox) -> None:
+async def test_gives_up_after_max_attempts(outbox: Outbox, clock: PinnedClock) -> None:
     service = PushService([(503, {}, 0.0)] * 10)
     try:
-        outbox.append([push_event(_push())])
-        sender = WebhookSender(_settings(service.url, max_attempts=3), outbox, poll_s=0.01)
+        outbox.append([push_event(_push())], clock.wall())
+        sender = WebhookSender(_settings(service.url, max_attempts=3), outbox, clock, poll_s=0.01)
         await _drain(sender, outbox)
         assert len(service.requests) == 3 and sender.stats.dead == 1
     finally:
         service.close()
 
 
-async def test_unreachable_service_keeps_the_push(outbox: Outbox) -> None:
-    outbox.append([push_event(_push())])
+async def test_unreachable_service_keeps_the_push(outbox: Outbox, clock: PinnedClock) -> None:
+    outbox.append([push_event(_push())], clock.wall())
     sender = WebhookSender(
-        _settings("http://127.0.0.1:9/push", max_attempts=100), outbox, poll_s=0.01
+        _settings("http://127.0.0.1:9/push", max_attempts=100), outbox, clock, poll_s=0.01
     )
     async with httpx.AsyncClient(timeout=0.5) as client:
         for _ in range(3):
@@ -151,7 +156,7 @@ async def test_unreachable_service_keeps_the_push(outbox: Outbox) -> None:
     assert "ConnectError" in sender.stats.last_error
 
 
-async def test_the_demo_push_reaches_the_webhook(tmp_path: Path) -> None:
+async def test_the_demo_push_reaches_the_webhook(tmp_path: Path, clock: PinnedClock) -> None:
     service = PushService([])
     try:
         config = parse_config(
@@ -159,12 +164,18 @@ async def test_the_demo_push_reaches_the_webhook(tmp_path: Path) -> None:
             f"[sinks]\nstdout = false\n"
             f"[sinks.webhook]\nurl = '{service.url}'\nsecret = '{SECRET}'\n"
         )
-        gateway = Gateway(config, quiet_sink=True)
+        gateway = Gateway(config, quiet_sink=True, clock=clock)
         gateway.identity.load_seed(json.loads(data_file("demo-profiles.json").read_text()))
         gateway.refresh()
         run = asyncio.create_task(
             run_gateway(
-                gateway, [replay_source(gateway, data_file("demo-trace.jsonl"), 0.0)], drain_s=10
+                gateway,
+                [
+                    replay_source(
+                        gateway, data_file("demo-trace.jsonl"), 0.0, replay_rebase(gateway)
+                    )
+                ],
+                drain_s=10,
             )
         )
         await wait_for(lambda: len(service.requests) >= 1, timeout=30)

@@ -19,12 +19,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..clock import Clock
 from ..config import BleAdapterSection
 from ..model import AdapterHealth, Advert
 
@@ -96,7 +96,7 @@ class BleSource:
     settings: BleAdapterSection
     receiver: str
     emit: Callable[[Advert | AdapterHealth], None]
-    clock: Callable[[], float] = time.time
+    clock: Clock  # wall: advert times; monotonic: silence detection
     filter: AdvertFilter = field(init=False)
     received: int = 0
     last_advert: float = field(default=0.0, init=False)
@@ -112,9 +112,9 @@ class BleSource:
     # --- the detection callback (runs in the event loop, must not block) -----------------
 
     def on_detection(self, device: Any, adv: Any) -> None:
-        now = self.clock()
+        now = self.clock.wall()
         self.received += 1
-        self.last_advert = time.monotonic()
+        self.last_advert = self.clock.monotonic()
         if self.failures:
             self.failures = 0
         mfr: dict[int, bytes] = {int(k): bytes(v) for k, v in adv.manufacturer_data.items()}
@@ -130,7 +130,7 @@ class BleSource:
     def _health(self, state: str, reason: str = "") -> None:
         self.state = state
         log.info("adapter %s: %s %s", self.adapter, state, reason)
-        self.emit(AdapterHealth(self.clock(), self.adapter, state, reason, self.restarts))
+        self.emit(AdapterHealth(self.clock.wall(), self.adapter, state, reason, self.restarts))
 
     def _backoff(self) -> float:
         base = min(self.settings.backoff_max_s, 0.5 * 2.0 ** min(self.failures, 10))
@@ -149,12 +149,12 @@ class BleSource:
                     bluez["or_patterns"] = _or_patterns()
                 scanner = BleakScanner(detection_callback=self.on_detection, **kwargs)
                 await scanner.start()
-                self.last_advert = time.monotonic()
+                self.last_advert = self.clock.monotonic()
                 self._health("scanning")
                 while True:
                     await asyncio.sleep(check_every)
-                    self.filter.sweep(self.clock())
-                    if time.monotonic() - self.last_advert > self.settings.silence_restart_s:
+                    self.filter.sweep(self.clock.wall())
+                    if self.clock.monotonic() - self.last_advert > self.settings.silence_restart_s:
                         raise ScannerSilent(f"no advert for {self.settings.silence_restart_s} s")
             except asyncio.CancelledError:
                 if scanner is not None:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..clock import Clock
 from ..model import AdapterHealth, Tap
 
 log = logging.getLogger(__name__)
@@ -54,12 +55,12 @@ def open_frontend(device: str) -> Any:
 
 
 def read_once(
-    device: str, timeout: float = 10.0, targets: list[str] | None = None
+    device: str, clock: Clock, timeout: float = 10.0, targets: list[str] | None = None
 ) -> TagRead | None:
     """Wait for one tag and return what it holds (None when nothing came in time)."""
     clf = open_frontend(device)
     found: list[TagRead] = []
-    started = time.monotonic()
+    started = clock.monotonic()
 
     def on_connect(tag: Any) -> bool:
         found.append(_describe(tag))
@@ -68,7 +69,7 @@ def read_once(
     try:
         clf.connect(
             rdwr={"targets": targets or DEFAULT_TARGETS, "on-connect": on_connect},
-            terminate=lambda: bool(found) or time.monotonic() - started > timeout,
+            terminate=lambda: bool(found) or clock.monotonic() - started > timeout,
         )
     finally:
         clf.close()
@@ -76,14 +77,18 @@ def read_once(
 
 
 def write_ndef(
-    device: str, message: bytes, timeout: float = 10.0, targets: list[str] | None = None
+    device: str,
+    message: bytes,
+    clock: Clock,
+    timeout: float = 10.0,
+    targets: list[str] | None = None,
 ) -> TagRead:
     """Write an NDEF message to the next tag, then read it back to verify."""
     import ndef
 
     clf = open_frontend(device)
     result: dict[str, Any] = {}
-    started = time.monotonic()
+    started = clock.monotonic()
 
     def on_connect(tag: Any) -> bool:
         try:
@@ -105,7 +110,7 @@ def write_ndef(
     try:
         clf.connect(
             rdwr={"targets": targets or DEFAULT_TARGETS, "on-connect": on_connect},
-            terminate=lambda: bool(result) or time.monotonic() - started > timeout,
+            terminate=lambda: bool(result) or clock.monotonic() - started > timeout,
         )
     finally:
         clf.close()
@@ -126,6 +131,7 @@ class NfcSource:
     reader: str  # touchpoint id
     device: str  # nfcpy device string
     emit: Callable[[Tap | AdapterHealth], None]
+    clock: Clock  # wall: tap times
     backoff_max_s: float = 30.0
     targets: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
     taps: int = 0
@@ -150,7 +156,17 @@ class NfcSource:
         self, emit: Callable[[Tap | AdapterHealth], None], state: str, reason: str = ""
     ) -> None:
         self.state = state
-        emit(AdapterHealth(time.time(), f"nfc:{self.reader}", state, reason, 0))
+        emit(AdapterHealth(self.clock.wall(), f"nfc:{self.reader}", state, reason, 0))
+
+    def _pause(self, seconds: float) -> None:
+        """Back off for `seconds`, waking within 50 ms when asked to stop.
+
+        Short sleeps rather than `Event.wait(seconds)`: a timed wait on a lock sleeps until
+        a CLOCK_MONOTONIC deadline the kernel computes, which libfaketime (scripts/test runs
+        the suite with the clock years ahead) cannot shift, so it would never return."""
+        end = self.clock.monotonic() + seconds
+        while not self._stop.is_set() and self.clock.monotonic() < end:
+            time.sleep(min(0.05, seconds))
 
     def _work(self, emit: Callable[[Tap | AdapterHealth], None]) -> None:
         failures = 0
@@ -160,7 +176,7 @@ class NfcSource:
             except OSError as exc:
                 failures += 1
                 self._health(emit, "unavailable", str(exc))
-                self._stop.wait(min(self.backoff_max_s, 0.2 * 2.0 ** min(failures, 10)))
+                self._pause(min(self.backoff_max_s, 0.2 * 2.0 ** min(failures, 10)))
                 continue
             failures = 0
             self._health(emit, "reading")
@@ -168,7 +184,7 @@ class NfcSource:
             def on_connect(tag: Any) -> bool:
                 read = _describe(tag)
                 self.taps += 1
-                emit(Tap(time.time(), self.reader, read.uid, read.ndef))
+                emit(Tap(self.clock.wall(), self.reader, read.uid, read.ndef))
                 return True  # hold: a card left on the reader is one tap
 
             try:

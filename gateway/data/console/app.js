@@ -12,6 +12,33 @@ const devicesLayer = document.createElementNS(SVGNS, "g");
 devicesLayer.id = "devices";
 svg.appendChild(devicesLayer);
 let filter = "";
+// Times are shown as the shop lives them: the store's zone (from /api/plan, again with every
+// state), never the browser's; the server keeps UTC.
+let storeZone = "UTC";
+
+function storeTime(seconds) {
+  return new Intl.DateTimeFormat("en-GB", {
+    timeZone: storeZone, hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false,
+  }).format(new Date(seconds * 1000));
+}
+
+function storeDate(seconds) {
+  const parts = new Intl.DateTimeFormat("en-CA", {
+    timeZone: storeZone, year: "numeric", month: "2-digit", day: "2-digit",
+  }).format(new Date(seconds * 1000));
+  return `${parts} ${storeTime(seconds)} ${storeZone}`;
+}
+
+// "0 s", "42 s", "5 min 3 s", "3 h 12 min", "2 d 4 h" (as the CLI says it: gateway/humantime.py)
+function duration(seconds) {
+  let s = Math.floor(Math.abs(seconds));
+  const d = Math.floor(s / 86400); s -= d * 86400;
+  const h = Math.floor(s / 3600); s -= h * 3600;
+  const m = Math.floor(s / 60); s -= m * 60;
+  const text = d ? `${d} d` + (h ? ` ${h} h` : "") : h ? `${h} h` + (m ? ` ${m} min` : "")
+    : m ? `${m} min` + (s ? ` ${s} s` : "") : `${s} s`;
+  return (seconds < 0 ? "-" : "") + text;
+}
 
 function post(url, body) {
   return fetch(url, {
@@ -70,14 +97,22 @@ function showState(state) {
   const rates = Object.entries(state.sources.rates_per_s).map(([r, v]) => `${r} ${v}/s`).join(", ");
   links.replaceChildren(
     row(["adverts", rates || "none yet"]),
-    row(["outbox", `${Object.values(state.outbox.depth).reduce((a, b) => a + b, 0)} queued, oldest ${state.outbox.oldest_age_s} s`]),
+    row(["outbox", outboxText(state.outbox)]),
     row(["MQTT", state.mqtt.enabled ? (state.mqtt.connected ? "connected" : "DISCONNECTED " + state.mqtt.last_error) : "off"]),
     row(["event loop lag", `${state.loop_lag_ms} ms`]),
   );
   const beacons = document.querySelector("#beacons tbody");
   beacons.replaceChildren(...Object.entries(state.beacons).map(([id, b]) =>
-    row([id, b.status, b.battery_mv ? `${b.battery_mv} mV` : "", b.seen_s_ago === null ? "never" : `${b.seen_s_ago} s ago`])));
-  document.getElementById("clock").textContent = new Date(state.t * 1000).toLocaleTimeString();
+    row([id, b.status, b.battery_mv ? `${b.battery_mv} mV` : "", b.seen_s_ago === null ? "never" : `${duration(b.seen_s_ago)} ago`])));
+  storeZone = state.timezone || storeZone;
+  const clock = document.getElementById("clock");
+  clock.textContent = storeTime(state.t);
+  clock.title = storeDate(state.t);
+}
+
+function outboxText(outbox) {
+  const queued = Object.values(outbox.depth).reduce((a, b) => a + b, 0);
+  return queued ? `${queued} queued, oldest waiting ${duration(outbox.oldest_age_s)}` : "empty";
 }
 
 function describe(e) {
@@ -98,7 +133,9 @@ function addEvent(e) {
   if (filter && !e.type.startsWith("com.storegate." + filter)) return;
   const [text, cls] = describe(e);
   const li = document.createElement("li");
-  li.textContent = `${e.time.slice(11, 19)} ${text}`;
+  const t = Date.parse(e.time) / 1000;
+  li.textContent = `${storeTime(t)} ${text}`;
+  li.title = storeDate(t);
   li.className = cls;
   li.dataset.type = e.type;
   const list = document.getElementById("events");
@@ -178,6 +215,7 @@ document.getElementById("cal-save").addEventListener("click", async () => {
 
 (async () => {
   const plan = await (await fetch("/api/plan")).json();
+  storeZone = plan.timezone || storeZone;
   document.getElementById("cal-beacon").replaceChildren(...plan.beacons.map((b) => {
     const o = document.createElement("option"); o.value = b.id; o.textContent = b.id; return o;
   }));
