@@ -8,6 +8,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from gateway.config import Config, load_config
 
 from .conftest import REPO
@@ -63,6 +65,7 @@ def test_unit_is_hardened_and_its_exposure_is_at_most_2() -> None:
     assert float(found.group(1)) <= 2.0
 
 
+@pytest.mark.registry  # pip installs the dependencies from the package registry
 def test_install_again_uninstall_and_purge(tmp_path: Path) -> None:
     root = tmp_path / "root"
     first = _install(root)
