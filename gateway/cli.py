@@ -15,16 +15,16 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from . import __version__
-from .clock import Clock, SystemClock
-from .config import ConfigError, describe, load_config
-from .humantime import duration, local_datetime
-from .model import Advert
-from .storemap import MapError
+from gateway import __version__
+from gateway.clock import Clock, SystemClock
+from gateway.config import ConfigError, describe, load_config
+from gateway.humantime import duration, local_datetime
+from gateway.model import Advert
+from gateway.storemap import MapError
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from gateway.demo import run_demo
 
     try:
         run_demo(
@@ -42,16 +42,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     """The daemon (systemd runs this): until SIGTERM, or with --once until the replay ends."""
-    from .service import run_service
+    from gateway.service import run_service
 
     return run_service(args.config, once=args.once, verbose=args.verbose)
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     """A timed measurement of a known beacon at a known distance from a receiver."""
-    from . import calibration, decode
-    from .profiles import load_beacon_profile
-    from .storemap import load_map
+    from gateway import calibration, decode
+    from gateway.profiles import load_beacon_profile
+    from gateway.storemap import load_map
 
     config = load_config(args.config)
     store = load_map(config.resolve(config.map.path))
@@ -85,7 +85,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     if args.trace:
-        from .sources.trace import parse_line
+        from gateway.sources.trace import parse_line
 
         with open(args.trace, encoding="utf-8") as lines:
             for number, text in enumerate(lines, start=1):
@@ -124,7 +124,7 @@ async def _listen(
     config: Any, seconds: float, on_advert: Any, calibrator: Any, clock: Clock
 ) -> None:
     """Scan with every configured adapter for `seconds`, drawing a progress bar."""
-    from .sources.ble import BleSource
+    from gateway.sources.ble import BleSource
 
     def emit(item: object) -> None:
         if isinstance(item, Advert):
@@ -164,7 +164,7 @@ def _cmd_console_password(args: argparse.Namespace) -> int:
     """Hash a staff password for [console] password_hash (the password is never stored)."""
     import getpass
 
-    from .consoleauth import hash_password
+    from gateway.consoleauth import hash_password
 
     if sys.stdin.isatty():
         password = getpass.getpass("Staff password: ")
@@ -181,7 +181,7 @@ def _cmd_console_password(args: argparse.Namespace) -> int:
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    from .doctor import FAIL, run_checks
+    from gateway.doctor import FAIL, run_checks
 
     checks = run_checks(args.config, SystemClock(), timeout_s=args.timeout)
     if args.json:
@@ -199,14 +199,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
     """Ask the running daemon (its control endpoint) what it is doing."""
     import httpx
 
-    from .config import host_port
+    from gateway.config import host_port
 
     config = load_config(args.config)
     if not config.service.control_listen:
         raise ConfigError(args.config, "service.control_listen", "is off; set it to ask the daemon")
     host, port = host_port(config.service.control_listen)
     host = f"[{host}]" if ":" in host else host
-    from .consoleauth import read_token
+    from gateway.consoleauth import read_token
 
     token = read_token(config.state_path)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -262,7 +262,7 @@ def _status_text(data: dict[str, Any], tz: ZoneInfo) -> str:
 
 def _cmd_replay(args: argparse.Namespace) -> int:
     """Replay a trace with the configured sinks and uplink; exit 0 once the outbox is empty."""
-    from .daemon import Gateway, replay_rebase, replay_source, run_gateway
+    from gateway.daemon import Gateway, replay_rebase, replay_source, run_gateway
 
     config = load_config(args.config)
     if not config.mqtt.enabled:
@@ -321,7 +321,7 @@ def _hex_key(text: str, name: str) -> bytes:
 
 def _cmd_eid(args: argparse.Namespace) -> int:
     """Eddystone-EID of an identity key at a beacon time: 16 lower-case hex digits."""
-    from .rotating import eid
+    from gateway.rotating import eid
 
     try:
         ik = _hex_key(args.ik, "ik")
@@ -346,7 +346,7 @@ def _whole(text: str, name: str) -> int:
 
 def _cmd_rpa(args: argparse.Namespace) -> int:
     """Does a resolvable private address belong to an IRK? Prints match or no-match."""
-    from .rotating import parse_address, rpa_matches
+    from gateway.rotating import parse_address, rpa_matches
 
     try:
         irk = _hex_key(args.irk, "irk")
@@ -358,8 +358,8 @@ def _cmd_rpa(args: argparse.Namespace) -> int:
 
 
 def _cmd_sim(args: argparse.Namespace) -> int:
-    from .config import Config
-    from .sim import demo_scenario
+    from gateway.config import Config
+    from gateway.sim import demo_scenario
 
     key = bytes.fromhex(Config().nfc.loyalty_key)
     lines = demo_scenario(args.seed, key)
@@ -382,7 +382,7 @@ def _cmd_config_template(args: argparse.Namespace) -> int:
     """A commented config for a fresh install, with freshly generated secrets."""
     import secrets
 
-    from .config import config_template
+    from gateway.config import config_template
 
     keys = {
         "gateway.pseudonym_key": secrets.token_hex(32),
@@ -413,8 +413,8 @@ def config_reference() -> str:
 
 def _cmd_offers_why(args: argparse.Namespace) -> int:
     """Every decision about a shopper, when it happened in the store's time."""
-    from . import db
-    from .offers import why
+    from gateway import db
+    from gateway.offers import why
 
     config = load_config(args.config)
     tz = ZoneInfo(config.gateway.timezone)
@@ -433,8 +433,8 @@ def _cmd_offers_why(args: argparse.Namespace) -> int:
 
 def _cmd_offers_redeem(args: argparse.Namespace) -> int:
     """Staff type a shopper's code at the counter: redeem it and queue the attribution."""
-    from . import db
-    from .daemon import Gateway
+    from gateway import db
+    from gateway.daemon import Gateway
 
     config = load_config(args.config)
     gateway = Gateway(config, quiet_sink=True, clock=SystemClock())
@@ -456,8 +456,8 @@ def _cmd_offers_redeem(args: argparse.Namespace) -> int:
 
 
 def _cmd_profiles_import(args: argparse.Namespace) -> int:
-    from . import db
-    from .profile_import import import_profiles
+    from gateway import db
+    from gateway.profile_import import import_profiles
 
     config = load_config(args.config)
     path = Path(args.file)
@@ -492,7 +492,7 @@ def _cmd_profiles_import(args: argparse.Namespace) -> int:
 
 def _cmd_nfc_parse(args: argparse.Namespace) -> int:
     """One hex NDEF message per line on stdin → one JSON object per line."""
-    from .ndefparse import parse_hex_line
+    from gateway.ndefparse import parse_hex_line
 
     for line in sys.stdin:  # exactly one output line per input line, blank ones included
         print(json.dumps(parse_hex_line(line), ensure_ascii=False))
@@ -500,8 +500,8 @@ def _cmd_nfc_parse(args: argparse.Namespace) -> int:
 
 
 def _read_json(read: object) -> dict[str, object]:
-    from .ndefparse import parse_message
-    from .sources.nfc import TagRead
+    from gateway.ndefparse import parse_message
+    from gateway.sources.nfc import TagRead
 
     assert isinstance(read, TagRead)
     out: dict[str, object] = {
@@ -516,7 +516,7 @@ def _read_json(read: object) -> dict[str, object]:
 
 def _cmd_nfc_read(args: argparse.Namespace) -> int:
     """Print what a tap yields (for staff checking tags and readers)."""
-    from .sources.nfc import read_once
+    from gateway.sources.nfc import read_once
 
     try:
         read = read_once(args.device, SystemClock(), args.timeout)
@@ -533,8 +533,8 @@ def _cmd_nfc_write(args: argparse.Namespace) -> int:
     """Provision a tag (shelf URI or signed loyalty token), verified by reading it back."""
     import ndef
 
-    from . import loyalty
-    from .sources.nfc import write_ndef
+    from gateway import loyalty
+    from gateway.sources.nfc import write_ndef
 
     if args.loyalty:
         config = load_config(args.config)
@@ -553,9 +553,9 @@ def _cmd_nfc_write(args: argparse.Namespace) -> int:
 
 def _cmd_locate(args: argparse.Namespace) -> int:
     """Sightings on stdin → one position estimate per device per instant on stdout."""
-    from .locate import LocateStats, locate, make_tracker
-    from .storemap import load_map
-    from .zones import ZoneTracker
+    from gateway.locate import LocateStats, locate, make_tracker
+    from gateway.storemap import load_map
+    from gateway.zones import ZoneTracker
 
     config = load_config(args.config)
     store = load_map(Path(args.map), require_zones=False)
@@ -583,7 +583,7 @@ def _cmd_locate(args: argparse.Namespace) -> int:
 
 def _cmd_fences_check(args: argparse.Namespace) -> int:
     """Every problem of each map, one line each; exit 2 if any is an error."""
-    from .fences import check_file
+    from gateway.fences import check_file
 
     errors = warnings = 0
     for name in args.files:
@@ -604,9 +604,9 @@ def _cmd_fences_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_fences_render(args: argparse.Namespace) -> int:
-    from .config import Config
-    from .render import plan_scene, render, trace_tracks
-    from .storemap import load_map
+    from gateway.config import Config
+    from gateway.render import plan_scene, render, trace_tracks
+    from gateway.storemap import load_map
 
     config = load_config(args.config) if args.config else Config()
     store = load_map(Path(args.file), require_zones=False)
@@ -629,8 +629,8 @@ def _cmd_fences_render(args: argparse.Namespace) -> int:
 
 
 def _cmd_profiles_export(args: argparse.Namespace) -> int:
-    from . import db
-    from .profile_import import export_profiles
+    from gateway import db
+    from gateway.profile_import import export_profiles
 
     config = load_config(args.config)
     conn = db.connect(config.state_path / "gateway.db")
@@ -642,8 +642,8 @@ def _cmd_profiles_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_decode(args: argparse.Namespace) -> int:
-    from .decode import decode_payload
-    from .frames import frame_json
+    from gateway.decode import decode_payload
+    from gateway.frames import frame_json
 
     for raw in sys.stdin:  # exactly one output line per input line, blank ones included
         text = raw.strip()

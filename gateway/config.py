@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from . import resources
+from gateway import resources
 
 
 def _secret_problem(text: str) -> str:
@@ -461,7 +461,7 @@ class ReplaySection:
         if self.start and self.keep_times:
             return {"start": "conflicts with keep_times = true; set one of them"}
         if self.start:
-            from .humantime import parse_instant
+            from gateway.humantime import parse_instant
 
             try:
                 parse_instant(self.start, ZoneInfo("UTC"), 0.0)
@@ -659,7 +659,7 @@ class ConsoleSection:
     )
 
     def validate(self) -> dict[str, str]:
-        from .consoleauth import valid_hash
+        from gateway.consoleauth import valid_hash
 
         problems: dict[str, str] = {}
         if self.password_hash and not valid_hash(self.password_hash):

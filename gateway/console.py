@@ -30,13 +30,13 @@ from typing import Any
 
 from aiohttp import web
 
-from . import calibration, consoleauth, decode
-from .clock import Clock
-from .daemon import Gateway
-from .metrics import Runtime, beacons_view, mqtt_view, occupancy, outbox_view, sources_view
-from .model import Advert
-from .render import plan_scene, to_svg
-from .resources import data_file
+from gateway import calibration, consoleauth, decode
+from gateway.clock import Clock
+from gateway.daemon import Gateway
+from gateway.metrics import Runtime, beacons_view, mqtt_view, occupancy, outbox_view, sources_view
+from gateway.model import Advert
+from gateway.render import plan_scene, to_svg
+from gateway.resources import data_file
 
 COOKIE = "gw_session"
 OPEN_PATHS = ("/healthz", "/login", "/static/")
@@ -293,7 +293,7 @@ class Console:
                 yield "state", self.state()
 
     async def api_health(self, request: web.Request) -> web.Response:
-        from .doctor import run_checks
+        from gateway.doctor import run_checks
 
         config_file = str(self.runtime.config_file)
         checks = await asyncio.to_thread(run_checks, config_file, self.gateway.clock, 3.0)
@@ -339,7 +339,7 @@ class Console:
         )
 
     async def calibration_start(self, request: web.Request) -> web.Response:
-        from .profiles import load_beacon_profile
+        from gateway.profiles import load_beacon_profile
 
         try:
             body = await request.json()

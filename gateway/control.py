@@ -15,11 +15,11 @@ import logging
 
 from aiohttp import web
 
-from . import consoleauth
-from .config import Config, host_port
-from .console import Console, Hub, add_console
-from .daemon import Gateway
-from .metrics import Runtime, exposition, status
+from gateway import consoleauth
+from gateway.config import Config, host_port
+from gateway.console import Console, Hub, add_console
+from gateway.daemon import Gateway
+from gateway.metrics import Runtime, exposition, status
 
 log = logging.getLogger(__name__)
 

@@ -25,29 +25,29 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from . import db, downlink, peers
-from .clock import Clock
-from .config import BleAdapterSection, Config, PickupDiscountSection
-from .events import EnvelopeFactory
-from .humantime import local_datetime, parse_instant
-from .identity import IdentityStore
-from .model import AdapterHealth, Advert, GatewayNotice, OfferDecision, PipelineEvent, Tap
-from .offers import OfferEngine
-from .outbox import Outbox, OutboxEvent, enforce_bounds
-from .peers import ShareBuffer
-from .pipeline import Pipeline
-from .profiles import load_beacon_profile
-from .report import ConsoleReporter
-from .sinks import LocalPushSink, PickupDisplay, Push, push_event
-from .sources.replay import Rebase, ReplayProgress, replay
-from .sources.trace import TraceError
-from .storemap import load_map
+from gateway import db, downlink, peers
+from gateway.clock import Clock
+from gateway.config import BleAdapterSection, Config, PickupDiscountSection
+from gateway.events import EnvelopeFactory
+from gateway.humantime import local_datetime, parse_instant
+from gateway.identity import IdentityStore
+from gateway.model import AdapterHealth, Advert, GatewayNotice, OfferDecision, PipelineEvent, Tap
+from gateway.offers import OfferEngine
+from gateway.outbox import Outbox, OutboxEvent, enforce_bounds
+from gateway.peers import ShareBuffer
+from gateway.pipeline import Pipeline
+from gateway.profiles import load_beacon_profile
+from gateway.report import ConsoleReporter
+from gateway.sinks import LocalPushSink, PickupDisplay, Push, push_event
+from gateway.sources.replay import Rebase, ReplayProgress, replay
+from gateway.sources.trace import TraceError
+from gateway.storemap import load_map
 
 if TYPE_CHECKING:
-    from .sources.ble import BleSource
-    from .sources.nfc import NfcSource
-    from .uplink import Topics, Uplink
-    from .webhook import WebhookSender
+    from gateway.sources.ble import BleSource
+    from gateway.sources.nfc import NfcSource
+    from gateway.uplink import Topics, Uplink
+    from gateway.webhook import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -540,7 +540,7 @@ async def run_gateway(
 ) -> tuple[RunSummary, Uplink | None]:
     """The daemon: sources → pipeline, and, when [mqtt] is enabled, the uplink beside it.
     After the sources end, wait up to `drain_s` for the outbox to empty."""
-    from .uplink import Uplink
+    from gateway.uplink import Uplink
 
     uplink = None
     tasks: list[asyncio.Task[None]] = []
@@ -553,7 +553,7 @@ async def run_gateway(
         gateway.uplink = uplink
         tasks.append(asyncio.create_task(uplink.run()))
     if gateway.config.sinks.webhook.url:
-        from .webhook import WebhookSender
+        from gateway.webhook import WebhookSender
 
         sender = WebhookSender(gateway.config.sinks.webhook, gateway.outbox, gateway.clock)
         gateway.webhook = sender
@@ -607,8 +607,8 @@ def replay_source(gateway: Gateway, path: Path, speed: float, rebase: Rebase) ->
 
 def nfc_sources(gateway: Gateway) -> list[Source]:
     """One source per touchpoint that has a reader (profile or device string)."""
-    from .profiles import load_reader_profile
-    from .sources.nfc import NfcSource
+    from gateway.profiles import load_reader_profile
+    from gateway.sources.nfc import NfcSource
 
     out: list[Source] = []
     for touchpoint, settings in gateway.config.nfc.touchpoints.items():
@@ -632,7 +632,7 @@ def nfc_sources(gateway: Gateway) -> list[Source]:
 
 def ble_sources(gateway: Gateway) -> list[Source]:
     """One source per configured adapter; each scans until cancelled."""
-    from .sources.ble import BleSource
+    from gateway.sources.ble import BleSource
 
     out: list[Source] = []
     for adapter, settings in gateway.config.sources.ble.items():

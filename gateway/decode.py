@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .model import (
+from gateway.model import (
     Advert,
     AltBeacon,
     EddystoneEID,

@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import TextIO
 from zoneinfo import ZoneInfo
 
-from .clock import Clock
-from .config import Config, ReplaySection, SourcesSection
-from .daemon import Gateway, RunSummary, replay_rebase, replay_source, run_pipeline
-from .humantime import local, local_datetime
-from .offers import in_quiet_hours
-from .report import ConsoleReporter
-from .resources import data_file
-from .sources.replay import first_time
+from gateway.clock import Clock
+from gateway.config import Config, ReplaySection, SourcesSection
+from gateway.daemon import Gateway, RunSummary, replay_rebase, replay_source, run_pipeline
+from gateway.humantime import local, local_datetime
+from gateway.offers import in_quiet_hours
+from gateway.report import ConsoleReporter
+from gateway.resources import data_file
+from gateway.sources.replay import first_time
 
 DEMO_TRACE = "demo-trace.jsonl"
 DEMO_PROFILES = "demo-profiles.json"

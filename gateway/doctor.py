@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from .clock import Clock
-from .config import Config, ConfigError, host_port, load_config
-from .humantime import duration, local_datetime
+from gateway.clock import Clock
+from gateway.config import Config, ConfigError, host_port, load_config
+from gateway.humantime import duration, local_datetime
 
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
 MIN_FREE_MB = 50
@@ -101,7 +101,7 @@ def check_state_dir(state: Path) -> Check:
 
 
 def check_database(path: Path) -> Check:
-    from .db import SCHEMA_VERSION
+    from gateway.db import SCHEMA_VERSION
 
     if not path.exists():
         return Check("database", PASS, f"{path} will be created at first start")
@@ -139,7 +139,7 @@ def check_database(path: Path) -> Check:
 
 
 def check_map(config: Config) -> Check:
-    from .fences import check_file
+    from gateway.fences import check_file
 
     path = config.resolve(config.map.path)
     store, findings = check_file(path)
@@ -242,8 +242,8 @@ async def _bluez_objects() -> dict[str, dict[str, dict[str, Any]]]:
 
 
 def check_nfc(config: Config) -> list[Check]:
-    from .profiles import load_reader_profile
-    from .sources.nfc import open_frontend
+    from gateway.profiles import load_reader_profile
+    from gateway.sources.nfc import open_frontend
 
     out = []
     for touchpoint, settings in config.nfc.touchpoints.items():
@@ -276,7 +276,7 @@ async def check_broker(config: Config, timeout_s: float, clock: Clock) -> Check:
         return Check("broker", SKIP, "[mqtt] enabled = false (offline store)")
     import aiomqtt
 
-    from .uplink import client_settings
+    from gateway.uplink import client_settings
 
     where = f"{mqtt.host}:{mqtt.port}"
     settings = client_settings(mqtt, config, b"")
@@ -367,7 +367,7 @@ def check_daemon(config: Config, timeout_s: float) -> Check:
 
     host, port = host_port(config.service.control_listen)
     host = f"[{host}]" if ":" in host else host
-    from .consoleauth import read_token
+    from gateway.consoleauth import read_token
 
     token = read_token(config.state_path)
     headers = {"Authorization": f"Bearer {token}"} if token else {}

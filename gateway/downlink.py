@@ -28,9 +28,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from .config import ConfigError, PickupDiscountSection, build_section
-from .db import transaction
-from .profile_import import CART_INSERT, LineError, Rows, cart_rows, profile_rows, row_writes
+from gateway.config import ConfigError, PickupDiscountSection, build_section
+from gateway.db import transaction
+from gateway.profile_import import CART_INSERT, LineError, Rows, cart_rows, profile_rows, row_writes
 
 FAMILIES = ("stock", "profiles", "carts", "campaigns", "config")
 COMMANDS = ("flush", "diagnose", "reload")

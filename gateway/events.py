@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from .model import (
+from gateway.model import (
     AdapterHealth,
     BeaconHealth,
     GatewayNotice,
@@ -23,7 +23,7 @@ from .model import (
     TapEvent,
     ZoneEvent,
 )
-from .outbox import OutboxEvent
+from gateway.outbox import OutboxEvent
 
 TYPE_PREFIX = "com.storegate."
 # Lower is more important: what the shop is paid for goes first when the link is thin.

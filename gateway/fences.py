@@ -16,9 +16,9 @@ from typing import Literal
 from shapely import STRtree
 from shapely.geometry import Point
 
-from .config import ConfigError
-from .profiles import load_beacon_profile
-from .storemap import MapError, StoreMap, parse_map
+from gateway.config import ConfigError
+from gateway.profiles import load_beacon_profile
+from gateway.storemap import MapError, StoreMap, parse_map
 
 Severity = Literal["error", "warning"]
 # Overlaps smaller than this (m²) are drawing slop along a shared edge, not real overlaps.

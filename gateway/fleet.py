@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from .model import BeaconHealth, EddystoneTLM, Frame
-from .storemap import Anchor
+from gateway.model import BeaconHealth, EddystoneTLM, Frame
+from gateway.storemap import Anchor
 
 # Adverts of one anchor closer together than this are one advert heard by several receivers.
 SAME_ADVERT_S = 0.05

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .decode import format_uuid
-from .model import (
+from gateway.decode import format_uuid
+from gateway.model import (
     AltBeacon,
     EddystoneEID,
     EddystoneETLM,

@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .db import transaction
-from .rotating import EidKey
+from gateway.db import transaction
+from gateway.rotating import EidKey
 
 
 def pseudonymise(key: bytes, identity: str, prefix: str = "dev") -> str:
@@ -134,7 +134,7 @@ class IdentityStore:
     def load_seed(self, seed: dict[str, Any]) -> None:
         """Load a seed document (profiles in the import format, and stock) atomically;
         profiles go through the importer's validator (a bad one raises ValueError)."""
-        from .profile_import import LineError, Rows, profile_rows, row_writes
+        from gateway.profile_import import LineError, Rows, profile_rows, row_writes
 
         rows = Rows()
         for index, document in enumerate(seed.get("profiles", [])):

@@ -16,11 +16,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import Config
-from .presence import PresenceTracker, tracker_for
-from .profiles import load_beacon_profile
-from .storemap import StoreMap
-from .zones import ZoneTracker
+from gateway.config import Config
+from gateway.presence import PresenceTracker, tracker_for
+from gateway.profiles import load_beacon_profile
+from gateway.storemap import StoreMap
+from gateway.zones import ZoneTracker
 
 
 @dataclass(slots=True)

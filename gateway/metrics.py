@@ -11,12 +11,12 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import __version__
-from .clock import Clock
-from .model import OfferDecision
+from gateway import __version__
+from gateway.clock import Clock
+from gateway.model import OfferDecision
 
 if TYPE_CHECKING:
-    from .daemon import Gateway
+    from gateway.daemon import Gateway
 
 
 @dataclass(slots=True)

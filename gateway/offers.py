@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from .config import LimitsSection, PickupDiscountSection
-from .identity import CartItem, IdentityStore, Profile, StockItem
-from .model import OfferDecision, Redemption, ZoneEvent
+from gateway.config import LimitsSection, PickupDiscountSection
+from gateway.identity import CartItem, IdentityStore, Profile, StockItem
+from gateway.model import OfferDecision, Redemption, ZoneEvent
 
 # Reason codes: stable strings, part of the uplink contract.
 ISSUED = "cart_item_in_stock"

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .db import transaction
+from gateway.db import transaction
 
 # Streams delivered on the shop floor, not to the backend.
 LOCAL_STREAMS = ("push",)

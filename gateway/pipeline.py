@@ -15,11 +15,11 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
-from . import decode, loyalty
-from .config import Config
-from .fleet import Expectation, FleetHealth
-from .identity import IdentityStore, pseudonymise
-from .model import (
+from gateway import decode, loyalty
+from gateway.config import Config
+from gateway.fleet import Expectation, FleetHealth
+from gateway.identity import IdentityStore, pseudonymise
+from gateway.model import (
     Advert,
     EddystoneEID,
     IdentityMatch,
@@ -29,13 +29,13 @@ from .model import (
     TapEvent,
     ZoneEvent,
 )
-from .offers import OfferEngine
-from .peers import ShareBuffer
-from .presence import tracker_for
-from .profiles import BeaconProfile, load_beacon_profile
-from .rotating import EidTable, RpaResolver, parse_address
-from .storemap import StoreMap
-from .zones import ZoneTracker
+from gateway.offers import OfferEngine
+from gateway.peers import ShareBuffer
+from gateway.presence import tracker_for
+from gateway.profiles import BeaconProfile, load_beacon_profile
+from gateway.rotating import EidTable, RpaResolver, parse_address
+from gateway.storemap import StoreMap
+from gateway.zones import ZoneTracker
 
 
 def _expectations(store_map: StoreMap) -> dict[str, Expectation]:

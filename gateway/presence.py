@@ -23,11 +23,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from .calibration import receiver_offsets
-from .config import Config
-from .model import Position
-from .profiles import BeaconProfile
-from .storemap import StoreMap
+from gateway.calibration import receiver_offsets
+from gateway.config import Config
+from gateway.model import Position
+from gateway.profiles import BeaconProfile
+from gateway.storemap import StoreMap
 
 LN10_OVER_10 = math.log(10) / 10
 

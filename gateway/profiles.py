@@ -11,8 +11,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import resources
-from .config import ConfigError, build_section, doc
+from gateway import resources
+from gateway.config import ConfigError, build_section, doc
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -21,13 +21,13 @@ from xml.sax.saxutils import escape
 
 from shapely.geometry.base import BaseGeometry
 
-from . import decode
-from .config import Config
-from .model import Advert, Position
-from .presence import tracker_for
-from .profiles import load_beacon_profile
-from .sources.trace import parse_line
-from .storemap import StoreMap
+from gateway import decode
+from gateway.config import Config
+from gateway.model import Advert, Position
+from gateway.presence import tracker_for
+from gateway.profiles import load_beacon_profile
+from gateway.sources.trace import parse_line
+from gateway.storemap import StoreMap
 
 Point = tuple[float, float]
 Projection = Callable[[float, float], Point]

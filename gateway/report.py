@@ -7,8 +7,8 @@ from collections.abc import Callable
 from typing import TextIO
 from zoneinfo import ZoneInfo
 
-from .humantime import local, local_time
-from .model import (
+from gateway.humantime import local, local_time
+from gateway.model import (
     AdapterHealth,
     BeaconHealth,
     GatewayNotice,

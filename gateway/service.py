@@ -24,9 +24,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from .clock import Clock, SystemClock
-from .config import Config, ConfigError, load_config
-from .daemon import (
+from gateway.clock import Clock, SystemClock
+from gateway.config import Config, ConfigError, load_config
+from gateway.daemon import (
     Gateway,
     Source,
     ble_sources,
@@ -35,11 +35,11 @@ from .daemon import (
     replay_source,
     run_gateway,
 )
-from .metrics import Runtime
-from .model import OfferDecision, PipelineEvent
-from .outbox import OutboxEvent
-from .sdnotify import Notifier
-from .storemap import MapError
+from gateway.metrics import Runtime
+from gateway.model import OfferDecision, PipelineEvent
+from gateway.outbox import OutboxEvent
+from gateway.sdnotify import Notifier
+from gateway.storemap import MapError
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class Service:
         gateway = self.gateway = self.gateway_factory(config, self.clock)
         gateway.on_events = self._on_events
         if self.verbose:
-            from .report import ConsoleReporter
+            from gateway.report import ConsoleReporter
 
             gateway.reporter = ConsoleReporter(config.gateway.timezone, gateway.pipeline.pseudonym)
         sources, radios = configured_sources(gateway, self.config_file)
@@ -144,8 +144,8 @@ class Service:
         not wait for the web stack to import."""
         while not self.runtime.ready:
             await asyncio.sleep(0.05)
-        from .console import Hub
-        from .control import serve_control
+        from gateway.console import Hub
+        from gateway.control import serve_control
 
         assert self.gateway is not None
         self.hub = Hub()
@@ -230,7 +230,7 @@ class Service:
 
 
 def run_service(config_file: str, once: bool = False, verbose: bool = False) -> int:
-    from .logs import configure
+    from gateway.logs import configure
 
     config = load_config(config_file)  # fail fast, before logging is set up, with exit 2
     configure(config.service.log_format, config.service.log_level)

@@ -19,9 +19,9 @@ import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from .model import Advert, Tap
-from .sources.trace import advert_line, tap_line
-from .storemap import Wall
+from gateway.model import Advert, Tap
+from gateway.sources.trace import advert_line, tap_line
+from gateway.storemap import Wall
 
 
 def ibeacon_ad(uuid: str, major: int, minor: int, tx_power: int) -> bytes:
@@ -151,9 +151,9 @@ def _address(rng: random.Random) -> str:
 
 def demo_scenario(seed: int, loyalty_key: bytes) -> list[str]:
     """The bookstore scenario as trace lines, in time order."""
-    from . import loyalty
-    from .resources import shared_path
-    from .storemap import load_map
+    from gateway import loyalty
+    from gateway.resources import shared_path
+    from gateway.storemap import load_map
 
     path = shared_path("geofences/demo-bookstore.geojson")
     assert path is not None, "geofences/demo-bookstore.geojson is missing"

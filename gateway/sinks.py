@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TextIO
 
-from .model import OfferDecision
-from .outbox import OutboxEvent
+from gateway.model import OfferDecision
+from gateway.outbox import OutboxEvent
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,10 +27,10 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from . import __version__
-from .clock import Clock
-from .config import Config, MqttSection
-from .outbox import Outbox, QueuedEvent
+from gateway import __version__
+from gateway.clock import Clock
+from gateway.config import Config, MqttSection
+from gateway.outbox import Outbox, QueuedEvent
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from .clock import Clock
-from .config import WebhookSection
-from .outbox import Outbox, QueuedEvent
+from gateway.clock import Clock
+from gateway.config import WebhookSection
+from gateway.outbox import Outbox, QueuedEvent
 
 log = logging.getLogger(__name__)
 

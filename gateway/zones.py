@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import shapely
 
-from .model import Position, ZoneEvent
-from .storemap import Zone
-from .zoneindex import ZoneIndex
+from gateway.model import Position, ZoneEvent
+from gateway.storemap import Zone
+from gateway.zoneindex import ZoneIndex
 
 
 @dataclass(slots=True)

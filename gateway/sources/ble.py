@@ -24,9 +24,9 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..clock import Clock
-from ..config import BleAdapterSection
-from ..model import AdapterHealth, Advert
+from gateway.clock import Clock
+from gateway.config import BleAdapterSection
+from gateway.model import AdapterHealth, Advert
 
 log = logging.getLogger(__name__)
 

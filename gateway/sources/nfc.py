@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..clock import Clock
-from ..model import AdapterHealth, Tap
+from gateway.clock import Clock
+from gateway.model import AdapterHealth, Tap
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..clock import Clock
-from ..model import Advert, Tap
-from .trace import TraceError, parse_line
+from gateway.clock import Clock
+from gateway.model import Advert, Tap
+from gateway.sources.trace import TraceError, parse_line
 
 Item = Advert | Tap
 

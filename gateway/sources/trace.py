@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ..model import Advert, Tap
+from gateway.model import Advert, Tap
 
 
 @dataclass(frozen=True, slots=True)
