@@ -49,7 +49,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     """A timed measurement of a known beacon at a known distance from a receiver."""
-    from gateway import calibration, decode
+    from gateway import calibration
+    from gateway.decode import ble as decode
     from gateway.profiles import load_beacon_profile
     from gateway.storemap import load_map
 
@@ -492,7 +493,7 @@ def _cmd_profiles_import(args: argparse.Namespace) -> int:
 
 def _cmd_nfc_parse(args: argparse.Namespace) -> int:
     """One hex NDEF message per line on stdin → one JSON object per line."""
-    from gateway.ndefparse import parse_hex_line
+    from gateway.decode.ndef import parse_hex_line
 
     for line in sys.stdin:  # exactly one output line per input line, blank ones included
         print(json.dumps(parse_hex_line(line), ensure_ascii=False))
@@ -500,7 +501,7 @@ def _cmd_nfc_parse(args: argparse.Namespace) -> int:
 
 
 def _read_json(read: object) -> dict[str, object]:
-    from gateway.ndefparse import parse_message
+    from gateway.decode.ndef import parse_message
     from gateway.sources.nfc import TagRead
 
     assert isinstance(read, TagRead)
@@ -642,8 +643,8 @@ def _cmd_profiles_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_decode(args: argparse.Namespace) -> int:
-    from gateway.decode import decode_payload
-    from gateway.frames import frame_json
+    from gateway.decode.ble import decode_payload
+    from gateway.decode.frames import frame_json
 
     for raw in sys.stdin:  # exactly one output line per input line, blank ones included
         text = raw.strip()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import ndef
 
-from gateway.ndefparse import TNF_MIME, NdefError, split_records
+from gateway.decode.ndef import TNF_MIME, NdefError, split_records
 
 LOYALTY_MIME = "application/vnd.storegate.loyalty+json"
 

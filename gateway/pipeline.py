@@ -15,8 +15,9 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
-from gateway import decode, loyalty
+from gateway import loyalty
 from gateway.config import Config
+from gateway.decode import ble as decode
 from gateway.fleet import Expectation, FleetHealth
 from gateway.identity import IdentityStore, pseudonymise
 from gateway.model import (

@@ -21,8 +21,8 @@ from xml.sax.saxutils import escape
 
 from shapely.geometry.base import BaseGeometry
 
-from gateway import decode
 from gateway.config import Config
+from gateway.decode import ble as decode
 from gateway.model import Advert, Position
 from gateway.presence import tracker_for
 from gateway.profiles import load_beacon_profile

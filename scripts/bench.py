@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from gateway.clock import SystemClock  # noqa: E402
-from gateway.decode import decode_payload, parse_ad  # noqa: E402
+from gateway.decode.ble import decode_payload, parse_ad  # noqa: E402
 from gateway.model import Advert  # noqa: E402
 from gateway.resources import data_file  # noqa: E402
 from gateway.sources.trace import parse_line  # noqa: E402

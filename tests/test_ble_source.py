@@ -19,7 +19,7 @@ import pytest
 from gateway.clock import ManualClock, PinnedClock
 from gateway.config import BleAdapterSection, parse_config
 from gateway.daemon import Gateway, ble_sources, run_pipeline
-from gateway.decode import decode_advert
+from gateway.decode.ble import decode_advert
 from gateway.model import AdapterHealth, Advert, EddystoneEID, IBeacon
 from gateway.resources import data_file
 from gateway.sim import ibeacon_ad

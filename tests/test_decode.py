@@ -10,7 +10,7 @@ import sys
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.decode import DecodeStats, decode_advert, decode_payload, parse_ad
+from gateway.decode.ble import DecodeStats, decode_advert, decode_payload, parse_ad
 from gateway.model import Advert, IBeacon
 from gateway.sim import ibeacon_ad
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from gateway.decode import decode_payload
-from gateway.frames import frame_json
+from gateway.decode.ble import decode_payload
+from gateway.decode.frames import frame_json
 
 
 def svc_feaa(frame: str) -> str:
@@ -181,7 +181,7 @@ def test_spec_violations_are_rejected_with_reason(name: str, payload: str, reaso
 
 
 def test_bleak_full_uuid_service_keys_are_understood() -> None:
-    from gateway.decode import decode_advert
+    from gateway.decode.ble import decode_advert
     from gateway.model import Advert
 
     advert = Advert(

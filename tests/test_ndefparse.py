@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.ndefparse import parse_hex_line, parse_message
+from gateway.decode.ndef import parse_hex_line, parse_message
 
 
 def encode(*records: ndef.Record) -> bytes:

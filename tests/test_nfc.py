@@ -16,8 +16,8 @@ from gateway import loyalty
 from gateway.clock import PinnedClock
 from gateway.config import parse_config
 from gateway.daemon import Gateway, nfc_sources, run_gateway
+from gateway.decode.ndef import parse_message
 from gateway.model import AdapterHealth, Tap
-from gateway.ndefparse import parse_message
 from gateway.resources import data_file
 from gateway.sources.nfc import NfcSource, read_once, write_ndef
 

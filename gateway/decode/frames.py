@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.decode import format_uuid
+from gateway.decode.ble import format_uuid
 from gateway.model import (
     AltBeacon,
     EddystoneEID,
