@@ -49,8 +49,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     """A timed measurement of a known beacon at a known distance from a receiver."""
-    from gateway import calibration
     from gateway.decode import ble as decode
+    from gateway.presence import calibration
     from gateway.profiles import load_beacon_profile
     from gateway.storemap import load_map
 
@@ -86,7 +86,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     if args.trace:
-        from gateway.sources.trace import parse_line
+        from gateway.trace import parse_line
 
         with open(args.trace, encoding="utf-8") as lines:
             for number, text in enumerate(lines, start=1):

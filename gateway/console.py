@@ -30,12 +30,13 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway import calibration, consoleauth
+from gateway import consoleauth
 from gateway.clock import Clock
 from gateway.daemon import Gateway
 from gateway.decode import ble as decode
 from gateway.metrics import Runtime, beacons_view, mqtt_view, occupancy, outbox_view, sources_view
 from gateway.model import Advert
+from gateway.presence import calibration
 from gateway.render import plan_scene, to_svg
 from gateway.resources import data_file
 

@@ -40,8 +40,8 @@ from gateway.profiles import load_beacon_profile
 from gateway.report import ConsoleReporter
 from gateway.sinks import LocalPushSink, PickupDisplay, Push, push_event
 from gateway.sources.replay import Rebase, ReplayProgress, replay
-from gateway.sources.trace import TraceError
 from gateway.storemap import load_map
+from gateway.trace import TraceError
 
 if TYPE_CHECKING:
     from gateway.sources.ble import BleSource

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.config import Config
-from gateway.presence import PresenceTracker, tracker_for
+from gateway.presence.tracker import PresenceTracker, tracker_for
 from gateway.profiles import load_beacon_profile
 from gateway.storemap import StoreMap
 from gateway.zones import ZoneTracker

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.model import Advert
-from gateway.sources.trace import TraceError, advert_object, parse_object
+from gateway.trace import TraceError, advert_object, parse_object
 
 FORMAT_VERSION = 1
 PEER_ADDRESS_PREFIX = "peer:"  # the Advert.address of a shared sighting: never a MAC

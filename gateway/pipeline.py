@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from gateway import loyalty
 from gateway.config import Config
 from gateway.decode import ble as decode
-from gateway.fleet import Expectation, FleetHealth
 from gateway.identity import IdentityStore, pseudonymise
 from gateway.model import (
     Advert,
@@ -32,7 +31,8 @@ from gateway.model import (
 )
 from gateway.offers import OfferEngine
 from gateway.peers import ShareBuffer
-from gateway.presence import tracker_for
+from gateway.presence.fleet import Expectation, FleetHealth
+from gateway.presence.tracker import tracker_for
 from gateway.profiles import BeaconProfile, load_beacon_profile
 from gateway.rotating import EidTable, RpaResolver, parse_address
 from gateway.storemap import StoreMap

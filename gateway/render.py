@@ -24,10 +24,10 @@ from shapely.geometry.base import BaseGeometry
 from gateway.config import Config
 from gateway.decode import ble as decode
 from gateway.model import Advert, Position
-from gateway.presence import tracker_for
+from gateway.presence.tracker import tracker_for
 from gateway.profiles import load_beacon_profile
-from gateway.sources.trace import parse_line
 from gateway.storemap import StoreMap
+from gateway.trace import parse_line
 
 Point = tuple[float, float]
 Projection = Callable[[float, float], Point]

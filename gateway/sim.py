@@ -20,8 +20,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from gateway.model import Advert, Tap
-from gateway.sources.trace import advert_line, tap_line
 from gateway.storemap import Wall
+from gateway.trace import advert_line, tap_line
 
 
 def ibeacon_ad(uuid: str, major: int, minor: int, tx_power: int) -> bytes:

@@ -32,7 +32,7 @@ from gateway.clock import SystemClock  # noqa: E402
 from gateway.decode.ble import decode_payload, parse_ad  # noqa: E402
 from gateway.model import Advert  # noqa: E402
 from gateway.resources import data_file  # noqa: E402
-from gateway.sources.trace import parse_line  # noqa: E402
+from gateway.trace import parse_line  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data" / "mitll-adverts"
 
@@ -142,7 +142,7 @@ def busy_state(folder: Path) -> tuple[Path, Path]:
     Built once per bench run and shared by the pipeline and footprint sections."""
     from gateway import busystore, db
     from gateway.profile_import import import_profiles
-    from gateway.sources.trace import advert_line
+    from gateway.trace import advert_line
 
     config = folder / "gateway.toml"
     if config.exists():

@@ -9,13 +9,13 @@ import sys
 import tomllib
 from pathlib import Path
 
-from gateway.calibration import Calibrator, receiver_offsets
 from gateway.config import parse_config
-from gateway.presence import tracker_for
+from gateway.presence.calibration import Calibrator, receiver_offsets
+from gateway.presence.tracker import tracker_for
 from gateway.profiles import load_beacon_profile
 from gateway.sim import ANCHOR_UUID, Channel, Walker, ibeacon_ad, simulate
-from gateway.sources.trace import advert_line
 from gateway.storemap import load_map
+from gateway.trace import advert_line
 
 from .conftest import REPO
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from gateway.config import Config
 from gateway.fences import check_data
-from gateway.presence import tracker_for
+from gateway.presence.tracker import tracker_for
 from gateway.profiles import load_beacon_profile
 from gateway.render import plan_scene, to_svg, trace_tracks, write_png
 from gateway.sim import Channel, Walker, ibeacon_ad, simulate

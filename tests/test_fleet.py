@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gateway.fleet import Expectation, FleetHealth
 from gateway.model import EddystoneTLM
+from gateway.presence.fleet import Expectation, FleetHealth
 from gateway.storemap import Anchor
 
 ANCHORS = [

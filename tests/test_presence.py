@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway import presence, sim
-from gateway.presence import PresenceSettings, PresenceTracker, Range, RssiFilter
+from gateway import sim
+from gateway.presence import tracker as presence
+from gateway.presence.tracker import PresenceSettings, PresenceTracker, Range, RssiFilter
 from gateway.storemap import StoreMap
 
 
@@ -144,7 +145,7 @@ def test_solving_many_devices_at_once_gives_the_one_by_one_fits() -> None:
 
     from gateway import busystore
     from gateway.config import Config
-    from gateway.presence import tracker_for
+    from gateway.presence.tracker import tracker_for
     from gateway.profiles import load_beacon_profile
     from gateway.storemap import parse_map
 

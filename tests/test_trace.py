@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.model import Advert, Tap
-from gateway.sources.trace import TraceError, advert_line, parse_line, tap_line
+from gateway.trace import TraceError, advert_line, parse_line, tap_line
 
 
 def test_round_trip() -> None:

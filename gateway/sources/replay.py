@@ -17,7 +17,7 @@ from pathlib import Path
 
 from gateway.clock import Clock
 from gateway.model import Advert, Tap
-from gateway.sources.trace import TraceError, parse_line
+from gateway.trace import TraceError, parse_line
 
 Item = Advert | Tap
 

@@ -23,9 +23,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.calibration import receiver_offsets
 from gateway.config import Config
 from gateway.model import Position
+from gateway.presence.calibration import receiver_offsets
 from gateway.profiles import BeaconProfile
 from gateway.storemap import StoreMap
 
