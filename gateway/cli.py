@@ -556,7 +556,7 @@ def _cmd_locate(args: argparse.Namespace) -> int:
     """Sightings on stdin → one position estimate per device per instant on stdout."""
     from gateway.locate import LocateStats, locate, make_tracker
     from gateway.storemap import load_map
-    from gateway.zones import ZoneTracker
+    from gateway.zones.tracker import ZoneTracker
 
     config = load_config(args.config)
     store = load_map(Path(args.map), require_zones=False)

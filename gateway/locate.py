@@ -20,7 +20,7 @@ from gateway.config import Config
 from gateway.presence.tracker import PresenceTracker, tracker_for
 from gateway.profiles import load_beacon_profile
 from gateway.storemap import StoreMap
-from gateway.zones import ZoneTracker
+from gateway.zones.tracker import ZoneTracker
 
 
 @dataclass(slots=True)

@@ -36,7 +36,7 @@ from gateway.presence.tracker import tracker_for
 from gateway.profiles import BeaconProfile, load_beacon_profile
 from gateway.rotating import EidTable, RpaResolver, parse_address
 from gateway.storemap import StoreMap
-from gateway.zones import ZoneTracker
+from gateway.zones.tracker import ZoneTracker
 
 
 def _expectations(store_map: StoreMap) -> dict[str, Expectation]:

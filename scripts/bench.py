@@ -310,7 +310,7 @@ def bench_zones() -> dict[str, float]:
     import numpy as np
     from shapely.geometry import Point
 
-    from gateway.zones import ZoneTracker
+    from gateway.zones.tracker import ZoneTracker
 
     rng = random.Random(3)
     results: dict[str, float] = {}

@@ -18,7 +18,7 @@ from gateway.profiles import load_beacon_profile
 from gateway.render import plan_scene, to_svg, trace_tracks, write_png
 from gateway.sim import Channel, Walker, ibeacon_ad, simulate
 from gateway.storemap import load_map
-from gateway.zones import ZoneTracker
+from gateway.zones.tracker import ZoneTracker
 
 from .conftest import REPO
 

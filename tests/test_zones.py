@@ -10,7 +10,7 @@ from shapely.geometry import box
 
 from gateway.model import Position, ZoneEvent
 from gateway.storemap import Zone
-from gateway.zones import ZoneTracker
+from gateway.zones.tracker import ZoneTracker
 
 
 def _zones() -> list[Zone]:

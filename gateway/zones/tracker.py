@@ -20,7 +20,7 @@ import shapely
 
 from gateway.model import Position, ZoneEvent
 from gateway.storemap import Zone
-from gateway.zoneindex import ZoneIndex
+from gateway.zones.index import ZoneIndex
 
 
 @dataclass(slots=True)
