@@ -322,7 +322,7 @@ def _hex_key(text: str, name: str) -> bytes:
 
 def _cmd_eid(args: argparse.Namespace) -> int:
     """Eddystone-EID of an identity key at a beacon time: 16 lower-case hex digits."""
-    from gateway.rotating import eid
+    from gateway.identity.rotating import eid
 
     try:
         ik = _hex_key(args.ik, "ik")
@@ -347,7 +347,7 @@ def _whole(text: str, name: str) -> int:
 
 def _cmd_rpa(args: argparse.Namespace) -> int:
     """Does a resolvable private address belong to an IRK? Prints match or no-match."""
-    from gateway.rotating import parse_address, rpa_matches
+    from gateway.identity.rotating import parse_address, rpa_matches
 
     try:
         irk = _hex_key(args.irk, "irk")
@@ -458,7 +458,7 @@ def _cmd_offers_redeem(args: argparse.Namespace) -> int:
 
 def _cmd_profiles_import(args: argparse.Namespace) -> int:
     from gateway import db
-    from gateway.profile_import import import_profiles
+    from gateway.identity.importer import import_profiles
 
     config = load_config(args.config)
     path = Path(args.file)
@@ -534,7 +534,7 @@ def _cmd_nfc_write(args: argparse.Namespace) -> int:
     """Provision a tag (shelf URI or signed loyalty token), verified by reading it back."""
     import ndef
 
-    from gateway import loyalty
+    from gateway.identity import loyalty
     from gateway.sources.nfc import write_ndef
 
     if args.loyalty:
@@ -631,7 +631,7 @@ def _cmd_fences_render(args: argparse.Namespace) -> int:
 
 def _cmd_profiles_export(args: argparse.Namespace) -> int:
     from gateway import db
-    from gateway.profile_import import export_profiles
+    from gateway.identity.importer import export_profiles
 
     config = load_config(args.config)
     conn = db.connect(config.state_path / "gateway.db")

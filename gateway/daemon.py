@@ -30,7 +30,7 @@ from gateway.clock import Clock
 from gateway.config import BleAdapterSection, Config, PickupDiscountSection
 from gateway.events import EnvelopeFactory
 from gateway.humantime import local_datetime, parse_instant
-from gateway.identity import IdentityStore
+from gateway.identity.store import IdentityStore
 from gateway.model import AdapterHealth, Advert, GatewayNotice, OfferDecision, PipelineEvent, Tap
 from gateway.offers import OfferEngine
 from gateway.outbox import Outbox, OutboxEvent, enforce_bounds

@@ -30,7 +30,14 @@ from typing import Any
 
 from gateway.config import ConfigError, PickupDiscountSection, build_section
 from gateway.db import transaction
-from gateway.profile_import import CART_INSERT, LineError, Rows, cart_rows, profile_rows, row_writes
+from gateway.identity.importer import (
+    CART_INSERT,
+    LineError,
+    Rows,
+    cart_rows,
+    profile_rows,
+    row_writes,
+)
 
 FAMILIES = ("stock", "profiles", "carts", "campaigns", "config")
 COMMANDS = ("flush", "diagnose", "reload")

@@ -22,7 +22,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from gateway.config import LimitsSection, PickupDiscountSection
-from gateway.identity import CartItem, IdentityStore, Profile, StockItem
+from gateway.identity.store import CartItem, IdentityStore, Profile, StockItem
 from gateway.model import OfferDecision, Redemption, ZoneEvent
 
 # Reason codes: stable strings, part of the uplink contract.

@@ -15,10 +15,11 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
-from gateway import loyalty
 from gateway.config import Config
 from gateway.decode import ble as decode
-from gateway.identity import IdentityStore, pseudonymise
+from gateway.identity import loyalty
+from gateway.identity.rotating import EidTable, RpaResolver, parse_address
+from gateway.identity.store import IdentityStore, pseudonymise
 from gateway.model import (
     Advert,
     EddystoneEID,
@@ -34,7 +35,6 @@ from gateway.peers import ShareBuffer
 from gateway.presence.fleet import Expectation, FleetHealth
 from gateway.presence.tracker import tracker_for
 from gateway.profiles import BeaconProfile, load_beacon_profile
-from gateway.rotating import EidTable, RpaResolver, parse_address
 from gateway.storemap import StoreMap
 from gateway.zones.tracker import ZoneTracker
 

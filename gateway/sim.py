@@ -151,7 +151,7 @@ def _address(rng: random.Random) -> str:
 
 def demo_scenario(seed: int, loyalty_key: bytes) -> list[str]:
     """The bookstore scenario as trace lines, in time order."""
-    from gateway import loyalty
+    from gateway.identity import loyalty
     from gateway.resources import shared_path
     from gateway.storemap import load_map
 

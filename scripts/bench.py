@@ -141,7 +141,7 @@ def busy_state(folder: Path) -> tuple[Path, Path]:
     and stock, the busy store's map, a config, and the busy trace; returns (config, trace).
     Built once per bench run and shared by the pipeline and footprint sections."""
     from gateway import busystore, db
-    from gateway.profile_import import import_profiles
+    from gateway.identity.importer import import_profiles
     from gateway.trace import advert_line
 
     config = folder / "gateway.toml"
@@ -360,7 +360,7 @@ def bench_zones() -> dict[str, float]:
 def bench_identity() -> dict[str, float]:
     """EID table for 100k consenting shoppers: cold build, a window rolling for all of them,
     and resolutions (sightings of rotating ids → profile)."""
-    from gateway.rotating import EidKey, EidTable
+    from gateway.identity.rotating import EidKey, EidTable
 
     rng = random.Random(5)
     n = 100_000

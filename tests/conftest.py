@@ -11,7 +11,7 @@ import pytest
 
 from gateway import db
 from gateway.clock import PinnedClock
-from gateway.identity import IdentityStore
+from gateway.identity.store import IdentityStore
 from gateway.resources import data_file, shared_path
 from gateway.storemap import StoreMap, load_map
 

@@ -13,7 +13,7 @@ from gateway import offers
 from gateway.config import LimitsSection, PickupDiscountSection, parse_config
 from gateway.db import transaction
 from gateway.downlink import apply_document, campaign_rules, stored_campaigns
-from gateway.identity import IdentityStore
+from gateway.identity.store import IdentityStore
 from gateway.model import OfferDecision, ZoneEvent
 from gateway.offers import OfferEngine
 from gateway.resources import data_file

@@ -19,7 +19,7 @@ from gateway.clock import PinnedClock
 from gateway.config import parse_config
 from gateway.daemon import Gateway, run_gateway
 from gateway.downlink import DocumentRejected, NonceCache, Rejected, apply_document, sign, verify
-from gateway.identity import IdentityStore
+from gateway.identity.store import IdentityStore
 
 from .broker import Broker
 from .fakebluez import wait_for

@@ -9,9 +9,9 @@ from pathlib import Path
 from gateway.clock import PinnedClock
 from gateway.config import parse_config
 from gateway.daemon import Gateway
+from gateway.identity.rotating import ah, eid
 from gateway.model import Advert, IdentityMatch, OfferDecision, ZoneEvent
 from gateway.resources import data_file
-from gateway.rotating import ah, eid
 
 T0 = 1_795_424_400.0
 ALICE_IK = bytes.fromhex("00112233445566778899aabbccddeeff")

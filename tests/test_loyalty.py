@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ndef
 
-from gateway import loyalty
+from gateway.identity import loyalty
 
 KEY = bytes.fromhex("64656d6f2d6c6f79616c74792d6b6579")
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import ndef
 import pytest
 
-from gateway import loyalty
 from gateway.clock import PinnedClock
 from gateway.config import parse_config
 from gateway.daemon import Gateway, nfc_sources, run_gateway
 from gateway.decode.ndef import parse_message
+from gateway.identity import loyalty
 from gateway.model import AdapterHealth, Tap
 from gateway.resources import data_file
 from gateway.sources.nfc import NfcSource, read_once, write_ndef

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from gateway import db, offers
 from gateway.config import LimitsSection, PickupDiscountSection
-from gateway.identity import IdentityStore
+from gateway.identity.store import IdentityStore
 from gateway.model import ZoneEvent
 from gateway.offers import OfferEngine, in_quiet_hours
 

@@ -17,7 +17,7 @@ from gateway import offers
 from gateway.clock import PinnedClock
 from gateway.config import LimitsSection, PickupDiscountSection
 from gateway.db import transaction
-from gateway.identity import CartItem, IdentityStore, Profile, StockItem
+from gateway.identity.store import CartItem, IdentityStore, Profile, StockItem
 from gateway.model import OfferDecision, ZoneEvent
 from gateway.offers import OfferEngine, PickupFacts, decide_pickup
 

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gateway.identity import IdentityStore
-from gateway.profile_import import import_profiles
+from gateway.identity.importer import import_profiles
+from gateway.identity.store import IdentityStore
 
 GOOD = {
     "profile_id": "p-1",
@@ -110,7 +110,7 @@ def test_import_command(tmp_path: Path) -> None:
 def test_export_round_trips(tmp_path: Path, conn: sqlite3.Connection) -> None:
     import io
 
-    from gateway.profile_import import export_profiles
+    from gateway.identity.importer import export_profiles
 
     path = tmp_path / "in.jsonl"
     path.write_text(

@@ -10,7 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.rotating import EidKey, EidTable, RpaResolver, ah, eid, parse_address, rpa_matches
+from gateway.identity.rotating import (
+    EidKey,
+    EidTable,
+    RpaResolver,
+    ah,
+    eid,
+    parse_address,
+    rpa_matches,
+)
 
 IK = bytes.fromhex("0102030405060708090A111213141516")
 # Bluetooth Core spec sample data for the random address hash function ah.
@@ -116,7 +124,7 @@ def test_batched_aes_is_aes() -> None:
     import numpy as np
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-    from gateway import aesbatch
+    from gateway.identity import aesbatch
 
     key = np.frombuffer(bytes(range(16)), np.uint8).reshape(1, 16)
     block = np.frombuffer(bytes.fromhex("00112233445566778899aabbccddeeff"), np.uint8)
@@ -136,7 +144,7 @@ def test_the_vectorised_table_is_eid_for_every_key() -> None:
     the ends of the 32-bit counter."""
     import random
 
-    from gateway.rotating import EidKey, EidTable
+    from gateway.identity.rotating import EidKey, EidTable
 
     rng = random.Random(9)
     keys = [

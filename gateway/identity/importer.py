@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.db import transaction
-from gateway.rotating import EidKey
+from gateway.identity.rotating import EidKey
 
 BATCH = 5000
 IDENTIFIER_KINDS = ("ibeacon", "eddystone_uid", "altbeacon", "nfc_uid", "eid_key", "irk")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.db import transaction
-from gateway.rotating import EidKey
+from gateway.identity.rotating import EidKey
 
 
 def pseudonymise(key: bytes, identity: str, prefix: str = "dev") -> str:
@@ -134,7 +134,7 @@ class IdentityStore:
     def load_seed(self, seed: dict[str, Any]) -> None:
         """Load a seed document (profiles in the import format, and stock) atomically;
         profiles go through the importer's validator (a bad one raises ValueError)."""
-        from gateway.profile_import import LineError, Rows, profile_rows, row_writes
+        from gateway.identity.importer import LineError, Rows, profile_rows, row_writes
 
         rows = Rows()
         for index, document in enumerate(seed.get("profiles", [])):

@@ -146,7 +146,7 @@ class EidTable:
         """Bring every key's three windows up to date; returns the table size."""
         import numpy as np
 
-        from gateway import aesbatch
+        from gateway.identity import aesbatch
 
         if not self.keys:
             return 0
