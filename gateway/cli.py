@@ -415,7 +415,7 @@ def config_reference() -> str:
 def _cmd_offers_why(args: argparse.Namespace) -> int:
     """Every decision about a shopper, when it happened in the store's time."""
     from gateway import db
-    from gateway.offers import why
+    from gateway.offers.engine import why
 
     config = load_config(args.config)
     tz = ZoneInfo(config.gateway.timezone)

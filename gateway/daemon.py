@@ -32,7 +32,7 @@ from gateway.events import EnvelopeFactory
 from gateway.humantime import local_datetime, parse_instant
 from gateway.identity.store import IdentityStore
 from gateway.model import AdapterHealth, Advert, GatewayNotice, OfferDecision, PipelineEvent, Tap
-from gateway.offers import OfferEngine
+from gateway.offers.engine import OfferEngine
 from gateway.outbox import Outbox, OutboxEvent, enforce_bounds
 from gateway.peers import ShareBuffer
 from gateway.pipeline import Pipeline

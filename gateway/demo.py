@@ -19,7 +19,7 @@ from gateway.clock import Clock
 from gateway.config import Config, ReplaySection, SourcesSection
 from gateway.daemon import Gateway, RunSummary, replay_rebase, replay_source, run_pipeline
 from gateway.humantime import local, local_datetime
-from gateway.offers import in_quiet_hours
+from gateway.offers.engine import in_quiet_hours
 from gateway.report import ConsoleReporter
 from gateway.resources import data_file
 from gateway.sources.replay import first_time

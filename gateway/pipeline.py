@@ -30,7 +30,7 @@ from gateway.model import (
     TapEvent,
     ZoneEvent,
 )
-from gateway.offers import OfferEngine
+from gateway.offers.engine import OfferEngine
 from gateway.peers import ShareBuffer
 from gateway.presence.fleet import Expectation, FleetHealth
 from gateway.presence.tracker import tracker_for

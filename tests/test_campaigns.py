@@ -9,13 +9,13 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from gateway import offers
 from gateway.config import LimitsSection, PickupDiscountSection, parse_config
 from gateway.db import transaction
 from gateway.downlink import apply_document, campaign_rules, stored_campaigns
 from gateway.identity.store import IdentityStore
 from gateway.model import OfferDecision, ZoneEvent
-from gateway.offers import OfferEngine
+from gateway.offers import engine as offers
+from gateway.offers.engine import OfferEngine
 from gateway.resources import data_file
 
 T0 = datetime(2026, 11, 23, 11, 0, tzinfo=ZoneInfo("Europe/Berlin")).timestamp()
@@ -155,7 +155,7 @@ def test_a_bad_campaign_never_disables_the_good_ones(conn: sqlite3.Connection) -
 
 
 def test_codes_typed_at_the_counter(conn: sqlite3.Connection) -> None:
-    from gateway.offers import normalise_code
+    from gateway.offers.engine import normalise_code
 
     assert normalise_code(" pk 7q2m-xk4d ") == "PK-7Q2M-XK4D"
     assert normalise_code("PK-7Q2M-XK4O") == "PK-7Q2M-XK40"  # O read as zero
