@@ -37,17 +37,17 @@ from gateway.outbox import Outbox, OutboxEvent, enforce_bounds
 from gateway.peers import ShareBuffer
 from gateway.pipeline import Pipeline
 from gateway.profiles import load_beacon_profile
-from gateway.report import ConsoleReporter
-from gateway.sinks import LocalPushSink, PickupDisplay, Push, push_event
+from gateway.sinks.push import LocalPushSink, PickupDisplay, Push, push_event
+from gateway.sinks.terminal import ConsoleReporter
 from gateway.sources.replay import Rebase, ReplayProgress, replay
 from gateway.storemap import load_map
 from gateway.trace import TraceError
 
 if TYPE_CHECKING:
+    from gateway.sinks.webhook import WebhookSender
     from gateway.sources.ble import BleSource
     from gateway.sources.nfc import NfcSource
     from gateway.uplink import Topics, Uplink
-    from gateway.webhook import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -553,7 +553,7 @@ async def run_gateway(
         gateway.uplink = uplink
         tasks.append(asyncio.create_task(uplink.run()))
     if gateway.config.sinks.webhook.url:
-        from gateway.webhook import WebhookSender
+        from gateway.sinks.webhook import WebhookSender
 
         sender = WebhookSender(gateway.config.sinks.webhook, gateway.outbox, gateway.clock)
         gateway.webhook = sender

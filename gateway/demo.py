@@ -20,8 +20,8 @@ from gateway.config import Config, ReplaySection, SourcesSection
 from gateway.daemon import Gateway, RunSummary, replay_rebase, replay_source, run_pipeline
 from gateway.humantime import local, local_datetime
 from gateway.offers.engine import in_quiet_hours
-from gateway.report import ConsoleReporter
 from gateway.resources import data_file
+from gateway.sinks.terminal import ConsoleReporter
 from gateway.sources.replay import first_time
 
 DEMO_TRACE = "demo-trace.jsonl"

@@ -101,7 +101,7 @@ class Service:
         gateway = self.gateway = self.gateway_factory(config, self.clock)
         gateway.on_events = self._on_events
         if self.verbose:
-            from gateway.report import ConsoleReporter
+            from gateway.sinks.terminal import ConsoleReporter
 
             gateway.reporter = ConsoleReporter(config.gateway.timezone, gateway.pipeline.pseudonym)
         sources, radios = configured_sources(gateway, self.config_file)

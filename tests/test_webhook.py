@@ -23,8 +23,8 @@ from gateway.config import WebhookSection, parse_config
 from gateway.daemon import Gateway, replay_rebase, replay_source, run_gateway
 from gateway.outbox import Outbox
 from gateway.resources import data_file
-from gateway.sinks import Push, push_event
-from gateway.webhook import WebhookSender
+from gateway.sinks.push import Push, push_event
+from gateway.sinks.webhook import WebhookSender
 
 from .fakebluez import wait_for
 
