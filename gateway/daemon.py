@@ -25,29 +25,30 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from gateway import db, downlink, peers
+from gateway import db
 from gateway.clock import Clock
 from gateway.config import BleAdapterSection, Config, PickupDiscountSection
-from gateway.events import EnvelopeFactory
 from gateway.humantime import local_datetime, parse_instant
 from gateway.identity.store import IdentityStore
 from gateway.model import AdapterHealth, Advert, GatewayNotice, OfferDecision, PipelineEvent, Tap
 from gateway.offers.engine import OfferEngine
 from gateway.outbox import Outbox, OutboxEvent, enforce_bounds
-from gateway.peers import ShareBuffer
 from gateway.pipeline import Pipeline
 from gateway.profiles import load_beacon_profile
 from gateway.sinks.push import LocalPushSink, PickupDisplay, Push, push_event
 from gateway.sinks.terminal import ConsoleReporter
 from gateway.sources.replay import Rebase, ReplayProgress, replay
 from gateway.storemap import load_map
+from gateway.sync import downlink, peers
+from gateway.sync.envelopes import EnvelopeFactory
+from gateway.sync.peers import ShareBuffer
 from gateway.trace import TraceError
 
 if TYPE_CHECKING:
     from gateway.sinks.webhook import WebhookSender
     from gateway.sources.ble import BleSource
     from gateway.sources.nfc import NfcSource
-    from gateway.uplink import Topics, Uplink
+    from gateway.sync.uplink import Topics, Uplink
 
 log = logging.getLogger(__name__)
 
@@ -540,7 +541,7 @@ async def run_gateway(
 ) -> tuple[RunSummary, Uplink | None]:
     """The daemon: sources → pipeline, and, when [mqtt] is enabled, the uplink beside it.
     After the sources end, wait up to `drain_s` for the outbox to empty."""
-    from gateway.uplink import Uplink
+    from gateway.sync.uplink import Uplink
 
     uplink = None
     tasks: list[asyncio.Task[None]] = []

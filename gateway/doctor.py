@@ -276,7 +276,7 @@ async def check_broker(config: Config, timeout_s: float, clock: Clock) -> Check:
         return Check("broker", SKIP, "[mqtt] enabled = false (offline store)")
     import aiomqtt
 
-    from gateway.uplink import client_settings
+    from gateway.sync.uplink import client_settings
 
     where = f"{mqtt.host}:{mqtt.port}"
     settings = client_settings(mqtt, config, b"")

@@ -31,11 +31,11 @@ from gateway.model import (
     ZoneEvent,
 )
 from gateway.offers.engine import OfferEngine
-from gateway.peers import ShareBuffer
 from gateway.presence.fleet import Expectation, FleetHealth
 from gateway.presence.tracker import tracker_for
 from gateway.profiles import BeaconProfile, load_beacon_profile
 from gateway.storemap import StoreMap
+from gateway.sync.peers import ShareBuffer
 from gateway.zones.tracker import ZoneTracker
 
 

@@ -396,7 +396,7 @@ def bench_outbox() -> dict[str, float]:
     Mosquitto at QoS 1; and the drain of a 1-hour backlog at 50 events/s (180,000 events)."""
     from gateway import db
     from gateway.outbox import Outbox, OutboxEvent
-    from gateway.uplink import Uplink
+    from gateway.sync.uplink import Uplink
     from tests.broker import Broker
     from tests.test_uplink import mqtt_config
 

@@ -13,15 +13,15 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator, FormatChecker
 
-from gateway import downlink
 from gateway.clock import ManualClock, PinnedClock
 from gateway.config import Config
 from gateway.demo import run_demo
-from gateway.events import PRIORITY, EnvelopeFactory
 from gateway.model import AdapterHealth, GatewayNotice
 from gateway.offers import engine as offers
 from gateway.outbox import Outbox
-from gateway.uplink import Topics, Uplink
+from gateway.sync import downlink
+from gateway.sync.envelopes import PRIORITY, EnvelopeFactory
+from gateway.sync.uplink import Topics, Uplink
 
 from .conftest import REPO, STORE_MORNING
 
@@ -149,8 +149,8 @@ def test_a_batch_matches_the_batch_message(demo_events: list[dict[str, Any]]) ->
 
 
 def test_shared_sightings_match_the_contract() -> None:
-    from gateway import peers
     from gateway.model import Advert
+    from gateway.sync import peers
 
     adverts = [
         Advert(1795424400.07, "gw-sw", "C0:FF:EE:00:00:02", -85, bytes.fromhex("0201061aff4c00")),

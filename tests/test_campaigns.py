@@ -11,12 +11,12 @@ from zoneinfo import ZoneInfo
 
 from gateway.config import LimitsSection, PickupDiscountSection, parse_config
 from gateway.db import transaction
-from gateway.downlink import apply_document, campaign_rules, stored_campaigns
 from gateway.identity.store import IdentityStore
 from gateway.model import OfferDecision, ZoneEvent
 from gateway.offers import engine as offers
 from gateway.offers.engine import OfferEngine
 from gateway.resources import data_file
+from gateway.sync.downlink import apply_document, campaign_rules, stored_campaigns
 
 T0 = datetime(2026, 11, 23, 11, 0, tzinfo=ZoneInfo("Europe/Berlin")).timestamp()
 FLAGSHIP = PickupDiscountSection()

@@ -14,12 +14,20 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from gateway import db, downlink
+from gateway import db
 from gateway.clock import PinnedClock
 from gateway.config import parse_config
 from gateway.daemon import Gateway, run_gateway
-from gateway.downlink import DocumentRejected, NonceCache, Rejected, apply_document, sign, verify
 from gateway.identity.store import IdentityStore
+from gateway.sync import downlink
+from gateway.sync.downlink import (
+    DocumentRejected,
+    NonceCache,
+    Rejected,
+    apply_document,
+    sign,
+    verify,
+)
 
 from .broker import Broker
 from .fakebluez import wait_for

@@ -10,13 +10,13 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from gateway import peers
 from gateway.clock import PinnedClock
 from gateway.config import parse_config
 from gateway.daemon import Gateway, replay_source, run_gateway
 from gateway.model import Advert
 from gateway.resources import data_file
 from gateway.sources.replay import Rebase, first_time
+from gateway.sync import peers
 
 from .broker import Broker
 from .fakebluez import wait_for

@@ -16,7 +16,7 @@ from gateway.clock import SystemClock
 from gateway.config import parse_config
 from gateway.daemon import Gateway, replay_rebase, replay_source, run_pipeline
 from gateway.resources import data_file
-from gateway.uplink import BATCH
+from gateway.sync.uplink import BATCH
 
 from .broker import Broker
 from .fakebluez import wait_for

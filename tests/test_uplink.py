@@ -18,7 +18,7 @@ from gateway import db
 from gateway.clock import PinnedClock
 from gateway.config import Config, ConfigError, parse_config
 from gateway.outbox import Outbox, OutboxEvent, QueuedEvent
-from gateway.uplink import Uplink, acknowledged_prefix, chunk_by_stream
+from gateway.sync.uplink import Uplink, acknowledged_prefix, chunk_by_stream
 
 from .broker import Broker, Pki, make_pki
 from .conftest import STORE_MORNING
