@@ -414,8 +414,8 @@ def config_reference() -> str:
 
 def _cmd_offers_why(args: argparse.Namespace) -> int:
     """Every decision about a shopper, when it happened in the store's time."""
-    from gateway import db
     from gateway.offers.engine import why
+    from gateway.store import db
 
     config = load_config(args.config)
     tz = ZoneInfo(config.gateway.timezone)
@@ -434,8 +434,8 @@ def _cmd_offers_why(args: argparse.Namespace) -> int:
 
 def _cmd_offers_redeem(args: argparse.Namespace) -> int:
     """Staff type a shopper's code at the counter: redeem it and queue the attribution."""
-    from gateway import db
     from gateway.daemon import Gateway
+    from gateway.store import db
 
     config = load_config(args.config)
     gateway = Gateway(config, quiet_sink=True, clock=SystemClock())
@@ -457,8 +457,8 @@ def _cmd_offers_redeem(args: argparse.Namespace) -> int:
 
 
 def _cmd_profiles_import(args: argparse.Namespace) -> int:
-    from gateway import db
     from gateway.identity.importer import import_profiles
+    from gateway.store import db
 
     config = load_config(args.config)
     path = Path(args.file)
@@ -630,8 +630,8 @@ def _cmd_fences_render(args: argparse.Namespace) -> int:
 
 
 def _cmd_profiles_export(args: argparse.Namespace) -> int:
-    from gateway import db
     from gateway.identity.importer import export_profiles
+    from gateway.store import db
 
     config = load_config(args.config)
     conn = db.connect(config.state_path / "gateway.db")

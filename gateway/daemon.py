@@ -25,19 +25,19 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from gateway import db
 from gateway.clock import Clock
 from gateway.config import BleAdapterSection, Config, PickupDiscountSection
 from gateway.humantime import local_datetime, parse_instant
 from gateway.identity.store import IdentityStore
 from gateway.model import AdapterHealth, Advert, GatewayNotice, OfferDecision, PipelineEvent, Tap
 from gateway.offers.engine import OfferEngine
-from gateway.outbox import Outbox, OutboxEvent, enforce_bounds
 from gateway.pipeline import Pipeline
 from gateway.profiles import load_beacon_profile
 from gateway.sinks.push import LocalPushSink, PickupDisplay, Push, push_event
 from gateway.sinks.terminal import ConsoleReporter
 from gateway.sources.replay import Rebase, ReplayProgress, replay
+from gateway.store import db
+from gateway.store.outbox import Outbox, OutboxEvent, enforce_bounds
 from gateway.storemap import load_map
 from gateway.sync import downlink, peers
 from gateway.sync.envelopes import EnvelopeFactory

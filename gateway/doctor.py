@@ -101,7 +101,7 @@ def check_state_dir(state: Path) -> Check:
 
 
 def check_database(path: Path) -> Check:
-    from gateway.db import SCHEMA_VERSION
+    from gateway.store.db import SCHEMA_VERSION
 
     if not path.exists():
         return Check("database", PASS, f"{path} will be created at first start")

@@ -1,7 +1,7 @@
 """Structured logs that read well in `journalctl`: one line per event.
 
-`kv`:   level=warning logger=gateway.uplink msg="mqtt broker:8883: refused; reconnecting"
-`json`: {"level": "warning", "logger": "gateway.uplink", "msg": "..."}
+`kv`:   level=warning logger=gateway.sync.uplink msg="mqtt broker:8883: refused; reconnecting"
+`json`: {"level": "warning", "logger": "gateway.sync.uplink", "msg": "..."}
 
 Under systemd (`$JOURNAL_STREAM` set) no timestamp is written: the journal adds its own, and
 the syslog-style `<N>` prefix gives each line its priority, so `journalctl -p warning` works.

@@ -140,7 +140,8 @@ def busy_state(folder: Path) -> tuple[Path, Path]:
     """A state directory with 100k cached profiles (500 of them the busy store's phones)
     and stock, the busy store's map, a config, and the busy trace; returns (config, trace).
     Built once per bench run and shared by the pipeline and footprint sections."""
-    from gateway import busystore, db
+    from gateway import busystore
+    from gateway.store import db
     from gateway.identity.importer import import_profiles
     from gateway.trace import advert_line
 
@@ -224,7 +225,7 @@ def bench_pipeline(folder: Path) -> dict[str, float]:
 
 
 def db_transaction(gateway: Any) -> Any:
-    from gateway import db
+    from gateway.store import db
 
     return db.transaction(gateway.conn)
 
@@ -394,8 +395,8 @@ def bench_identity() -> dict[str, float]:
 def bench_outbox() -> dict[str, float]:
     """Durable appends (pipeline-sized batches, synchronous=FULL), then the drain to a local
     Mosquitto at QoS 1; and the drain of a 1-hour backlog at 50 events/s (180,000 events)."""
-    from gateway import db
-    from gateway.outbox import Outbox, OutboxEvent
+    from gateway.store import db
+    from gateway.store.outbox import Outbox, OutboxEvent
     from gateway.sync.uplink import Uplink
     from tests.broker import Broker
     from tests.test_uplink import mqtt_config

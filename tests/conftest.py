@@ -9,10 +9,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway import db
 from gateway.clock import PinnedClock
 from gateway.identity.store import IdentityStore
 from gateway.resources import data_file, shared_path
+from gateway.store import db
 from gateway.storemap import StoreMap, load_map
 
 from .fakebluez import PrivateBus

@@ -18,7 +18,7 @@ from gateway.config import Config
 from gateway.demo import run_demo
 from gateway.model import AdapterHealth, GatewayNotice
 from gateway.offers import engine as offers
-from gateway.outbox import Outbox
+from gateway.store.outbox import Outbox
 from gateway.sync import downlink
 from gateway.sync.envelopes import PRIORITY, EnvelopeFactory
 from gateway.sync.uplink import Topics, Uplink

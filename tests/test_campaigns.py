@@ -10,12 +10,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from gateway.config import LimitsSection, PickupDiscountSection, parse_config
-from gateway.db import transaction
 from gateway.identity.store import IdentityStore
 from gateway.model import OfferDecision, ZoneEvent
 from gateway.offers import engine as offers
 from gateway.offers.engine import OfferEngine
 from gateway.resources import data_file
+from gateway.store.db import transaction
 from gateway.sync.downlink import apply_document, campaign_rules, stored_campaigns
 
 T0 = datetime(2026, 11, 23, 11, 0, tzinfo=ZoneInfo("Europe/Berlin")).timestamp()
@@ -228,7 +228,7 @@ def test_redeem_command_queues_the_attribution(tmp_path: Any) -> None:
 
 
 def test_personal_data_is_forgotten_after_the_retention_window(conn: sqlite3.Connection) -> None:
-    from gateway.db import purge_expired, stamp_recorded
+    from gateway.store.db import purge_expired, stamp_recorded
 
     store = _seed(conn)
     engine = OfferEngine(conn, store, [FLAGSHIP], "Europe/Berlin", b"k" * 16, NO_LIMITS)

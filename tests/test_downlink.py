@@ -14,11 +14,11 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from gateway import db
 from gateway.clock import PinnedClock
 from gateway.config import parse_config
 from gateway.daemon import Gateway, run_gateway
 from gateway.identity.store import IdentityStore
+from gateway.store import db
 from gateway.sync import downlink
 from gateway.sync.downlink import (
     DocumentRejected,

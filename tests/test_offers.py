@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 
 from gateway.clock import PinnedClock
 from gateway.config import LimitsSection, PickupDiscountSection
-from gateway.db import transaction
 from gateway.identity.store import CartItem, IdentityStore, Profile, StockItem
 from gateway.model import OfferDecision, ZoneEvent
 from gateway.offers import engine as offers
 from gateway.offers.engine import OfferEngine, PickupFacts, decide_pickup
+from gateway.store.db import transaction
 
 RULE = PickupDiscountSection()
 KEY = b"k" * 16

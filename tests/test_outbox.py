@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import sqlite_utils
 
-from gateway import db
-from gateway.outbox import Outbox, OutboxEvent, enforce_bounds
+from gateway.store import db
+from gateway.store.outbox import Outbox, OutboxEvent, enforce_bounds
 
 NOW = 1_900_000_000.0  # wall-clock queue time in these tests
 

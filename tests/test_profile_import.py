@@ -122,7 +122,7 @@ def test_export_round_trips(tmp_path: Path, conn: sqlite3.Connection) -> None:
     exported = tmp_path / "out.jsonl"
     exported.write_text(out.getvalue())
     other = sqlite3.connect(":memory:", isolation_level=None)
-    from gateway import db
+    from gateway.store import db
 
     db.migrate(other)
     report = import_profiles(other, exported)

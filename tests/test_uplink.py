@@ -14,10 +14,10 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from gateway import db
 from gateway.clock import PinnedClock
 from gateway.config import Config, ConfigError, parse_config
-from gateway.outbox import Outbox, OutboxEvent, QueuedEvent
+from gateway.store import db
+from gateway.store.outbox import Outbox, OutboxEvent, QueuedEvent
 from gateway.sync.uplink import Uplink, acknowledged_prefix, chunk_by_stream
 
 from .broker import Broker, Pki, make_pki

@@ -17,14 +17,14 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway import db
 from gateway.clock import PinnedClock
 from gateway.config import WebhookSection, parse_config
 from gateway.daemon import Gateway, replay_rebase, replay_source, run_gateway
-from gateway.outbox import Outbox
 from gateway.resources import data_file
 from gateway.sinks.push import Push, push_event
 from gateway.sinks.webhook import WebhookSender
+from gateway.store import db
+from gateway.store.outbox import Outbox
 
 from .fakebluez import wait_for
 

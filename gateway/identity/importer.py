@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.db import transaction
 from gateway.identity.rotating import EidKey
+from gateway.store.db import transaction
 
 BATCH = 5000
 IDENTIFIER_KINDS = ("ibeacon", "eddystone_uid", "altbeacon", "nfc_uid", "eid_key", "irk")

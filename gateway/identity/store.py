@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.db import transaction
 from gateway.identity.rotating import EidKey
+from gateway.store.db import transaction
 
 
 def pseudonymise(key: bytes, identity: str, prefix: str = "dev") -> str:

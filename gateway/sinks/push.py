@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TextIO
 
 from gateway.model import OfferDecision
-from gateway.outbox import OutboxEvent
+from gateway.store.outbox import OutboxEvent
 
 
 @dataclass(frozen=True, slots=True)

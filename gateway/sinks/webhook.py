@@ -21,7 +21,7 @@ import httpx
 
 from gateway.clock import Clock
 from gateway.config import WebhookSection
-from gateway.outbox import Outbox, QueuedEvent
+from gateway.store.outbox import Outbox, QueuedEvent
 
 log = logging.getLogger(__name__)
 

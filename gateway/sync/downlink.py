@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.config import ConfigError, PickupDiscountSection, build_section
-from gateway.db import transaction
 from gateway.identity.importer import (
     CART_INSERT,
     LineError,
@@ -38,6 +37,7 @@ from gateway.identity.importer import (
     profile_rows,
     row_writes,
 )
+from gateway.store.db import transaction
 
 FAMILIES = ("stock", "profiles", "carts", "campaigns", "config")
 COMMANDS = ("flush", "diagnose", "reload")

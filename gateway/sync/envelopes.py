@@ -23,7 +23,7 @@ from gateway.model import (
     TapEvent,
     ZoneEvent,
 )
-from gateway.outbox import OutboxEvent
+from gateway.store.outbox import OutboxEvent
 
 TYPE_PREFIX = "com.storegate."
 # Lower is more important: what the shop is paid for goes first when the link is thin.

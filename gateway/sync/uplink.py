@@ -30,7 +30,7 @@ from paho.mqtt.properties import Properties
 from gateway import __version__
 from gateway.clock import Clock
 from gateway.config import Config, MqttSection
-from gateway.outbox import Outbox, QueuedEvent
+from gateway.store.outbox import Outbox, QueuedEvent
 
 log = logging.getLogger(__name__)
 

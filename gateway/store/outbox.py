@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.db import transaction
+from gateway.store.db import transaction
 
 # Streams delivered on the shop floor, not to the backend.
 LOCAL_STREAMS = ("push",)
