@@ -20,7 +20,7 @@ from gateway.clock import Clock, SystemClock
 from gateway.config import ConfigError, describe, load_config
 from gateway.humantime import duration, local_datetime
 from gateway.model import Advert
-from gateway.storemap import MapError
+from gateway.site.storemap import MapError
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -51,8 +51,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     """A timed measurement of a known beacon at a known distance from a receiver."""
     from gateway.decode import ble as decode
     from gateway.presence import calibration
-    from gateway.profiles import load_beacon_profile
-    from gateway.storemap import load_map
+    from gateway.site.hardware import load_beacon_profile
+    from gateway.site.storemap import load_map
 
     config = load_config(args.config)
     store = load_map(config.resolve(config.map.path))
@@ -555,7 +555,7 @@ def _cmd_nfc_write(args: argparse.Namespace) -> int:
 def _cmd_locate(args: argparse.Namespace) -> int:
     """Sightings on stdin → one position estimate per device per instant on stdout."""
     from gateway.locate import LocateStats, locate, make_tracker
-    from gateway.storemap import load_map
+    from gateway.site.storemap import load_map
     from gateway.zones.tracker import ZoneTracker
 
     config = load_config(args.config)
@@ -584,7 +584,7 @@ def _cmd_locate(args: argparse.Namespace) -> int:
 
 def _cmd_fences_check(args: argparse.Namespace) -> int:
     """Every problem of each map, one line each; exit 2 if any is an error."""
-    from gateway.fences import check_file
+    from gateway.site.check import check_file
 
     errors = warnings = 0
     for name in args.files:
@@ -606,8 +606,8 @@ def _cmd_fences_check(args: argparse.Namespace) -> int:
 
 def _cmd_fences_render(args: argparse.Namespace) -> int:
     from gateway.config import Config
-    from gateway.render import plan_scene, render, trace_tracks
-    from gateway.storemap import load_map
+    from gateway.site.render import plan_scene, render, trace_tracks
+    from gateway.site.storemap import load_map
 
     config = load_config(args.config) if args.config else Config()
     store = load_map(Path(args.file), require_zones=False)

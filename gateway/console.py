@@ -37,8 +37,8 @@ from gateway.decode import ble as decode
 from gateway.metrics import Runtime, beacons_view, mqtt_view, occupancy, outbox_view, sources_view
 from gateway.model import Advert
 from gateway.presence import calibration
-from gateway.render import plan_scene, to_svg
 from gateway.resources import data_file
+from gateway.site.render import plan_scene, to_svg
 
 COOKIE = "gw_session"
 OPEN_PATHS = ("/healthz", "/login", "/static/")
@@ -341,7 +341,7 @@ class Console:
         )
 
     async def calibration_start(self, request: web.Request) -> web.Response:
-        from gateway.profiles import load_beacon_profile
+        from gateway.site.hardware import load_beacon_profile
 
         try:
             body = await request.json()

@@ -32,13 +32,13 @@ from gateway.identity.store import IdentityStore
 from gateway.model import AdapterHealth, Advert, GatewayNotice, OfferDecision, PipelineEvent, Tap
 from gateway.offers.engine import OfferEngine
 from gateway.pipeline import Pipeline
-from gateway.profiles import load_beacon_profile
 from gateway.sinks.push import LocalPushSink, PickupDisplay, Push, push_event
 from gateway.sinks.terminal import ConsoleReporter
+from gateway.site.hardware import load_beacon_profile
+from gateway.site.storemap import load_map
 from gateway.sources.replay import Rebase, ReplayProgress, replay
 from gateway.store import db
 from gateway.store.outbox import Outbox, OutboxEvent, enforce_bounds
-from gateway.storemap import load_map
 from gateway.sync import downlink, peers
 from gateway.sync.envelopes import EnvelopeFactory
 from gateway.sync.peers import ShareBuffer
@@ -608,7 +608,7 @@ def replay_source(gateway: Gateway, path: Path, speed: float, rebase: Rebase) ->
 
 def nfc_sources(gateway: Gateway) -> list[Source]:
     """One source per touchpoint that has a reader (profile or device string)."""
-    from gateway.profiles import load_reader_profile
+    from gateway.site.hardware import load_reader_profile
     from gateway.sources.nfc import NfcSource
 
     out: list[Source] = []

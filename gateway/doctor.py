@@ -139,7 +139,7 @@ def check_database(path: Path) -> Check:
 
 
 def check_map(config: Config) -> Check:
-    from gateway.fences import check_file
+    from gateway.site.check import check_file
 
     path = config.resolve(config.map.path)
     store, findings = check_file(path)
@@ -242,7 +242,7 @@ async def _bluez_objects() -> dict[str, dict[str, dict[str, Any]]]:
 
 
 def check_nfc(config: Config) -> list[Check]:
-    from gateway.profiles import load_reader_profile
+    from gateway.site.hardware import load_reader_profile
     from gateway.sources.nfc import open_frontend
 
     out = []

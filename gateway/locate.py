@@ -18,8 +18,8 @@ from typing import Any
 
 from gateway.config import Config
 from gateway.presence.tracker import PresenceTracker, tracker_for
-from gateway.profiles import load_beacon_profile
-from gateway.storemap import StoreMap
+from gateway.site.hardware import load_beacon_profile
+from gateway.site.storemap import StoreMap
 from gateway.zones.tracker import ZoneTracker
 
 

@@ -33,8 +33,8 @@ from gateway.model import (
 from gateway.offers.engine import OfferEngine
 from gateway.presence.fleet import Expectation, FleetHealth
 from gateway.presence.tracker import tracker_for
-from gateway.profiles import BeaconProfile, load_beacon_profile
-from gateway.storemap import StoreMap
+from gateway.site.hardware import BeaconProfile, load_beacon_profile
+from gateway.site.storemap import StoreMap
 from gateway.sync.peers import ShareBuffer
 from gateway.zones.tracker import ZoneTracker
 

@@ -38,8 +38,8 @@ from gateway.daemon import (
 from gateway.metrics import Runtime
 from gateway.model import OfferDecision, PipelineEvent
 from gateway.sdnotify import Notifier
+from gateway.site.storemap import MapError
 from gateway.store.outbox import OutboxEvent
-from gateway.storemap import MapError
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from gateway.model import Advert, Tap
-from gateway.storemap import Wall
+from gateway.site.storemap import Wall
 from gateway.trace import advert_line, tap_line
 
 
@@ -153,7 +153,7 @@ def demo_scenario(seed: int, loyalty_key: bytes) -> list[str]:
     """The bookstore scenario as trace lines, in time order."""
     from gateway.identity import loyalty
     from gateway.resources import shared_path
-    from gateway.storemap import load_map
+    from gateway.site.storemap import load_map
 
     path = shared_path("geofences/demo-bookstore.geojson")
     assert path is not None, "geofences/demo-bookstore.geojson is missing"

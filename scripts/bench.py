@@ -280,7 +280,7 @@ def grid_zones(count: int) -> list[Any]:
     with a few overlapping promotion areas (priority 1), as a store map would have."""
     from shapely.geometry import Polygon, box
 
-    from gateway.storemap import Zone
+    from gateway.site.storemap import Zone
 
     side = math.ceil(math.sqrt(count))
     zones = []

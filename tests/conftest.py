@@ -12,8 +12,8 @@ import pytest
 from gateway.clock import PinnedClock
 from gateway.identity.store import IdentityStore
 from gateway.resources import data_file, shared_path
+from gateway.site.storemap import StoreMap, load_map
 from gateway.store import db
-from gateway.storemap import StoreMap, load_map
 
 from .fakebluez import PrivateBus
 

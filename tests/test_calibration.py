@@ -12,9 +12,9 @@ from pathlib import Path
 from gateway.config import parse_config
 from gateway.presence.calibration import Calibrator, receiver_offsets
 from gateway.presence.tracker import tracker_for
-from gateway.profiles import load_beacon_profile
 from gateway.sim import ANCHOR_UUID, Channel, Walker, ibeacon_ad, simulate
-from gateway.storemap import load_map
+from gateway.site.hardware import load_beacon_profile
+from gateway.site.storemap import load_map
 from gateway.trace import advert_line
 
 from .conftest import REPO

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import Config
-from gateway.fences import check_data
 from gateway.presence.tracker import tracker_for
-from gateway.profiles import load_beacon_profile
-from gateway.render import plan_scene, to_svg, trace_tracks, write_png
 from gateway.sim import Channel, Walker, ibeacon_ad, simulate
-from gateway.storemap import load_map
+from gateway.site.check import check_data
+from gateway.site.hardware import load_beacon_profile
+from gateway.site.render import plan_scene, to_svg, trace_tracks, write_png
+from gateway.site.storemap import load_map
 from gateway.zones.tracker import ZoneTracker
 
 from .conftest import REPO

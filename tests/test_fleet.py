@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gateway.model import EddystoneTLM
 from gateway.presence.fleet import Expectation, FleetHealth
-from gateway.storemap import Anchor
+from gateway.site.storemap import Anchor
 
 ANCHORS = [
     Anchor("shelf", 1, 1, "eddystone_uid:00112233445566778899:000000000001", "generic-ibeacon"),

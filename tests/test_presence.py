@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from gateway import sim
 from gateway.presence import tracker as presence
 from gateway.presence.tracker import PresenceSettings, PresenceTracker, Range, RssiFilter
-from gateway.storemap import StoreMap
+from gateway.site.storemap import StoreMap
 
 
 def test_distance_is_one_metre_at_measured_power() -> None:
@@ -146,8 +146,8 @@ def test_solving_many_devices_at_once_gives_the_one_by_one_fits() -> None:
     from gateway import busystore
     from gateway.config import Config
     from gateway.presence.tracker import tracker_for
-    from gateway.profiles import load_beacon_profile
-    from gateway.storemap import parse_map
+    from gateway.site.hardware import load_beacon_profile
+    from gateway.site.storemap import parse_map
 
     store = parse_map(busystore.store_map(), "busy")
     profile = load_beacon_profile("phone-app-ibeacon")

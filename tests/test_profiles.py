@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway import profiles
 from gateway.config import ConfigError
+from gateway.site import hardware as profiles
 
 
 def test_every_shipped_profile_loads() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from gateway.storemap import MapError, load_map, parse_map
+from gateway.site.storemap import MapError, load_map, parse_map
 
 from .conftest import REPO
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from shapely.geometry import box
 
 from gateway.model import Position, ZoneEvent
-from gateway.storemap import Zone
+from gateway.site.storemap import Zone
 from gateway.zones.tracker import ZoneTracker
 
 

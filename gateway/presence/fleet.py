@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 
 from gateway.model import BeaconHealth, EddystoneTLM, Frame
-from gateway.storemap import Anchor
+from gateway.site.storemap import Anchor
 
 # Adverts of one anchor closer together than this are one advert heard by several receivers.
 SAME_ADVERT_S = 0.05

@@ -26,8 +26,8 @@ from typing import Any
 from gateway.config import Config
 from gateway.model import Position
 from gateway.presence.calibration import receiver_offsets
-from gateway.profiles import BeaconProfile
-from gateway.storemap import StoreMap
+from gateway.site.hardware import BeaconProfile
+from gateway.site.storemap import StoreMap
 
 LN10_OVER_10 = math.log(10) / 10
 

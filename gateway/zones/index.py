@@ -24,7 +24,7 @@ import numpy.typing as npt
 import shapely
 from shapely import STRtree
 
-from gateway.storemap import Zone
+from gateway.site.storemap import Zone
 
 # Grid cells per zone, roughly: more cells mean fewer candidates per lookup and more memory.
 _CELL_MIN_M, _CELL_MAX_M = 0.5, 8.0

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import shapely
 
 from gateway.model import Position, ZoneEvent
-from gateway.storemap import Zone
+from gateway.site.storemap import Zone
 from gateway.zones.index import ZoneIndex
 
 

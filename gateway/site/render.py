@@ -25,8 +25,8 @@ from gateway.config import Config
 from gateway.decode import ble as decode
 from gateway.model import Advert, Position
 from gateway.presence.tracker import tracker_for
-from gateway.profiles import load_beacon_profile
-from gateway.storemap import StoreMap
+from gateway.site.hardware import load_beacon_profile
+from gateway.site.storemap import StoreMap
 from gateway.trace import parse_line
 
 Point = tuple[float, float]

@@ -17,8 +17,8 @@ from shapely import STRtree
 from shapely.geometry import Point
 
 from gateway.config import ConfigError
-from gateway.profiles import load_beacon_profile
-from gateway.storemap import MapError, StoreMap, parse_map
+from gateway.site.hardware import load_beacon_profile
+from gateway.site.storemap import MapError, StoreMap, parse_map
 
 Severity = Literal["error", "warning"]
 # Overlaps smaller than this (m²) are drawing slop along a shared edge, not real overlaps.
