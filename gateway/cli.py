@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from gateway import __version__
 from gateway.clock import Clock, SystemClock
-from gateway.config import ConfigError, describe, load_config
+from gateway.config.sections import ConfigError, describe, load_config
 from gateway.humantime import duration, local_datetime
 from gateway.model import Advert
 from gateway.site.storemap import MapError
@@ -200,7 +200,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     """Ask the running daemon (its control endpoint) what it is doing."""
     import httpx
 
-    from gateway.config import host_port
+    from gateway.config.sections import host_port
 
     config = load_config(args.config)
     if not config.service.control_listen:
@@ -359,7 +359,7 @@ def _cmd_rpa(args: argparse.Namespace) -> int:
 
 
 def _cmd_sim(args: argparse.Namespace) -> int:
-    from gateway.config import Config
+    from gateway.config.sections import Config
     from gateway.sim import demo_scenario
 
     key = bytes.fromhex(Config().nfc.loyalty_key)
@@ -383,7 +383,7 @@ def _cmd_config_template(args: argparse.Namespace) -> int:
     """A commented config for a fresh install, with freshly generated secrets."""
     import secrets
 
-    from gateway.config import config_template
+    from gateway.config.sections import config_template
 
     keys = {
         "gateway.pseudonym_key": secrets.token_hex(32),
@@ -605,7 +605,7 @@ def _cmd_fences_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_fences_render(args: argparse.Namespace) -> int:
-    from gateway.config import Config
+    from gateway.config.sections import Config
     from gateway.site.render import plan_scene, render, trace_tracks
     from gateway.site.storemap import load_map
 

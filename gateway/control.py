@@ -16,7 +16,7 @@ import logging
 from aiohttp import web
 
 from gateway import consoleauth
-from gateway.config import Config, host_port
+from gateway.config.sections import Config, host_port
 from gateway.console import Console, Hub, add_console
 from gateway.daemon import Gateway
 from gateway.metrics import Runtime, exposition, status

@@ -26,7 +26,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gateway.clock import Clock
-from gateway.config import BleAdapterSection, Config, PickupDiscountSection
+from gateway.config.sections import BleAdapterSection, Config, PickupDiscountSection
 from gateway.humantime import local_datetime, parse_instant
 from gateway.identity.store import IdentityStore
 from gateway.model import AdapterHealth, Advert, GatewayNotice, OfferDecision, PipelineEvent, Tap

@@ -16,7 +16,7 @@ from typing import TextIO
 from zoneinfo import ZoneInfo
 
 from gateway.clock import Clock
-from gateway.config import Config, ReplaySection, SourcesSection
+from gateway.config.sections import Config, ReplaySection, SourcesSection
 from gateway.daemon import Gateway, RunSummary, replay_rebase, replay_source, run_pipeline
 from gateway.humantime import local, local_datetime
 from gateway.offers.engine import in_quiet_hours

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.config import Config
+from gateway.config.sections import Config
 from gateway.presence.tracker import PresenceTracker, tracker_for
 from gateway.site.hardware import load_beacon_profile
 from gateway.site.storemap import StoreMap

@@ -15,7 +15,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
-from gateway.config import Config
+from gateway.config.sections import Config
 from gateway.decode import ble as decode
 from gateway.identity import loyalty
 from gateway.identity.rotating import EidTable, RpaResolver, parse_address

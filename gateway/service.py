@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.clock import Clock, SystemClock
-from gateway.config import Config, ConfigError, load_config
+from gateway.config.sections import Config, ConfigError, load_config
 from gateway.daemon import (
     Gateway,
     Source,

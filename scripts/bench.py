@@ -174,7 +174,7 @@ def busy_state(folder: Path) -> tuple[Path, Path]:
 def bench_pipeline(folder: Path) -> dict[str, float]:
     """The busy store through every stage (decode → filter → position → zones → identity →
     offers → outbox), as `gateway run` does it: batches of 256 in one transaction each."""
-    from gateway.config import load_config
+    from gateway.config.sections import load_config
     from gateway.daemon import Gateway
 
     config_file, trace = busy_state(folder)

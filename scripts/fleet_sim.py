@@ -27,7 +27,7 @@ import aiomqtt  # noqa: E402
 
 from gateway import db  # noqa: E402
 from gateway.clock import SystemClock  # noqa: E402
-from gateway.config import parse_config  # noqa: E402
+from gateway.config.sections import parse_config  # noqa: E402
 from gateway.store.outbox import Outbox, OutboxEvent  # noqa: E402
 from gateway.sync.uplink import Uplink  # noqa: E402
 

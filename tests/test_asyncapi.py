@@ -14,7 +14,7 @@ import yaml
 from jsonschema import Draft202012Validator, FormatChecker
 
 from gateway.clock import ManualClock, PinnedClock
-from gateway.config import Config
+from gateway.config.sections import Config
 from gateway.demo import run_demo
 from gateway.model import AdapterHealth, GatewayNotice
 from gateway.offers import engine as offers

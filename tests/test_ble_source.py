@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from gateway.clock import ManualClock, PinnedClock
-from gateway.config import BleAdapterSection, parse_config
+from gateway.config.sections import BleAdapterSection, parse_config
 from gateway.daemon import Gateway, ble_sources, run_pipeline
 from gateway.decode.ble import decode_advert
 from gateway.model import AdapterHealth, Advert, EddystoneEID, IBeacon

@@ -9,7 +9,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from gateway.config import parse_config
+from gateway.config.sections import parse_config
 from gateway.presence.calibration import Calibrator, receiver_offsets
 from gateway.presence.tracker import tracker_for
 from gateway.sim import ANCHOR_UUID, Channel, Walker, ibeacon_ad, simulate

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from gateway.config import LimitsSection, PickupDiscountSection, parse_config
+from gateway.config.sections import LimitsSection, PickupDiscountSection, parse_config
 from gateway.identity.store import IdentityStore
 from gateway.model import OfferDecision, ZoneEvent
 from gateway.offers import engine as offers

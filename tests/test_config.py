@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import config_reference
-from gateway.config import Config, ConfigError, load_config, parse_config
+from gateway.config.sections import Config, ConfigError, load_config, parse_config
 
 from .conftest import REPO
 

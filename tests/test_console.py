@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from gateway.clock import PinnedClock
-from gateway.config import load_config
+from gateway.config.sections import load_config
 from gateway.consoleauth import hash_password
 from gateway.daemon import Gateway, Inlet
 from gateway.resources import data_file

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from gateway.clock import PinnedClock
-from gateway.config import Config
+from gateway.config.sections import Config
 from gateway.daemon import Gateway
 from gateway.demo import run_demo
 from gateway.resources import data_file

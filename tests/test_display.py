@@ -11,7 +11,7 @@ import aiomqtt
 from jsonschema import Draft202012Validator
 
 from gateway.clock import PinnedClock
-from gateway.config import parse_config
+from gateway.config.sections import parse_config
 from gateway.daemon import Gateway, replay_rebase, replay_source, run_gateway
 from gateway.resources import data_file
 

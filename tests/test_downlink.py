@@ -15,7 +15,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gateway.clock import PinnedClock
-from gateway.config import parse_config
+from gateway.config.sections import parse_config
 from gateway.daemon import Gateway, run_gateway
 from gateway.identity.store import IdentityStore
 from gateway.store import db

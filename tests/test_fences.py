@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-from gateway.config import Config
+from gateway.config.sections import Config
 from gateway.presence.tracker import tracker_for
 from gateway.sim import Channel, Walker, ibeacon_ad, simulate
 from gateway.site.check import check_data

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from gateway.clock import PinnedClock
-from gateway.config import parse_config
+from gateway.config.sections import parse_config
 from gateway.daemon import Gateway
 from gateway.identity.rotating import ah, eid
 from gateway.model import Advert, IdentityMatch, OfferDecision, ZoneEvent

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from gateway.config import Config, load_config
+from gateway.config.sections import Config, load_config
 
 from .conftest import REPO
 

@@ -13,7 +13,7 @@ import ndef
 import pytest
 
 from gateway.clock import PinnedClock
-from gateway.config import parse_config
+from gateway.config.sections import parse_config
 from gateway.daemon import Gateway, nfc_sources, run_gateway
 from gateway.decode.ndef import parse_message
 from gateway.identity import loyalty

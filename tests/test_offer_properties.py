@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from gateway.config import LimitsSection, PickupDiscountSection
+from gateway.config.sections import LimitsSection, PickupDiscountSection
 from gateway.identity.store import IdentityStore
 from gateway.model import ZoneEvent
 from gateway.offers import engine as offers

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.clock import PinnedClock
-from gateway.config import LimitsSection, PickupDiscountSection
+from gateway.config.sections import LimitsSection, PickupDiscountSection
 from gateway.identity.store import CartItem, IdentityStore, Profile, StockItem
 from gateway.model import OfferDecision, ZoneEvent
 from gateway.offers import engine as offers
@@ -193,7 +193,7 @@ def test_limits(facts: PickupFacts, reason: str) -> None:
 
 
 def test_a_tap_can_trigger_the_offer(tmp_path: Path, clock: PinnedClock) -> None:
-    from gateway.config import parse_config
+    from gateway.config.sections import parse_config
     from gateway.daemon import Gateway
     from gateway.model import Tap
     from gateway.resources import data_file

@@ -11,7 +11,7 @@ import aiomqtt
 import pytest
 
 from gateway.clock import PinnedClock
-from gateway.config import parse_config
+from gateway.config.sections import parse_config
 from gateway.daemon import Gateway, replay_source, run_gateway
 from gateway.model import Advert
 from gateway.resources import data_file

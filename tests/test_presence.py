@@ -144,7 +144,7 @@ def test_solving_many_devices_at_once_gives_the_one_by_one_fits() -> None:
     import random
 
     from gateway import busystore
-    from gateway.config import Config
+    from gateway.config.sections import Config
     from gateway.presence.tracker import tracker_for
     from gateway.site.hardware import load_beacon_profile
     from gateway.site.storemap import parse_map

@@ -13,7 +13,7 @@ from contextlib import suppress
 from pathlib import Path
 
 from gateway.clock import SystemClock
-from gateway.config import parse_config
+from gateway.config.sections import parse_config
 from gateway.daemon import Gateway, replay_rebase, replay_source, run_pipeline
 from gateway.resources import data_file
 from gateway.sync.uplink import BATCH

@@ -24,7 +24,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.clock import Clock, PinnedClock, SystemClock
-from gateway.config import Config, load_config
+from gateway.config.sections import Config, load_config
 from gateway.daemon import Gateway
 from gateway.resources import data_file
 from gateway.sdnotify import Notifier

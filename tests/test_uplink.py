@@ -15,7 +15,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gateway.clock import PinnedClock
-from gateway.config import Config, ConfigError, parse_config
+from gateway.config.sections import Config, ConfigError, parse_config
 from gateway.store import db
 from gateway.store.outbox import Outbox, OutboxEvent, QueuedEvent
 from gateway.sync.uplink import Uplink, acknowledged_prefix, chunk_by_stream

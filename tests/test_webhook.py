@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from gateway.clock import PinnedClock
-from gateway.config import WebhookSection, parse_config
+from gateway.config.sections import WebhookSection, parse_config
 from gateway.daemon import Gateway, replay_rebase, replay_source, run_gateway
 from gateway.resources import data_file
 from gateway.sinks.push import Push, push_event

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from gateway.config import LimitsSection, PickupDiscountSection
+from gateway.config.sections import LimitsSection, PickupDiscountSection
 from gateway.identity.store import CartItem, IdentityStore, Profile, StockItem
 from gateway.model import OfferDecision, Redemption, ZoneEvent
 

@@ -23,7 +23,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.config import Config
+from gateway.config.sections import Config
 from gateway.model import Position
 from gateway.presence.calibration import receiver_offsets
 from gateway.site.hardware import BeaconProfile

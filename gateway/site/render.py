@@ -21,7 +21,7 @@ from xml.sax.saxutils import escape
 
 from shapely.geometry.base import BaseGeometry
 
-from gateway.config import Config
+from gateway.config.sections import Config
 from gateway.decode import ble as decode
 from gateway.model import Advert, Position
 from gateway.presence.tracker import tracker_for

@@ -28,7 +28,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.config import ConfigError, PickupDiscountSection, build_section
+from gateway.config.sections import ConfigError, PickupDiscountSection, build_section
 from gateway.identity.importer import (
     CART_INSERT,
     LineError,

@@ -29,7 +29,7 @@ from paho.mqtt.properties import Properties
 
 from gateway import __version__
 from gateway.clock import Clock
-from gateway.config import Config, MqttSection
+from gateway.config.sections import Config, MqttSection
 from gateway.store.outbox import Outbox, QueuedEvent
 
 log = logging.getLogger(__name__)
