@@ -42,7 +42,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     """The daemon (systemd runs this): until SIGTERM, or with --once until the replay ends."""
-    from gateway.service import run_service
+    from gateway.runtime.service import run_service
 
     return run_service(args.config, once=args.once, verbose=args.verbose)
 
@@ -263,7 +263,7 @@ def _status_text(data: dict[str, Any], tz: ZoneInfo) -> str:
 
 def _cmd_replay(args: argparse.Namespace) -> int:
     """Replay a trace with the configured sinks and uplink; exit 0 once the outbox is empty."""
-    from gateway.daemon import Gateway, replay_rebase, replay_source, run_gateway
+    from gateway.runtime.gateway import Gateway, replay_rebase, replay_source, run_gateway
 
     config = load_config(args.config)
     if not config.mqtt.enabled:
@@ -434,7 +434,7 @@ def _cmd_offers_why(args: argparse.Namespace) -> int:
 
 def _cmd_offers_redeem(args: argparse.Namespace) -> int:
     """Staff type a shopper's code at the counter: redeem it and queue the attribution."""
-    from gateway.daemon import Gateway
+    from gateway.runtime.gateway import Gateway
     from gateway.store import db
 
     config = load_config(args.config)

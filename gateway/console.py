@@ -32,12 +32,19 @@ from aiohttp import web
 
 from gateway import consoleauth
 from gateway.clock import Clock
-from gateway.daemon import Gateway
 from gateway.decode import ble as decode
-from gateway.metrics import Runtime, beacons_view, mqtt_view, occupancy, outbox_view, sources_view
 from gateway.model import Advert
 from gateway.presence import calibration
 from gateway.resources import data_file
+from gateway.runtime.gateway import Gateway
+from gateway.runtime.metrics import (
+    Runtime,
+    beacons_view,
+    mqtt_view,
+    occupancy,
+    outbox_view,
+    sources_view,
+)
 from gateway.site.render import plan_scene, to_svg
 
 COOKIE = "gw_session"

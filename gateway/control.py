@@ -18,8 +18,8 @@ from aiohttp import web
 from gateway import consoleauth
 from gateway.config.sections import Config, host_port
 from gateway.console import Console, Hub, add_console
-from gateway.daemon import Gateway
-from gateway.metrics import Runtime, exposition, status
+from gateway.runtime.gateway import Gateway
+from gateway.runtime.metrics import Runtime, exposition, status
 
 log = logging.getLogger(__name__)
 

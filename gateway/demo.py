@@ -17,10 +17,10 @@ from zoneinfo import ZoneInfo
 
 from gateway.clock import Clock
 from gateway.config.sections import Config, ReplaySection, SourcesSection
-from gateway.daemon import Gateway, RunSummary, replay_rebase, replay_source, run_pipeline
 from gateway.humantime import local, local_datetime
 from gateway.offers.engine import in_quiet_hours
 from gateway.resources import data_file
+from gateway.runtime.gateway import Gateway, RunSummary, replay_rebase, replay_source, run_pipeline
 from gateway.sinks.terminal import ConsoleReporter
 from gateway.sources.replay import first_time
 

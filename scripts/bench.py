@@ -175,7 +175,7 @@ def bench_pipeline(folder: Path) -> dict[str, float]:
     """The busy store through every stage (decode → filter → position → zones → identity →
     offers → outbox), as `gateway run` does it: batches of 256 in one transaction each."""
     from gateway.config.sections import load_config
-    from gateway.daemon import Gateway
+    from gateway.runtime.gateway import Gateway
 
     config_file, trace = busy_state(folder)
     items = []

@@ -18,10 +18,10 @@ import pytest
 
 from gateway.clock import ManualClock, PinnedClock
 from gateway.config.sections import BleAdapterSection, parse_config
-from gateway.daemon import Gateway, ble_sources, run_pipeline
 from gateway.decode.ble import decode_advert
 from gateway.model import AdapterHealth, Advert, EddystoneEID, IBeacon
 from gateway.resources import data_file
+from gateway.runtime.gateway import Gateway, ble_sources, run_pipeline
 from gateway.sim import ibeacon_ad
 from gateway.sources.ble import AdvertFilter, BleSource
 

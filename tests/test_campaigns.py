@@ -182,7 +182,7 @@ def test_redeem_command_queues_the_attribution(tmp_path: Any) -> None:
     import sys
 
     from gateway.clock import SystemClock
-    from gateway.daemon import Gateway
+    from gateway.runtime.gateway import Gateway
 
     config_file = tmp_path / "gw.toml"
     config_file.write_text(

@@ -18,9 +18,9 @@ import pytest
 from gateway.clock import PinnedClock
 from gateway.config.sections import load_config
 from gateway.consoleauth import hash_password
-from gateway.daemon import Gateway, Inlet
 from gateway.resources import data_file
-from gateway.service import Service
+from gateway.runtime.gateway import Gateway, Inlet
+from gateway.runtime.service import Service
 from gateway.sources.replay import Rebase, replay
 
 from .broker import free_port

@@ -12,8 +12,8 @@ from jsonschema import Draft202012Validator
 
 from gateway.clock import PinnedClock
 from gateway.config.sections import parse_config
-from gateway.daemon import Gateway, replay_rebase, replay_source, run_gateway
 from gateway.resources import data_file
+from gateway.runtime.gateway import Gateway, replay_rebase, replay_source, run_gateway
 
 from .broker import Broker
 from .fakebluez import wait_for

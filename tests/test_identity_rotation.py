@@ -8,10 +8,10 @@ from pathlib import Path
 
 from gateway.clock import PinnedClock
 from gateway.config.sections import parse_config
-from gateway.daemon import Gateway
 from gateway.identity.rotating import ah, eid
 from gateway.model import Advert, IdentityMatch, OfferDecision, ZoneEvent
 from gateway.resources import data_file
+from gateway.runtime.gateway import Gateway
 
 T0 = 1_795_424_400.0
 ALICE_IK = bytes.fromhex("00112233445566778899aabbccddeeff")

@@ -14,11 +14,11 @@ import pytest
 
 from gateway.clock import PinnedClock
 from gateway.config.sections import parse_config
-from gateway.daemon import Gateway, nfc_sources, run_gateway
 from gateway.decode.ndef import parse_message
 from gateway.identity import loyalty
 from gateway.model import AdapterHealth, Tap
 from gateway.resources import data_file
+from gateway.runtime.gateway import Gateway, nfc_sources, run_gateway
 from gateway.sources.nfc import NfcSource, read_once, write_ndef
 
 from .fakebluez import wait_for

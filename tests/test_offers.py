@@ -194,9 +194,9 @@ def test_limits(facts: PickupFacts, reason: str) -> None:
 
 def test_a_tap_can_trigger_the_offer(tmp_path: Path, clock: PinnedClock) -> None:
     from gateway.config.sections import parse_config
-    from gateway.daemon import Gateway
     from gateway.model import Tap
     from gateway.resources import data_file
+    from gateway.runtime.gateway import Gateway
 
     config = parse_config(
         f"[gateway]\nstate_dir = '{tmp_path}'\n[sinks]\nstdout = false\n"

@@ -12,9 +12,9 @@ import pytest
 
 from gateway.clock import PinnedClock
 from gateway.config.sections import parse_config
-from gateway.daemon import Gateway, replay_source, run_gateway
 from gateway.model import Advert
 from gateway.resources import data_file
+from gateway.runtime.gateway import Gateway, replay_source, run_gateway
 from gateway.sources.replay import Rebase, first_time
 from gateway.sync import peers
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from gateway.clock import SystemClock
 from gateway.config.sections import parse_config
-from gateway.daemon import Gateway, replay_rebase, replay_source, run_pipeline
 from gateway.resources import data_file
+from gateway.runtime.gateway import Gateway, replay_rebase, replay_source, run_pipeline
 from gateway.sync.uplink import BATCH
 
 from .broker import Broker

@@ -25,10 +25,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.clock import Clock, PinnedClock, SystemClock
 from gateway.config.sections import Config, load_config
-from gateway.daemon import Gateway
 from gateway.resources import data_file
-from gateway.sdnotify import Notifier
-from gateway.service import Service
+from gateway.runtime.gateway import Gateway
+from gateway.runtime.sdnotify import Notifier
+from gateway.runtime.service import Service
 from gateway.sim import ANCHOR_UUID
 
 from .broker import free_port

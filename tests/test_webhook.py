@@ -19,8 +19,8 @@ import pytest
 
 from gateway.clock import PinnedClock
 from gateway.config.sections import WebhookSection, parse_config
-from gateway.daemon import Gateway, replay_rebase, replay_source, run_gateway
 from gateway.resources import data_file
+from gateway.runtime.gateway import Gateway, replay_rebase, replay_source, run_gateway
 from gateway.sinks.push import Push, push_event
 from gateway.sinks.webhook import WebhookSender
 from gateway.store import db

@@ -16,7 +16,7 @@ from gateway.clock import Clock
 from gateway.model import OfferDecision
 
 if TYPE_CHECKING:
-    from gateway.daemon import Gateway
+    from gateway.runtime.gateway import Gateway
 
 
 @dataclass(slots=True)

@@ -26,7 +26,8 @@ from typing import Any
 
 from gateway.clock import Clock, SystemClock
 from gateway.config.sections import Config, ConfigError, load_config
-from gateway.daemon import (
+from gateway.model import OfferDecision, PipelineEvent
+from gateway.runtime.gateway import (
     Gateway,
     Source,
     ble_sources,
@@ -35,9 +36,8 @@ from gateway.daemon import (
     replay_source,
     run_gateway,
 )
-from gateway.metrics import Runtime
-from gateway.model import OfferDecision, PipelineEvent
-from gateway.sdnotify import Notifier
+from gateway.runtime.metrics import Runtime
+from gateway.runtime.sdnotify import Notifier
 from gateway.site.storemap import MapError
 from gateway.store.outbox import OutboxEvent
 
@@ -230,7 +230,7 @@ class Service:
 
 
 def run_service(config_file: str, once: bool = False, verbose: bool = False) -> int:
-    from gateway.logs import configure
+    from gateway.runtime.logs import configure
 
     config = load_config(config_file)  # fail fast, before logging is set up, with exit 2
     configure(config.service.log_format, config.service.log_level)
