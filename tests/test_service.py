@@ -271,7 +271,7 @@ def test_daemon_ready_watchdog_status_metrics_reload_and_stop(
             daemon.kill()
             daemon.wait()
     logs = daemon.stderr.read() if daemon.stderr else ""
-    assert "level=info logger=gateway.service msg=ready" in logs
+    assert "level=info logger=gateway.runtime.service msg=ready" in logs
     assert "level=error" in logs and "reload refused" in logs
     assert 'msg="stopped; the store is closed"' in logs
     # closed cleanly: no WAL left behind, integrity intact, the offer on disk
