@@ -165,7 +165,7 @@ def _cmd_console_password(args: argparse.Namespace) -> int:
     """Hash a staff password for [console] password_hash (the password is never stored)."""
     import getpass
 
-    from gateway.consoleauth import hash_password
+    from gateway.web.auth import hash_password
 
     if sys.stdin.isatty():
         password = getpass.getpass("Staff password: ")
@@ -207,7 +207,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         raise ConfigError(args.config, "service.control_listen", "is off; set it to ask the daemon")
     host, port = host_port(config.service.control_listen)
     host = f"[{host}]" if ":" in host else host
-    from gateway.consoleauth import read_token
+    from gateway.web.auth import read_token
 
     token = read_token(config.state_path)
     headers = {"Authorization": f"Bearer {token}"} if token else {}

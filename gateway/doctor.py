@@ -367,7 +367,7 @@ def check_daemon(config: Config, timeout_s: float) -> Check:
 
     host, port = host_port(config.service.control_listen)
     host = f"[{host}]" if ":" in host else host
-    from gateway.consoleauth import read_token
+    from gateway.web.auth import read_token
 
     token = read_token(config.state_path)
     headers = {"Authorization": f"Bearer {token}"} if token else {}

@@ -17,11 +17,11 @@ import pytest
 
 from gateway.clock import PinnedClock
 from gateway.config.sections import load_config
-from gateway.consoleauth import hash_password
 from gateway.resources import data_file
 from gateway.runtime.gateway import Gateway, Inlet
 from gateway.runtime.service import Service
 from gateway.sources.replay import Rebase, replay
+from gateway.web.auth import hash_password
 
 from .broker import free_port
 from .conftest import REPO

@@ -659,7 +659,7 @@ class ConsoleSection:
     )
 
     def validate(self) -> dict[str, str]:
-        from gateway.consoleauth import valid_hash
+        from gateway.web.auth import valid_hash
 
         problems: dict[str, str] = {}
         if self.password_hash and not valid_hash(self.password_hash):

@@ -144,8 +144,8 @@ class Service:
         not wait for the web stack to import."""
         while not self.runtime.ready:
             await asyncio.sleep(0.05)
-        from gateway.console import Hub
-        from gateway.control import serve_control
+        from gateway.web.console import Hub
+        from gateway.web.control import serve_control
 
         assert self.gateway is not None
         self.hub = Hub()

@@ -15,11 +15,11 @@ import logging
 
 from aiohttp import web
 
-from gateway import consoleauth
 from gateway.config.sections import Config, host_port
-from gateway.console import Console, Hub, add_console
 from gateway.runtime.gateway import Gateway
 from gateway.runtime.metrics import Runtime, exposition, status
+from gateway.web import auth as consoleauth
+from gateway.web.console import Console, Hub, add_console
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,6 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway import consoleauth
 from gateway.clock import Clock
 from gateway.decode import ble as decode
 from gateway.model import Advert
@@ -46,6 +45,7 @@ from gateway.runtime.metrics import (
     sources_view,
 )
 from gateway.site.render import plan_scene, to_svg
+from gateway.web import auth as consoleauth
 
 COOKIE = "gw_session"
 OPEN_PATHS = ("/healthz", "/login", "/static/")
