@@ -24,7 +24,7 @@ from gateway.site.storemap import MapError
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from gateway.demo import run_demo
+    from gateway.ops.demo import run_demo
 
     try:
         run_demo(
@@ -182,7 +182,7 @@ def _cmd_console_password(args: argparse.Namespace) -> int:
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    from gateway.doctor import FAIL, run_checks
+    from gateway.ops.doctor import FAIL, run_checks
 
     checks = run_checks(args.config, SystemClock(), timeout_s=args.timeout)
     if args.json:
@@ -360,7 +360,7 @@ def _cmd_rpa(args: argparse.Namespace) -> int:
 
 def _cmd_sim(args: argparse.Namespace) -> int:
     from gateway.config.sections import Config
-    from gateway.sim import demo_scenario
+    from gateway.sim.walkers import demo_scenario
 
     key = bytes.fromhex(Config().nfc.loyalty_key)
     lines = demo_scenario(args.seed, key)
@@ -554,7 +554,7 @@ def _cmd_nfc_write(args: argparse.Namespace) -> int:
 
 def _cmd_locate(args: argparse.Namespace) -> int:
     """Sightings on stdin → one position estimate per device per instant on stdout."""
-    from gateway.locate import LocateStats, locate, make_tracker
+    from gateway.ops.locate import LocateStats, locate, make_tracker
     from gateway.site.storemap import load_map
     from gateway.zones.tracker import ZoneTracker
 

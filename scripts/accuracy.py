@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 from shapely.geometry import MultiLineString, Point  # noqa: E402
 
 from gateway.config.sections import Config  # noqa: E402
-from gateway.locate import LocateStats, locate, make_tracker  # noqa: E402
+from gateway.ops.locate import LocateStats, locate, make_tracker  # noqa: E402
 from gateway.site.storemap import parse_map  # noqa: E402
 
 METHODS = ["max_likelihood", "least_squares", "weighted_centroid", "nearest"]

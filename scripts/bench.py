@@ -140,7 +140,7 @@ def busy_state(folder: Path) -> tuple[Path, Path]:
     """A state directory with 100k cached profiles (500 of them the busy store's phones)
     and stock, the busy store's map, a config, and the busy trace; returns (config, trace).
     Built once per bench run and shared by the pipeline and footprint sections."""
-    from gateway import busystore
+    from gateway.sim import busystore
     from gateway.store import db
     from gateway.identity.importer import import_profiles
     from gateway.trace import advert_line

@@ -15,9 +15,9 @@ from jsonschema import Draft202012Validator, FormatChecker
 
 from gateway.clock import ManualClock, PinnedClock
 from gateway.config.sections import Config
-from gateway.demo import run_demo
 from gateway.model import AdapterHealth, GatewayNotice
 from gateway.offers import engine as offers
+from gateway.ops.demo import run_demo
 from gateway.store.outbox import Outbox
 from gateway.sync import downlink
 from gateway.sync.envelopes import PRIORITY, EnvelopeFactory

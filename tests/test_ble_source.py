@@ -22,7 +22,7 @@ from gateway.decode.ble import decode_advert
 from gateway.model import AdapterHealth, Advert, EddystoneEID, IBeacon
 from gateway.resources import data_file
 from gateway.runtime.gateway import Gateway, ble_sources, run_pipeline
-from gateway.sim import ibeacon_ad
+from gateway.sim.walkers import ibeacon_ad
 from gateway.sources.ble import AdvertFilter, BleSource
 
 from .fakebluez import FakeBlueZ, PrivateBus, wait_for

@@ -15,8 +15,8 @@ import pytest
 
 from gateway.cli import _status_text
 from gateway.clock import ManualClock, PinnedClock, SystemClock
-from gateway.demo import run_demo
 from gateway.humantime import duration, local_datetime, parse_instant
+from gateway.ops.demo import run_demo
 from gateway.resources import data_file
 from gateway.runtime.gateway import Gateway
 from gateway.sources.replay import first_time

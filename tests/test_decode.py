@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from gateway.decode.ble import DecodeStats, decode_advert, decode_payload, parse_ad
 from gateway.model import Advert, IBeacon
-from gateway.sim import ibeacon_ad
+from gateway.sim.walkers import ibeacon_ad
 
 from .conftest import shared_data
 

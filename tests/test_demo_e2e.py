@@ -19,10 +19,10 @@ import pytest
 
 from gateway.clock import PinnedClock
 from gateway.config.sections import Config
-from gateway.demo import run_demo
+from gateway.ops.demo import run_demo
 from gateway.resources import data_file
 from gateway.runtime.gateway import Gateway
-from gateway.sim import demo_scenario
+from gateway.sim.walkers import demo_scenario
 
 from .conftest import STORE_MORNING
 

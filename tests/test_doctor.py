@@ -14,8 +14,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway.doctor import EARLIEST_PLAUSIBLE, FAIL, check_clock
 from gateway.humantime import local_datetime
+from gateway.ops.doctor import EARLIEST_PLAUSIBLE, FAIL, check_clock
 from gateway.sources.ble import set_adapter_powered
 
 from .broker import Broker, make_pki

@@ -13,7 +13,7 @@ from typing import Any
 
 from gateway.config.sections import Config
 from gateway.presence.tracker import tracker_for
-from gateway.sim import Channel, Walker, ibeacon_ad, simulate
+from gateway.sim.walkers import Channel, Walker, ibeacon_ad, simulate
 from gateway.site.check import check_data
 from gateway.site.hardware import load_beacon_profile
 from gateway.site.render import plan_scene, to_svg, trace_tracks, write_png
@@ -204,7 +204,7 @@ def test_a_map_broken_beyond_its_features_is_still_checked_not_crashed() -> None
 
 
 def test_the_busy_benchmark_store_is_a_valid_map() -> None:
-    from gateway import busystore
+    from gateway.sim import busystore
 
     store, findings = check_data(busystore.store_map(), "busy.geojson")
     assert store is not None and [f for f in findings if f.severity == "error"] == []

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway import sim
 from gateway.presence import tracker as presence
 from gateway.presence.tracker import PresenceSettings, PresenceTracker, Range, RssiFilter
+from gateway.sim import walkers as sim
 from gateway.site.storemap import StoreMap
 
 
@@ -143,9 +143,9 @@ def test_solving_many_devices_at_once_gives_the_one_by_one_fits() -> None:
     busy simulated floor: same fixes to the millimetre, same fallbacks."""
     import random
 
-    from gateway import busystore
     from gateway.config.sections import Config
     from gateway.presence.tracker import tracker_for
+    from gateway.sim import busystore
     from gateway.site.hardware import load_beacon_profile
     from gateway.site.storemap import parse_map
 

@@ -29,7 +29,7 @@ from gateway.resources import data_file
 from gateway.runtime.gateway import Gateway
 from gateway.runtime.sdnotify import Notifier
 from gateway.runtime.service import Service
-from gateway.sim import ANCHOR_UUID
+from gateway.sim.walkers import ANCHOR_UUID
 
 from .broker import free_port
 from .conftest import REPO

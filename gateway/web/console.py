@@ -302,7 +302,7 @@ class Console:
                 yield "state", self.state()
 
     async def api_health(self, request: web.Request) -> web.Response:
-        from gateway.doctor import run_checks
+        from gateway.ops.doctor import run_checks
 
         config_file = str(self.runtime.config_file)
         checks = await asyncio.to_thread(run_checks, config_file, self.gateway.clock, 3.0)

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from gateway.model import Advert
-from gateway.sim import APP_UUID, Channel, Walker, ibeacon_ad, simulate
+from gateway.sim.walkers import APP_UUID, Channel, Walker, ibeacon_ad, simulate
 
 WIDTH, DEPTH = 120.0, 72.0
 ANCHOR_UUID = "0b5e55ed-0000-4000-8000-00000000b055"
