@@ -14,8 +14,7 @@ from gateway.identity.store import IdentityStore
 from gateway.resources import data_file, shared_path
 from gateway.site.storemap import StoreMap, load_map
 from gateway.store import db
-
-from .fakebluez import PrivateBus
+from tests.support.fakebluez import PrivateBus
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"

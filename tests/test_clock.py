@@ -20,8 +20,7 @@ from gateway.ops.demo import run_demo
 from gateway.resources import data_file
 from gateway.runtime.gateway import Gateway
 from gateway.sources.replay import first_time
-
-from .conftest import STORE_MORNING
+from tests.conftest import STORE_MORNING
 
 BERLIN = ZoneInfo("Europe/Berlin")
 RECORDED = first_time(data_file("demo-trace.jsonl"))

@@ -1,0 +1,168 @@
+"""`gateway doctor` on a good set-up and on broken ones, against real parts: a private D-Bus
+with a fake BlueZ, an emulated NFC reader over nfcpy's UDP frontend, Mosquitto with TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from gateway.humantime import local_datetime
+from gateway.ops.doctor import EARLIEST_PLAUSIBLE, FAIL, check_clock
+from gateway.sources.ble import set_adapter_powered
+from tests.support.broker import Broker, make_pki
+from tests.support.fakebluez import FakeBlueZ, PrivateBus
+from tests.support.nfcsim import free_udp_port
+
+
+@pytest.fixture
+async def bluez(bus: PrivateBus) -> AsyncIterator[FakeBlueZ]:
+    fake = FakeBlueZ(bus.address, adapters=("hci0", "hci1"))
+    await fake.start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def tls_broker(tmp_path: Path) -> Iterator[tuple[Broker, Path]]:
+    pki = make_pki(tmp_path / "pki")
+    broker = Broker(tmp_path / "broker", mode="tls", pki=pki)
+    broker.start()
+    yield broker, pki.ca
+    broker.stop()
+
+
+async def _doctor(config: Path) -> tuple[int, list[dict[str, Any]]]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway",
+        "doctor",
+        "--config",
+        str(config),
+        "--json",
+        "--timeout",
+        "3",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=os.environ.copy(),
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    assert out.strip(), err.decode()
+    assert process.returncode is not None
+    checks = json.loads(out) if out.strip() else []
+    return process.returncode, checks
+
+
+def _by_name(checks: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for check in checks:
+        out.setdefault(check["name"], []).append(check)
+    return out
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    config = tmp_path / "gateway.toml"
+    config.write_text(text)
+    return config
+
+
+async def test_good_set_up_passes(
+    tmp_path: Path, bluez: FakeBlueZ, tls_broker: tuple[Broker, Path]
+) -> None:
+    broker, ca = tls_broker
+    config = _write(
+        tmp_path,
+        f"[gateway]\nstate_dir = '{tmp_path / 'state'}'\n"
+        "[sources.ble.hci0]\n"
+        f"[nfc.touchpoints.counter]\nzone = 'pickup-counter'\n"
+        f"device = 'udp:127.0.0.1:{free_udp_port()}'\n"
+        f"[mqtt]\nenabled = true\nhost = '127.0.0.1'\nport = {broker.port}\ntls = true\n"
+        f"ca_file = '{ca}'\n"
+        "[service]\ncontrol_listen = ''\n",
+    )
+    code, checks = await _doctor(config)
+    named = _by_name(checks)
+    assert code == 0, checks
+    for name in ("config", "state", "database", "map", "bluetooth", "nfc", "broker"):
+        assert [c["status"] for c in named[name]] == ["pass"], named[name]
+    assert "hci0" in named["bluetooth"][0]["detail"]
+    assert "over TLS" in named["broker"][0]["detail"]
+    assert named["clock"][0]["status"] in ("pass", "warn")  # a container may not sync
+    assert all(c["status"] != FAIL for c in checks)
+
+
+async def test_broken_set_ups_fail_with_fixes(
+    tmp_path: Path, bluez: FakeBlueZ, tls_broker: tuple[Broker, Path]
+) -> None:
+    broker, _ca = tls_broker
+    await set_adapter_powered("hci1", False)
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "gateway.db").write_bytes(b"this is not a database" * 100)
+    broken_map = tmp_path / "store.geojson"
+    broken_map.write_text('{"type": "FeatureCollection", "features": [{"type": "Feature"}]}')
+    config = _write(
+        tmp_path,
+        f"[gateway]\nstate_dir = '{state}'\n[map]\npath = '{broken_map}'\n"
+        "[sources.ble.hci1]\n[sources.ble.hci7]\n"
+        f"[nfc.touchpoints.counter]\nzone = 'pickup-counter'\ndevice = 'usb:1234:5678'\n"
+        # TLS on, but without the CA that signed the broker's certificate
+        f"[mqtt]\nenabled = true\nhost = '127.0.0.1'\nport = {broker.port}\ntls = true\n"
+        "[service]\ncontrol_listen = ''\n",
+    )
+    code, checks = await _doctor(config)
+    named = _by_name(checks)
+    assert code == 1
+    assert named["database"][0]["status"] == "fail" and "aside" in named["database"][0]["fix"]
+    assert named["map"][0]["status"] == "fail" and "feature #0" in named["map"][0]["detail"]
+    bluetooth = {c["detail"].split(":")[0]: c for c in named["bluetooth"]}
+    assert bluetooth["hci1"]["status"] == "fail" and "powered off" in bluetooth["hci1"]["detail"]
+    assert (
+        bluetooth["hci7"]["status"] == "fail" and "no such adapter" in bluetooth["hci7"]["detail"]
+    )
+    assert "hci0, hci1" in bluetooth["hci7"]["detail"]
+    assert named["nfc"][0]["status"] == "fail" and "usb:1234:5678" in named["nfc"][0]["detail"]
+    assert named["broker"][0]["status"] == "fail" and "ca_file" in named["broker"][0]["fix"]
+    assert all(c["fix"] for c in checks if c["status"] == "fail")
+
+
+async def test_no_bus_unwritable_state_and_bad_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", f"unix:path={tmp_path / 'no-bus'}")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    config = _write(
+        tmp_path,
+        f"[gateway]\nstate_dir = '{blocker / 'state'}'\n[sources.ble.hci0]\n"
+        "[service]\ncontrol_listen = ''\n",
+    )
+    code, checks = await _doctor(config)
+    named = _by_name(checks)
+    assert code == 1
+    assert named["state"][0]["status"] == "fail" and "not writable" in named["state"][0]["detail"]
+    assert named["bluetooth"][0]["status"] == "fail"
+    bad = _write(tmp_path, "[zones]\ndwell_s = 'long'\n")
+    code, checks = await _doctor(bad)
+    named = _by_name(checks)
+    assert code == 1 and named["config"][0]["status"] == "fail"
+    assert "zones.dwell_s" in named["config"][0]["detail"]
+    assert {c["status"] for c in checks if c["name"] != "config"} == {"skip"}
+
+
+def test_a_clock_in_the_past_fails() -> None:
+    berlin = ZoneInfo("Europe/Berlin")
+    assert check_clock(EARLIEST_PLAUSIBLE - 86400, berlin).status == "fail"
+    later = check_clock(EARLIEST_PLAUSIBLE + 86400 * 400, berlin)
+    assert later.status in ("pass", "warn")
+    # shown as the shop lives it, and in UTC for whoever reads logs
+    assert later.detail.startswith(local_datetime(EARLIEST_PLAUSIBLE + 86400 * 400, berlin))
+    assert "UTC" in later.detail

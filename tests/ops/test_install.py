@@ -1,0 +1,135 @@
+"""scripts/install into a throw-away root: user, venv, config, unit; again; uninstall; purge."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.config.sections import Config, load_config
+from tests.conftest import REPO
+
+NAME = "proximity-gateway"
+HARDENING = {
+    "Type": "notify",
+    "NoNewPrivileges": "yes",
+    "ProtectSystem": "strict",
+    "ProtectHome": "yes",
+    "PrivateTmp": "yes",
+    "Restart": "on-failure",
+    "StateDirectory": NAME,
+    "ConfigurationDirectory": NAME,
+    "LogsDirectory": NAME,
+    "CapabilityBoundingSet": "",
+    "RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6 AF_BLUETOOTH AF_NETLINK",
+}
+
+
+def _install(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(REPO / "scripts" / "install"), "--root", str(root), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def _unit_settings(text: str) -> dict[str, list[str]]:
+    settings: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if "=" in line and not line.startswith(("#", "[")):
+            key, value = line.split("=", 1)
+            settings.setdefault(key, []).append(value)
+    return settings
+
+
+def test_unit_is_hardened_and_its_exposure_is_at_most_2() -> None:
+    unit = REPO / "systemd" / f"{NAME}.service"
+    settings = _unit_settings(unit.read_text())
+    for key, value in HARDENING.items():
+        assert settings.get(key) == [value], key
+    assert settings["WatchdogSec"] and settings["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    analysis = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", "--no-pager", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    found = re.search(r"Overall exposure level for \S+: ([0-9.]+)", analysis.stdout)
+    assert found, analysis.stdout + analysis.stderr
+    assert float(found.group(1)) <= 2.0
+
+
+@pytest.mark.registry  # pip installs the dependencies from the package registry
+def test_install_again_uninstall_and_purge(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    first = _install(root)
+    assert first.returncode == 0, first.stdout + first.stderr
+    venv = root / "opt" / NAME / "venv"
+    version = subprocess.run(
+        [str(venv / "bin" / "gateway"), "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert version.returncode == 0 and version.stdout.startswith("gateway ")
+    # the system user and its groups, inside the root only
+    passwd = (root / "etc" / "passwd").read_text()
+    assert re.search(rf"^{NAME}:x:\d+:\d+:.*:/var/lib/{NAME}:/usr/sbin/nologin$", passwd, re.M)
+    group = (root / "etc" / "group").read_text()
+    assert re.search(rf"^bluetooth:x:\d+:{NAME}$", group, re.M)
+    # the config: a valid, commented template with fresh secrets, not the demo's
+    config_file = root / "etc" / NAME / "config.toml"
+    config = load_config(str(config_file))
+    assert config.gateway.state_dir == f"/var/lib/{NAME}"
+    assert config.gateway.pseudonym_key != Config().gateway.pseudonym_key
+    assert config.nfc.loyalty_key != Config().nfc.loyalty_key
+    assert config_file.stat().st_mode & 0o777 == 0o640
+
+    def pruned(table: dict[str, Any]) -> dict[str, Any]:
+        out = {k: pruned(v) if isinstance(v, dict) else v for k, v in table.items()}
+        return {k: v for k, v in out.items() if v != {}}
+
+    # only these are set; everything else stays at its default
+    assert pruned(tomllib.loads(config_file.read_text())) == {
+        "gateway": {
+            "state_dir": f"/var/lib/{NAME}",
+            "pseudonym_key": config.gateway.pseudonym_key,
+        },
+        "nfc": {"loyalty_key": config.nfc.loyalty_key},
+    }
+    assert '# control_listen = "127.0.0.1:8787"' in config_file.read_text()
+    # the unit, enabled without a running systemd
+    unit = root / "etc" / "systemd" / "system" / f"{NAME}.service"
+    settings = _unit_settings(unit.read_text())
+    assert settings["ExecStart"] == [
+        f"/opt/{NAME}/venv/bin/gateway run --config /etc/{NAME}/config.toml"
+    ]
+    wants = root / "etc" / "systemd" / "system" / "multi-user.target.wants" / f"{NAME}.service"
+    assert wants.is_symlink() and str(wants.readlink()) == f"/etc/systemd/system/{NAME}.service"
+    assert (root / "var" / "lib" / NAME).is_dir() and (root / "var" / "log" / NAME).is_dir()
+    assert (root / "usr" / "lib" / "sysusers.d" / f"{NAME}.conf").exists()
+
+    # again: code and unit updated, the operator's config untouched
+    edited = config_file.read_text() + "\n# edited by the shop\n"
+    config_file.write_text(edited)
+    (root / "var" / "lib" / NAME / "gateway.db").write_text("state")
+    again = _install(root)
+    assert again.returncode == 0, again.stderr
+    assert "keeping" in again.stdout
+    assert config_file.read_text() == edited
+    assert passwd == (root / "etc" / "passwd").read_text()  # no second user
+
+    removed = _install(root, "--uninstall")
+    assert removed.returncode == 0, removed.stderr
+    assert not (root / "opt" / NAME).exists() and not unit.exists() and not wants.is_symlink()
+    assert not (root / "etc" / NAME).exists()
+    state = root / "var" / "lib" / NAME
+    assert (state / "gateway.db").read_text() == "state"
+    assert (state / "config.toml.uninstalled").read_text() == edited
+
+    purged = _install(root, "--purge")
+    assert purged.returncode == 0, purged.stderr
+    assert not state.exists()
+    assert f"{NAME}:" not in (root / "etc" / "passwd").read_text()

@@ -1,0 +1,169 @@
+"""docs/asyncapi.yaml is the contract: well-formed, in step with the code, and true of the
+events the gateway really emits (validated against its JSON schemas)."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from jsonschema import Draft202012Validator, FormatChecker
+
+from gateway.clock import ManualClock, PinnedClock
+from gateway.config.sections import Config
+from gateway.model import AdapterHealth, GatewayNotice
+from gateway.offers import engine as offers
+from gateway.ops.demo import run_demo
+from gateway.store.outbox import Outbox
+from gateway.sync import downlink
+from gateway.sync.envelopes import PRIORITY, EnvelopeFactory
+from gateway.sync.uplink import Topics, Uplink
+from tests.conftest import REPO, STORE_MORNING
+
+DOC: dict[str, Any] = yaml.safe_load((REPO / "docs" / "asyncapi.yaml").read_text())
+
+
+def _validator(schema_name: str) -> Draft202012Validator:
+    root = {**DOC, "$ref": f"#/components/schemas/{schema_name}"}
+    return Draft202012Validator(root, format_checker=FormatChecker())
+
+
+def _refs(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        return ([node["$ref"]] if "$ref" in node else []) + [
+            r for v in node.values() for r in _refs(v)
+        ]
+    if isinstance(node, list):
+        return [r for v in node for r in _refs(v)]
+    return []
+
+
+def test_is_asyncapi_3_and_every_reference_resolves() -> None:
+    assert str(DOC["asyncapi"]).startswith("3.")
+    for ref in _refs(DOC):
+        node: Any = DOC
+        for part in ref.removeprefix("#/").split("/"):
+            assert part in node, f"unresolved {ref}"
+            node = node[part]
+    for name, op in DOC["operations"].items():
+        assert op["action"] in ("send", "receive"), name
+
+
+def test_channel_parameters_match_their_addresses() -> None:
+    for name, channel in DOC["channels"].items():
+        placeholders = set(re.findall(r"{(\w+)}", channel["address"]))
+        assert placeholders == set(channel.get("parameters", {})), name
+
+
+def test_the_code_uses_exactly_the_documented_topics() -> None:
+    topics = Topics("storegate/v1", "{store}", "{gateway}")
+    addresses = {c["address"] for c in DOC["channels"].values()}
+    used = {
+        topics.events("{stream}"),
+        topics.status,
+        topics.resync,
+        topics.sightings,
+        topics.display("{zone}"),
+        f"{topics.base}/cmd-resp/{{command}}",
+        *(
+            f.replace("down/+", "down/{family}").replace("cmd/+", "cmd/{command}")
+            for f in topics.downlink_filters
+        ),
+    }
+    assert used == addresses
+    channels = DOC["channels"]
+    assert set(channels["events"]["parameters"]["stream"]["enum"]) == set(PRIORITY)
+    assert tuple(channels["storeDocuments"]["parameters"]["family"]["enum"]) == downlink.FAMILIES
+    assert tuple(channels["commands"]["parameters"]["command"]["enum"]) == downlink.COMMANDS
+    reasons = DOC["components"]["schemas"]["OfferDecisionData"]["properties"]["reason"]["enum"]
+    codes = {v for k, v in vars(offers).items() if k.isupper() and isinstance(v, str)}
+    assert set(reasons) == codes
+
+
+@pytest.fixture(scope="module")
+def demo_events(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    state = tmp_path_factory.mktemp("state")
+    _, gateway = run_demo(0, state, io.StringIO(), clock=PinnedClock(STORE_MORNING))
+    events = [json.loads(r[0]) for r in gateway.conn.execute("SELECT body FROM outbox")]
+    gateway.close()
+    return events
+
+
+def test_every_demo_event_matches_the_contract(demo_events: list[dict[str, Any]]) -> None:
+    validator = _validator("CloudEvent")
+    assert len({e["type"] for e in demo_events}) >= 7
+    for event in demo_events:
+        errors = [e.message for e in validator.iter_errors(event)]
+        assert not errors, (event["type"], errors)
+
+
+def test_the_schemas_reject_what_they_should(demo_events: list[dict[str, Any]]) -> None:
+    validator = _validator("CloudEvent")
+    issued = next(e for e in demo_events if e["type"] == "com.storegate.offer.issued")
+    assert not validator.is_valid(issued | {"type": "com.storegate.offer.sent"})
+    assert not validator.is_valid(issued | {"data": {**issued["data"], "code": "pk-1"}})
+    zone = next(e for e in demo_events if e["type"] == "com.storegate.zone.enter")
+    raw_mac = {**zone["data"], "device": "AA:BB:CC:DD:EE:FF"}
+    assert not validator.is_valid(zone | {"data": raw_mac})
+
+
+def test_gateway_events_and_status_match(tmp_path: Path) -> None:
+    factory = EnvelopeFactory("s", "g", lambda d: "dev-0123456789abcdef")
+    validator = _validator("CloudEvent")
+    for event in (
+        AdapterHealth(1.0, "hci0", "restarting", "ScannerSilent: no advert", 2),
+        GatewayNotice(
+            1.0,
+            "downlink_rejected",
+            "stock",
+            {"topic": "t", "reason": "version_gap", "detail": "d"},
+        ),
+        GatewayNotice(
+            1.0, "downlink_applied", "stock", {"topic": "t", "version": 3, "kind": "delta"}
+        ),
+        GatewayNotice(1.0, "command", "flush", {"ok": True, "reason": None}),
+    ):
+        envelope = factory.envelope(event)
+        assert envelope is not None
+        assert validator.is_valid(envelope.body), list(validator.iter_errors(envelope.body))
+    uplink = Uplink(Config(), Outbox.__new__(Outbox), ManualClock(1_900_000_000.0))
+    status = json.loads(uplink._status("online"))
+    assert _validator("Status").is_valid(status)
+    signed = downlink.sign(
+        b"k" * 16, {"family": "stock", "kind": "delta", "version": 2, "data": {}}
+    )
+    assert _validator("Document").is_valid(signed)
+
+
+def test_a_batch_matches_the_batch_message(demo_events: list[dict[str, Any]]) -> None:
+    schema = DOC["components"]["messages"]["cloudEventBatch"]["payload"]
+    validator = Draft202012Validator({**DOC, **schema}, format_checker=FormatChecker())
+    zone = [e for e in demo_events if e["type"].startswith("com.storegate.zone.")][:5]
+    assert validator.is_valid(zone)
+    assert not validator.is_valid(zone[:1])  # a single event is never wrapped
+
+
+def test_shared_sightings_match_the_contract() -> None:
+    from gateway.model import Advert
+    from gateway.sync import peers
+
+    adverts = [
+        Advert(1795424400.07, "gw-sw", "C0:FF:EE:00:00:02", -85, bytes.fromhex("0201061aff4c00")),
+        Advert(1795424400.5, "gw-nw", "C0:FF:EE:00:00:02", -77, b"", {0x004C: b"\x02\x15"}),
+    ]
+    body = json.loads(peers.encode("gw-a", adverts))
+    validator = _validator("SightingsBatch")
+    assert validator.is_valid(body), list(validator.iter_errors(body))
+    body["sightings"][0]["address"] = "C0:FF:EE:00:00:02"
+    assert not validator.is_valid(body)  # the contract forbids MACs too
+
+
+def test_every_offer_reason_is_in_the_contract() -> None:
+    from gateway.offers import engine as offers
+
+    schema = DOC["components"]["schemas"]["OfferDecisionData"]["properties"]["reason"]
+    assert set(schema["enum"]) == set(offers.REASONS)
