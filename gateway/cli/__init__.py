@@ -17,7 +17,8 @@ from zoneinfo import ZoneInfo
 
 from gateway import __version__
 from gateway.clock import Clock, SystemClock
-from gateway.config.sections import ConfigError, describe, load_config
+from gateway.config.schema import ConfigError, describe
+from gateway.config.sections import load_config
 from gateway.humantime import duration, local_datetime
 from gateway.model import Advert
 from gateway.site.storemap import MapError
@@ -165,7 +166,7 @@ def _cmd_console_password(args: argparse.Namespace) -> int:
     """Hash a staff password for [console] password_hash (the password is never stored)."""
     import getpass
 
-    from gateway.web.auth import hash_password
+    from gateway.config.secrets import hash_password
 
     if sys.stdin.isatty():
         password = getpass.getpass("Staff password: ")
@@ -200,7 +201,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     """Ask the running daemon (its control endpoint) what it is doing."""
     import httpx
 
-    from gateway.config.sections import host_port
+    from gateway.config.edges import host_port
 
     config = load_config(args.config)
     if not config.service.control_listen:
@@ -383,7 +384,7 @@ def _cmd_config_template(args: argparse.Namespace) -> int:
     """A commented config for a fresh install, with freshly generated secrets."""
     import secrets
 
-    from gateway.config.sections import config_template
+    from gateway.config.reference import config_template
 
     keys = {
         "gateway.pseudonym_key": secrets.token_hex(32),
@@ -406,7 +407,9 @@ def config_reference() -> str:
         "| key | type | default | meaning |",
         "| --- | --- | --- | --- |",
     ]
-    for key, type_name, default, text in describe():
+    from gateway.config.sections import Config
+
+    for key, type_name, default, text in describe(Config):
         default_cell = f"`{default}`" if default else ""
         lines.append(f"| `{key}` | {type_name} | {default_cell} | {text} |")
     return "\n".join(lines) + "\n"

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from gateway.config.sections import LimitsSection, PickupDiscountSection
 from gateway.identity.store import CartItem, IdentityStore, Profile, StockItem
 from gateway.model import OfferDecision, Redemption, ZoneEvent
+from gateway.offers.rules import LimitsSection, PickupDiscountSection
 
 # Reason codes: stable strings, part of the uplink contract.
 ISSUED = "cart_item_in_stock"

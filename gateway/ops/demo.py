@@ -16,7 +16,8 @@ from typing import TextIO
 from zoneinfo import ZoneInfo
 
 from gateway.clock import Clock
-from gateway.config.sections import Config, ReplaySection, SourcesSection
+from gateway.config.edges import ReplaySection, SourcesSection
+from gateway.config.sections import Config
 from gateway.humantime import local, local_datetime
 from gateway.offers.engine import in_quiet_hours
 from gateway.resources import data_file

@@ -20,7 +20,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from gateway.clock import Clock
-from gateway.config.sections import Config, ConfigError, host_port, load_config
+from gateway.config.edges import host_port
+from gateway.config.schema import ConfigError
+from gateway.config.sections import Config, load_config
 from gateway.humantime import duration, local_datetime
 
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"

@@ -26,11 +26,13 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gateway.clock import Clock
-from gateway.config.sections import BleAdapterSection, Config, PickupDiscountSection
+from gateway.config.edges import BleAdapterSection
+from gateway.config.sections import Config
 from gateway.humantime import local_datetime, parse_instant
 from gateway.identity.store import IdentityStore
 from gateway.model import AdapterHealth, Advert, GatewayNotice, OfferDecision, PipelineEvent, Tap
 from gateway.offers.engine import OfferEngine
+from gateway.offers.rules import PickupDiscountSection
 from gateway.pipeline import Pipeline
 from gateway.sinks.push import LocalPushSink, PickupDisplay, Push, push_event
 from gateway.sinks.terminal import ConsoleReporter

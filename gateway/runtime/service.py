@@ -25,7 +25,8 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.clock import Clock, SystemClock
-from gateway.config.sections import Config, ConfigError, load_config
+from gateway.config.schema import ConfigError
+from gateway.config.sections import Config, load_config
 from gateway.model import OfferDecision, PipelineEvent
 from gateway.runtime.gateway import (
     Gateway,

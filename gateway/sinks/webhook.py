@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from gateway.clock import Clock
-from gateway.config.sections import WebhookSection
+from gateway.config.edges import WebhookSection
 from gateway.store.outbox import Outbox, QueuedEvent
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from typing import Literal
 from shapely import STRtree
 from shapely.geometry import Point
 
-from gateway.config.sections import ConfigError
+from gateway.config.schema import ConfigError
 from gateway.site.hardware import load_beacon_profile
 from gateway.site.storemap import MapError, StoreMap, parse_map
 

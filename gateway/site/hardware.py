@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway import resources
-from gateway.config.sections import ConfigError, build_section, doc
+from gateway.config.schema import ConfigError, build_section, doc
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

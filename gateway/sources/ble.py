@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.clock import Clock
-from gateway.config.sections import BleAdapterSection
+from gateway.config.edges import BleAdapterSection
 from gateway.model import AdapterHealth, Advert
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.config.sections import ConfigError, PickupDiscountSection, build_section
+from gateway.config.schema import ConfigError, build_section
 from gateway.identity.importer import (
     CART_INSERT,
     LineError,
@@ -37,6 +37,7 @@ from gateway.identity.importer import (
     profile_rows,
     row_writes,
 )
+from gateway.offers.rules import PickupDiscountSection
 from gateway.store.db import transaction
 
 FAMILIES = ("stock", "profiles", "carts", "campaigns", "config")

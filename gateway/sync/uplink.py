@@ -29,7 +29,8 @@ from paho.mqtt.properties import Properties
 
 from gateway import __version__
 from gateway.clock import Clock
-from gateway.config.sections import Config, MqttSection
+from gateway.config.edges import MqttSection
+from gateway.config.sections import Config
 from gateway.store.outbox import Outbox, QueuedEvent
 
 log = logging.getLogger(__name__)

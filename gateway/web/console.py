@@ -31,6 +31,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.clock import Clock
+from gateway.config.secrets import check_password
 from gateway.decode import ble as decode
 from gateway.model import Advert
 from gateway.presence import calibration
@@ -153,7 +154,7 @@ class Console:
             return await self.login_page(request, "Too many attempts; wait a minute.", 429)
         form = await request.post()
         password = str(form.get("password", ""))
-        if not self.password_hash or not consoleauth.check_password(self.password_hash, password):
+        if not self.password_hash or not check_password(self.password_hash, password):
             return await self.login_page(request, "Wrong password.", 401)
         sid, _session = self.sessions.create(self.gateway.clock.wall())
         response = web.HTTPSeeOther("/")

@@ -15,7 +15,8 @@ import logging
 
 from aiohttp import web
 
-from gateway.config.sections import Config, host_port
+from gateway.config.edges import host_port
+from gateway.config.sections import Config
 from gateway.runtime.gateway import Gateway
 from gateway.runtime.metrics import Runtime, exposition, status
 from gateway.web import auth as consoleauth

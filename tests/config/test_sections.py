@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import config_reference
-from gateway.config.sections import Config, ConfigError, load_config, parse_config
+from gateway.config.schema import ConfigError
+from gateway.config.sections import Config, load_config, parse_config
 from tests.conftest import REPO
 
 

@@ -9,11 +9,12 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from gateway.config.sections import LimitsSection, PickupDiscountSection, parse_config
+from gateway.config.sections import parse_config
 from gateway.identity.store import IdentityStore
 from gateway.model import OfferDecision, ZoneEvent
 from gateway.offers import engine as offers
 from gateway.offers.engine import OfferEngine
+from gateway.offers.rules import LimitsSection, PickupDiscountSection
 from gateway.resources import data_file
 from gateway.store.db import transaction
 from gateway.sync.downlink import apply_document, campaign_rules, stored_campaigns

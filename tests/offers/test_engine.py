@@ -14,11 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.clock import PinnedClock
-from gateway.config.sections import LimitsSection, PickupDiscountSection
 from gateway.identity.store import CartItem, IdentityStore, Profile, StockItem
 from gateway.model import OfferDecision, ZoneEvent
 from gateway.offers import engine as offers
 from gateway.offers.engine import OfferEngine, PickupFacts, decide_pickup
+from gateway.offers.rules import LimitsSection, PickupDiscountSection
 from gateway.store.db import transaction
 
 RULE = PickupDiscountSection()

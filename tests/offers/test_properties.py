@@ -11,11 +11,11 @@ from zoneinfo import ZoneInfo
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from gateway.config.sections import LimitsSection, PickupDiscountSection
 from gateway.identity.store import IdentityStore
 from gateway.model import ZoneEvent
 from gateway.offers import engine as offers
 from gateway.offers.engine import OfferEngine, in_quiet_hours
+from gateway.offers.rules import LimitsSection, PickupDiscountSection
 from gateway.store import db
 
 TZ = ZoneInfo("Europe/Berlin")

@@ -18,7 +18,8 @@ import httpx
 import pytest
 
 from gateway.clock import PinnedClock
-from gateway.config.sections import WebhookSection, parse_config
+from gateway.config.edges import WebhookSection
+from gateway.config.sections import parse_config
 from gateway.resources import data_file
 from gateway.runtime.gateway import Gateway, replay_rebase, replay_source, run_gateway
 from gateway.sinks.push import Push, push_event

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config.sections import ConfigError
+from gateway.config.schema import ConfigError
 from gateway.site import hardware as profiles
 
 

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from gateway.clock import ManualClock, PinnedClock
-from gateway.config.sections import BleAdapterSection, parse_config
+from gateway.config.edges import BleAdapterSection
+from gateway.config.sections import parse_config
 from gateway.decode.ble import decode_advert
 from gateway.model import AdapterHealth, Advert, EddystoneEID, IBeacon
 from gateway.resources import data_file

@@ -13,7 +13,8 @@ import aiomqtt
 import pytest
 
 from gateway.clock import PinnedClock
-from gateway.config.sections import Config, ConfigError, parse_config
+from gateway.config.schema import ConfigError
+from gateway.config.sections import Config, parse_config
 from gateway.store import db
 from gateway.store.outbox import Outbox, OutboxEvent, QueuedEvent
 from gateway.sync.uplink import Uplink, acknowledged_prefix, chunk_by_stream

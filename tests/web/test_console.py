@@ -16,12 +16,12 @@ import httpx
 import pytest
 
 from gateway.clock import PinnedClock
+from gateway.config.secrets import hash_password
 from gateway.config.sections import load_config
 from gateway.resources import data_file
 from gateway.runtime.gateway import Gateway, Inlet
 from gateway.runtime.service import Service
 from gateway.sources.replay import Rebase, replay
-from gateway.web.auth import hash_password
 from tests.conftest import REPO
 from tests.support.broker import free_port
 

@@ -1,0 +1,339 @@
+"""Settings of the gateway's edges: where sightings come from (replay, BLE adapters), where
+pushes go (local sinks, webhook), the backend broker, the outbox's bounds, the service and its
+console. Assembled with the stages' sections into `Config` by `gateway.config.sections`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from gateway.config.schema import doc
+from gateway.config.secrets import valid_hash
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookSection:
+    url: str = doc(
+        "In-store push service endpoint (http/https). Empty: no webhook. Pushes wait in the "
+        "outbox until a 2xx answer.",
+        default="",
+    )
+    secret: str = doc(
+        "HMAC-SHA256 key for the X-Signature header over the body (sha256=<hex>).", default=""
+    )
+    timeout_s: float = doc("Per-request timeout.", default=5.0)
+    max_attempts: int = doc(
+        "After this many failed tries a push goes to the dead letters.", default=8
+    )
+    backoff_max_s: float = doc(
+        "Longest wait between tries (exponential with jitter).", default=300.0
+    )
+
+    def validate(self) -> dict[str, str]:
+        if self.url and not self.url.startswith(("http://", "https://")):
+            return {"url": "must start with http:// or https://"}
+        if self.url and not self.secret:
+            return {"secret": "set a secret so the push service can verify the signature"}
+        if self.timeout_s <= 0 or self.backoff_max_s <= 0:
+            return {"timeout_s": "timeouts and backoff must be greater than 0"}
+        if self.max_attempts < 1:
+            return {"max_attempts": "must be at least 1"}
+        return {}
+
+
+@dataclass(frozen=True, slots=True)
+class SinksSection:
+    stdout: bool = doc("Print each local push as a line on standard output.", default=True)
+    push_log: str = doc(
+        "JSON-lines file receiving every local push; relative to the state directory. "
+        "Empty to disable.",
+        default="pushes.jsonl",
+    )
+    webhook: WebhookSection = doc("Push delivery over HTTP.", default_factory=WebhookSection)
+    display: bool = doc(
+        "Publish each issued offer for the pickup-counter screen on the store's MQTT "
+        "(`{prefix}/{store}/{gateway}/display/{zone}`; item, percent, last 4 code characters).",
+        default=False,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ReplaySection:
+    path: str = doc(
+        "JSON-lines trace to replay (see docs/trace-format.md). Relative to the config "
+        "file's directory, else to the shipped data directory. Empty: no replay source.",
+        default="",
+    )
+    speed: float = doc(
+        "Replay speed: 1.0 is real time, 10 ten times faster, 0 as fast as possible.",
+        default=0.0,
+    )
+    keep_times: bool = doc(
+        "Replay the recorded times unchanged (forensics). Default: the trace is moved to the "
+        "present, its first item at the moment this state first replayed it.",
+        default=False,
+    )
+    start: str = doc(
+        "Place the trace's first item here instead of now: 'HH:MM' (store-local, the latest "
+        "such time not in the future) or an ISO 8601 date-time. Empty: now.",
+        default="",
+    )
+
+    def validate(self) -> dict[str, str]:
+        if self.speed < 0:
+            return {"speed": "must not be negative"}
+        if self.start and self.keep_times:
+            return {"start": "conflicts with keep_times = true; set one of them"}
+        if self.start:
+            from gateway.humantime import parse_instant
+
+            try:
+                parse_instant(self.start, ZoneInfo("UTC"), 0.0)
+            except ValueError as exc:
+                return {"start": str(exc)}
+        return {}
+
+
+@dataclass(frozen=True, slots=True)
+class BleAdapterSection:
+    receiver: str = doc(
+        "The map's `gateway` feature id where this adapter stands (positions use it).",
+        default="",
+    )
+    passive: bool = doc(
+        "Passive scanning through BlueZ advertisement monitors (needs BlueZ ≥ 5.56 started "
+        "with --experimental, kernel ≥ 5.10): the radio never transmits scan requests. "
+        "Active scanning (false) works on every BlueZ.",
+        default=False,
+    )
+    min_interval_s: float = doc(
+        "Forward an unchanged advert of one address at most this often.", default=0.5
+    )
+    rssi_delta_db: float = doc(
+        "…unless its RSSI moved by at least this much since the last forwarded one.",
+        default=6.0,
+    )
+    silence_restart_s: float = doc(
+        "No advert at all for this long means the scanner is stuck: restart it.", default=30.0
+    )
+    restarts_before_power_cycle: int = doc(
+        "After this many failed restarts in a row, power-cycle the adapter through BlueZ.",
+        default=2,
+    )
+    backoff_max_s: float = doc("Longest wait between recovery attempts.", default=60.0)
+    address_ttl_s: float = doc(
+        "Per-address duplicate-control state is forgotten after this silence (random "
+        "addresses rotate; memory stays bounded under a flood of new ones).",
+        default=120.0,
+    )
+
+    def validate(self) -> dict[str, str]:
+        problems: dict[str, str] = {}
+        for key in ("min_interval_s", "silence_restart_s", "backoff_max_s", "address_ttl_s"):
+            if getattr(self, key) <= 0:
+                problems[key] = "must be greater than 0"
+        if self.rssi_delta_db < 0:
+            problems["rssi_delta_db"] = "must not be negative"
+        if self.restarts_before_power_cycle < 1:
+            problems["restarts_before_power_cycle"] = "must be at least 1"
+        return problems
+
+
+@dataclass(frozen=True, slots=True)
+class SourcesSection:
+    replay: ReplaySection = doc("Replay a recorded trace.", default_factory=ReplaySection)
+    ble: dict[str, BleAdapterSection] = doc(
+        "BLE adapters to scan with, by BlueZ name (a table per adapter, e.g. "
+        "[sources.ble.hci0]); each is a separate source.",
+        default_factory=dict,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class MqttSection:
+    enabled: bool = doc("Connect to the backend broker (uplink and downlink).", default=False)
+    host: str = doc("Broker host name or address.", default="localhost")
+    port: int = doc("Broker port (1883 plain, 8883 TLS by convention).", default=1883)
+    tls: bool = doc("Use TLS; the system CAs unless `ca_file` is set.", default=False)
+    ca_file: str = doc("CA bundle (PEM) that signs the broker's certificate.", default="")
+    cert_file: str = doc("Client certificate (PEM) for mutual TLS.", default="")
+    key_file: str = doc("Client private key (PEM) for mutual TLS.", default="")
+    username: str = doc("User name, if the broker wants one.", default="")
+    password: str = doc("Password, if the broker wants one.", default="")
+    client_id: str = doc("MQTT client id; default: the gateway id.", default="")
+    protocol: str = doc("'5' (default) or '3.1.1' for old brokers.", default="5")
+    keepalive_s: int = doc("MQTT keepalive.", default=30)
+    session_expiry_s: int = doc(
+        "MQTT 5 session expiry: the broker keeps our QoS 1 subscriptions and queued "
+        "downlink this long across a drop (clean start is off).",
+        default=3600,
+    )
+    allow_plaintext_remote: bool = doc(
+        "Allow an unencrypted connection to a broker that is not on this machine. Off: such "
+        "a config is refused at start-up.",
+        default=False,
+    )
+    topic_prefix: str = doc(
+        "First topic levels of the contract (docs/asyncapi.yaml).", default="storegate/v1"
+    )
+    inflight: int = doc("QoS 1 messages in flight at once.", default=64)
+    batch_events: int = doc(
+        "A backlog drains as CloudEvents JSON batches of up to this many events of one "
+        "stream per message (application/cloudevents-batch+json); a lone event is sent on "
+        "its own. 1: always one event per message.",
+        default=50,
+    )
+    backoff_max_s: float = doc("Longest wait between reconnection attempts.", default=30.0)
+    downlink_key: str = doc(
+        "Hex HMAC-SHA256 key that signs downlink documents and commands; unsigned or "
+        "wrongly signed ones are rejected. Empty: reject every downlink.",
+        default="",
+    )
+    delivered_retention_s: float = doc(
+        "How long the ids of delivered events are remembered (replays within it are not "
+        "sent again).",
+        default=7 * 86400.0,
+    )
+    share_sightings: bool = doc(
+        "Publish the shopper sightings this gateway hears (time, receiver, RSSI, advertising "
+        "data; never the MAC address) to the store's other gateways, QoS 0, on "
+        "`{prefix}/{store}/{gateway}/sightings`.",
+        default=False,
+    )
+    peer_sightings: bool = doc(
+        "Fold the sightings that peer gateways of the same store share into this gateway's "
+        "positioning (their receivers must be gateway features of the store map).",
+        default=False,
+    )
+    share_interval_s: float = doc(
+        "How often shared sightings are published (a batch per interval).", default=0.2
+    )
+
+    def validate(self) -> dict[str, str]:
+        problems: dict[str, str] = {}
+        if not 0.05 <= self.share_interval_s <= 2.0:
+            problems["share_interval_s"] = "must be between 0.05 and 2 s (sightings go stale)"
+        if self.protocol not in ("5", "3.1.1"):
+            problems["protocol"] = "use '5' or '3.1.1'"
+        if not 0 < self.port < 65536:
+            problems["port"] = "must be 1-65535"
+        if self.inflight < 1:
+            problems["inflight"] = "must be at least 1"
+        if not 1 <= self.batch_events <= 1000:
+            problems["batch_events"] = "must be between 1 and 1000"
+        if bool(self.cert_file) != bool(self.key_file):
+            problems["cert_file"] = "set both cert_file and key_file for mutual TLS, or neither"
+        if (self.cert_file or self.ca_file) and not self.tls:
+            problems["tls"] = "certificates are set but tls = false; set tls = true"
+        if self.downlink_key:
+            try:
+                bytes.fromhex(self.downlink_key)
+            except ValueError:
+                problems["downlink_key"] = "not hex"
+        loopback = self.host in ("localhost", "::1") or self.host.startswith("127.")
+        if self.enabled and not self.tls and not self.allow_plaintext_remote and not loopback:
+            problems["tls"] = (
+                f"refusing plaintext MQTT to {self.host}: set tls = true (or "
+                "allow_plaintext_remote = true on a trusted network)"
+            )
+        return problems
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSection:
+    control_listen: str = doc(
+        "host:port of the local HTTP endpoint for `gateway status`, `/metrics` (Prometheus "
+        "text) and `/healthz`. Loopback unless you mean the shop LAN to see it. Empty: off.",
+        default="127.0.0.1:8787",
+    )
+    stop_drain_s: float = doc(
+        "On SIGTERM: how long to keep delivering queued events before closing the store "
+        "(they stay queued on disk either way).",
+        default=5.0,
+    )
+    log_format: str = doc(
+        "'kv' (key=value, one line per event; reads well in journalctl) or 'json'.",
+        default="kv",
+    )
+    log_level: str = doc("debug, info, warning or error.", default="info")
+
+    def validate(self) -> dict[str, str]:
+        problems: dict[str, str] = {}
+        if self.control_listen and not _host_port(self.control_listen):
+            problems["control_listen"] = "expected host:port, e.g. '127.0.0.1:8787' or '[::1]:8787'"
+        if not 0 <= self.stop_drain_s <= 25:
+            problems["stop_drain_s"] = "must be 0-25 s (systemd's stop timeout is 30 s)"
+        if self.log_format not in ("kv", "json"):
+            problems["log_format"] = "use 'kv' or 'json'"
+        if self.log_level not in ("debug", "info", "warning", "error"):
+            problems["log_level"] = "use debug, info, warning or error"
+        return problems
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleSection:
+    password_hash: str = doc(
+        "scrypt hash of the staff password (`gateway console-password` prints one). Empty: "
+        "no logins; the control API then takes only the local bearer token.",
+        default="",
+    )
+    session_ttl_s: float = doc("A console login lasts this long.", default=8 * 3600.0)
+    login_attempts_per_minute: int = doc(
+        "Login attempts allowed per client address per minute.", default=5
+    )
+
+    def validate(self) -> dict[str, str]:
+        problems: dict[str, str] = {}
+        if self.password_hash and not valid_hash(self.password_hash):
+            problems["password_hash"] = "not a hash from `gateway console-password`"
+        if not 60 <= self.session_ttl_s <= 7 * 86400:
+            problems["session_ttl_s"] = "must be between a minute and a week"
+        if not 1 <= self.login_attempts_per_minute <= 100:
+            problems["login_attempts_per_minute"] = "must be 1-100"
+        return problems
+
+
+def _host_port(text: str) -> tuple[str, int] | None:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    return host.strip("[]"), int(port)
+
+
+def host_port(text: str) -> tuple[str, int]:
+    """`control_listen` split (validated at load time)."""
+    parsed = _host_port(text)
+    if parsed is None:
+        raise ValueError(f"not host:port: {text!r}")
+    return parsed
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxSection:
+    max_events: int = doc(
+        "Most events kept waiting for the uplink. Past it, the least important, oldest "
+        "events are shed (never redemptions), counted and reported.",
+        default=500_000,
+    )
+    ttl_s: dict[str, float] = doc(
+        "Per stream: events waiting in the outbox longer than this (since they were queued, "
+        "whatever time they happened) are dropped unsent (counted). 0 keeps forever.",
+        default_factory=lambda: {
+            "redemption": 0.0,
+            "offer": 30 * 86400.0,
+            "nfc": 7 * 86400.0,
+            "zone": 86400.0,
+            "beacon": 86400.0,
+            "gateway": 7 * 86400.0,
+        },
+    )
+
+    def validate(self) -> dict[str, str]:
+        if self.max_events < 1000:
+            return {"max_events": "must be at least 1000"}
+        if self.ttl_s.get("redemption", 0.0) != 0.0:
+            return {"ttl_s.redemption": "redemptions are never dropped: set 0"}
+        if any(v < 0 for v in self.ttl_s.values()):
+            return {"ttl_s": "must not be negative"}
+        return {}
