@@ -32,9 +32,10 @@ from gateway.model import (
 )
 from gateway.offers.engine import OfferEngine
 from gateway.presence.fleet import Expectation, FleetHealth
-from gateway.presence.tracker import tracker_for
+from gateway.presence.tracker import PresenceSettings, PresenceTracker
 from gateway.site.hardware import BeaconProfile, load_beacon_profile
 from gateway.site.storemap import StoreMap
+from gateway.store.calibration import receiver_offsets
 from gateway.sync.peers import ShareBuffer
 from gateway.zones.tracker import ZoneTracker
 
@@ -377,3 +378,45 @@ class Pipeline:
                 events.append(decision)
                 self._count(decision)
         return events
+
+
+# placed outside (and leave the entrance zone), not clamped onto the threshold.
+OUTSIDE_MARGIN_M = 15.0
+
+
+def tracker_for(
+    config: Config,
+    store: StoreMap,
+    device_profile: BeaconProfile,
+    method: str | None = None,
+    solve_interval_s: float = 0.0,
+) -> PresenceTracker:
+    """The one place a tracker is built from the config and the store map (pipeline,
+    `gateway locate`, accuracy evaluation and the floor-plan renderer all use it)."""
+    p = config.presence
+    b = store.bounds
+    settings = PresenceSettings(
+        process_noise_db=p.process_noise_db,
+        measurement_noise_db=p.measurement_noise_db,
+        outlier_sigma=p.outlier_sigma,
+        stale_after_s=p.stale_after_s,
+        method=method or p.method,
+        path_loss_exponent=p.path_loss_exponent or device_profile.path_loss_exponent,
+        default_measured_power=device_profile.measured_power_dbm,
+        measured_power_override=p.measured_power,
+        shadowing_db=p.shadowing_db,
+        bounds=(
+            b[0] - OUTSIDE_MARGIN_M,
+            b[1] - OUTSIDE_MARGIN_M,
+            b[2] + OUTSIDE_MARGIN_M,
+            b[3] + OUTSIDE_MARGIN_M,
+        ),
+        min_solve_interval_s=solve_interval_s,
+    )
+    return PresenceTracker(
+        settings,
+        store.receivers,
+        store.calibration,
+        store.receiver_levels,
+        receiver_offsets(config.state_path),
+    )

@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 
 import aiomqtt  # noqa: E402
 
-from gateway import db  # noqa: E402
+from gateway.store import db  # noqa: E402
 from gateway.clock import SystemClock  # noqa: E402
 from gateway.config.sections import parse_config  # noqa: E402
 from gateway.store.outbox import Outbox, OutboxEvent  # noqa: E402

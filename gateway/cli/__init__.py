@@ -54,6 +54,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     from gateway.presence import calibration
     from gateway.site.hardware import load_beacon_profile
     from gateway.site.storemap import load_map
+    from gateway.store import calibration as calibration_file
 
     config = load_config(args.config)
     store = load_map(config.resolve(config.map.path))
@@ -117,7 +118,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         return 1
     if args.dry_run:
         return 0
-    path = calibration.save(config.state_path, result, clock.wall())
+    path = calibration_file.save(config.state_path, result, clock.wall())
     print(f"  saved to {path}; applied at the next start or reload (systemctl reload)")
     return 0
 
@@ -609,7 +610,8 @@ def _cmd_fences_check(args: argparse.Namespace) -> int:
 
 def _cmd_fences_render(args: argparse.Namespace) -> int:
     from gateway.config.sections import Config
-    from gateway.site.render import plan_scene, render, trace_tracks
+    from gateway.ops.tracks import trace_tracks
+    from gateway.site.render import plan_scene, render
     from gateway.site.storemap import load_map
 
     config = load_config(args.config) if args.config else Config()

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.config.sections import Config
-from gateway.presence.tracker import PresenceTracker, tracker_for
+from gateway.pipeline import tracker_for
+from gateway.presence.tracker import PresenceTracker
 from gateway.site.hardware import load_beacon_profile
 from gateway.site.storemap import StoreMap
 from gateway.zones.tracker import ZoneTracker

@@ -46,6 +46,7 @@ from gateway.runtime.metrics import (
     sources_view,
 )
 from gateway.site.render import plan_scene, to_svg
+from gateway.store import calibration as calibration_file
 from gateway.web import auth as consoleauth
 
 COOKIE = "gw_session"
@@ -390,7 +391,9 @@ class Console:
                 text=json.dumps({"error": "; ".join(result.problems())}),
                 content_type="application/json",
             )
-        path = calibration.save(self.gateway.config.state_path, result, self.gateway.clock.wall())
+        path = calibration_file.save(
+            self.gateway.config.state_path, result, self.gateway.clock.wall()
+        )
         run.saved = str(path)
         return web.json_response({"saved": str(path), "offset_db": result.offset_db})
 

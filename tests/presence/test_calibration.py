@@ -10,11 +10,12 @@ import tomllib
 from pathlib import Path
 
 from gateway.config.sections import parse_config
-from gateway.presence.calibration import Calibrator, receiver_offsets
-from gateway.presence.tracker import tracker_for
+from gateway.pipeline import tracker_for
+from gateway.presence.calibration import Calibrator
 from gateway.sim.walkers import ANCHOR_UUID, Channel, Walker, ibeacon_ad, simulate
 from gateway.site.hardware import load_beacon_profile
 from gateway.site.storemap import load_map
+from gateway.store.calibration import receiver_offsets
 from gateway.trace import advert_line
 from tests.conftest import REPO
 

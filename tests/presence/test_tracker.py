@@ -10,22 +10,24 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.presence import tracker as presence
-from gateway.presence.tracker import PresenceSettings, PresenceTracker, Range, RssiFilter
+from gateway.presence import filter as rssi_filter
+from gateway.presence import solve
+from gateway.presence.filter import Range, RssiFilter
+from gateway.presence.tracker import PresenceSettings, PresenceTracker
 from gateway.sim import walkers as sim
 from gateway.site.storemap import StoreMap
 
 
 def test_distance_is_one_metre_at_measured_power() -> None:
-    assert presence.rssi_to_distance(-59, -59, 2.5) == pytest.approx(1.0)
+    assert rssi_filter.rssi_to_distance(-59, -59, 2.5) == pytest.approx(1.0)
     # 10·n dB weaker is ten times further.
-    assert presence.rssi_to_distance(-84, -59, 2.5) == pytest.approx(10.0)
+    assert rssi_filter.rssi_to_distance(-84, -59, 2.5) == pytest.approx(10.0)
 
 
 @given(st.floats(-120, -1), st.floats(-120, -1), st.floats(1.5, 4))
 def test_distance_decreases_with_signal(a: float, b: float, n: float) -> None:
     if a < b:
-        assert presence.rssi_to_distance(a, -59, n) >= presence.rssi_to_distance(b, -59, n)
+        assert rssi_filter.rssi_to_distance(a, -59, n) >= rssi_filter.rssi_to_distance(b, -59, n)
 
 
 def _filter() -> RssiFilter:
@@ -73,7 +75,7 @@ def _ranges(x: float, y: float, sigma_db: float = 3.0) -> list[Range]:
 @settings(max_examples=200, deadline=None)
 @given(st.floats(0.5, 19.5), st.floats(0.5, 11.5))
 def test_noiseless_ranges_give_the_true_position(x: float, y: float) -> None:
-    for method in (presence.max_likelihood, presence.least_squares):
+    for method in (solve.max_likelihood, solve.least_squares):
         ex, ey, unc = method(_ranges(x, y))
         assert math.hypot(ex - x, ey - y) < 0.05, method.__name__
         assert unc >= 0
@@ -81,7 +83,7 @@ def test_noiseless_ranges_give_the_true_position(x: float, y: float) -> None:
 
 def test_max_likelihood_resolves_a_point_outside_the_receiver_line() -> None:
     # 7 m outside the front door, beyond the front row of receivers.
-    ex, ey, _ = presence.max_likelihood(_ranges(10.0, -7.0))
+    ex, ey, _ = solve.max_likelihood(_ranges(10.0, -7.0))
     assert math.hypot(ex - 10.0, ey + 7.0) < 0.1
 
 
@@ -144,7 +146,7 @@ def test_solving_many_devices_at_once_gives_the_one_by_one_fits() -> None:
     import random
 
     from gateway.config.sections import Config
-    from gateway.presence.tracker import tracker_for
+    from gateway.pipeline import tracker_for
     from gateway.sim import busystore
     from gateway.site.hardware import load_beacon_profile
     from gateway.site.storemap import parse_map

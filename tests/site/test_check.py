@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config.sections import Config
-from gateway.presence.tracker import tracker_for
+from gateway.ops.tracks import trace_tracks
+from gateway.pipeline import tracker_for
 from gateway.sim.walkers import Channel, Walker, ibeacon_ad, simulate
 from gateway.site.check import check_data
 from gateway.site.hardware import load_beacon_profile
-from gateway.site.render import plan_scene, to_svg, trace_tracks, write_png
+from gateway.site.render import plan_scene, to_svg, write_png
 from gateway.site.storemap import load_map
 from gateway.zones.tracker import ZoneTracker
 from tests.conftest import REPO
