@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gateway.config.sections import Config
@@ -36,7 +37,6 @@ from gateway.presence.tracker import PresenceSettings, PresenceTracker
 from gateway.site.hardware import BeaconProfile, load_beacon_profile
 from gateway.site.storemap import StoreMap
 from gateway.store.calibration import receiver_offsets
-from gateway.sync.peers import ShareBuffer
 from gateway.zones.tracker import ZoneTracker
 
 
@@ -125,7 +125,7 @@ class Pipeline:
         self.eids = EidTable()
         self.rpas = RpaResolver()
         # Shopper sightings to share with peer gateways ([mqtt] share_sightings), else None.
-        self.share: ShareBuffer | None = None
+        self.share: Callable[[Advert], None] | None = None
         self._eid_checked = 0.0
         self.reload_identities()
 
@@ -201,7 +201,7 @@ class Pipeline:
             device, power = shopper
             events.extend(self._track(device, advert, power))
             if self.share is not None:
-                self.share.add(advert)
+                self.share(advert)
         return events
 
     def on_adverts(self, adverts: list[Advert]) -> list[PipelineEvent]:
@@ -227,7 +227,7 @@ class Pipeline:
             if self.presence.fold(device, advert.receiver, advert.t, advert.rssi, power):
                 due[device] = advert.t
             if self.share is not None:
-                self.share.add(advert)
+                self.share(advert)
         if due:
             events.extend(self._solve_due(due))
         return events

@@ -43,7 +43,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     """The daemon (systemd runs this): until SIGTERM, or with --once until the replay ends."""
-    from gateway.runtime.service import run_service
+    from gateway.service.process import run_service
 
     return run_service(args.config, once=args.once, verbose=args.verbose)
 
@@ -209,7 +209,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         raise ConfigError(args.config, "service.control_listen", "is off; set it to ask the daemon")
     host, port = host_port(config.service.control_listen)
     host = f"[{host}]" if ":" in host else host
-    from gateway.web.auth import read_token
+    from gateway.store.token import read_token
 
     token = read_token(config.state_path)
     headers = {"Authorization": f"Bearer {token}"} if token else {}

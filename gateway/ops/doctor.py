@@ -369,7 +369,7 @@ def check_daemon(config: Config, timeout_s: float) -> Check:
 
     host, port = host_port(config.service.control_listen)
     host = f"[{host}]" if ":" in host else host
-    from gateway.web.auth import read_token
+    from gateway.store.token import read_token
 
     token = read_token(config.state_path)
     headers = {"Authorization": f"Bearer {token}"} if token else {}

@@ -116,8 +116,10 @@ class Gateway:
         self._last_bound = 0.0
         self._last_purge = 0.0
         self.outbox_dropped: Counter[str] = Counter()
+        self.share: ShareBuffer | None = None  # shopper sightings for peer gateways
         if config.mqtt.share_sightings:
-            self.pipeline.share = ShareBuffer()
+            self.share = ShareBuffer()
+            self.pipeline.share = self.share.add
         # Peer sightings: accepted, and rejected by reason (bad batches and bad sightings).
         self.peer_stats: Counter[str] = Counter()
         self.adverts_by_receiver: Counter[str] = Counter()
@@ -256,7 +258,7 @@ class Gateway:
     def local_feeds(self, topics: Topics) -> list[Callable[[], list[tuple[str, bytes, int]]]]:
         """What the uplink publishes in real time beside the outbox."""
         feeds: list[Callable[[], list[tuple[str, bytes, int]]]] = []
-        share = self.pipeline.share
+        share = self.share
         if share is not None:
 
             def sightings() -> list[tuple[str, bytes, int]]:

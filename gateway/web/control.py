@@ -19,6 +19,7 @@ from gateway.config.edges import host_port
 from gateway.config.sections import Config
 from gateway.runtime.gateway import Gateway
 from gateway.runtime.metrics import Runtime, exposition, status
+from gateway.store.token import write_token
 from gateway.web import auth as consoleauth
 from gateway.web.console import Console, Hub, add_console
 
@@ -55,7 +56,7 @@ def make_app(gateway: Gateway, runtime: Runtime, console: Console | None = None)
 
 def make_console(gateway: Gateway, runtime: Runtime, hub: Hub, config: Config) -> Console:
     """The console and its access rules; writes the local bearer token."""
-    token = consoleauth.write_token(config.state_path)
+    token = write_token(config.state_path)
     console = Console(
         gateway,
         runtime,

@@ -20,7 +20,7 @@ from gateway.config.secrets import hash_password
 from gateway.config.sections import load_config
 from gateway.resources import data_file
 from gateway.runtime.gateway import Gateway, Inlet
-from gateway.runtime.service import Service
+from gateway.service.process import Service
 from gateway.sources.replay import Rebase, replay
 from tests.conftest import REPO
 from tests.support.broker import free_port

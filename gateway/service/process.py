@@ -38,7 +38,7 @@ from gateway.runtime.gateway import (
     run_gateway,
 )
 from gateway.runtime.metrics import Runtime
-from gateway.runtime.sdnotify import Notifier
+from gateway.service.sdnotify import Notifier
 from gateway.site.storemap import MapError
 from gateway.store.outbox import OutboxEvent
 
@@ -231,7 +231,7 @@ class Service:
 
 
 def run_service(config_file: str, once: bool = False, verbose: bool = False) -> int:
-    from gateway.runtime.logs import configure
+    from gateway.service.logs import configure
 
     config = load_config(config_file)  # fail fast, before logging is set up, with exit 2
     configure(config.service.log_format, config.service.log_level)

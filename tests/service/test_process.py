@@ -27,8 +27,8 @@ from gateway.clock import Clock, PinnedClock, SystemClock
 from gateway.config.sections import Config, load_config
 from gateway.resources import data_file
 from gateway.runtime.gateway import Gateway
-from gateway.runtime.sdnotify import Notifier
-from gateway.runtime.service import Service
+from gateway.service.process import Service
+from gateway.service.sdnotify import Notifier
 from gateway.sim.walkers import ANCHOR_UUID
 from tests.conftest import REPO
 from tests.support.broker import free_port
@@ -270,7 +270,7 @@ def test_daemon_ready_watchdog_status_metrics_reload_and_stop(
             daemon.kill()
             daemon.wait()
     logs = daemon.stderr.read() if daemon.stderr else ""
-    assert "level=info logger=gateway.runtime.service msg=ready" in logs
+    assert "level=info logger=gateway.service.process msg=ready" in logs
     assert "level=error" in logs and "reload refused" in logs
     assert 'msg="stopped; the store is closed"' in logs
     # closed cleanly: no WAL left behind, integrity intact, the offer on disk
