@@ -1,4 +1,5 @@
-"""Prometheus text exposition (format 0.0.4) of the running gateway, and the status view.
+"""Prometheus text exposition (format 0.0.4) of the running gateway, read through its
+`StatusView`; and `Runtime`, what the service shell measures about itself.
 
 Everything is read from counters the stages keep anyway; scraping costs a few SQLite
 `COUNT(*)`s and no locks (the event loop is single-threaded).
@@ -9,14 +10,14 @@ from __future__ import annotations
 import math
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from gateway import __version__
 from gateway.clock import Clock
 from gateway.model import OfferDecision
 
 if TYPE_CHECKING:
-    from gateway.runtime.gateway import Gateway
+    from gateway.runtime.status import StatusView
 
 
 @dataclass(slots=True)
@@ -87,15 +88,20 @@ class Exposition:
         return "\n".join(self.lines) + "\n"
 
 
-def exposition(gateway: Gateway, runtime: Runtime) -> str:
+def exposition(view: StatusView) -> str:
+    runtime = view.runtime
+    c = view.counters()
     out = Exposition()
     m = out.metric
-    stats = gateway.pipeline.stats
-    now = gateway.clock.wall()
     m("gateway_build_info", "gauge", "Version of the running gateway.", 1, version=__version__)
-    m("gateway_up_seconds", "gauge", "Seconds since the daemon started.", now - runtime.started)
+    m(
+        "gateway_up_seconds",
+        "gauge",
+        "Seconds since the daemon started.",
+        view.wall - runtime.started,
+    )
     m("gateway_ready", "gauge", "1 once store, sinks and sources are up.", int(runtime.ready))
-    for receiver, n in sorted(gateway.adverts_by_receiver.items()):
+    for receiver, n in c.adverts_by_receiver.items():
         m(
             "gateway_adverts_total",
             "counter",
@@ -103,10 +109,10 @@ def exposition(gateway: Gateway, runtime: Runtime) -> str:
             n,
             receiver=receiver,
         )
-    m("gateway_nfc_taps_total", "counter", "NFC taps received.", stats.taps)
-    for kind, n in sorted(stats.decode.frames.items()):
+    m("gateway_nfc_taps_total", "counter", "NFC taps received.", c.taps)
+    for kind, n in c.frames.items():
         m("gateway_frames_total", "counter", "Adverts decoded, by frame type.", n, frame=kind)
-    for reason, n in sorted(stats.decode.rejected.items()):
+    for reason, n in c.decode_rejected.items():
         m(
             "gateway_decode_rejected_total",
             "counter",
@@ -114,7 +120,7 @@ def exposition(gateway: Gateway, runtime: Runtime) -> str:
             n,
             reason=reason,
         )
-    for reason, n in sorted(gateway.pipeline.presence.rejected.items()):
+    for reason, n in c.presence_rejected.items():
         m(
             "gateway_presence_rejected_total",
             "counter",
@@ -122,17 +128,12 @@ def exposition(gateway: Gateway, runtime: Runtime) -> str:
             n,
             reason=reason,
         )
-    m(
-        "gateway_tracked_devices",
-        "gauge",
-        "Shopper devices currently tracked.",
-        len(gateway.pipeline.presence.devices),
-    )
-    for zone, n in sorted(occupancy(gateway).items()):
+    m("gateway_tracked_devices", "gauge", "Shopper devices currently tracked.", c.tracked_devices)
+    for zone, n in sorted(view.occupancy().items()):
         m("gateway_zone_occupancy", "gauge", "Devices inside each zone now.", n, zone=zone)
-    for kind, n in sorted(stats.zone_events.items()):
+    for kind, n in c.zone_events.items():
         m("gateway_zone_events_total", "counter", "Zone events, by kind.", n, kind=kind)
-    for reason, n in sorted(stats.decisions.items()):
+    for reason, n in c.decisions.items():
         m(
             "gateway_offer_decisions_total",
             "counter",
@@ -140,9 +141,9 @@ def exposition(gateway: Gateway, runtime: Runtime) -> str:
             n,
             reason=reason,
         )
-    m("gateway_offers_issued_total", "counter", "Offers issued.", stats.offers_issued)
-    m("gateway_redemptions_total", "counter", "Offers redeemed at a touchpoint.", stats.redemptions)
-    for stream, n in sorted(outbox_depths(gateway).items()):
+    m("gateway_offers_issued_total", "counter", "Offers issued.", c.offers_issued)
+    m("gateway_redemptions_total", "counter", "Offers redeemed at a touchpoint.", c.redemptions)
+    for stream, n in c.outbox_depth.items():
         m(
             "gateway_outbox_depth",
             "gauge",
@@ -150,40 +151,35 @@ def exposition(gateway: Gateway, runtime: Runtime) -> str:
             n,
             stream=stream,
         )
-    age = gateway.outbox.oldest_age(now)
     m(
         "gateway_outbox_oldest_age_seconds",
         "gauge",
         "Seconds the longest-waiting event has been queued.",
-        age or 0.0,
+        c.outbox_oldest_age_s,
     )
-    uplink = gateway.uplink
     m(
         "gateway_mqtt_connected",
         "gauge",
         "1 while connected to the backend broker.",
-        int(uplink is not None and uplink.stats.connected),
+        int(c.mqtt_connected),
     )
-    if uplink is not None:
+    if c.mqtt_delivered is not None:
         m(
             "gateway_mqtt_delivered_total",
             "counter",
             "Events the broker acknowledged.",
-            uplink.stats.delivered,
+            c.mqtt_delivered,
         )
+    if c.mqtt_connects is not None:
         m(
             "gateway_mqtt_connects_total",
             "counter",
             "Successful broker connections.",
-            uplink.stats.connects,
+            c.mqtt_connects,
         )
-        m(
-            "gateway_mqtt_failures_total",
-            "counter",
-            "Broker sessions that failed.",
-            uplink.stats.failures,
-        )
-    for result, n in sorted(gateway.peer_stats.items()):
+    if c.mqtt_failures is not None:
+        m("gateway_mqtt_failures_total", "counter", "Broker sessions that failed.", c.mqtt_failures)
+    for result, n in c.peer_sightings.items():
         m(
             "gateway_peer_sightings_total",
             "counter",
@@ -191,20 +187,20 @@ def exposition(gateway: Gateway, runtime: Runtime) -> str:
             n,
             result=result,
         )
-    for source in gateway.ble_sources:
+    for adapter, up in c.ble_adapters_up.items():
         m(
             "gateway_ble_adapter_up",
             "gauge",
             "1 while the adapter is scanning.",
-            int(source.state == "scanning"),
-            adapter=source.adapter,
+            int(up),
+            adapter=adapter,
         )
-    for anchor, state in sorted(gateway.pipeline.fleet.states.items()):
+    for anchor, ok in c.beacons_ok.items():
         m(
             "gateway_beacon_ok",
             "gauge",
             "1 while a fixed beacon is healthy (0: missing, low battery, slow, not yet heard).",
-            int(state.status == "ok"),
+            int(ok),
             beacon=anchor,
         )
     m(
@@ -220,92 +216,6 @@ def exposition(gateway: Gateway, runtime: Runtime) -> str:
         "gateway_inlet_dropped_total",
         "counter",
         "Sightings dropped on a full queue.",
-        gateway.summary.dropped,
+        c.inlet_dropped,
     )
     return out.text()
-
-
-def occupancy(gateway: Gateway) -> dict[str, int]:
-    counts: Counter[str] = Counter()
-    for device in gateway.pipeline.zones.visits:
-        for zone in gateway.pipeline.zones.zones_of(device):
-            counts[zone] += 1
-    return {z.id: counts.get(z.id, 0) for z in gateway.store_map.zones}
-
-
-def outbox_depths(gateway: Gateway) -> dict[str, int]:
-    rows = gateway.conn.execute("SELECT stream, COUNT(*) FROM outbox GROUP BY stream").fetchall()
-    return {str(stream): int(n) for stream, n in rows}
-
-
-def sources_view(gateway: Gateway, runtime: Runtime) -> dict[str, Any]:
-    return {
-        "adverts_by_receiver": dict(sorted(gateway.adverts_by_receiver.items())),
-        "rates_per_s": runtime.rates.rates(gateway.clock.monotonic(), gateway.adverts_by_receiver),
-        "ble_adapters": {s.adapter: s.state for s in gateway.ble_sources},
-        "nfc_readers": {s.reader: s.state for s in gateway.nfc_sources},
-        "taps": gateway.pipeline.stats.taps,
-    }
-
-
-def outbox_view(gateway: Gateway, now: float) -> dict[str, Any]:
-    return {
-        "depth": outbox_depths(gateway),
-        "oldest_age_s": round(gateway.outbox.oldest_age(now) or 0.0, 1),
-    }
-
-
-def mqtt_view(gateway: Gateway) -> dict[str, Any]:
-    uplink = gateway.uplink
-    return {
-        "enabled": gateway.config.mqtt.enabled,
-        "connected": bool(uplink and uplink.stats.connected),
-        "delivered": uplink.stats.delivered if uplink else 0,
-        "last_error": uplink.stats.last_error if uplink else "",
-    }
-
-
-def beacons_view(gateway: Gateway) -> dict[str, dict[str, Any]]:
-    now = gateway.pipeline.now
-    return {
-        anchor: {
-            "status": state.status,
-            "battery_mv": state.battery_mv,
-            "seen_s_ago": None if state.last_seen is None else round(now - state.last_seen, 1),
-        }
-        for anchor, state in gateway.pipeline.fleet.states.items()
-    }
-
-
-def status(gateway: Gateway, runtime: Runtime) -> dict[str, Any]:
-    """What `gateway status` shows: pseudonymous ids only."""
-    stats = gateway.pipeline.stats
-    now = gateway.clock.wall()
-    return {
-        "gateway": gateway.config.gateway.id,
-        "store": gateway.config.gateway.store,
-        "version": __version__,
-        "ready": runtime.ready,
-        "started_at": runtime.started,
-        "uptime_s": round(now - runtime.started, 1),
-        "sources": sources_view(gateway, runtime),
-        "tracked_devices": len(gateway.pipeline.presence.devices),
-        "zones": {z: n for z, n in occupancy(gateway).items() if n},
-        "last_offers": [
-            {
-                "t": d.t,
-                "profile": d.profile_id,
-                "reason": d.reason,
-                "issued": d.issued,
-                "trigger": d.trigger,
-                "campaign": d.campaign,
-            }
-            for d in reversed(runtime.last_offers)
-        ],
-        "decisions": dict(stats.decisions),
-        "outbox": outbox_view(gateway, now),
-        "mqtt": mqtt_view(gateway),
-        "beacons": beacons_view(gateway),
-        "loop_lag_ms": round(runtime.loop_lag_s * 1000, 2),
-        "reloads": dict(runtime.reloads),
-    }

@@ -37,14 +37,8 @@ from gateway.model import Advert
 from gateway.presence import calibration
 from gateway.resources import data_file
 from gateway.runtime.gateway import Gateway
-from gateway.runtime.metrics import (
-    Runtime,
-    beacons_view,
-    mqtt_view,
-    occupancy,
-    outbox_view,
-    sources_view,
-)
+from gateway.runtime.metrics import Runtime
+from gateway.runtime.status import StatusView
 from gateway.site.render import plan_scene, to_svg
 from gateway.store import calibration as calibration_file
 from gateway.web import auth as consoleauth
@@ -96,6 +90,10 @@ class Console:
     password_hash: str
     token: str | None
     run: CalibrationRun | None = None
+    view: StatusView = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.view = StatusView(self.gateway, self.runtime)
 
     # --- access -------------------------------------------------------------------------
 
@@ -228,35 +226,17 @@ class Console:
         )
 
     def state(self) -> dict[str, Any]:
-        gateway = self.gateway
-        pipeline = gateway.pipeline
-        devices = []
-        for device, tracked in pipeline.presence.devices.items():
-            position = tracked.last_position
-            if position is None:
-                continue
-            devices.append(
-                {
-                    "id": pipeline.pseudonym(device),
-                    "x": round(position.x, 2),
-                    "y": round(position.y, 2),
-                    "uncertainty_m": round(position.uncertainty_m, 2),
-                    "level": position.level,
-                    "zones": pipeline.zones.zones_of(device),
-                    "t": position.t,
-                }
-            )
-        now = self.gateway.clock.wall()
+        view = self.view
         return {
-            "t": now,
-            "timezone": gateway.config.gateway.timezone,
-            "trace_t": pipeline.now,
-            "devices": devices,
-            "occupancy": occupancy(gateway),
-            "beacons": beacons_view(gateway),
-            "sources": sources_view(gateway, self.runtime),
-            "outbox": outbox_view(gateway, now),
-            "mqtt": mqtt_view(gateway),
+            "t": view.wall,
+            "timezone": self.gateway.config.gateway.timezone,
+            "trace_t": view.trace_time(),
+            "devices": view.devices(),
+            "occupancy": view.occupancy(),
+            "beacons": view.beacons(),
+            "sources": view.sources(),
+            "outbox": view.outbox(),
+            "mqtt": view.mqtt(),
             "loop_lag_ms": round(self.runtime.loop_lag_s * 1000, 2),
         }
 

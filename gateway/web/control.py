@@ -18,7 +18,8 @@ from aiohttp import web
 from gateway.config.edges import host_port
 from gateway.config.sections import Config
 from gateway.runtime.gateway import Gateway
-from gateway.runtime.metrics import Runtime, exposition, status
+from gateway.runtime.metrics import Runtime, exposition
+from gateway.runtime.status import StatusView
 from gateway.store.token import write_token
 from gateway.web import auth as consoleauth
 from gateway.web.console import Console, Hub, add_console
@@ -29,6 +30,8 @@ PROMETHEUS_TEXT = "text/plain; version=0.0.4"
 
 
 def make_app(gateway: Gateway, runtime: Runtime, console: Console | None = None) -> web.Application:
+    view = StatusView(gateway, runtime)
+
     async def healthz(_request: web.Request) -> web.Response:
         code = 200 if runtime.ready else 503
         body = {"ready": runtime.ready, "gateway": gateway.config.gateway.id}
@@ -36,12 +39,12 @@ def make_app(gateway: Gateway, runtime: Runtime, console: Console | None = None)
 
     async def status_view(_request: web.Request) -> web.Response:
         return web.Response(
-            text=json.dumps(status(gateway, runtime), indent=1),
+            text=json.dumps(view.document(), indent=1),
             content_type="application/json",
         )
 
     async def metrics(_request: web.Request) -> web.Response:
-        response = web.Response(text=exposition(gateway, runtime))
+        response = web.Response(text=exposition(view))
         response.headers["Content-Type"] = f"{PROMETHEUS_TEXT}; charset=utf-8"
         return response
 
