@@ -150,8 +150,8 @@ def test_outbox_bounds_count_queue_time_in_a_running_gateway(tmp_path: Path) -> 
     gateway, _ = _demo(tmp_path / "s", clock, keep_times=True)  # type: ignore[arg-type]
     assert gateway.outbox.depth_by_type().get("beacon.health") == 6
     clock.advance(86400 + 60)
-    gateway._last_bound = 0.0
-    gateway._bound_outbox()
+    gateway.work._last_bound = 0.0
+    gateway.work._bound_outbox()
     assert gateway.outbox_dropped == {"expired:beacon": 6, "expired:zone": 34}
     assert "beacon.health" not in gateway.outbox.depth_by_type()
     assert gateway.outbox.depth_by_type()["offer.issued"] == 1  # 30-day TTL

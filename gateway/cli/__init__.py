@@ -265,7 +265,9 @@ def _status_text(data: dict[str, Any], tz: ZoneInfo) -> str:
 
 def _cmd_replay(args: argparse.Namespace) -> int:
     """Replay a trace with the configured sinks and uplink; exit 0 once the outbox is empty."""
-    from gateway.runtime.gateway import Gateway, replay_rebase, replay_source, run_gateway
+    from gateway.runtime.gateway import Gateway
+    from gateway.runtime.loop import run_gateway
+    from gateway.runtime.sources import replay_rebase, replay_source
 
     config = load_config(args.config)
     if not config.mqtt.enabled:

@@ -219,6 +219,14 @@ class OfferEngine:
     def set_campaigns(self, campaigns: list[PickupDiscountSection]) -> None:
         self.campaigns = sorted(campaigns, key=lambda c: (-c.priority, c.campaign))
 
+    def reconfigure(self, limits: LimitsSection, timezone: str) -> None:
+        self.limits = limits
+        self.tz = ZoneInfo(timezone)
+
+    def refresh_stock(self) -> None:
+        """Re-read where stock lies (after seeding or a downlink update)."""
+        self._stocked_zones = self.identity.stocked_zones()
+
     @property
     def rule(self) -> PickupDiscountSection:
         """The campaign that decides first."""

@@ -21,7 +21,10 @@ from gateway.config.sections import Config
 from gateway.humantime import local, local_datetime
 from gateway.offers.engine import in_quiet_hours
 from gateway.resources import data_file
-from gateway.runtime.gateway import Gateway, RunSummary, replay_rebase, replay_source, run_pipeline
+from gateway.runtime.commit import RunSummary
+from gateway.runtime.gateway import Gateway
+from gateway.runtime.loop import run_pipeline
+from gateway.runtime.sources import replay_rebase, replay_source
 from gateway.sinks.terminal import ConsoleReporter
 from gateway.sources.replay import first_time
 
@@ -59,8 +62,7 @@ def run_demo(
             gateway.close()
             raise
         reporter = ConsoleReporter(config.gateway.timezone, gateway.pipeline.pseudonym, out)
-        gateway.reporter = reporter
-        gateway.sink.out = out
+        gateway.report_to(reporter, out)
         gateway.identity.load_seed(json.loads(data_file(DEMO_PROFILES).read_text()))
         gateway.refresh()
         trace_path = trace or Path(config.sources.replay.path)

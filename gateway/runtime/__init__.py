@@ -1,5 +1,9 @@
 """RUNTIME: the asyncio shell around the synchronous pipeline.
 
-`gateway` composes a running gateway (pipeline, state, outbox, uplink, sinks) and commits each
-batch in one transaction; `metrics` counts and exposes what it does.
+`gateway` is the composition root (it builds and connects, nothing more), `commit` the unit of
+work (batch → one transaction → event sinks, then outbox housekeeping), `loop` the queue, the
+consumer and the TaskGroup, `sources` builds replay and radio sources from the config,
+`commands` acts on broker messages (peer sightings, signed documents and commands), `reload`
+decides what a SIGHUP changes live, `status` is the read-only view everything else looks
+through, and `metrics` the Prometheus exposition of that view.
 """

@@ -28,19 +28,13 @@ from gateway.clock import Clock, SystemClock
 from gateway.config.schema import ConfigError
 from gateway.config.sections import Config, load_config
 from gateway.model import OfferDecision, PipelineEvent
-from gateway.runtime.gateway import (
-    Gateway,
-    Source,
-    ble_sources,
-    nfc_sources,
-    replay_rebase,
-    replay_source,
-    run_gateway,
-)
+from gateway.runtime.commit import Queued
+from gateway.runtime.gateway import Gateway
+from gateway.runtime.loop import Source, run_gateway
 from gateway.runtime.metrics import Runtime
+from gateway.runtime.sources import ble_sources, nfc_sources, replay_rebase, replay_source
 from gateway.service.sdnotify import Notifier
 from gateway.site.storemap import MapError
-from gateway.store.outbox import OutboxEvent
 
 log = logging.getLogger(__name__)
 
@@ -94,17 +88,18 @@ class Service:
         self.runtime = Runtime(clock=self.clock, config_file=config_file)
         self.hub: Any = None  # the console's event hub, once the control endpoint is up
         self.stop = asyncio.Event()
+        self.ready = asyncio.Event()  # store, sinks and radios up: READY=1 sent
         self.reload_wanted = asyncio.Event()
         self.gateway: Gateway | None = None
 
     async def run(self) -> int:
         config = load_config(self.config_file)
         gateway = self.gateway = self.gateway_factory(config, self.clock)
-        gateway.on_events = self._on_events
+        gateway.add_sink(self._on_events)
         if self.verbose:
             from gateway.sinks.terminal import ConsoleReporter
 
-            gateway.reporter = ConsoleReporter(config.gateway.timezone, gateway.pipeline.pseudonym)
+            gateway.report_to(ConsoleReporter(config.gateway.timezone, gateway.pipeline.pseudonym))
         sources, radios = configured_sources(gateway, self.config_file)
         sources += self.extra_sources
         if not sources and self.once:
@@ -143,8 +138,7 @@ class Service:
     async def _control(self, config: Config) -> None:
         """The control endpoint and console, started after READY: the first sighting does
         not wait for the web stack to import."""
-        while not self.runtime.ready:
-            await asyncio.sleep(0.05)
+        await self.ready.wait()
         from gateway.web.console import Hub
         from gateway.web.control import serve_control
 
@@ -157,8 +151,8 @@ class Service:
         self.notifier.stopping(f"stopping on {sig.name}")
         self.stop.set()
 
-    def _on_events(self, events: list[PipelineEvent], envelopes: list[OutboxEvent | None]) -> None:
-        for event, envelope in zip(events, envelopes, strict=True):
+    def _on_events(self, events: list[PipelineEvent], queued: list[Queued]) -> None:
+        for event, (_seq, envelope) in zip(events, queued, strict=True):
             if isinstance(event, OfferDecision):
                 self.runtime.last_offers.append(event)
             if self.hub is not None and envelope is not None:
@@ -167,10 +161,10 @@ class Service:
     async def _ready_when_up(self, radios: int) -> None:
         gateway = self.gateway
         assert gateway is not None
-        while len(gateway.ble_sources) + len(gateway.nfc_sources) < radios:
-            await asyncio.sleep(0.02)
+        await gateway.wait_for_sources(radios)
         uplink = "on" if gateway.config.mqtt.enabled else "off"
         self.runtime.ready = True
+        self.ready.set()
         self.notifier.ready(
             f"serving {gateway.store_map.name}: {len(gateway.store_map.zones)} zones, "
             f"{radios} radios, mqtt {uplink}"

@@ -322,3 +322,9 @@ def check_command(document: dict[str, Any], nonces: NonceCache, now: float) -> s
     if not isinstance(issued_at, (int, float)) or not isinstance(nonce, str) or not nonce:
         return "invalid_payload"
     return nonces.fresh(nonce, float(issued_at), now)
+
+
+def stored_version(conn: sqlite3.Connection, family: str) -> int:
+    """The version of `family` this box holds (0: none yet); what a resync request reports."""
+    row = conn.execute("SELECT version FROM doc_versions WHERE family = ?", (family,)).fetchone()
+    return int(row[0]) if row else 0

@@ -32,6 +32,7 @@ from gateway.clock import Clock
 from gateway.config.edges import MqttSection
 from gateway.config.sections import Config
 from gateway.store.outbox import Outbox, QueuedEvent
+from gateway.sync.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -40,57 +41,6 @@ BATCH = 500
 
 CLOUDEVENTS_JSON = "application/cloudevents+json"
 CLOUDEVENTS_BATCH = "application/cloudevents-batch+json"
-
-
-@dataclass(frozen=True, slots=True)
-class Topics:
-    """The topic contract (docs/asyncapi.yaml); version 1 lives under `storegate/v1`."""
-
-    prefix: str
-    store: str
-    gateway: str
-
-    @property
-    def base(self) -> str:
-        return f"{self.prefix}/{self.store}/{self.gateway}"
-
-    def events(self, stream: str) -> str:
-        return f"{self.base}/events/{stream}"
-
-    @property
-    def status(self) -> str:
-        return f"{self.base}/status"
-
-    @property
-    def resync(self) -> str:
-        return f"{self.base}/resync"
-
-    @property
-    def sightings(self) -> str:
-        return f"{self.base}/sightings"
-
-    def display(self, zone: str) -> str:
-        return f"{self.base}/display/{zone}"
-
-    @property
-    def peer_sightings_filter(self) -> str:
-        return f"{self.prefix}/{self.store}/+/sightings"
-
-    def sightings_gateway(self, topic: str) -> str | None:
-        """The peer gateway id if `topic` is a store peer's sightings topic."""
-        head = f"{self.prefix}/{self.store}/"
-        if not topic.startswith(head) or not topic.endswith("/sightings"):
-            return None
-        gateway = topic[len(head) : -len("/sightings")]
-        return gateway if gateway and "/" not in gateway else None
-
-    @property
-    def downlink_filters(self) -> list[str]:
-        return [
-            f"{self.prefix}/{self.store}/down/+",  # store-wide documents
-            f"{self.base}/down/+",  # documents for this gateway only
-            f"{self.base}/cmd/+",  # commands
-        ]
 
 
 def client_settings(mqtt: MqttSection, config: Config, will_payload: bytes) -> dict[str, Any]:

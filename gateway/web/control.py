@@ -69,7 +69,7 @@ def make_console(gateway: Gateway, runtime: Runtime, hub: Hub, config: Config) -
         config.console.password_hash,
         token,
     )
-    gateway.on_advert_seen = console.on_advert
+    gateway.watch_adverts(console.on_advert)
     return console
 
 

@@ -15,7 +15,9 @@ from pathlib import Path
 from gateway.clock import SystemClock
 from gateway.config.sections import parse_config
 from gateway.resources import data_file
-from gateway.runtime.gateway import Gateway, replay_rebase, replay_source, run_pipeline
+from gateway.runtime.gateway import Gateway
+from gateway.runtime.loop import run_pipeline
+from gateway.runtime.sources import replay_rebase, replay_source
 from gateway.sync.uplink import BATCH
 from tests.support.broker import Broker, Consumer
 from tests.support.fakebluez import wait_for

@@ -13,7 +13,9 @@ from jsonschema import Draft202012Validator
 from gateway.clock import PinnedClock
 from gateway.config.sections import parse_config
 from gateway.resources import data_file
-from gateway.runtime.gateway import Gateway, replay_rebase, replay_source, run_gateway
+from gateway.runtime.gateway import Gateway
+from gateway.runtime.loop import run_gateway
+from gateway.runtime.sources import replay_rebase, replay_source
 from tests.support.broker import Broker
 from tests.support.fakebluez import wait_for
 from tests.sync.test_asyncapi import DOC

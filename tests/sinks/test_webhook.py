@@ -21,7 +21,9 @@ from gateway.clock import PinnedClock
 from gateway.config.edges import WebhookSection
 from gateway.config.sections import parse_config
 from gateway.resources import data_file
-from gateway.runtime.gateway import Gateway, replay_rebase, replay_source, run_gateway
+from gateway.runtime.gateway import Gateway
+from gateway.runtime.loop import run_gateway
+from gateway.runtime.sources import replay_rebase, replay_source
 from gateway.sinks.push import Push, push_event
 from gateway.sinks.webhook import WebhookSender
 from gateway.store import db

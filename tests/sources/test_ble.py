@@ -22,7 +22,9 @@ from gateway.config.sections import parse_config
 from gateway.decode.ble import decode_advert
 from gateway.model import AdapterHealth, Advert, EddystoneEID, IBeacon
 from gateway.resources import data_file
-from gateway.runtime.gateway import Gateway, ble_sources, run_pipeline
+from gateway.runtime.gateway import Gateway
+from gateway.runtime.loop import run_pipeline
+from gateway.runtime.sources import ble_sources
 from gateway.sim.walkers import ibeacon_ad
 from gateway.sources.ble import AdvertFilter, BleSource
 from tests.support.fakebluez import FakeBlueZ, PrivateBus, wait_for

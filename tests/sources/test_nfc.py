@@ -18,7 +18,9 @@ from gateway.decode.ndef import parse_message
 from gateway.identity import loyalty
 from gateway.model import AdapterHealth, Tap
 from gateway.resources import data_file
-from gateway.runtime.gateway import Gateway, nfc_sources, run_gateway
+from gateway.runtime.gateway import Gateway
+from gateway.runtime.loop import run_gateway
+from gateway.runtime.sources import nfc_sources
 from gateway.sources.nfc import NfcSource, read_once, write_ndef
 from tests.support.fakebluez import wait_for
 from tests.support.nfcsim import EmulatedTag, free_udp_port

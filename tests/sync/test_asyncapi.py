@@ -21,7 +21,8 @@ from gateway.ops.demo import run_demo
 from gateway.store.outbox import Outbox
 from gateway.sync import downlink
 from gateway.sync.envelopes import PRIORITY, EnvelopeFactory
-from gateway.sync.uplink import Topics, Uplink
+from gateway.sync.topics import Topics
+from gateway.sync.uplink import Uplink
 from tests.conftest import REPO, STORE_MORNING
 
 DOC: dict[str, Any] = yaml.safe_load((REPO / "docs" / "asyncapi.yaml").read_text())

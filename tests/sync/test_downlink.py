@@ -17,7 +17,8 @@ from paho.mqtt.properties import Properties
 from gateway.clock import PinnedClock
 from gateway.config.sections import parse_config
 from gateway.identity.store import IdentityStore
-from gateway.runtime.gateway import Gateway, run_gateway
+from gateway.runtime.gateway import Gateway
+from gateway.runtime.loop import run_gateway
 from gateway.store import db
 from gateway.sync import downlink
 from gateway.sync.downlink import (

@@ -14,7 +14,9 @@ from gateway.clock import PinnedClock
 from gateway.config.sections import parse_config
 from gateway.model import Advert
 from gateway.resources import data_file
-from gateway.runtime.gateway import Gateway, replay_source, run_gateway
+from gateway.runtime.gateway import Gateway
+from gateway.runtime.loop import run_gateway
+from gateway.runtime.sources import replay_source
 from gateway.sources.replay import Rebase, first_time
 from gateway.sync import peers
 from tests.support.broker import Broker

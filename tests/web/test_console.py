@@ -19,7 +19,8 @@ from gateway.clock import PinnedClock
 from gateway.config.secrets import hash_password
 from gateway.config.sections import load_config
 from gateway.resources import data_file
-from gateway.runtime.gateway import Gateway, Inlet
+from gateway.runtime.gateway import Gateway
+from gateway.runtime.loop import Inlet
 from gateway.service.process import Service
 from gateway.sources.replay import Rebase, replay
 from tests.conftest import REPO

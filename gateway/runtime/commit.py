@@ -1,0 +1,221 @@
+"""The unit of work: one batch → one SQLite transaction → the event sinks.
+
+Decisions, offers and outbox events of a batch commit together; only after the commit do the
+event sinks see the events (the console, the status, the uplink's wake-up, the shop floor), so
+"queued in the outbox" always means "on disk". Housekeeping (outbox bounds, retention) runs
+after commits, on wall-clock time.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import NamedTuple
+from zoneinfo import ZoneInfo
+
+from gateway.clock import Clock
+from gateway.config.sections import Config
+from gateway.humantime import local_datetime
+from gateway.identity.store import IdentityStore
+from gateway.model import AdapterHealth, Advert, GatewayNotice, OfferDecision, PipelineEvent, Tap
+from gateway.pipeline import Pipeline
+from gateway.sinks.push import LocalPushSink, PickupDisplay, Push, push_event
+from gateway.sinks.terminal import ConsoleReporter
+from gateway.store import db
+from gateway.store.outbox import Outbox, OutboxEvent, enforce_bounds
+from gateway.sync.envelopes import EnvelopeFactory
+
+log = logging.getLogger(__name__)
+
+Item = Advert | Tap | AdapterHealth
+
+
+@dataclass(slots=True)
+class RunSummary:
+    items: int = 0
+    trace_errors: list[str] = field(default_factory=list)
+    outbox_added: Counter[str] = field(default_factory=Counter)
+    pushes: int = 0
+    wall_s: float = 0.0
+    first_t: float | None = None
+    last_t: float | None = None
+    dropped: int = 0  # items a radio produced while the queue was full
+
+
+class Queued(NamedTuple):
+    """What became of one committed event upstream."""
+
+    seq: int | None  # its outbox sequence number; None: not queued (local only, or dropped)
+    envelope: OutboxEvent | None  # its uplink envelope; None: the event stays on the box
+
+
+# Sees every committed batch: its events and, per event, what was queued.
+EventSink = Callable[[list[PipelineEvent], list[Queued]], None]
+
+
+class ShopFloor:
+    """The sink on the shop floor: each issued offer pushed (and shown at the pickup
+    counter), each event told to the terminal reporter, in event order."""
+
+    def __init__(
+        self,
+        config: Config,
+        identity: IdentityStore,
+        summary: RunSummary,
+        quiet: bool,
+        reporter: ConsoleReporter | None,
+    ) -> None:
+        push_log = config.state_path / config.sinks.push_log if config.sinks.push_log else None
+        self.push = LocalPushSink(push_log, config.sinks.stdout and not quiet)
+        self.display = PickupDisplay() if config.sinks.display else None
+        self.reporter = reporter
+        self.identity = identity
+        self.summary = summary
+        self.tz = ZoneInfo(config.gateway.timezone)
+
+    def __call__(self, events: list[PipelineEvent], queued: list[Queued]) -> None:
+        for event, (seq, envelope) in zip(events, queued, strict=True):
+            if self.reporter is not None:
+                self.reporter.event(event)
+            if isinstance(event, OfferDecision) and event.issued and seq is not None:
+                when = (
+                    self.reporter.clock(event.t)
+                    if self.reporter
+                    else local_datetime(event.t, self.tz)
+                )
+                self.push.push(Push.from_decision(event), when)
+                self.summary.pushes += 1
+                if self.display is not None and event.sku is not None:
+                    stock = self.identity.stock(event.sku)
+                    self.display.add(event, stock.zone_id if stock else "")
+            if seq is not None and self.reporter is not None:
+                assert envelope is not None
+                self.reporter.outbox(event.t, envelope.type, seq)
+
+
+class UnitOfWork:
+    """Runs batches through the pipeline, each inside one transaction, then fans out."""
+
+    def __init__(
+        self,
+        config: Config,
+        conn: sqlite3.Connection,
+        pipeline: Pipeline,
+        outbox: Outbox,
+        envelopes: EnvelopeFactory,
+        clock: Clock,
+        summary: RunSummary,
+    ) -> None:
+        self.config = config  # replaced on reload
+        self.conn = conn
+        self.pipeline = pipeline
+        self.outbox = outbox
+        self.envelopes = envelopes
+        self.clock = clock
+        self.summary = summary
+        self.sinks: list[EventSink] = []  # in order; the shop floor last
+        self.advert_watchers: list[Callable[[Advert], None]] = []  # e.g. console calibration
+        self.adverts_by_receiver: Counter[str] = Counter()
+        self.outbox_dropped: Counter[str] = Counter()
+        self.last_progress = clock.monotonic()  # the last committed batch (watchdog health)
+        self._last_bound = 0.0
+        self._last_purge = 0.0
+
+    def process(self, batch: list[Item]) -> list[PipelineEvent]:
+        """Run a batch through the pipeline and commit everything it caused at once."""
+        events: list[PipelineEvent] = []
+        with db.transaction(self.conn):
+            run: list[Advert] = []  # consecutive sightings go through the pipeline together
+            for item in batch:
+                if isinstance(item, Advert):
+                    self.adverts_by_receiver[item.receiver] += 1
+                    for watch in self.advert_watchers:
+                        watch(item)
+                    run.append(item)
+                    continue
+                if run:
+                    events.extend(self.pipeline.on_adverts(run))
+                    run = []
+                if isinstance(item, Tap):
+                    events.extend(self.pipeline.on_tap(item))
+                else:
+                    events.append(item)  # source health goes straight to the outbox
+            if run:
+                events.extend(self.pipeline.on_adverts(run))
+            queued = self._enqueue(events)
+        self._after_commit(events, queued)
+        self.last_progress = self.clock.monotonic()
+        if not self.summary.items and batch:
+            log.info("first sighting processed")  # start-up is measured to here (bench)
+        self.summary.items += len(batch)
+        if batch:
+            self.summary.first_t = self.summary.first_t or batch[0].t
+            self.summary.last_t = batch[-1].t
+        return events
+
+    def advance(self, now: float) -> list[PipelineEvent]:
+        """Let occurrence time pass with no sighting (devices time out, dwell events fire)."""
+        with db.transaction(self.conn):
+            events = self.pipeline.advance(now)
+            queued = self._enqueue(events)
+        self._after_commit(events, queued)
+        return events
+
+    def notify(self, notices: list[PipelineEvent]) -> None:
+        """Queue events that did not come from a sensor (downlink outcomes, commands)."""
+        with db.transaction(self.conn):
+            queued = self._enqueue(notices)
+        self._after_commit(notices, queued)
+
+    def _enqueue(self, events: list[PipelineEvent]) -> list[Queued]:
+        """Queue each event's envelope. Runs inside the caller's transaction: also stamps
+        what the pipeline recorded with the queue time."""
+        now = self.clock.wall()
+        db.stamp_recorded(self.conn, now)
+        queued: list[Queued] = []
+        for event in events:
+            envelope = self.envelopes.envelope(event)
+            if envelope is None:
+                queued.append(Queued(None, None))
+                continue
+            added = self.outbox.append([envelope], now)
+            queued.append(Queued(added[0] if added else None, envelope))
+            if added:
+                self.summary.outbox_added[envelope.type] += 1
+            issued = isinstance(event, OfferDecision) and event.issued
+            if added and issued and self.config.sinks.webhook.url:
+                # The push itself waits durably for the webhook's 2xx.
+                assert isinstance(event, OfferDecision)
+                self.outbox.append([push_event(Push.from_decision(event))], now)
+        return queued
+
+    def _after_commit(self, events: list[PipelineEvent], queued: list[Queued]) -> None:
+        if not events:
+            return
+        for sink in self.sinks:
+            sink(events, queued)
+        if any(q.seq is not None for q in queued):
+            self._bound_outbox()
+
+    def _bound_outbox(self, every_s: float = 10.0) -> None:
+        """Keep the outbox within its quota and TTLs (checked at most every `every_s`), and
+        personal data within its retention window (hourly); wall-clock time throughout."""
+        now = self.clock.wall()
+        if now - self._last_bound < every_s:
+            return
+        self._last_bound = now
+        if now - self._last_purge >= 3600:
+            self._last_purge = now
+            purged = db.purge_expired(self.conn, now, self.config.gateway.retention_days * 86400)
+            if purged:
+                log.info("retention: removed %s", purged)
+        bounds = self.config.outbox
+        dropped = enforce_bounds(self.conn, now, bounds.max_events, bounds.ttl_s)
+        if dropped:
+            for key, n in dropped.items():
+                self.outbox_dropped[key] += n
+            log.warning("outbox over its bounds, dropped %s", dropped)
+            self.notify([GatewayNotice(now, "outbox_dropped", "outbox", dict(dropped))])

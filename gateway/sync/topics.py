@@ -1,0 +1,100 @@
+"""The MQTT topic contract (docs/asyncapi.yaml), built *and* parsed in one place.
+
+Version 1 lives under `storegate/v1/{store}/{gateway}`. `Topics` builds every topic this
+gateway publishes to and the filters it subscribes with; `Topics.match` says what an incoming
+topic is (like aiomqtt's `Topic.matches`), so no other module splits topic strings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import NamedTuple
+
+
+class Inbound(StrEnum):
+    """What an incoming message is, by its topic."""
+
+    SIGHTINGS = "sightings"  # a peer gateway's shopper sightings
+    DOCUMENT = "document"  # a signed document for the store or for this gateway
+    COMMAND = "command"  # a signed command for this gateway
+
+
+class Incoming(NamedTuple):
+    kind: Inbound
+    name: str  # the peer gateway id, the document family or the command name
+
+
+def matches(topic_filter: str, topic: str) -> bool:
+    """MQTT filter matching: `+` is one level, a trailing `#` any number (zero included)."""
+    pattern = topic_filter.split("/")
+    levels = topic.split("/")
+    for i, part in enumerate(pattern):
+        if part == "#":
+            return i == len(pattern) - 1
+        if i >= len(levels) or (part != "+" and part != levels[i]):
+            return False
+    return len(levels) == len(pattern)
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    prefix: str
+    store: str
+    gateway: str
+
+    @property
+    def base(self) -> str:
+        return f"{self.prefix}/{self.store}/{self.gateway}"
+
+    def events(self, stream: str) -> str:
+        return f"{self.base}/events/{stream}"
+
+    @property
+    def status(self) -> str:
+        return f"{self.base}/status"
+
+    @property
+    def resync(self) -> str:
+        return f"{self.base}/resync"
+
+    @property
+    def sightings(self) -> str:
+        return f"{self.base}/sightings"
+
+    def display(self, zone: str) -> str:
+        return f"{self.base}/display/{zone}"
+
+    def command_response(self, command: str) -> str:
+        """Where a command's answer goes when the request names no response topic."""
+        return f"{self.base}/cmd-resp/{command}"
+
+    @property
+    def peer_sightings_filter(self) -> str:
+        return f"{self.prefix}/{self.store}/+/sightings"
+
+    @property
+    def downlink_filters(self) -> list[str]:
+        return [
+            f"{self.prefix}/{self.store}/down/+",  # store-wide documents
+            f"{self.base}/down/+",  # documents for this gateway only
+            f"{self.base}/cmd/+",  # commands
+        ]
+
+    def sightings_gateway(self, topic: str) -> str | None:
+        """The peer gateway id if `topic` is a store peer's sightings topic."""
+        incoming = self.match(topic)
+        return incoming.name if incoming and incoming.kind is Inbound.SIGHTINGS else None
+
+    def match(self, topic: str) -> Incoming | None:
+        """What an incoming topic carries, or None if it is none of ours."""
+        name = topic.rsplit("/", 1)[-1]
+        if matches(self.peer_sightings_filter, topic):
+            peer = topic.split("/")[-2]
+            return Incoming(Inbound.SIGHTINGS, peer) if peer else None
+        store_docs, own_docs, commands = self.downlink_filters
+        if matches(store_docs, topic) or matches(own_docs, topic):
+            return Incoming(Inbound.DOCUMENT, name)
+        if matches(commands, topic):
+            return Incoming(Inbound.COMMAND, name)
+        return None
