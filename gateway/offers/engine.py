@@ -1,9 +1,9 @@
 """The offer engine: decide, explain, record, redeem.
 
-`decide_pickup` is the pure rule: given the facts about one shopper at one trigger it returns
-an offer or the reason there is none. `OfferEngine` gathers those facts from the state
-database, records every decision (issued or suppressed) and the offers, inside the caller's
-transaction so that an offer and its outbox event are committed together.
+`decide_pickup` (`gateway.offers.rules`) is the pure rule: given the facts about one shopper at
+one trigger it returns an offer or the reason there is none. `OfferEngine` gathers those facts
+from the state database, records every decision (issued or suppressed) and the offers, inside
+the caller's transaction so that an offer and its outbox event are committed together.
 
 Idempotency: decision and offer ids are derived from their content (campaign, profile, item,
 store day, trigger, time), so replaying the same sightings re-derives the same ids and the
@@ -12,185 +12,22 @@ inserts are no-ops; the per-day cap then holds across restarts as well.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import hashlib
-import hmac
 import sqlite3
-from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from gateway.identity.store import CartItem, IdentityStore, Profile, StockItem
+from gateway.identity.store import IdentityStore
 from gateway.model import OfferDecision, Redemption, ZoneEvent
-from gateway.offers.rules import LimitsSection, PickupDiscountSection
-
-# Reason codes: stable strings, part of the uplink contract.
-ISSUED = "cart_item_in_stock"
-UNKNOWN = "unknown"
-OPTED_OUT = "opted_out"
-NO_CONSENT = "no_consent"
-NO_SAVED_CART = "no_saved_cart"
-OUT_OF_STOCK = "out_of_stock"
-NOT_ITEM_ZONE = "not_item_zone"
-ALREADY_REDEEMED = "already_redeemed"
-ALREADY_OFFERED = "already_offered_today"
-CAP_DAY = "cap_day"
-CAP_DAY_ALL = "cap_day_all_campaigns"
-QUIET_HOURS = "quiet_hours"
-COOLDOWN = "cooldown"
-CAP_HOUR_STORE = "cap_hour_store"
-NOT_IN_SEGMENT = "not_in_segment"
-MUTED = "muted_by_shopper"
-ALREADY_DECLINED = "already_declined"
-CAP_DAY_SHOPPER = "cap_day_shopper"
-SUPERSEDED = "superseded"  # a higher-priority campaign made the offer for this trigger
-
-REASONS = (
-    ISSUED,
-    UNKNOWN,
-    OPTED_OUT,
-    NO_CONSENT,
-    NO_SAVED_CART,
-    OUT_OF_STOCK,
-    NOT_ITEM_ZONE,
-    ALREADY_REDEEMED,
-    ALREADY_OFFERED,
-    CAP_DAY,
-    CAP_DAY_ALL,
-    QUIET_HOURS,
-    COOLDOWN,
-    CAP_HOUR_STORE,
-    NOT_IN_SEGMENT,
-    MUTED,
-    ALREADY_DECLINED,
-    CAP_DAY_SHOPPER,
-    SUPERSEDED,
+from gateway.offers.codes import _stable_id, normalise_code, offer_code
+from gateway.offers.rules import (
+    LimitsSection,
+    PickupDiscountSection,
+    PickupFacts,
+    Reason,
+    Verdict,
+    decide_pickup,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class PickupFacts:
-    profile: Profile | None
-    cart: list[CartItem]
-    in_stock: list[tuple[CartItem, StockItem]]  # cart items with quantity > 0 here
-    redeemed_skus: frozenset[str]
-    offers_today: int  # of this campaign, to this profile, this store day
-    offers_today_all: int = 0  # all campaigns, to this profile, this store day
-    since_last_push_s: float | None = None  # None: never pushed to
-    store_offers_last_hour: int = 0
-    minute_of_day: int = 12 * 60  # store-local
-    offered_today_skus: frozenset[str] = frozenset()  # items already offered this store day
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    reason: str
-    item: tuple[CartItem, StockItem] | None = None
-
-    @property
-    def issued(self) -> bool:
-        return self.item is not None
-
-
-def _minutes(clock: str) -> int:
-    hours, minutes = clock.split(":")
-    return int(hours) * 60 + int(minutes)
-
-
-def in_quiet_hours(quiet: list[str], minute_of_day: int) -> bool:
-    if not quiet:
-        return False
-    start, end = _minutes(quiet[0]), _minutes(quiet[1])
-    if start <= end:
-        return start <= minute_of_day < end
-    return minute_of_day >= start or minute_of_day < end  # wraps midnight
-
-
-def decide_pickup(
-    rule: PickupDiscountSection,
-    facts: PickupFacts,
-    dwell_zone: str | None,
-    limits: LimitsSection | None = None,
-) -> Verdict:
-    """The flagship rule. `dwell_zone` is set for a dwell trigger (the item must be there).
-
-    Relevance first (who, what, where), then the limits that keep it from becoming spam."""
-    if facts.profile is None:
-        return Verdict(UNKNOWN)
-    if facts.profile.opted_out:
-        return Verdict(OPTED_OUT)
-    if not facts.profile.consent_offers:
-        return Verdict(NO_CONSENT)
-    if rule.campaign in facts.profile.muted_campaigns:
-        return Verdict(MUTED)
-    if rule.segments and not facts.profile.segments.intersection(rule.segments):
-        return Verdict(NOT_IN_SEGMENT)
-    if not facts.cart:
-        return Verdict(NO_SAVED_CART)
-    if not facts.in_stock:
-        return Verdict(OUT_OF_STOCK)
-    candidates = facts.in_stock
-    if dwell_zone is not None:
-        candidates = [c for c in candidates if c[1].zone_id == dwell_zone]
-        if not candidates:
-            return Verdict(NOT_ITEM_ZONE)
-    candidates = [c for c in candidates if c[0].sku not in facts.redeemed_skus]
-    if not candidates:
-        return Verdict(ALREADY_REDEEMED)
-    candidates = [c for c in candidates if c[0].sku not in facts.profile.declined_skus]
-    if not candidates:
-        return Verdict(ALREADY_DECLINED)
-    if limits is not None and in_quiet_hours(limits.quiet_hours, facts.minute_of_day):
-        return Verdict(QUIET_HOURS)
-    if facts.offers_today >= rule.max_per_day:
-        return Verdict(CAP_DAY)
-    if limits is not None and facts.offers_today_all >= limits.max_per_day:
-        return Verdict(CAP_DAY_ALL)
-    own_cap = facts.profile.max_offers_per_day
-    if own_cap is not None and facts.offers_today_all >= own_cap:
-        return Verdict(CAP_DAY_SHOPPER)
-    if limits is not None:
-        if facts.since_last_push_s is not None and facts.since_last_push_s < limits.cooldown_s:
-            return Verdict(COOLDOWN)
-        if facts.store_offers_last_hour >= limits.max_per_hour_store:
-            return Verdict(CAP_HOUR_STORE)
-    # One offer per (shopper, item, day): never the same item twice, whatever the caps allow.
-    candidates = [c for c in candidates if c[0].sku not in facts.offered_today_skus]
-    if not candidates:
-        return Verdict(ALREADY_OFFERED)
-    return Verdict(ISSUED, candidates[0])  # cart is ordered newest first
-
-
-_CROCKFORD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", "0123456789ABCDEFGHJKMNPQRSTVWXYZ")
-
-
-def offer_code(key: bytes, offer_id: str) -> str:
-    """A short, unambiguous, unguessable code: PK-XXXX-XXXX (Crockford base32)."""
-    digest = hmac.new(key, offer_id.encode(), hashlib.sha256).digest()
-    text = base64.b32encode(digest[:5]).decode().translate(_CROCKFORD)
-    return f"PK-{text[:4]}-{text[4:8]}"
-
-
-# What people mistype when reading a code aloud or off a phone: Crockford's base32 treats
-# O as 0 and I/L as 1; case, spaces and dashes do not matter.
-_TYPED = str.maketrans({"O": "0", "I": "1", "L": "1"})
-
-
-def normalise_code(typed: str) -> str | None:
-    """'pk xy1z-ab0c' → 'PK-XY1Z-AB0C'; None if it cannot be an offer code."""
-    text = "".join(c for c in typed.upper() if c.isalnum())
-    if text.startswith("PK"):
-        text = text[2:]
-    text = text.translate(_TYPED)
-    alphabet = set("0123456789ABCDEFGHJKMNPQRSTVWXYZ")
-    if len(text) != 8 or not set(text) <= alphabet:
-        return None
-    return f"PK-{text[:4]}-{text[4:]}"
-
-
-def _stable_id(prefix: str, *parts: object) -> str:
-    return prefix + "-" + hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:20]
 
 
 class OfferEngine:
@@ -367,7 +204,7 @@ class OfferEngine:
         if seen is not None:
             return None
         if superseded:
-            verdict = Verdict(SUPERSEDED)
+            verdict = Verdict(Reason.SUPERSEDED)
         else:
             facts = self.facts(profile_id, t, rule.campaign)
             verdict = decide_pickup(rule, facts, dwell_zone, self.limits)

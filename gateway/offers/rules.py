@@ -1,4 +1,7 @@
-"""Campaign rules and the limits across campaigns: the offers stage's own settings.
+"""The offer rule: campaign settings, the limits across campaigns, and `decide_pickup`, the pure
+decision that returns an offer or the `Reason` there is none.
+
+The settings are the offers stage's own:
 
 Declared with the config schema (each key documented where it is defined); `[offers]` in the
 configuration and campaign documents synced from the backend both build these.
@@ -8,8 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from enum import StrEnum
 
 from gateway.config.schema import doc
+from gateway.identity.store import CartItem, Profile, StockItem
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,3 +124,120 @@ def _is_clock(text: str) -> bool:
         and int(parts[0]) < 24
         and int(parts[1]) < 60
     )
+
+
+class Reason(StrEnum):
+    """Why an offer was made or not: stable strings, part of the uplink contract."""
+
+    ISSUED = "cart_item_in_stock"
+    UNKNOWN = "unknown"
+    OPTED_OUT = "opted_out"
+    NO_CONSENT = "no_consent"
+    NO_SAVED_CART = "no_saved_cart"
+    OUT_OF_STOCK = "out_of_stock"
+    NOT_ITEM_ZONE = "not_item_zone"
+    ALREADY_REDEEMED = "already_redeemed"
+    ALREADY_OFFERED = "already_offered_today"
+    CAP_DAY = "cap_day"
+    CAP_DAY_ALL = "cap_day_all_campaigns"
+    QUIET_HOURS = "quiet_hours"
+    COOLDOWN = "cooldown"
+    CAP_HOUR_STORE = "cap_hour_store"
+    NOT_IN_SEGMENT = "not_in_segment"
+    MUTED = "muted_by_shopper"
+    ALREADY_DECLINED = "already_declined"
+    CAP_DAY_SHOPPER = "cap_day_shopper"
+    SUPERSEDED = "superseded"  # a higher-priority campaign made the offer for this trigger
+
+
+@dataclass(frozen=True, slots=True)
+class PickupFacts:
+    profile: Profile | None
+    cart: list[CartItem]
+    in_stock: list[tuple[CartItem, StockItem]]  # cart items with quantity > 0 here
+    redeemed_skus: frozenset[str]
+    offers_today: int  # of this campaign, to this profile, this store day
+    offers_today_all: int = 0  # all campaigns, to this profile, this store day
+    since_last_push_s: float | None = None  # None: never pushed to
+    store_offers_last_hour: int = 0
+    minute_of_day: int = 12 * 60  # store-local
+    offered_today_skus: frozenset[str] = frozenset()  # items already offered this store day
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    reason: Reason
+    item: tuple[CartItem, StockItem] | None = None
+
+    @property
+    def issued(self) -> bool:
+        return self.item is not None
+
+
+def _minutes(clock: str) -> int:
+    hours, minutes = clock.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+def in_quiet_hours(quiet: list[str], minute_of_day: int) -> bool:
+    if not quiet:
+        return False
+    start, end = _minutes(quiet[0]), _minutes(quiet[1])
+    if start <= end:
+        return start <= minute_of_day < end
+    return minute_of_day >= start or minute_of_day < end  # wraps midnight
+
+
+def decide_pickup(
+    rule: PickupDiscountSection,
+    facts: PickupFacts,
+    dwell_zone: str | None,
+    limits: LimitsSection | None = None,
+) -> Verdict:
+    """The flagship rule. `dwell_zone` is set for a dwell trigger (the item must be there).
+
+    Relevance first (who, what, where), then the limits that keep it from becoming spam."""
+    if facts.profile is None:
+        return Verdict(Reason.UNKNOWN)
+    if facts.profile.opted_out:
+        return Verdict(Reason.OPTED_OUT)
+    if not facts.profile.consent_offers:
+        return Verdict(Reason.NO_CONSENT)
+    if rule.campaign in facts.profile.muted_campaigns:
+        return Verdict(Reason.MUTED)
+    if rule.segments and not facts.profile.segments.intersection(rule.segments):
+        return Verdict(Reason.NOT_IN_SEGMENT)
+    if not facts.cart:
+        return Verdict(Reason.NO_SAVED_CART)
+    if not facts.in_stock:
+        return Verdict(Reason.OUT_OF_STOCK)
+    candidates = facts.in_stock
+    if dwell_zone is not None:
+        candidates = [c for c in candidates if c[1].zone_id == dwell_zone]
+        if not candidates:
+            return Verdict(Reason.NOT_ITEM_ZONE)
+    candidates = [c for c in candidates if c[0].sku not in facts.redeemed_skus]
+    if not candidates:
+        return Verdict(Reason.ALREADY_REDEEMED)
+    candidates = [c for c in candidates if c[0].sku not in facts.profile.declined_skus]
+    if not candidates:
+        return Verdict(Reason.ALREADY_DECLINED)
+    if limits is not None and in_quiet_hours(limits.quiet_hours, facts.minute_of_day):
+        return Verdict(Reason.QUIET_HOURS)
+    if facts.offers_today >= rule.max_per_day:
+        return Verdict(Reason.CAP_DAY)
+    if limits is not None and facts.offers_today_all >= limits.max_per_day:
+        return Verdict(Reason.CAP_DAY_ALL)
+    own_cap = facts.profile.max_offers_per_day
+    if own_cap is not None and facts.offers_today_all >= own_cap:
+        return Verdict(Reason.CAP_DAY_SHOPPER)
+    if limits is not None:
+        if facts.since_last_push_s is not None and facts.since_last_push_s < limits.cooldown_s:
+            return Verdict(Reason.COOLDOWN)
+        if facts.store_offers_last_hour >= limits.max_per_hour_store:
+            return Verdict(Reason.CAP_HOUR_STORE)
+    # One offer per (shopper, item, day): never the same item twice, whatever the caps allow.
+    candidates = [c for c in candidates if c[0].sku not in facts.offered_today_skus]
+    if not candidates:
+        return Verdict(Reason.ALREADY_OFFERED)
+    return Verdict(Reason.ISSUED, candidates[0])  # cart is ordered newest first

@@ -19,7 +19,7 @@ from gateway.clock import Clock
 from gateway.config.edges import ReplaySection, SourcesSection
 from gateway.config.sections import Config
 from gateway.humantime import local, local_datetime
-from gateway.offers.engine import in_quiet_hours
+from gateway.offers.rules import in_quiet_hours
 from gateway.resources import data_file
 from gateway.runtime.commit import RunSummary
 from gateway.runtime.gateway import Gateway

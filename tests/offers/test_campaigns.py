@@ -12,9 +12,8 @@ from zoneinfo import ZoneInfo
 from gateway.config.sections import parse_config
 from gateway.identity.store import IdentityStore
 from gateway.model import OfferDecision, ZoneEvent
-from gateway.offers import engine as offers
 from gateway.offers.engine import OfferEngine
-from gateway.offers.rules import LimitsSection, PickupDiscountSection
+from gateway.offers.rules import LimitsSection, PickupDiscountSection, Reason
 from gateway.resources import data_file
 from gateway.store.db import transaction
 from gateway.sync.downlink import apply_document, campaign_rules, stored_campaigns
@@ -62,14 +61,14 @@ def test_highest_priority_decides_first_and_the_rest_are_superseded(
     assert [c.campaign for c in engine.campaigns] == ["vip-20", "pickup-discount"]
     alice = _decide(engine, "entrance", "p-alice-3f9c")
     assert [(d.campaign, d.issued, d.reason) for d in alice] == [
-        ("vip-20", True, offers.ISSUED),
-        ("pickup-discount", False, offers.SUPERSEDED),
+        ("vip-20", True, Reason.ISSUED),
+        ("pickup-discount", False, Reason.SUPERSEDED),
     ]
     assert alice[0].percent == 20 and alice[0].message == "VIP: The Left Hand of Darkness -20 %"
     carol = _decide(engine, "entrance", "p-carol-77aa")
     assert [(d.campaign, d.issued, d.reason) for d in carol] == [
-        ("vip-20", False, offers.NOT_IN_SEGMENT),
-        ("pickup-discount", True, offers.ISSUED),
+        ("vip-20", False, Reason.NOT_IN_SEGMENT),
+        ("pickup-discount", True, Reason.ISSUED),
     ]
     # the same trigger again (a replay): nothing decided twice
     assert _decide(engine, "entrance", "p-carol-77aa") == []
@@ -77,10 +76,10 @@ def test_highest_priority_decides_first_and_the_rest_are_superseded(
     rows = conn.execute("SELECT campaign, reason FROM decisions ORDER BY campaign").fetchall()
     assert sorted(rows) == sorted(
         [
-            ("vip-20", offers.ISSUED),
-            ("pickup-discount", offers.SUPERSEDED),
-            ("vip-20", offers.NOT_IN_SEGMENT),
-            ("pickup-discount", offers.ISSUED),
+            ("vip-20", Reason.ISSUED),
+            ("pickup-discount", Reason.SUPERSEDED),
+            ("vip-20", Reason.NOT_IN_SEGMENT),
+            ("pickup-discount", Reason.ISSUED),
         ]
     )
 
@@ -97,9 +96,9 @@ def test_passing_the_window_triggers_only_window_campaigns(conn: sqlite3.Connect
 
 def test_the_shoppers_own_wishes_win(conn: sqlite3.Connection) -> None:
     cases = [
-        ({"declined_skus": ["978-0441478125"]}, offers.ALREADY_DECLINED),
-        ({"preferences": {"muted_campaigns": ["pickup-discount"]}}, offers.MUTED),
-        ({"preferences": {"max_offers_per_day": 0}}, offers.CAP_DAY_SHOPPER),
+        ({"declined_skus": ["978-0441478125"]}, Reason.ALREADY_DECLINED),
+        ({"preferences": {"muted_campaigns": ["pickup-discount"]}}, Reason.MUTED),
+        ({"preferences": {"max_offers_per_day": 0}}, Reason.CAP_DAY_SHOPPER),
     ]
     for alice, reason in cases:
         conn.execute("DELETE FROM decisions")
@@ -156,7 +155,7 @@ def test_a_bad_campaign_never_disables_the_good_ones(conn: sqlite3.Connection) -
 
 
 def test_codes_typed_at_the_counter(conn: sqlite3.Connection) -> None:
-    from gateway.offers.engine import normalise_code
+    from gateway.offers.codes import normalise_code
 
     assert normalise_code(" pk 7q2m-xk4d ") == "PK-7Q2M-XK4D"
     assert normalise_code("PK-7Q2M-XK4O") == "PK-7Q2M-XK40"  # O read as zero

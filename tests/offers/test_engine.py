@@ -16,9 +16,14 @@ from hypothesis import strategies as st
 from gateway.clock import PinnedClock
 from gateway.identity.store import CartItem, IdentityStore, Profile, StockItem
 from gateway.model import OfferDecision, ZoneEvent
-from gateway.offers import engine as offers
-from gateway.offers.engine import OfferEngine, PickupFacts, decide_pickup
-from gateway.offers.rules import LimitsSection, PickupDiscountSection
+from gateway.offers.engine import OfferEngine
+from gateway.offers.rules import (
+    LimitsSection,
+    PickupDiscountSection,
+    PickupFacts,
+    Reason,
+    decide_pickup,
+)
 from gateway.store.db import transaction
 
 RULE = PickupDiscountSection()
@@ -46,17 +51,17 @@ def _facts(**kw: object) -> PickupFacts:
 @pytest.mark.parametrize(
     ("facts", "dwell_zone", "reason"),
     [
-        (_facts(profile=None), None, offers.UNKNOWN),
-        (_facts(profile=Profile("p", True, True, "en")), None, offers.OPTED_OUT),
-        (_facts(profile=Profile("p", False, False, "en")), None, offers.NO_CONSENT),
-        (_facts(cart=[], in_stock=[]), None, offers.NO_SAVED_CART),
-        (_facts(in_stock=[]), None, offers.OUT_OF_STOCK),
-        (_facts(), "aisle-kids", offers.NOT_ITEM_ZONE),
-        (_facts(redeemed_skus=frozenset({"sku-1"})), None, offers.ALREADY_REDEEMED),
-        (_facts(offers_today=1), None, offers.CAP_DAY),
-        (_facts(offered_today_skus=frozenset({"sku-1"})), None, offers.ALREADY_OFFERED),
-        (_facts(), None, offers.ISSUED),
-        (_facts(), "aisle-scifi", offers.ISSUED),
+        (_facts(profile=None), None, Reason.UNKNOWN),
+        (_facts(profile=Profile("p", True, True, "en")), None, Reason.OPTED_OUT),
+        (_facts(profile=Profile("p", False, False, "en")), None, Reason.NO_CONSENT),
+        (_facts(cart=[], in_stock=[]), None, Reason.NO_SAVED_CART),
+        (_facts(in_stock=[]), None, Reason.OUT_OF_STOCK),
+        (_facts(), "aisle-kids", Reason.NOT_ITEM_ZONE),
+        (_facts(redeemed_skus=frozenset({"sku-1"})), None, Reason.ALREADY_REDEEMED),
+        (_facts(offers_today=1), None, Reason.CAP_DAY),
+        (_facts(offered_today_skus=frozenset({"sku-1"})), None, Reason.ALREADY_OFFERED),
+        (_facts(), None, Reason.ISSUED),
+        (_facts(), "aisle-scifi", Reason.ISSUED),
     ],
 )
 def test_every_outcome_has_its_reason(
@@ -64,7 +69,7 @@ def test_every_outcome_has_its_reason(
 ) -> None:
     verdict = decide_pickup(RULE, facts, dwell_zone)
     assert verdict.reason == reason
-    assert verdict.issued == (reason == offers.ISSUED)
+    assert verdict.issued == (reason == Reason.ISSUED)
 
 
 @settings(max_examples=300, deadline=None)
@@ -117,10 +122,10 @@ def test_issue_then_cap_then_next_day(conn: sqlite3.Connection, seeded: Identity
         == "The Left Hand of Darkness from your cart is here: pick it up now with 10 % off"
     )
     again = _evaluate(engine, "dwell", "aisle-scifi", T0 + 60, "p-alice-3f9c")
-    assert again is not None and not again.issued and again.reason == offers.CAP_DAY
+    assert again is not None and not again.issued and again.reason == Reason.CAP_DAY
     # 23:59 local is still the same store day; 00:01 the next day is a new one.
     late = datetime(2026, 11, 23, 23, 59, tzinfo=ZoneInfo("Europe/Berlin")).timestamp()
-    assert _evaluate(engine, "enter", "entrance", late, "p-alice-3f9c").reason == offers.CAP_DAY
+    assert _evaluate(engine, "enter", "entrance", late, "p-alice-3f9c").reason == Reason.CAP_DAY
     tomorrow = datetime(2026, 11, 24, 0, 1, tzinfo=ZoneInfo("Europe/Berlin")).timestamp()
     next_day = _evaluate(engine, "enter", "entrance", tomorrow, "p-alice-3f9c")
     assert next_day.issued and next_day.code != first.code
@@ -156,11 +161,11 @@ def test_redeem_marks_open_offers_once(conn: sqlite3.Connection, seeded: Identit
         assert engine.redeem("p-alice-3f9c", T0 + 200, "counter-reader") == []
     assert (
         _evaluate(engine, "enter", "entrance", T0 + 86400, "p-alice-3f9c").reason
-        == offers.ALREADY_REDEEMED
+        == Reason.ALREADY_REDEEMED
     )
     assert [row[4] for row in engine.why("p-alice-3f9c")] == [
-        offers.ISSUED,
-        offers.ALREADY_REDEEMED,
+        Reason.ISSUED,
+        Reason.ALREADY_REDEEMED,
     ]
 
 
@@ -179,13 +184,13 @@ LIMITS = LimitsSection(
 @pytest.mark.parametrize(
     ("facts", "reason"),
     [
-        (_facts(minute_of_day=21 * 60), offers.QUIET_HOURS),
-        (_facts(minute_of_day=8 * 60 + 59), offers.QUIET_HOURS),
-        (_facts(offers_today_all=2), offers.CAP_DAY_ALL),
-        (_facts(since_last_push_s=599.0), offers.COOLDOWN),
-        (_facts(since_last_push_s=600.0), offers.ISSUED),
-        (_facts(store_offers_last_hour=5), offers.CAP_HOUR_STORE),
-        (_facts(minute_of_day=9 * 60), offers.ISSUED),
+        (_facts(minute_of_day=21 * 60), Reason.QUIET_HOURS),
+        (_facts(minute_of_day=8 * 60 + 59), Reason.QUIET_HOURS),
+        (_facts(offers_today_all=2), Reason.CAP_DAY_ALL),
+        (_facts(since_last_push_s=599.0), Reason.COOLDOWN),
+        (_facts(since_last_push_s=600.0), Reason.ISSUED),
+        (_facts(store_offers_last_hour=5), Reason.CAP_HOUR_STORE),
+        (_facts(minute_of_day=9 * 60), Reason.ISSUED),
     ],
 )
 def test_limits(facts: PickupFacts, reason: str) -> None:
