@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import config_reference
+from gateway.cli.tools import config_reference
 from gateway.config.sections import Config, ConfigError, load_config, parse_config
 from tests.conftest import REPO
 
