@@ -39,22 +39,32 @@ def _cmd_offers_why(args: argparse.Namespace) -> int:
 
 def _cmd_offers_redeem(args: argparse.Namespace) -> int:
     """Staff type a shopper's code at the counter: redeem it and queue the attribution."""
+    from functools import partial
+
     from gateway.config.sections import load_config
-    from gateway.runtime.gateway import Gateway
+    from gateway.identity.store import pseudonymise
+    from gateway.offers.engine import redeem_code
     from gateway.store import db
+    from gateway.store.outbox import Outbox
+    from gateway.sync.envelopes import EnvelopeFactory
 
     config = load_config(args.config)
-    gateway = Gateway(config, quiet_sink=True, clock=SystemClock())
+    # The daemon's envelope factory (Gateway.__init__) with the same source and pseudonyms,
+    # so the redemption event and its id are the ones the daemon would queue; the map,
+    # radios and campaigns play no part in a redemption and are not loaded.
+    key = bytes.fromhex(config.gateway.pseudonym_key)
+    envelopes = EnvelopeFactory(config.gateway.store, config.gateway.id, partial(pseudonymise, key))
+    conn = db.connect(config.state_path / "gateway.db")
     try:
-        now = gateway.clock.wall()
-        with db.transaction(gateway.conn):
-            redemption, outcome = gateway.offers.redeem_code(args.code, now, args.touchpoint)
+        now = SystemClock().wall()
+        with db.transaction(conn):
+            redemption, outcome = redeem_code(conn, args.code, now, args.touchpoint)
             if redemption is not None:
-                envelope = gateway.envelopes.envelope(redemption)
+                envelope = envelopes.envelope(redemption)
                 assert envelope is not None
-                gateway.outbox.append([envelope], now)
+                Outbox(conn).append([envelope], now)
     finally:
-        gateway.close()
+        conn.close()
     if redemption is None:
         print(f"gateway offers redeem: {args.code}: {outcome.replace('_', ' ')}", file=sys.stderr)
         return 1
