@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway.cli import _status_text
+from gateway.cli.status import _status_text
 from gateway.clock import ManualClock, PinnedClock, SystemClock
 from gateway.humantime import duration, local_datetime, parse_instant
 from gateway.ops.demo import run_demo

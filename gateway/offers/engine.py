@@ -281,27 +281,7 @@ class OfferEngine:
         return out
 
     def redeem_code(self, typed: str, t: float, where: str) -> tuple[Redemption | None, str]:
-        """A code typed at the counter: (the redemption, "redeemed") or (None, why not)."""
-        code = normalise_code(typed)
-        if code is None:
-            return None, "malformed_code"
-        row = self.conn.execute(
-            "SELECT offer_id, profile_id, sku, status, expires_at, issued_at FROM offers "
-            "WHERE code = ?",
-            (code,),
-        ).fetchone()
-        if row is None:
-            return None, "unknown_code"
-        offer_id, profile_id, sku, status, expires_at, issued_at = row
-        if status == "redeemed":
-            return None, "already_redeemed"
-        if t > float(expires_at) or t < float(issued_at):
-            return None, "expired"
-        self.conn.execute(
-            "UPDATE offers SET status = 'redeemed', redeemed_at = ? WHERE offer_id = ?",
-            (t, offer_id),
-        )
-        return Redemption(t, str(profile_id), str(offer_id), code, str(sku), where), "redeemed"
+        return redeem_code(self.conn, typed, t, where)
 
     def why(self, who: str) -> list[tuple[float, str, str, bool, str]]:
         return why(self.conn, who)
@@ -316,3 +296,30 @@ def why(conn: sqlite3.Connection, who: str) -> list[tuple[float, str, str, bool,
         (who, who),
     )
     return [(float(r[0]), str(r[1]), str(r[2]), bool(r[3]), str(r[4])) for r in rows]
+
+
+def redeem_code(
+    conn: sqlite3.Connection, typed: str, t: float, where: str
+) -> tuple[Redemption | None, str]:
+    """A code typed at the counter: (the redemption, "redeemed") or (None, why not).
+    Needs only the state database, so the counter command need not build the daemon."""
+    code = normalise_code(typed)
+    if code is None:
+        return None, "malformed_code"
+    row = conn.execute(
+        "SELECT offer_id, profile_id, sku, status, expires_at, issued_at FROM offers "
+        "WHERE code = ?",
+        (code,),
+    ).fetchone()
+    if row is None:
+        return None, "unknown_code"
+    offer_id, profile_id, sku, status, expires_at, issued_at = row
+    if status == "redeemed":
+        return None, "already_redeemed"
+    if t > float(expires_at) or t < float(issued_at):
+        return None, "expired"
+    conn.execute(
+        "UPDATE offers SET status = 'redeemed', redeemed_at = ? WHERE offer_id = ?",
+        (t, offer_id),
+    )
+    return Redemption(t, str(profile_id), str(offer_id), code, str(sku), where), "redeemed"

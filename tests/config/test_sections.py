@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import config_reference
+from gateway.cli.tools import config_reference
 from gateway.config.schema import ConfigError
 from gateway.config.sections import Config, load_config, parse_config
 from tests.conftest import REPO

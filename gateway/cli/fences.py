@@ -1,0 +1,75 @@
+"""`gateway fences`: check store maps, draw floor plans."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from gateway.cli._common import bad_input
+
+if TYPE_CHECKING:
+    from gateway.cli._common import Subparsers
+
+
+def _cmd_fences_check(args: argparse.Namespace) -> int:
+    """Every problem of each map, one line each; exit 2 if any is an error."""
+    from gateway.site.check import check_file
+
+    errors = warnings = 0
+    for name in args.files:
+        store, findings = check_file(Path(name))
+        for finding in findings:
+            print(finding.line(name))
+        n_errors = sum(1 for f in findings if f.severity == "error")
+        errors += n_errors
+        warnings += len(findings) - n_errors
+        if store is not None and not n_errors:
+            print(
+                f"{name}: ok: {len(store.zones)} zones, {len(store.receivers)} gateways, "
+                f"{len(store.anchors)} beacons, {len(store.walls)} walls, "
+                f"levels {', '.join(str(level) for level in store.levels)}"
+            )
+    print(f"{errors} errors, {warnings} warnings", file=sys.stderr)
+    return 2 if errors else 0
+
+
+def _cmd_fences_render(args: argparse.Namespace) -> int:
+    from gateway.config.sections import Config, load_config
+    from gateway.ops.tracks import trace_tracks
+    from gateway.site.render import plan_scene, render
+    from gateway.site.storemap import load_map
+
+    config = load_config(args.config) if args.config else Config()
+    store = load_map(Path(args.file), require_zones=False)
+    output = Path(args.output)
+    if output.suffix.lower() not in (".svg", ".png"):
+        return bad_input(f"{output}: use a .svg or .png file name")
+    tracks = None
+    if args.trace:
+        trace = Path(args.trace)
+        if not trace.exists():
+            return bad_input(f"{trace}: trace not found")
+        tracks = trace_tracks(config, store, trace)
+    scene = plan_scene(store, tracks, args.scale)
+    render(scene, output)
+    what = f" with {len(tracks)} device tracks" if tracks else ""
+    print(f"wrote {output} ({scene.width}×{scene.height} px){what}")
+    return 0
+
+
+def add_fences(sub: Subparsers) -> None:
+    fences = sub.add_parser("fences", help="store maps (GeoJSON geofences)")
+    fences_sub = fences.add_subparsers(dest="fences_command", required=True)
+    p = fences_sub.add_parser("check", help="report every problem of store maps; exit 2 on errors")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.set_defaults(func=_cmd_fences_check)
+    p = fences_sub.add_parser("render", help="draw a floor plan (SVG or PNG), optionally tracks")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("-o", "--output", required=True, help="plan.svg or plan.png")
+    p.add_argument("--trace", help="a recorded trace: draw the estimated device tracks")
+    # Optional: without one the plan is drawn with the built-in presence settings.
+    p.add_argument("--config", help="config for the presence settings (default: built-in)")
+    p.add_argument("--scale", type=float, help="pixels per metre (default: fit ~900 px)")
+    p.set_defaults(func=_cmd_fences_render)

@@ -1,0 +1,86 @@
+"""`gateway offers`: explain past decisions, redeem a code at the counter."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING
+
+from gateway.cli._common import CONFIG
+from gateway.clock import SystemClock
+
+if TYPE_CHECKING:
+    from gateway.cli._common import Subparsers
+
+
+def _cmd_offers_why(args: argparse.Namespace) -> int:
+    """Every decision about a shopper, when it happened in the store's time."""
+    from zoneinfo import ZoneInfo
+
+    from gateway.config.sections import load_config
+    from gateway.humantime import local_datetime
+    from gateway.offers.engine import why
+    from gateway.store import db
+
+    config = load_config(args.config)
+    tz = ZoneInfo(config.gateway.timezone)
+    conn = db.connect(config.state_path / "gateway.db")
+    try:
+        rows = why(conn, args.who)
+    finally:
+        conn.close()
+    if not rows:
+        print(f"no decisions recorded for {args.who}")
+    for t, campaign, trigger, issued, reason in rows:
+        verdict = "issued" if issued else "suppressed"
+        print(f"{local_datetime(t, tz)}  {campaign} {trigger}: {verdict} ({reason})")
+    return 0
+
+
+def _cmd_offers_redeem(args: argparse.Namespace) -> int:
+    """Staff type a shopper's code at the counter: redeem it and queue the attribution."""
+    from functools import partial
+
+    from gateway.config.sections import load_config
+    from gateway.identity.store import pseudonymise
+    from gateway.offers.engine import redeem_code
+    from gateway.store import db
+    from gateway.store.outbox import Outbox
+    from gateway.sync.envelopes import EnvelopeFactory
+
+    config = load_config(args.config)
+    # The daemon's envelope factory (Gateway.__init__) with the same source and pseudonyms,
+    # so the redemption event and its id are the ones the daemon would queue; the map,
+    # radios and campaigns play no part in a redemption and are not loaded.
+    key = bytes.fromhex(config.gateway.pseudonym_key)
+    envelopes = EnvelopeFactory(config.gateway.store, config.gateway.id, partial(pseudonymise, key))
+    conn = db.connect(config.state_path / "gateway.db")
+    try:
+        now = SystemClock().wall()
+        with db.transaction(conn):
+            redemption, outcome = redeem_code(conn, args.code, now, args.touchpoint)
+            if redemption is not None:
+                envelope = envelopes.envelope(redemption)
+                assert envelope is not None
+                Outbox(conn).append([envelope], now)
+    finally:
+        conn.close()
+    if redemption is None:
+        print(f"gateway offers redeem: {args.code}: {outcome.replace('_', ' ')}", file=sys.stderr)
+        return 1
+    print(f"redeemed {redemption.code}: {redemption.sku} (offer {redemption.offer_id})")
+    return 0
+
+
+def add_offers(sub: Subparsers) -> None:
+    offers = sub.add_parser("offers", help="offer decisions")
+    offers_sub = offers.add_subparsers(dest="offers_command", required=True)
+    p = offers_sub.add_parser(
+        "why", parents=[CONFIG], help="explain every decision for a profile or device"
+    )
+    p.add_argument("who", help="profile id or device id")
+    p.set_defaults(func=_cmd_offers_why)
+    p = offers_sub.add_parser("redeem", parents=[CONFIG], help="redeem a code typed at the counter")
+    p.add_argument("code", help="the offer code, e.g. PK-7Q2M-XK4D (case and dashes optional)")
+    p.add_argument("--touchpoint", default="counter", help="where it was redeemed")
+    p.set_defaults(func=_cmd_offers_redeem)
