@@ -8,7 +8,8 @@ share, and easy to print.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Any
 
 # --- sources -------------------------------------------------------------------------------
 
@@ -41,15 +42,35 @@ class Tap:
     ndef: bytes = b""
 
 
+class AdapterState(StrEnum):
+    """Where a radio source is (the `state` of `com.storegate.gateway.adapter` events)."""
+
+    STARTING = "starting"
+    SCANNING = "scanning"  # BLE: the adapter reports adverts
+    READING = "reading"  # NFC: the reader waits for taps
+    RESTARTING = "restarting"
+    POWER_CYCLED = "power_cycled"
+    UNAVAILABLE = "unavailable"
+
+
 @dataclass(frozen=True, slots=True)
 class AdapterHealth:
     """A radio source's state changed (scanning, restarting, power_cycled, unavailable)."""
 
     t: float
     adapter: str
-    state: str
+    state: AdapterState
     reason: str
     restarts: int
+
+
+class NoticeKind(StrEnum):
+    """What a gateway notice reports (the type suffix of `com.storegate.gateway.*` events)."""
+
+    DOWNLINK_APPLIED = "downlink_applied"
+    DOWNLINK_REJECTED = "downlink_rejected"
+    COMMAND = "command"
+    OUTBOX_DROPPED = "outbox_dropped"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +79,7 @@ class GatewayNotice:
     rejected with a reason, command handled)."""
 
     t: float
-    kind: str  # "downlink_applied" | "downlink_rejected" | "command"
+    kind: NoticeKind
     subject: str
     data: dict[str, object]
 
@@ -201,7 +222,10 @@ class Position:
     level: int = 0  # floor number in a multi-storey store
 
 
-ZoneEventKind = Literal["enter", "exit", "dwell"]
+class ZoneEventKind(StrEnum):
+    ENTER = "enter"
+    EXIT = "exit"
+    DWELL = "dwell"
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 from datetime import datetime
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from gateway.identity.store import IdentityStore
@@ -283,19 +284,26 @@ class OfferEngine:
     def redeem_code(self, typed: str, t: float, where: str) -> tuple[Redemption | None, str]:
         return redeem_code(self.conn, typed, t, where)
 
-    def why(self, who: str) -> list[tuple[float, str, str, bool, str]]:
+    def why(self, who: str) -> list[PastDecision]:
         return why(self.conn, who)
 
 
-def why(conn: sqlite3.Connection, who: str) -> list[tuple[float, str, str, bool, str]]:
-    """Past decisions for a profile id or device id: (t, campaign, trigger, issued, reason),
-    `t` being when the decision's moment happened (occurrence time)."""
+class PastDecision(NamedTuple):
+    t: float  # when the decision's moment happened (occurrence time)
+    campaign: str
+    trigger: str
+    issued: bool
+    reason: str
+
+
+def why(conn: sqlite3.Connection, who: str) -> list[PastDecision]:
+    """Past decisions for a profile id or device id, oldest first."""
     rows = conn.execute(
         "SELECT t, campaign, trigger, issued, reason FROM decisions "
         "WHERE profile_id = ? OR device = ? ORDER BY t",
         (who, who),
     )
-    return [(float(r[0]), str(r[1]), str(r[2]), bool(r[3]), str(r[4])) for r in rows]
+    return [PastDecision(float(r[0]), str(r[1]), str(r[2]), bool(r[3]), str(r[4])) for r in rows]
 
 
 def redeem_code(

@@ -9,12 +9,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from gateway.model import BeaconHealth, EddystoneTLM, Frame
 from gateway.site.storemap import Anchor
 
 # Adverts of one anchor closer together than this are one advert heard by several receivers.
 SAME_ADVERT_S = 0.05
+
+
+class BeaconStatus(StrEnum):
+    """A fixed beacon's health, as `beacon.health` events and the console report it."""
+
+    UNKNOWN = "unknown"  # not heard yet
+    OK = "ok"
+    MISSING = "missing"
+    LOW_BATTERY = "low_battery"
+    SLOW = "slow"  # advertising slower than its profile says
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +42,7 @@ class _State:
     interval: float | None = None  # EWMA of distinct advert spacing
     battery_mv: int | None = None
     temperature: float | None = None
-    status: str = "unknown"
+    status: BeaconStatus = BeaconStatus.UNKNOWN
 
 
 @dataclass(slots=True)
@@ -77,23 +88,23 @@ class FleetHealth:
         span = exp.battery_max_mv - exp.battery_min_mv
         return max(0.0, min(100.0, 100.0 * (mv - exp.battery_min_mv) / span))
 
-    def _status(self, anchor: str, state: _State, now: float) -> str:
+    def _status(self, anchor: str, state: _State, now: float) -> BeaconStatus:
         reference = state.last_seen if state.last_seen is not None else self.started
         if reference is None:
-            return "unknown"
+            return BeaconStatus.UNKNOWN
         if now - reference > self.missing_after_s:
-            return "missing"
+            return BeaconStatus.MISSING
         if state.last_seen is None:
-            return "unknown"
+            return BeaconStatus.UNKNOWN
         pct = self._battery_pct(anchor, state.battery_mv)
         if pct is not None and pct < self.low_battery_pct:
-            return "low_battery"
+            return BeaconStatus.LOW_BATTERY
         exp = self.expectations.get(anchor)
         interval = state.interval
         limit = None if exp is None else self.slow_factor * max(exp.interval_s, 0.1)
         if interval is not None and limit is not None and interval > limit:
-            return "slow"
-        return "ok"
+            return BeaconStatus.SLOW
+        return BeaconStatus.OK
 
     def check(self, now: float) -> list[BeaconHealth]:
         """Status changes since the last check."""

@@ -12,15 +12,13 @@ import logging
 from collections import Counter
 from typing import TYPE_CHECKING
 
-import aiomqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-
-from gateway.model import GatewayNotice
+from gateway.model import GatewayNotice, NoticeKind
 from gateway.sync import downlink, peers
 from gateway.sync.topics import Inbound
 
 if TYPE_CHECKING:
+    import aiomqtt
+
     from gateway.runtime.gateway import Gateway
     from gateway.sync.uplink import Uplink
 
@@ -84,7 +82,7 @@ class Commands:
                 "version": document["version"],
                 "kind": document["kind"],
             }
-            gateway.notify([GatewayNotice(now, "downlink_applied", name, details)])
+            gateway.notify([GatewayNotice(now, NoticeKind.DOWNLINK_APPLIED, name, details)])
 
     def on_peer_sightings(self, peer: str, payload: bytes) -> None:
         """A peer gateway's shopper sightings: into the pipeline as if heard here."""
@@ -107,7 +105,7 @@ class Commands:
         log.warning("downlink rejected on %s: %s (%s)", topic, reason, detail)
         name = topic.rsplit("/", 1)[-1]
         details: dict[str, object] = {"topic": topic, "reason": reason, "detail": detail}
-        self.gateway.notify([GatewayNotice(now, "downlink_rejected", name, details)])
+        self.gateway.notify([GatewayNotice(now, NoticeKind.DOWNLINK_REJECTED, name, details)])
 
     async def _command(
         self,
@@ -152,9 +150,12 @@ class Commands:
         kwargs: dict[str, object] = {}
         correlation = getattr(props, "CorrelationData", None)
         if correlation is not None and gateway.config.mqtt.protocol == "5":
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+
             out = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             out.CorrelationData = correlation
             kwargs["properties"] = out
         await uplink.publish_json(topic, response, **kwargs)
         outcome: dict[str, object] = {"ok": not reason, "reason": reason or None}
-        gateway.notify([GatewayNotice(now, "command", name, outcome)])
+        gateway.notify([GatewayNotice(now, NoticeKind.COMMAND, name, outcome)])

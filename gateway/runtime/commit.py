@@ -20,7 +20,15 @@ from gateway.clock import Clock
 from gateway.config.sections import Config
 from gateway.humantime import local_datetime
 from gateway.identity.store import IdentityStore
-from gateway.model import AdapterHealth, Advert, GatewayNotice, OfferDecision, PipelineEvent, Tap
+from gateway.model import (
+    AdapterHealth,
+    Advert,
+    GatewayNotice,
+    NoticeKind,
+    OfferDecision,
+    PipelineEvent,
+    Tap,
+)
 from gateway.pipeline import Pipeline
 from gateway.sinks.push import LocalPushSink, PickupDisplay, Push, push_event
 from gateway.sinks.terminal import ConsoleReporter
@@ -218,4 +226,4 @@ class UnitOfWork:
             for key, n in dropped.items():
                 self.outbox_dropped[key] += n
             log.warning("outbox over its bounds, dropped %s", dropped)
-            self.notify([GatewayNotice(now, "outbox_dropped", "outbox", dict(dropped))])
+            self.notify([GatewayNotice(now, NoticeKind.OUTBOX_DROPPED, "outbox", dict(dropped))])

@@ -34,6 +34,7 @@ from gateway.store.outbox import Outbox
 from gateway.sync import downlink
 from gateway.sync.envelopes import EnvelopeFactory
 from gateway.sync.peers import ShareBuffer
+from gateway.sync.topics import LocalFeed, Publication
 
 if TYPE_CHECKING:
     from gateway.sinks.webhook import WebhookSender
@@ -41,9 +42,6 @@ if TYPE_CHECKING:
     from gateway.sources.nfc import NfcSource
     from gateway.sync.topics import Topics
     from gateway.sync.uplink import Uplink
-
-# What the uplink publishes in real time beside the outbox: (topic, payload, QoS) triples.
-LocalFeed = Callable[[], list[tuple[str, bytes, int]]]
 
 
 class Gateway:
@@ -180,16 +178,16 @@ class Gateway:
         share = self.share
         if share is not None:
 
-            def sightings() -> list[tuple[str, bytes, int]]:
+            def sightings() -> list[Publication]:
                 payload = share.take(self.config.gateway.id)
-                return [] if payload is None else [(topics.sightings, payload, 0)]
+                return [] if payload is None else [Publication(topics.sightings, payload, 0)]
 
             feeds.append(sightings)
         display = self.shop_floor.display
         if display is not None:
 
-            def displays() -> list[tuple[str, bytes, int]]:
-                return [(topics.display(zone), body, 1) for zone, body in display.take()]
+            def displays() -> list[Publication]:
+                return [Publication(topics.display(zone), body, 1) for zone, body in display.take()]
 
             feeds.append(displays)
         return feeds

@@ -22,11 +22,15 @@ import random
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.clock import Clock
 from gateway.config.edges import BleAdapterSection
-from gateway.model import AdapterHealth, Advert
+from gateway.model import AdapterHealth, AdapterState, Advert
+
+if TYPE_CHECKING:
+    from bleak.backends.device import BLEDevice
+    from bleak.backends.scanner import AdvertisementData
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +107,7 @@ class BleSource:
     failures: int = field(default=0, init=False)
     restarts: int = field(default=0, init=False)
     power_cycles: int = field(default=0, init=False)
-    state: str = field(default="starting", init=False)
+    state: AdapterState = field(default=AdapterState.STARTING, init=False)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -111,7 +115,7 @@ class BleSource:
 
     # --- the detection callback (runs in the event loop, must not block) -----------------
 
-    def on_detection(self, device: Any, adv: Any) -> None:
+    def on_detection(self, device: BLEDevice, adv: AdvertisementData) -> None:
         now = self.clock.wall()
         self.received += 1
         self.last_advert = self.clock.monotonic()
@@ -127,7 +131,7 @@ class BleSource:
 
     # --- the recovery loop -------------------------------------------------------------
 
-    def _health(self, state: str, reason: str = "") -> None:
+    def _health(self, state: AdapterState, reason: str = "") -> None:
         self.state = state
         log.info("adapter %s: %s %s", self.adapter, state, reason)
         self.emit(AdapterHealth(self.clock.wall(), self.adapter, state, reason, self.restarts))
@@ -150,7 +154,7 @@ class BleSource:
                 scanner = BleakScanner(detection_callback=self.on_detection, **kwargs)
                 await scanner.start()
                 self.last_advert = self.clock.monotonic()
-                self._health("scanning")
+                self._health(AdapterState.SCANNING)
                 while True:
                     await asyncio.sleep(check_every)
                     self.filter.sweep(self.clock.wall())
@@ -164,7 +168,7 @@ class BleSource:
             except Exception as exc:  # bleak/D-Bus/OS errors all mean: recover
                 self.failures += 1
                 self.restarts += 1
-                self._health("restarting", f"{type(exc).__name__}: {exc}")
+                self._health(AdapterState.RESTARTING, f"{type(exc).__name__}: {exc}")
                 if scanner is not None:
                     with suppress(Exception):
                         await asyncio.wait_for(scanner.stop(), 5.0)
@@ -179,9 +183,11 @@ class BleSource:
             await asyncio.sleep(0.5)
             await set_adapter_powered(self.adapter, True)
             self.power_cycles += 1
-            self._health("power_cycled")
+            self._health(AdapterState.POWER_CYCLED)
         except Exception as exc:
-            self._health("unavailable", f"power cycle failed: {type(exc).__name__}: {exc}")
+            self._health(
+                AdapterState.UNAVAILABLE, f"power cycle failed: {type(exc).__name__}: {exc}"
+            )
 
 
 async def set_adapter_powered(adapter: str, powered: bool) -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.clock import Clock
-from gateway.model import AdapterHealth, Tap
+from gateway.model import AdapterHealth, AdapterState, Tap
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class NfcSource:
     backoff_max_s: float = 30.0
     targets: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
     taps: int = 0
-    state: str = "starting"
+    state: AdapterState = AdapterState.STARTING
     _stop: threading.Event = field(default_factory=threading.Event)
 
     async def run(self) -> None:
@@ -153,7 +153,7 @@ class NfcSource:
             raise
 
     def _health(
-        self, emit: Callable[[Tap | AdapterHealth], None], state: str, reason: str = ""
+        self, emit: Callable[[Tap | AdapterHealth], None], state: AdapterState, reason: str = ""
     ) -> None:
         self.state = state
         emit(AdapterHealth(self.clock.wall(), f"nfc:{self.reader}", state, reason, 0))
@@ -175,11 +175,11 @@ class NfcSource:
                 clf = open_frontend(self.device)
             except OSError as exc:
                 failures += 1
-                self._health(emit, "unavailable", str(exc))
+                self._health(emit, AdapterState.UNAVAILABLE, str(exc))
                 self._pause(min(self.backoff_max_s, 0.2 * 2.0 ** min(failures, 10)))
                 continue
             failures = 0
-            self._health(emit, "reading")
+            self._health(emit, AdapterState.READING)
 
             def on_connect(tag: Any) -> bool:
                 read = _describe(tag)
@@ -194,6 +194,6 @@ class NfcSource:
                         terminate=self._stop.is_set,
                     )
             except Exception as exc:  # unplugged reader, USB error
-                self._health(emit, "restarting", f"{type(exc).__name__}: {exc}")
+                self._health(emit, AdapterState.RESTARTING, f"{type(exc).__name__}: {exc}")
             finally:
                 clf.close()

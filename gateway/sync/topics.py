@@ -7,9 +7,22 @@ topic is (like aiomqtt's `Topic.matches`), so no other module splits topic strin
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import NamedTuple
+
+
+class Publication(NamedTuple):
+    """A message published beside the outbox, in real time (peer sightings, displays)."""
+
+    topic: str
+    payload: bytes
+    qos: int
+
+
+# Polled by the uplink after each round: what to publish now.
+LocalFeed = Callable[[], list[Publication]]
 
 
 class Inbound(StrEnum):

@@ -32,7 +32,7 @@ from gateway.clock import Clock
 from gateway.config.edges import MqttSection
 from gateway.config.sections import Config
 from gateway.store.outbox import Outbox, QueuedEvent
-from gateway.sync.topics import Topics
+from gateway.sync.topics import LocalFeed, Topics
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class Uplink:
     client: aiomqtt.Client | None = None
     # Real-time local publications (peer sightings, pickup displays): each callable hands
     # over what is due as (topic, payload, qos); nothing of it goes through the outbox.
-    local_feeds: list[Callable[[], list[tuple[str, bytes, int]]]] = field(default_factory=list)
+    local_feeds: list[LocalFeed] = field(default_factory=list)
     # Built once: paho's Properties objects are costly to make per message.
     _single_props: Properties = field(default_factory=lambda: _publish_props(CLOUDEVENTS_JSON))
     _batch_props: Properties = field(default_factory=lambda: _publish_props(CLOUDEVENTS_BATCH))

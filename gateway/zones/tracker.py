@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import shapely
 
-from gateway.model import Position, ZoneEvent
+from gateway.model import Position, ZoneEvent, ZoneEventKind
 from gateway.site.storemap import Zone
 from gateway.zones.index import ZoneIndex
 
@@ -90,7 +90,7 @@ class ZoneTracker:
                 )
                 events.append(
                     ZoneEvent(
-                        "enter",
+                        ZoneEventKind.ENTER,
                         pos.device,
                         zone.id,
                         pos.t,
@@ -115,7 +115,7 @@ class ZoneTracker:
                 del visits[index]
                 events.append(
                     ZoneEvent(
-                        "exit",
+                        ZoneEventKind.EXIT,
                         pos.device,
                         zone.id,
                         pos.t,
@@ -146,7 +146,9 @@ class ZoneTracker:
                 continue  # left, already fired, or a later visit (it has its own entry)
             visit.dwell_done = True
             zone = self.zones[index]
-            events.append(ZoneEvent("dwell", device, zone.id, now, visit.first_inside, 1.0))
+            events.append(
+                ZoneEvent(ZoneEventKind.DWELL, device, zone.id, now, visit.first_inside, 1.0)
+            )
         return events
 
     def dwells(self, device: str, now: float) -> list[ZoneEvent]:
@@ -156,13 +158,15 @@ class ZoneTracker:
             due = visit.confirmed and not visit.dwell_done
             if due and now - visit.first_inside >= self._dwell(zone):
                 visit.dwell_done = True
-                events.append(ZoneEvent("dwell", device, zone.id, now, visit.first_inside, 1.0))
+                events.append(
+                    ZoneEvent(ZoneEventKind.DWELL, device, zone.id, now, visit.first_inside, 1.0)
+                )
         return events
 
     def leave_all(self, device: str, t: float) -> list[ZoneEvent]:
         """The device is gone (stale): close every confirmed visit."""
         events = [
-            ZoneEvent("exit", device, self.zones[i].id, t, v.first_inside, 1.0)
+            ZoneEvent(ZoneEventKind.EXIT, device, self.zones[i].id, t, v.first_inside, 1.0)
             for i, v in sorted(self.visits.pop(device, {}).items())
             if v.confirmed
         ]

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 from gateway.config.sections import parse_config
 from gateway.identity.store import IdentityStore
-from gateway.model import OfferDecision, ZoneEvent
+from gateway.model import OfferDecision, ZoneEvent, ZoneEventKind
 from gateway.offers.engine import OfferEngine
 from gateway.offers.rules import LimitsSection, PickupDiscountSection, Reason
 from gateway.resources import data_file
@@ -48,7 +48,7 @@ def _seed(conn: sqlite3.Connection, **alice: Any) -> IdentityStore:
 
 
 def _decide(engine: OfferEngine, zone: str, profile: str, t: float = T0) -> list[OfferDecision]:
-    event = ZoneEvent("enter", f"dev-{profile}", zone, t, t, 0.9)
+    event = ZoneEvent(ZoneEventKind.ENTER, f"dev-{profile}", zone, t, t, 0.9)
     with transaction(engine.conn):
         return engine.evaluate_all(event, event.device, profile)
 
@@ -197,7 +197,7 @@ def test_redeem_command_queues_the_attribution(tmp_path: Any) -> None:
     gateway.refresh()
     now = clock.wall()
     with transaction(gateway.conn):
-        event = ZoneEvent("enter", "dev-a", "entrance", now, now, 0.9)
+        event = ZoneEvent(ZoneEventKind.ENTER, "dev-a", "entrance", now, now, 0.9)
         offer = gateway.offers.evaluate(event, "dev-a", "p-alice-3f9c")
     gateway.close()
     assert offer is not None and offer.issued and offer.code

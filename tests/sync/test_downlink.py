@@ -253,7 +253,7 @@ async def test_downlink_over_the_broker(tmp_path: Path, clock: PinnedClock) -> N
 
 
 def test_campaign_rules_as_data(tmp_path: Path, clock: PinnedClock) -> None:
-    from gateway.model import OfferDecision, ZoneEvent
+    from gateway.model import OfferDecision, ZoneEvent, ZoneEventKind
 
     config = parse_config(f"[gateway]\nstate_dir = '{tmp_path}'\n[sinks]\nstdout = false\n")
     gateway = Gateway(config, quiet_sink=True, clock=clock)
@@ -287,7 +287,7 @@ def test_campaign_rules_as_data(tmp_path: Path, clock: PinnedClock) -> None:
     assert gateway.offers.rule.campaign == "pickup-winter" and gateway.offers.rule.percent == 15
 
     t = 1795424400.0
-    event = ZoneEvent("enter", "ibeacon:x", "entrance", t, t, 0.9)
+    event = ZoneEvent(ZoneEventKind.ENTER, "ibeacon:x", "entrance", t, t, 0.9)
     with db.transaction(gateway.conn):
         decision = gateway.offers.evaluate(event, "ibeacon:x", "p-alice-3f9c")
     assert isinstance(decision, OfferDecision) and decision.issued

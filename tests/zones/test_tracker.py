@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from shapely.geometry import box
 
-from gateway.model import Position, ZoneEvent
+from gateway.model import Position, ZoneEvent, ZoneEventKind
 from gateway.site.storemap import Zone
 from gateway.zones.tracker import ZoneTracker
 
@@ -57,7 +57,7 @@ def test_standing_within_the_margin_never_exits() -> None:
     _feed(tracker, [_at(t * 0.5, 2, 2) for t in range(4)])
     # On and just outside the edge (0.9 m < 1 m margin) for a minute.
     assert _feed(tracker, [_at(2 + t * 0.5, 4.9 if t % 2 else 3.9, 2) for t in range(120)]) == [
-        ZoneEvent("dwell", "dev", "shelf", 10.0, 0.0, 1.0)
+        ZoneEvent(ZoneEventKind.DWELL, "dev", "shelf", 10.0, 0.0, 1.0)
     ]
 
 
