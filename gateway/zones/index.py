@@ -28,6 +28,9 @@ from gateway.site.storemap import Zone
 
 # Grid cells per zone, roughly: more cells mean fewer candidates per lookup and more memory.
 _CELL_MIN_M, _CELL_MAX_M = 0.5, 8.0
+# Whatever the map's units or extent, the grid holds at most this many (cell, zone) entries
+# (a few MB): a map drawn in millimetres coarsens the cells instead of exhausting memory.
+MAX_GRID_ENTRIES = 200_000
 
 # (zone index, min x, min y, max x, max y, exact-by-bounding-box, shape)
 _Candidate = tuple[int, float, float, float, float, bool, Any]
@@ -48,6 +51,12 @@ class ZoneIndex:
             1.0
         ]
         self.cell = float(min(_CELL_MAX_M, max(_CELL_MIN_M, sides[len(sides) // 2])))
+        boxes = [z.shape.bounds for z in zones]
+        while True:
+            entries, widest = self._entries(boxes)
+            if entries <= MAX_GRID_ENTRIES or widest <= 4:
+                break  # within budget, or as coarse as helps (every zone in ≤ 2×2 cells)
+            self.cell *= 2.0
         grid: dict[tuple[int, int, int], list[_Candidate]] = defaultdict(list)
         order = sorted(range(len(zones)), key=lambda i: (-zones[i].priority, i))
         for i in order:
@@ -76,6 +85,15 @@ class ZoneIndex:
 
     def _c(self, value: float) -> int:
         return math.floor(value / self.cell)
+
+    def _entries(self, boxes: list[tuple[float, float, float, float]]) -> tuple[int, int]:
+        """(grid entries, most cells of one zone) at the current cell size."""
+        total = widest = 0
+        for minx, miny, maxx, maxy in boxes:
+            cells = (self._c(maxx) - self._c(minx) + 1) * (self._c(maxy) - self._c(miny) + 1)
+            total += cells
+            widest = max(widest, cells)
+        return total, widest
 
     def containing(self, x: float, y: float, level: int = 0) -> list[int]:
         """Indices of the zones of `level` containing the point, highest priority first."""
