@@ -25,6 +25,11 @@ Severity = Literal["error", "warning"]
 OVERLAP_TOLERANCE_M2 = 0.05
 # Zones that are meant to lie (partly) outside the floor: the pavement in front of a window.
 OUTDOOR_CATEGORIES = frozenset(("window", "outdoor", "pavement"))
+# Maps are in metres. A shop floor wider than this, or a zone narrower than the other bound,
+# is most likely drawn in other units (millimetres, degrees): positions and dwell would be
+# meaningless even though every geometry is valid.
+LARGEST_PLAUSIBLE_M = 2000.0
+SMALLEST_ZONE_SIDE_M = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +70,39 @@ def check_store(store: StoreMap) -> list[Finding]:
     findings += _overlaps(store)
     findings += _profiles(store)
     findings += _levels(store)
+    findings += _scale(store)
     return findings
+
+
+def _scale(store: StoreMap) -> list[Finding]:
+    """Coordinates are metres: warn when the map cannot be a shop drawn in metres."""
+    out: list[Finding] = []
+    if not store.zones and not store.floors:
+        return out  # nothing drawn: other findings say so
+    minx, miny, maxx, maxy = store.bounds
+    extent = max(maxx - minx, maxy - miny)
+    if extent > LARGEST_PLAUSIBLE_M:
+        out.append(
+            Finding(
+                "warning",
+                "",
+                f"the map spans {extent:,.0f} units; coordinates are metres from the store's "
+                "origin: is it drawn in millimetres or another unit? rescale it to metres",
+            )
+        )
+    for zone in store.zones:
+        zminx, zminy, zmaxx, zmaxy = zone.shape.bounds
+        side = min(zmaxx - zminx, zmaxy - zminy)
+        if 0 < side < SMALLEST_ZONE_SIDE_M and zone.shape.area > 0:
+            out.append(
+                Finding(
+                    "warning",
+                    f"zone {zone.id!r}",
+                    f"is {side:.3g} m across at its narrowest: too small to be reached; "
+                    "is the map drawn in kilometres or degrees? rescale it to metres",
+                )
+            )
+    return out
 
 
 def _placement(store: StoreMap) -> list[Finding]:

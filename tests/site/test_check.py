@@ -19,6 +19,7 @@ from gateway.site.check import check_data
 from gateway.site.hardware import load_beacon_profile
 from gateway.site.render import plan_scene, to_svg, write_png
 from gateway.site.storemap import load_map
+from gateway.zones.index import ZoneIndex
 from gateway.zones.tracker import ZoneTracker
 from tests.conftest import REPO
 
@@ -215,3 +216,25 @@ def test_the_busy_benchmark_store_is_a_valid_map() -> None:
     assert 200 < len(adverts) < 5 * 2 * 5 * 24 + 20 * 5 * 24
     profiles = list(busystore.profiles(10, 5))
     assert len(profiles) == 10 and profiles[0]["identifiers"][0]["kind"] == "ibeacon"
+
+
+def _scaled(value: Any, factor: float) -> Any:
+    if isinstance(value, list):
+        return [_scaled(v, factor) for v in value]
+    return value * factor if isinstance(value, (int, float)) else value
+
+
+def test_a_map_in_other_units_is_flagged_and_still_loads_fast() -> None:
+    for factor, hint in ((1000.0, "millimetres"), (1e-5, "kilometres or degrees")):
+        data = _load("demo-bookstore.geojson")
+        for feature in data["features"]:
+            geometry = feature["geometry"]
+            geometry["coordinates"] = _scaled(geometry["coordinates"], factor)
+        store, findings = check_data(data, "scaled.geojson")
+        assert store is not None
+        warnings = [f.line("scaled.geojson") for f in findings if f.severity == "warning"]
+        assert any(hint in line for line in warnings), warnings
+        assert not [f for f in findings if f.severity == "error"]
+        ZoneIndex(store.zones)  # builds within its grid budget
+    _store, plain = check_data(_load("demo-bookstore.geojson"), "demo.geojson")
+    assert not [f for f in plain if "rescale" in f.problem]
