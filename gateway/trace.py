@@ -74,6 +74,11 @@ def parse_line(text: str, line: int) -> Advert | Tap | TraceError | None:
     return parse_object(obj, line)
 
 
+# Seconds since the Unix epoch of 2100-01-01 UTC: no recording or sighting is later. Beyond it
+# a timestamp is garbage (1e15 would even overflow date arithmetic downstream).
+LATEST_T = 4_102_444_800.0
+
+
 def parse_object(obj: Any, line: int) -> Advert | Tap | TraceError:
     """One decoded trace object (also the sightings peers share) → Advert or Tap."""
     if not isinstance(obj, dict):
@@ -81,6 +86,8 @@ def parse_object(obj: Any, line: int) -> Advert | Tap | TraceError:
     t = obj.get("t")
     if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
         return TraceError(line, "t", "expected a non-negative number of seconds")
+    if t >= LATEST_T:
+        return TraceError(line, "t", f"{t:.6g} is after 2100-01-01: not a time anything was heard")
     kind = obj.get("kind")
     if kind == "ble":
         receiver = obj.get("receiver", obj.get("adapter"))

@@ -54,3 +54,15 @@ def test_bad_lines_are_explained(line: str, field: str, words: str) -> None:
 def test_blank_and_comment_lines_are_skipped() -> None:
     assert parse_line("   \n", 1) is None
     assert parse_line("# recorded at store 12", 1) is None
+
+
+@pytest.mark.parametrize("t", [1e15, 4_102_444_800, 1.7976931348623157e308])
+def test_a_time_after_2100_is_refused_with_a_reason(t: float) -> None:
+    line = f'{{"t": {t!r}, "kind": "ble", "receiver": "gw", "address": "AA", "rssi": -60}}'
+    error = parse_line(line, 3)
+    assert isinstance(error, TraceError) and error.field == "t" and "2100" in error.reason
+
+
+def test_the_last_second_before_2100_is_still_a_time() -> None:
+    line = '{"t": 4102444799.5, "kind": "ble", "receiver": "gw", "address": "AA", "rssi": -60}'
+    assert isinstance(parse_line(line, 1), Advert)

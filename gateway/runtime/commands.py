@@ -89,7 +89,9 @@ class Commands:
         if peer == self.gateway.config.gateway.id:
             return  # our own batch, echoed by the broker
         try:
-            batch = peers.decode(payload, peer)
+            # A replay runs ahead of the wall clock; its peers share the replayed time.
+            now = max(self.gateway.clock.wall(), self.gateway.pipeline.now)
+            batch = peers.decode(payload, peer, now=now)
         except peers.PeerRejected as exc:
             self.peer_stats[f"rejected_{exc.reason}"] += 1
             log.warning("peer sightings from %s rejected: %s", peer, exc)

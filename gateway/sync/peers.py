@@ -31,6 +31,14 @@ PEER_ADDRESS_PREFIX = "peer:"  # the Advert.address of a shared sighting: never 
 PEER_MAX_AGE_S = 2.0
 MAX_BUFFERED = 5000  # sightings kept while the broker is away (the newest win)
 MAX_BATCH = 2000  # sightings accepted in one message
+# Bounds checked before parsing: a message from the store's broker is still untrusted input.
+MAX_PAYLOAD_BYTES = MAX_BATCH * 400
+# Peers of one store share its time (NTP). A sighting ahead of ours by more than this is refused:
+# one bad clock (or a forged batch) would put a device's presence in the future and every later
+# sighting of it would look like time running backwards. Older ones are only late: refused past
+# an hour, as garbage.
+PEER_AHEAD_S = 30.0
+PEER_BEHIND_S = 3600.0
 
 
 def is_peer(advert: Advert) -> bool:
@@ -85,12 +93,17 @@ class PeerRejected(ValueError):
         self.reason, self.detail = reason, detail
 
 
-def decode(payload: bytes, topic_gateway: str) -> PeerBatch:
-    """Validate a peer's batch; bad sightings are reported one by one, good ones kept."""
+def decode(payload: bytes, topic_gateway: str, *, now: float) -> PeerBatch:
+    """Validate a peer's batch; bad sightings are reported one by one, good ones kept.
+    `now` is this gateway's time (its clock, or its replay's time if ahead of the clock)."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise PeerRejected("too_large", f"{len(payload)} bytes; at most {MAX_PAYLOAD_BYTES}")
     try:
         body: Any = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PeerRejected("malformed", f"not JSON: {exc}") from None
+    except RecursionError:
+        raise PeerRejected("malformed", "JSON nested too deeply") from None
     if not isinstance(body, dict):
         raise PeerRejected("malformed", "expected a JSON object")
     if body.get("v") != FORMAT_VERSION:
@@ -117,6 +130,12 @@ def decode(payload: bytes, topic_gateway: str) -> PeerBatch:
             errors.append(f"{where}: {item.reason}")
         elif not isinstance(item, Advert):
             errors.append(f"sightings[{index}]: kind: only BLE sightings are shared")
+        elif not now - PEER_BEHIND_S <= item.t <= now + PEER_AHEAD_S:
+            errors.append(
+                f"sightings[{index}]: t: {item.t - now:+.0f} s from this gateway's time (at most "
+                f"{PEER_AHEAD_S:.0f} s ahead, {PEER_BEHIND_S:.0f} s behind; is the peer's "
+                "clock synchronised?)"
+            )
         else:
             adverts.append(
                 Advert(

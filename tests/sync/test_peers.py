@@ -33,7 +33,7 @@ def test_encode_decode_round_trip_without_addresses() -> None:
     ]
     payload = peers.encode("gw-a", adverts)
     assert b"C0:FF:EE" not in payload
-    batch = peers.decode(payload, "gw-a")
+    batch = peers.decode(payload, "gw-a", now=10.0)
     assert batch.errors == []
     assert [(a.t, a.receiver, a.rssi, a.ad, a.mfr) for a in batch.adverts] == [
         (a.t, a.receiver, a.rssi, a.ad, a.mfr) for a in adverts
@@ -43,13 +43,17 @@ def test_encode_decode_round_trip_without_addresses() -> None:
 
 def test_bad_batches_and_bad_sightings_are_named() -> None:
     with pytest.raises(peers.PeerRejected) as info:
-        peers.decode(b"{not json", "gw-a")
+        peers.decode(b"{not json", "gw-a", now=0.0)
     assert info.value.reason == "malformed"
     with pytest.raises(peers.PeerRejected) as info:
-        peers.decode(json.dumps({"v": 1, "gateway": "gw-x", "sightings": []}).encode(), "gw-a")
+        peers.decode(
+            json.dumps({"v": 1, "gateway": "gw-x", "sightings": []}).encode(), "gw-a", now=0.0
+        )
     assert info.value.reason == "gateway_mismatch"
     with pytest.raises(peers.PeerRejected) as info:
-        peers.decode(json.dumps({"v": 9, "gateway": "gw-a", "sightings": []}).encode(), "gw-a")
+        peers.decode(
+            json.dumps({"v": 9, "gateway": "gw-a", "sightings": []}).encode(), "gw-a", now=0.0
+        )
     assert info.value.reason == "unsupported_version"
     body = {
         "v": 1,
@@ -62,7 +66,7 @@ def test_bad_batches_and_bad_sightings_are_named() -> None:
             {"t": 2.0, "kind": "ble", "receiver": "gw-sw", "rssi": -60, "ad": "0201"},
         ],
     }
-    batch = peers.decode(json.dumps(body).encode(), "gw-a")
+    batch = peers.decode(json.dumps(body).encode(), "gw-a", now=2.0)
     assert len(batch.adverts) == 1 and batch.adverts[0].t == 2.0
     assert [e.split(":")[0] for e in batch.errors] == [f"sightings[{i}]" for i in range(4)]
     assert "rssi" in batch.errors[0] and "hex" in batch.errors[1]
@@ -183,3 +187,30 @@ async def test_two_gateways_fuse_each_others_receivers(tmp_path: Path, clock: Pi
     assert gw_b.pipeline.stats.zone_events["enter"] >= 4
     gw_a.close()
     gw_b.close()
+
+
+def test_hostile_batches_are_refused_before_or_while_parsing() -> None:
+    huge = b" " * (peers.MAX_PAYLOAD_BYTES + 1)  # refused unparsed
+    with pytest.raises(peers.PeerRejected) as info:
+        peers.decode(huge, "gw-a", now=0.0)
+    assert info.value.reason == "too_large"
+    nested = b'{"v": 1, "gateway": "gw-a", "sightings": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    with pytest.raises(peers.PeerRejected) as info:
+        peers.decode(nested, "gw-a", now=0.0)
+    assert info.value.reason == "malformed"
+
+
+def test_sightings_far_from_this_gateways_clock_are_refused_one_by_one() -> None:
+    now = 1_800_000_000.0
+    times = [now, now - 5.0, now + 1e15, now - 7200.0, now + 31.0, 5e9]
+    body = {
+        "v": 1,
+        "gateway": "gw-a",
+        "sightings": [
+            {"t": t, "kind": "ble", "receiver": "gw-sw", "rssi": -60, "ad": "0201"} for t in times
+        ],
+    }
+    batch = peers.decode(json.dumps(body).encode(), "gw-a", now=now)
+    assert [a.t for a in batch.adverts] == [now, now - 5.0]
+    assert len(batch.errors) == 4 and all(": t: " in e for e in batch.errors)
+    assert "synchronised" in batch.errors[1] and "2100" in batch.errors[0]
