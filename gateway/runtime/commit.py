@@ -127,7 +127,9 @@ class UnitOfWork:
         self.sinks: list[EventSink] = []  # in order; the shop floor last
         self.advert_watchers: list[Callable[[Advert], None]] = []  # e.g. console calibration
         self.adverts_by_receiver: Counter[str] = Counter()
-        self.outbox_dropped: Counter[str] = Counter()
+        self.outbox_dropped: Counter[str] = Counter()  # since start, by "reason:stream"
+        self._queued_since_bound = 0  # events queued since the last bounds check
+        self._depth_at_bound = 0
         self.last_progress = clock.monotonic()  # the last committed batch (watchdog health)
         self._last_bound = 0.0
         self._last_purge = 0.0
@@ -205,8 +207,13 @@ class UnitOfWork:
             return
         for sink in self.sinks:
             sink(events, queued)
-        if any(q.seq is not None for q in queued):
-            self._bound_outbox()
+        added = sum(1 for q in queued if q.seq is not None)
+        if added:
+            self._queued_since_bound += added
+            # The quota holds at every commit: checked now if this commit may have passed it,
+            # else at most every 10 s (TTLs and retention are not that urgent).
+            over = self._depth_at_bound + self._queued_since_bound > self.config.outbox.max_events
+            self._bound_outbox(every_s=0.0 if over else 10.0)
 
     def _bound_outbox(self, every_s: float = 10.0) -> None:
         """Keep the outbox within its quota and TTLs (checked at most every `every_s`), and
@@ -222,6 +229,8 @@ class UnitOfWork:
                 log.info("retention: removed %s", purged)
         bounds = self.config.outbox
         dropped = enforce_bounds(self.conn, now, bounds.max_events, bounds.ttl_s)
+        self._depth_at_bound = self.outbox.depth()
+        self._queued_since_bound = 0
         if dropped:
             for key, n in dropped.items():
                 self.outbox_dropped[key] += n

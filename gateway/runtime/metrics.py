@@ -157,6 +157,16 @@ def exposition(view: StatusView) -> str:
         "Seconds the longest-waiting event has been queued.",
         c.outbox_oldest_age_s,
     )
+    for key, n in c.outbox_dropped.items():
+        reason, _, stream = key.partition(":")
+        m(
+            "gateway_outbox_dropped_total",
+            "counter",
+            "Events dropped unsent since start: expired (TTL) or shed (quota), by stream.",
+            n,
+            reason=reason,
+            stream=stream,
+        )
     m(
         "gateway_mqtt_connected",
         "gauge",

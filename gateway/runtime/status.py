@@ -31,6 +31,7 @@ class SourcesDoc(TypedDict):
 class OutboxDoc(TypedDict):
     depth: dict[str, int]
     oldest_age_s: float
+    dropped: dict[str, int]  # since start, by "expired:<stream>" / "shed:<stream>"
 
 
 class MqttDoc(TypedDict):
@@ -102,6 +103,7 @@ class Counters:
     redemptions: int
     outbox_depth: dict[str, int]
     outbox_oldest_age_s: float
+    outbox_dropped: dict[str, int]  # since start, by "expired:<stream>" / "shed:<stream>"
     mqtt_connected: bool
     mqtt_delivered: int | None  # None: no uplink configured
     mqtt_connects: int | None
@@ -151,7 +153,11 @@ class StatusView:
 
     def outbox(self) -> OutboxDoc:
         age = self._gateway.outbox.oldest_age(self.wall)
-        return {"depth": self.outbox_depths(), "oldest_age_s": round(age or 0.0, 1)}
+        return {
+            "depth": self.outbox_depths(),
+            "oldest_age_s": round(age or 0.0, 1),
+            "dropped": dict(sorted(self._gateway.outbox_dropped.items())),
+        }
 
     def mqtt(self) -> MqttDoc:
         uplink = self._gateway.uplink
@@ -216,6 +222,7 @@ class StatusView:
             redemptions=stats.redemptions,
             outbox_depth=dict(sorted(self.outbox_depths().items())),
             outbox_oldest_age_s=gateway.outbox.oldest_age(self.wall) or 0.0,
+            outbox_dropped=dict(sorted(gateway.outbox_dropped.items())),
             mqtt_connected=uplink is not None and uplink.stats.connected,
             mqtt_delivered=None if uplink is None else uplink.stats.delivered,
             mqtt_connects=None if uplink is None else uplink.stats.connects,

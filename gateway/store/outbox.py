@@ -146,6 +146,9 @@ class Outbox:
 
 # Never shed, whatever the pressure: they are what the shop is paid for.
 PROTECTED_STREAMS = ("redemption", "push")
+# The notice that reports shedding is never shed itself, or the report would vanish with the
+# next pass (it sits on the low-priority gateway stream with the adapter and downlink notices).
+PROTECTED_TYPES = ("gateway.outbox_dropped",)
 
 
 def enforce_bounds(
@@ -158,11 +161,14 @@ def enforce_bounds(
     Returns what was dropped, as {"expired:<stream>": n, "shed:<stream>": n}.
     """
     dropped: dict[str, int] = {}
+    kept = ",".join("?" for _ in PROTECTED_TYPES)
     with transaction(conn):
         for stream, ttl in ttl_s.items():
             if ttl > 0 and stream not in PROTECTED_STREAMS:
                 cur = conn.execute(
-                    "DELETE FROM outbox WHERE stream = ? AND queued_at < ?", (stream, now - ttl)
+                    "DELETE FROM outbox WHERE stream = ? AND queued_at < ? "
+                    f"AND type NOT IN ({kept})",
+                    (stream, now - ttl, *PROTECTED_TYPES),
                 )
                 if cur.rowcount:
                     dropped[f"expired:{stream}"] = cur.rowcount
@@ -171,8 +177,8 @@ def enforce_bounds(
             placeholders = ",".join("?" for _ in PROTECTED_STREAMS)
             victims = conn.execute(
                 f"SELECT seq, stream FROM outbox WHERE stream NOT IN ({placeholders}) "
-                "ORDER BY priority DESC, seq LIMIT ?",
-                (*PROTECTED_STREAMS, excess),
+                f"AND type NOT IN ({kept}) ORDER BY priority DESC, seq LIMIT ?",
+                (*PROTECTED_STREAMS, *PROTECTED_TYPES, excess),
             ).fetchall()
             conn.executemany("DELETE FROM outbox WHERE seq = ?", [(v[0],) for v in victims])
             for _, stream in victims:

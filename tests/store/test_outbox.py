@@ -162,3 +162,17 @@ def test_a_replay_shift_is_chosen_once_per_state(conn: sqlite3.Connection) -> No
     assert first == NOW - 1000.0
     assert db.replay_shift(conn, 1000.0, NOW + 3600) == first  # a rerun: same event ids
     assert db.replay_shift(conn, 5000.0, NOW + 3600) == NOW + 3600 - 5000.0  # another trace
+
+
+def test_the_notice_that_reports_shedding_is_never_shed_or_expired(
+    conn: sqlite3.Connection,
+) -> None:
+    outbox = Outbox(conn)
+    notice = OutboxEvent("drop-1", "gateway", "gateway.outbox_dropped", 4, 1.0, {"shed:zone": 3})
+    outbox.append([notice], 0.0)  # queued long ago, on the least important stream
+    outbox.append([OutboxEvent(f"z{i}", "zone", "zone.enter", 3, 1.0, {}) for i in range(5)], 50.0)
+    adapter = OutboxEvent("a1", "gateway", "gateway.adapter", 4, 1.0, {})
+    outbox.append([adapter], 50.0)
+    dropped = enforce_bounds(conn, 1000.0, max_events=2, ttl_s={"gateway": 100.0, "zone": 0.0})
+    assert dropped == {"expired:gateway": 1, "shed:zone": 4}
+    assert sorted(q.event_id for q in outbox.peek(10)) == ["drop-1", "z4"]

@@ -112,7 +112,9 @@ function showState(state) {
 
 function outboxText(outbox) {
   const queued = Object.values(outbox.depth).reduce((a, b) => a + b, 0);
-  return queued ? `${queued} queued, oldest waiting ${duration(outbox.oldest_age_s)}` : "empty";
+  const dropped = Object.values(outbox.dropped || {}).reduce((a, b) => a + b, 0);
+  const waiting = queued ? `${queued} queued, oldest waiting ${duration(outbox.oldest_age_s)}` : "empty";
+  return dropped ? `${waiting}; ${dropped} dropped unsent since start` : waiting;
 }
 
 function describe(e) {
