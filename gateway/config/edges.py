@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from gateway.config.schema import doc
+from gateway.config.schema import doc, topic_level_problem
 from gateway.config.secrets import valid_hash
 
 
@@ -212,6 +212,10 @@ class MqttSection:
 
     def validate(self) -> dict[str, str]:
         problems: dict[str, str] = {}
+        levels = self.topic_prefix.split("/")
+        bad = [p for level in levels if (p := topic_level_problem(level))]
+        if bad:
+            problems["topic_prefix"] = f"{bad[0]} in a level; e.g. 'storegate/v1'"
         if not 0.05 <= self.share_interval_s <= 2.0:
             problems["share_interval_s"] = "must be between 0.05 and 2 s (sightings go stale)"
         if self.protocol not in ("5", "3.1.1"):

@@ -10,6 +10,7 @@ the stages declare their own settings with it, and `gateway.config.sections` ass
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import field
@@ -31,6 +32,12 @@ def doc(text: str, **kwargs: Any) -> Any:
 
 
 T = TypeVar("T")
+
+# Bounds every value meets whatever its key, before the section's own `validate()`: NaN and
+# infinities pass every comparison-based range check silently (`cooldown_s = nan` turned the
+# cooldown off), and no setting of a shop gateway needs numbers or strings beyond these.
+MAX_NUMBER = 1e9
+MAX_STRING = 4096
 
 
 def _type_name(tp: Any) -> str:
@@ -70,11 +77,20 @@ def _convert(value: Any, tp: Any, file: str, key: str) -> Any:
             raise ConfigError(file, key, f"expected {_type_name(tp)}, got {value!r}")
         return [_convert(v, item_type, file, f"{key}[{i}]") for i, v in enumerate(value)]
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        value = float(value)
     if tp is int and isinstance(value, bool):
         raise ConfigError(file, key, f"expected an integer, got {value!r}")
     if not isinstance(value, tp):
         raise ConfigError(file, key, f"expected {_type_name(tp)}, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(file, key, f"expected a finite number, got {value!r}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) > MAX_NUMBER:
+        raise ConfigError(file, key, f"{value!r} is out of any sensible range (|x| ≤ 1e9)")
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ConfigError(file, key, "contains a NUL character; remove it")
+        if len(value) > MAX_STRING:
+            raise ConfigError(file, key, f"{len(value)} characters; at most {MAX_STRING}")
     return value
 
 
@@ -129,3 +145,18 @@ def describe(cls: type[Any], prefix: str = "") -> list[tuple[str, str, str, str]
             if dataclasses.is_dataclass(item):
                 rows.extend(describe(typing.cast(type[Any], item), f"{key}.<id>"))
     return rows
+
+
+def topic_level_problem(text: str) -> str:
+    """'' if `text` can be one MQTT topic level of a topic we publish to, else what is wrong:
+    wildcards would make the broker refuse every publish (and the will topic) silently."""
+    if not text:
+        return "empty"
+    for char, name in (("+", "'+' (an MQTT wildcard)"), ("#", "'#' (an MQTT wildcard)")):
+        if char in text:
+            return f"contains {name}"
+    if "/" in text:
+        return "contains '/' (a topic level separator)"
+    if any(ord(c) < 32 for c in text):
+        return "contains a control character"
+    return ""

@@ -24,7 +24,7 @@ from gateway.config.edges import (
     SinksSection,
     SourcesSection,
 )
-from gateway.config.schema import ConfigError, build_section, doc
+from gateway.config.schema import ConfigError, build_section, doc, topic_level_problem
 from gateway.config.secrets import secret_problem
 from gateway.offers.rules import LimitsSection, PickupDiscountSection
 
@@ -68,6 +68,9 @@ class GatewaySection:
             problems["pseudonym_key"] = problem
         if not self.id.strip():
             problems["id"] = "must not be empty"
+        for name in ("id", "store"):
+            if problem := topic_level_problem(getattr(self, name)):
+                problems[name] = f"{problem} (it is one MQTT topic level)"
         return problems
 
 

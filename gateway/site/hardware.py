@@ -7,6 +7,7 @@ profile is rejected with its file and key.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +49,19 @@ class ReaderProfile:
     source: str = doc("Where the numbers come from.", default="")
 
 
+# A profile name is a file name in firmware_profiles/: nothing that could leave that folder,
+# overflow a path or hide a NUL.
+PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
 def _find(kind: str, name: str) -> Path:
+    if not PROFILE_NAME.fullmatch(name) or ".." in name:
+        shown = name if len(name) <= 40 else name[:40] + "…"
+        raise ConfigError(
+            f"firmware_profiles/{kind}",
+            "",
+            f"{shown!r} is not a profile name (letters, digits, '.', '_', '-'; at most 64)",
+        )
     relative = f"firmware_profiles/{kind}/{name}.toml"
     path = resources.shared_path(relative)
     if path is None:

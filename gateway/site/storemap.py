@@ -125,9 +125,14 @@ class StoreMap:
         return next((z for z in self.zones if z.id == zone_id), None)
 
 
+# Coordinates are metres from the store's origin: beyond this a value is not a shop's (and
+# makes geometry operations overflow).
+MAX_COORDINATE_M = 1_000_000.0
+
+
 def _finite(coords: Any) -> bool:
     if isinstance(coords, (int, float)) and not isinstance(coords, bool):
-        return math.isfinite(coords)
+        return math.isfinite(coords) and abs(coords) <= MAX_COORDINATE_M
     if isinstance(coords, list):
         return all(_finite(c) for c in coords)
     return False
@@ -147,6 +152,8 @@ def parse_map(
     if not isinstance(features, list):
         raise MapError(file, "features", "expected a list of features")
     props_top = data.get("properties") or {}
+    if not isinstance(props_top, dict):
+        raise MapError(file, "properties", "expected an object (name, wgs84_origin, bearing_deg)")
     store = StoreMap(name=str(props_top.get("name", Path(file).stem)))
     origin = props_top.get("wgs84_origin")
     if origin is not None:
@@ -200,11 +207,17 @@ def _add_feature(store: StoreMap, feature: Any, index: int, file: str, seen: set
         raise MapError(file, where, f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
     geom_json = feature.get("geometry")
     if not isinstance(geom_json, dict) or not _finite(geom_json.get("coordinates")):
-        raise MapError(file, where, "geometry missing or has non-finite coordinates")
+        raise MapError(
+            file,
+            where,
+            "geometry missing, or coordinates not finite metres within 1000 km of the origin",
+        )
     try:
         shape = geometry.shape(geom_json)
     except Exception as exc:  # shapely raises several types for bad GeoJSON
         raise MapError(file, where, f"invalid geometry: {exc}") from None
+    if shape.is_empty:
+        raise MapError(file, where, f"empty {geom_json.get('type')} geometry; give coordinates")
     level = props.get("level", 0)
     if isinstance(level, bool) or not isinstance(level, int) or not -10 <= level <= 200:
         raise MapError(file, where, "property 'level' must be an integer floor number")

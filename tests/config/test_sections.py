@@ -38,6 +38,19 @@ def test_embedded_defaults_are_valid_and_complete() -> None:
         ("[nfc.touchpoints.door]\nredeem = true\n", "nfc.touchpoints.door.zone", "missing"),
         ("[zones]\ndwell_s = true\n", "zones.dwell_s", "expected a number"),
         ("surprise = 1\n", "surprise", "unknown key"),
+        # values no range check of a section would catch: NaN passes every comparison
+        ("[presence]\nprocess_noise_db = nan\n", "presence.process_noise_db", "finite"),
+        ("[offers.limits]\ncooldown_s = nan\n", "offers.limits.cooldown_s", "finite"),
+        ("[presence]\nstale_after_s = inf\n", "presence.stale_after_s", "finite"),
+        ("[zones]\ndwell_s = 1e30\n", "zones.dwell_s", "sensible range"),
+        ("[outbox]\nmax_events = 9223372036854775807\n", "outbox.max_events", "range"),
+        ('[map]\npath = "a\\u0000b"\n', "map.path", "NUL"),
+        (f"[gateway]\ntimezone = '{'x' * 5000}'\n", "gateway.timezone", "at most 4096"),
+        # MQTT wildcards in ids: the broker would refuse every publish, silently
+        ("[gateway]\nstore = 'shop/+'\n", "gateway.store", "topic level"),
+        ("[gateway]\nid = 'gw#1'\n", "gateway.id", "wildcard"),
+        ("[mqtt]\ntopic_prefix = 'storegate/+'\n", "mqtt.topic_prefix", "wildcard"),
+        ("[mqtt]\ntopic_prefix = 'storegate//v1'\n", "mqtt.topic_prefix", "empty"),
     ],
 )
 def test_bad_config_names_file_and_key(text: str, key: str, words: str) -> None:

@@ -8,8 +8,11 @@ import struct
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from gateway.config.sections import Config
 from gateway.ops.tracks import trace_tracks
@@ -238,3 +241,35 @@ def test_a_map_in_other_units_is_flagged_and_still_loads_fast() -> None:
         ZoneIndex(store.zones)  # builds within its grid budget
     _store, plain = check_data(_load("demo-bookstore.geojson"), "demo.geojson")
     assert not [f for f in plain if "rescale" in f.problem]
+
+
+def _first(data: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next(f for f in data["features"] if f["properties"].get("kind") == kind)
+
+
+@pytest.mark.parametrize(
+    ("breaks", "words"),
+    [
+        (lambda d: d.__setitem__("properties", "shop"), "expected an object"),
+        (lambda d: _first(d, "beacon")["geometry"].__setitem__("coordinates", []), "empty Point"),
+        (lambda d: _first(d, "beacon")["properties"].__setitem__("profile", "p" * 300), "name"),
+        (
+            lambda d: _first(d, "beacon")["properties"].__setitem__("profile", "../../etc/passwd"),
+            "not a profile name",
+        ),
+        (
+            lambda d: _first(d, "zone")["geometry"].__setitem__(
+                "coordinates", [[[0, 0], [1e300, 1], [1, 1], [0, 0]]]
+            ),
+            "within 1000 km",
+        ),
+    ],
+)
+def test_hostile_maps_are_refused_with_a_reason_not_a_traceback(
+    breaks: Callable[[dict[str, Any]], None], words: str
+) -> None:
+    data = _load("demo-bookstore.geojson")
+    breaks(data)
+    _store, findings = check_data(data, "hostile.geojson")
+    errors = [f.line("hostile.geojson") for f in findings if f.severity == "error"]
+    assert any(words in line for line in errors), errors

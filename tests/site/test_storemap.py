@@ -46,7 +46,7 @@ def test_bow_tie_polygon_is_rejected_by_name() -> None:
 def test_non_finite_coordinates_are_rejected() -> None:
     data = _demo()
     _feature(data, "entrance")["geometry"]["coordinates"][0][1] = [float("nan"), 0]
-    _rejects(data, "entrance", "non-finite")
+    _rejects(data, "entrance", "not finite")
 
 
 def test_unknown_kind_and_duplicate_id() -> None:
