@@ -88,7 +88,8 @@ class Service:
         self.runtime = Runtime(clock=self.clock, config_file=config_file)
         self.hub: Any = None  # the console's event hub, once the control endpoint is up
         self.stop = asyncio.Event()
-        self.ready = asyncio.Event()  # store, sinks and radios up: READY=1 sent
+        self.ready = asyncio.Event()  # store, sinks, radios and control up: READY=1 sent
+        self.listening = asyncio.Event()  # the control endpoint listens (or could not)
         self.reload_wanted = asyncio.Event()
         self.gateway: Gateway | None = None
 
@@ -136,15 +137,15 @@ class Service:
         return 0
 
     async def _control(self, config: Config) -> None:
-        """The control endpoint and console, started after READY: the first sighting does
-        not wait for the web stack to import."""
-        await self.ready.wait()
+        """The control endpoint and console. READY waits for it to listen (or to fail to),
+        so `systemctl start` returning means `gateway status` answers."""
+        await asyncio.sleep(0)  # let the pipeline take its first items before the import
         from gateway.web.console import Hub
         from gateway.web.control import serve_control
 
         assert self.gateway is not None
         self.hub = Hub()
-        await serve_control(self.gateway, self.runtime, config, self.hub)
+        await serve_control(self.gateway, self.runtime, config, self.hub, self.listening)
 
     def _request_stop(self, sig: signal.Signals) -> None:
         log.info("stopping on %s: draining", sig.name)
@@ -162,6 +163,8 @@ class Service:
         gateway = self.gateway
         assert gateway is not None
         await gateway.wait_for_sources(radios)
+        if gateway.config.service.control_listen:
+            await self.listening.wait()
         uplink = "on" if gateway.config.mqtt.enabled else "off"
         self.runtime.ready = True
         self.ready.set()

@@ -73,7 +73,14 @@ def make_console(gateway: Gateway, runtime: Runtime, hub: Hub, config: Config) -
     return console
 
 
-async def serve_control(gateway: Gateway, runtime: Runtime, config: Config, hub: Hub) -> None:
+async def serve_control(
+    gateway: Gateway,
+    runtime: Runtime,
+    config: Config,
+    hub: Hub,
+    listening: asyncio.Event | None = None,
+) -> None:
+    """Serve until cancelled; `listening` is set once the socket listens or failed to."""
     host, port = host_port(config.service.control_listen)
     console = make_console(gateway, runtime, hub, config)
     runner = web.AppRunner(make_app(gateway, runtime, console), access_log=None)
@@ -87,6 +94,8 @@ async def serve_control(gateway: Gateway, runtime: Runtime, config: Config, hub:
             log.error("control endpoint %s not started: %s", config.service.control_listen, exc)
         else:
             log.info("control endpoint on http://%s/", config.service.control_listen)
+        if listening is not None:
+            listening.set()
         await asyncio.Event().wait()  # until cancelled with the daemon
     finally:
         await runner.cleanup()

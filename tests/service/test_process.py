@@ -174,6 +174,8 @@ def test_daemon_ready_watchdog_status_metrics_reload_and_stop(
     try:
         ready = notify.wait_for("READY")
         assert "serving Demo bookstore" in notify.messages[ready][1]["STATUS"]
+        # READY means the control endpoint listens: no retry needed
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json()["ready"]
         # pings every half interval while the loop is healthy
         first = notify.wait_for("WATCHDOG", after=ready)
         notify.poll(1.6)
