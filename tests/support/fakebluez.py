@@ -75,7 +75,7 @@ class PrivateBus:
 
     def close(self) -> None:
         self.proc.terminate()
-        self.proc.wait(5)
+        self.proc.communicate(timeout=5)  # waits, and closes the stdout pipe
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
