@@ -7,14 +7,14 @@ nominal physics (profile defaults) and, when a calibration CSV of the same shape
 with a per-receiver path-loss fit (measured power at 1 m and exponent by least squares of
 RSSI on log10 distance).
 
-    python scripts/accuracy.py --receivers anchors.csv --test test_robot_df.csv \
+    .venv/bin/python scripts/accuracy.py --receivers anchors.csv --test test_robot_df.csv \
         [--calibration calibration_df.csv] [--floor layout.csv]
 
 A walk without per-sample ground truth but with its known route (`--path`, a CSV of segments
 `x0,y0,x1,y1`) is scored by each estimate's distance to the route: the cross-track error, a
 lower bound of the true error (a fix on the route but at the wrong place along it scores 0).
 
-    python scripts/accuracy.py --receivers anchors.csv --test test_walk_df.csv \
+    .venv/bin/python scripts/accuracy.py --receivers anchors.csv --test test_walk_df.csv \
         --path path_reference.csv
 """
 
@@ -29,15 +29,11 @@ import statistics
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from shapely.geometry import MultiLineString, Point
 
-
-from shapely.geometry import MultiLineString, Point  # noqa: E402
-
-from gateway.config.sections import Config  # noqa: E402
-from gateway.ops.locate import LocateStats, locate, make_tracker  # noqa: E402
-from gateway.site.storemap import parse_map  # noqa: E402
+from gateway.config.sections import Config
+from gateway.ops.locate import LocateStats, locate, make_tracker
+from gateway.site.storemap import parse_map
 
 METHODS = ["max_likelihood", "least_squares", "weighted_centroid", "nearest"]
 
@@ -187,7 +183,7 @@ def main() -> int:
     floor = None
     if args.floor:
         floor = [(r["x"], r["y"]) for r in read_rows(args.floor)]
-    runs = [("nominal", None)]
+    runs: list[tuple[str, dict[str, tuple[float, float]] | None]] = [("nominal", None)]
     if args.calibration:
         fit = fit_calibration(read_rows(args.calibration), receivers, args.tag_height)
         print(

@@ -2,7 +2,9 @@
 outbox and MQTT uplink, producing events at a steady rate; one central consumer with an
 MQTT 5 shared subscription measures what arrives.
 
-Without --host it starts a local Mosquitto on a free port (as the tests do). Figures:
+Without --host it starts a local Mosquitto on a free port with the tests' broker helper
+(tests/support): run it through scripts/fleet-sim, or `.venv/bin/python -m scripts.fleet_sim`
+from the repository root, so that `tests` is importable. Figures:
 delivered events/s (whole fleet), peak outbox backlog of any gateway, end-to-end latency
 (event committed to the outbox → received by the consumer) p50/p99.
 """
@@ -18,23 +20,26 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+import aiomqtt
 
-import aiomqtt  # noqa: E402
+from gateway.clock import SystemClock
+from gateway.config.sections import parse_config
+from gateway.store import db
+from gateway.store.outbox import Outbox, OutboxEvent
+from gateway.sync.uplink import Uplink
 
-from gateway.store import db  # noqa: E402
-from gateway.clock import SystemClock  # noqa: E402
-from gateway.config.sections import parse_config  # noqa: E402
-from gateway.store.outbox import Outbox, OutboxEvent  # noqa: E402
-from gateway.sync.uplink import Uplink  # noqa: E402
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+    from multiprocessing.synchronize import Event
 
 CLOCK = SystemClock()
 
 
-def consumer_process(host: str, port: int, ready: Any, stop: Any, results: Any) -> None:
+def consumer_process(
+    host: str, port: int, ready: Event, stop: Event, results: Connection[object, object]
+) -> None:
     """The central consumer, in its own process as it would be in a real deployment."""
     latencies: list[float] = []
     seen: set[str] = set()
@@ -65,7 +70,7 @@ async def consume(
         ready.set()
         async for message in client.messages:
             now = CLOCK.wall()
-            body = json.loads(message.payload)  # type: ignore[arg-type]
+            body = json.loads(message.payload)
             for event in body if isinstance(body, list) else [body]:
                 if event["id"] not in seen:
                     seen.add(event["id"])
@@ -159,7 +164,7 @@ def main() -> int:
     broker = None
     host, port = args.host, args.port
     if host is None:
-        from tests.broker import Broker
+        from tests.support.broker import Broker
 
         broker = Broker(Path(tempfile.mkdtemp(prefix="fleet-broker-")))
         broker.start()

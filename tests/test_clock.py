@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from gateway.cli.status import _status_text
-from gateway.clock import ManualClock, PinnedClock, SystemClock
+from gateway.clock import Clock, ManualClock, PinnedClock, SystemClock
 from gateway.humantime import duration, local_datetime, parse_instant
 from gateway.ops.demo import run_demo
 from gateway.resources import data_file
@@ -26,9 +26,11 @@ BERLIN = ZoneInfo("Europe/Berlin")
 RECORDED = first_time(data_file("demo-trace.jsonl"))
 
 
-def _demo(state: Path, clock: PinnedClock, **options: object) -> tuple[Gateway, str]:
+def _demo(
+    state: Path, clock: Clock, *, keep_times: bool = False, start: str = ""
+) -> tuple[Gateway, str]:
     out = io.StringIO()
-    _, gateway = run_demo(0, state, out, clock=clock, **options)  # type: ignore[arg-type]
+    _, gateway = run_demo(0, state, out, clock=clock, keep_times=keep_times, start=start)
     return gateway, out.getvalue()
 
 
@@ -147,7 +149,7 @@ def test_outbox_bounds_count_queue_time_in_a_running_gateway(tmp_path: Path) -> 
     """The daemon's own housekeeping: days pass on the wall clock, the beacon events expire
     (1-day TTL); the recording's age never mattered."""
     clock = ManualClock(STORE_MORNING)
-    gateway, _ = _demo(tmp_path / "s", clock, keep_times=True)  # type: ignore[arg-type]
+    gateway, _ = _demo(tmp_path / "s", clock, keep_times=True)
     assert gateway.outbox.depth_by_type().get("beacon.health") == 6
     clock.advance(86400 + 60)
     gateway.work._last_bound = 0.0

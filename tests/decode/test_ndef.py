@@ -74,8 +74,8 @@ def test_malformed_messages_have_reasons(hex_message: str, reason: str) -> None:
     assert result["records"] == [] and result["error"] == reason, result
 
 
-uris = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=40)
-texts = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)
+uris = st.text(alphabet=st.characters(exclude_categories=["Cs", "Cc"]), max_size=40)
+texts = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=40)
 
 
 @settings(max_examples=300, deadline=None)

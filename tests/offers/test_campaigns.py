@@ -95,7 +95,7 @@ def test_passing_the_window_triggers_only_window_campaigns(conn: sqlite3.Connect
 
 
 def test_the_shoppers_own_wishes_win(conn: sqlite3.Connection) -> None:
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"declined_skus": ["978-0441478125"]}, Reason.ALREADY_DECLINED),
         ({"preferences": {"muted_campaigns": ["pickup-discount"]}}, Reason.MUTED),
         ({"preferences": {"max_offers_per_day": 0}}, Reason.CAP_DAY_SHOPPER),

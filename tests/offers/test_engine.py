@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import sqlite3
 from datetime import datetime
 from pathlib import Path
+from typing import TypedDict, Unpack
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -15,7 +17,7 @@ from hypothesis import strategies as st
 
 from gateway.clock import PinnedClock
 from gateway.identity.store import CartItem, IdentityStore, Profile, StockItem
-from gateway.model import OfferDecision, ZoneEvent
+from gateway.model import OfferDecision, ZoneEvent, ZoneEventKind
 from gateway.offers.engine import OfferEngine
 from gateway.offers.rules import (
     LimitsSection,
@@ -36,16 +38,30 @@ ITEM = CartItem("sku-1", "Book", 10.0, "2026-11-01")
 STOCK = StockItem("sku-1", "Book", 2, "aisle-scifi")
 
 
-def _facts(**kw: object) -> PickupFacts:
-    base: dict[str, object] = {
-        "profile": Profile("p", True, False, "en"),
-        "cart": [ITEM],
-        "in_stock": [(ITEM, STOCK)],
-        "redeemed_skus": frozenset(),
-        "offers_today": 0,
-    }
-    base.update(kw)
-    return PickupFacts(**base)  # type: ignore[arg-type]
+class FactsChanges(TypedDict, total=False):
+    """PickupFacts fields a case sets differently from the base facts in `_facts`."""
+
+    profile: Profile | None
+    cart: list[CartItem]
+    in_stock: list[tuple[CartItem, StockItem]]
+    redeemed_skus: frozenset[str]
+    offers_today: int
+    offers_today_all: int
+    since_last_push_s: float | None
+    store_offers_last_hour: int
+    minute_of_day: int
+    offered_today_skus: frozenset[str]
+
+
+def _facts(**kw: Unpack[FactsChanges]) -> PickupFacts:
+    base = PickupFacts(
+        profile=Profile("p", True, False, "en"),
+        cart=[ITEM],
+        in_stock=[(ITEM, STOCK)],
+        redeemed_skus=frozenset(),
+        offers_today=0,
+    )
+    return dataclasses.replace(base, **kw)
 
 
 @pytest.mark.parametrize(
@@ -103,11 +119,12 @@ def _engine(conn: sqlite3.Connection, seeded: IdentityStore) -> OfferEngine:
     return OfferEngine(conn, seeded, RULE, "Europe/Berlin", KEY)
 
 
-def _evaluate(engine: OfferEngine, kind: str, zone: str, t: float, profile: str | None):  # type: ignore[no-untyped-def]
+def _evaluate(
+    engine: OfferEngine, kind: str, zone: str, t: float, profile: str | None
+) -> OfferDecision | None:
+    event = ZoneEvent(ZoneEventKind(kind), ALICE_DEVICE, zone, t, t, 0.9)
     with transaction(engine.conn):
-        return engine.evaluate(
-            ZoneEvent(kind, ALICE_DEVICE, zone, t, t, 0.9), ALICE_DEVICE, profile
-        )  # type: ignore[arg-type]
+        return engine.evaluate(event, ALICE_DEVICE, profile)
 
 
 def test_issue_then_cap_then_next_day(conn: sqlite3.Connection, seeded: IdentityStore) -> None:
@@ -125,10 +142,11 @@ def test_issue_then_cap_then_next_day(conn: sqlite3.Connection, seeded: Identity
     assert again is not None and not again.issued and again.reason == Reason.CAP_DAY
     # 23:59 local is still the same store day; 00:01 the next day is a new one.
     late = datetime(2026, 11, 23, 23, 59, tzinfo=ZoneInfo("Europe/Berlin")).timestamp()
-    assert _evaluate(engine, "enter", "entrance", late, "p-alice-3f9c").reason == Reason.CAP_DAY
+    at_late = _evaluate(engine, "enter", "entrance", late, "p-alice-3f9c")
+    assert at_late is not None and at_late.reason == Reason.CAP_DAY
     tomorrow = datetime(2026, 11, 24, 0, 1, tzinfo=ZoneInfo("Europe/Berlin")).timestamp()
     next_day = _evaluate(engine, "enter", "entrance", tomorrow, "p-alice-3f9c")
-    assert next_day.issued and next_day.code != first.code
+    assert next_day is not None and next_day.issued and next_day.code != first.code
 
 
 def test_replay_is_idempotent(conn: sqlite3.Connection, seeded: IdentityStore) -> None:
@@ -154,15 +172,14 @@ def test_non_trigger_events_are_not_decisions(
 def test_redeem_marks_open_offers_once(conn: sqlite3.Connection, seeded: IdentityStore) -> None:
     engine = _engine(conn, seeded)
     issued = _evaluate(engine, "enter", "entrance", T0, "p-alice-3f9c")
+    assert issued is not None
     with transaction(conn):
         redemptions = engine.redeem("p-alice-3f9c", T0 + 100, "counter-reader")
     assert [(r.offer_id, r.code) for r in redemptions] == [(issued.offer_id, issued.code)]
     with transaction(conn):
         assert engine.redeem("p-alice-3f9c", T0 + 200, "counter-reader") == []
-    assert (
-        _evaluate(engine, "enter", "entrance", T0 + 86400, "p-alice-3f9c").reason
-        == Reason.ALREADY_REDEEMED
-    )
+    next_day = _evaluate(engine, "enter", "entrance", T0 + 86400, "p-alice-3f9c")
+    assert next_day is not None and next_day.reason == Reason.ALREADY_REDEEMED
     assert [row[4] for row in engine.why("p-alice-3f9c")] == [
         Reason.ISSUED,
         Reason.ALREADY_REDEEMED,

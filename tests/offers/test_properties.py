@@ -6,13 +6,14 @@ import itertools
 import sqlite3
 from collections import Counter, defaultdict
 from datetime import datetime
+from typing import TypedDict
 from zoneinfo import ZoneInfo
 
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from gateway.identity.store import IdentityStore
-from gateway.model import ZoneEvent
+from gateway.model import ZoneEvent, ZoneEventKind
 from gateway.offers.engine import OfferEngine
 from gateway.offers.rules import LimitsSection, PickupDiscountSection, Reason, in_quiet_hours
 from gateway.store import db
@@ -22,6 +23,17 @@ ZONES = ["entrance", "aisle-a", "aisle-b"]
 SKUS = ["s1", "s2", "s3", "s4"]
 REASONS = set(Reason)
 T0 = datetime(2026, 11, 23, 9, 30, tzinfo=TZ).timestamp()
+
+
+class Shopper(TypedDict):
+    """One drawn shopper (profiles_st), before it becomes a profile in the import format."""
+
+    consent: bool
+    opted_out: bool
+    cart: list[str]
+    segments: list[str]
+    declined: list[str]
+
 
 profiles_st = st.lists(
     st.fixed_dictionaries(
@@ -40,11 +52,12 @@ profiles_st = st.lists(
 stock_st = st.fixed_dictionaries(
     {sku: st.tuples(st.sampled_from([0, 1, 2, 5]), st.sampled_from(ZONES[1:])) for sku in SKUS}
 )
-TRIGGERS = [("enter", "entrance")] * 4 + [
-    ("dwell", "aisle-a"),
-    ("dwell", "aisle-b"),
-    ("exit", "entrance"),
-    ("enter", "aisle-a"),
+ENTER: tuple[ZoneEventKind, str] = (ZoneEventKind.ENTER, "entrance")
+TRIGGERS: list[tuple[ZoneEventKind, str]] = [ENTER] * 4 + [
+    (ZoneEventKind.DWELL, "aisle-a"),
+    (ZoneEventKind.DWELL, "aisle-b"),
+    (ZoneEventKind.EXIT, "entrance"),
+    (ZoneEventKind.ENTER, "aisle-a"),
 ]
 walk_st = st.lists(
     st.tuples(
@@ -65,7 +78,7 @@ limits_st = st.builds(
 
 
 def _engine(
-    profiles: list[dict[str, object]],
+    profiles: list[Shopper],
     stock: dict[str, tuple[int, str]],
     rule: PickupDiscountSection | list[PickupDiscountSection],
     limits: LimitsSection,
@@ -85,7 +98,7 @@ def _engine(
                     "cart": [
                         {"sku": s, "title": s, "price": 1.0, "added_at": f"2026-11-0{j + 1}"}
                         for j, s in enumerate(p["cart"])
-                    ],  # type: ignore[arg-type]
+                    ],
                 }
                 for i, p in enumerate(profiles)
             ],
@@ -100,9 +113,9 @@ def _engine(
 @settings(max_examples=400, deadline=None)
 @given(profiles_st, stock_st, walk_st, limits_st, st.integers(1, 2))
 def test_trust_properties_hold_on_random_walks(
-    profiles: list[dict[str, object]],
+    profiles: list[Shopper],
     stock: dict[str, tuple[int, str]],
-    walk: list[tuple[int, tuple[str, str], float]],
+    walk: list[tuple[int, tuple[ZoneEventKind, str], float]],
     limits: LimitsSection,
     per_campaign_day: int,
 ) -> None:
@@ -118,7 +131,7 @@ def test_trust_properties_hold_on_random_walks(
         who = pick % (len(profiles) + 1) - 1  # -1: an unknown device
         known = who >= 0
         device = f"dev-{who}"
-        zone_event = ZoneEvent(kind, device, zone, t, t - 30, 0.9)  # type: ignore[arg-type]
+        zone_event = ZoneEvent(kind, device, zone, t, t - 30, 0.9)
         with db.transaction(engine.conn):
             moment = engine.evaluate_all(zone_event, device, f"p{who}" if known else None)
         assert sum(d.issued for d in moment) <= 1, "two pushes for one moment"
@@ -135,19 +148,19 @@ def test_trust_properties_hold_on_random_walks(
     campaign_day: Counter[tuple[str, str, str]] = Counter()
     per_item_day: Counter[tuple[str, str, str]] = Counter()
     for d in issued:
-        assert d.profile_id is not None
+        assert d.profile_id is not None and d.sku is not None
         p = profiles[int(d.profile_id[1:])]
         assert p["consent"] and not p["opted_out"], "offer to a shopper without consent"
-        assert d.sku in p["cart"] and stock[d.sku][0] > 0  # type: ignore[operator, index]
-        assert d.sku not in p["declined"], "offer of an item the shopper declined"  # type: ignore[operator]
+        assert d.sku in p["cart"] and stock[d.sku][0] > 0
+        assert d.sku not in p["declined"], "offer of an item the shopper declined"
         if d.campaign == "vip":
-            assert "vip" in p["segments"], "segment campaign outside its audience"  # type: ignore[operator]
+            assert "vip" in p["segments"], "segment campaign outside its audience"
         local = datetime.fromtimestamp(d.t, TZ)
         assert not in_quiet_hours(limits.quiet_hours, local.hour * 60 + local.minute)
         by_profile[d.profile_id].append(d.t)
         per_day[(d.profile_id, local.date().isoformat())] += 1
         campaign_day[(d.profile_id, d.campaign, local.date().isoformat())] += 1
-        per_item_day[(d.profile_id, d.sku, local.date().isoformat())] += 1  # type: ignore[index]
+        per_item_day[(d.profile_id, d.sku, local.date().isoformat())] += 1
     assert all(n <= limits.max_per_day for n in per_day.values())
     assert all(n <= per_campaign_day for n in campaign_day.values())
     assert all(n == 1 for n in per_item_day.values())

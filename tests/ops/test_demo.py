@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,7 +45,7 @@ def _decisions(gateway: Gateway) -> list[tuple[str | None, str, int, str, str | 
     ).fetchall()
 
 
-def _outbox(gateway: Gateway) -> list[dict[str, object]]:
+def _outbox(gateway: Gateway) -> list[dict[str, Any]]:
     return [json.loads(r[0]) for r in gateway.conn.execute("SELECT body FROM outbox ORDER BY seq")]
 
 
@@ -75,9 +76,9 @@ def assert_business_outcome(gateway: Gateway) -> None:
     types = [e["type"] for e in events]
     alice_device = gateway.pipeline.pseudonym("ibeacon:5f2b7a10-3c4d-4e8f-9a1b-2c3d4e5f6a7b:100:1")
     alice_types = [
-        e["type"].removeprefix("com.storegate.")  # type: ignore[union-attr]
+        e["type"].removeprefix("com.storegate.")
         for e in events
-        if e["subject"] in (alice_device, ALICE) or (e["data"] or {}).get("profile_id") == ALICE  # type: ignore[union-attr]
+        if e["subject"] in (alice_device, ALICE) or (e["data"] or {}).get("profile_id") == ALICE
     ]
     # Her story, in order: enter the store → offer → ... → tap → redemption → ... → gone.
     first_offer = alice_types.index("offer.issued")
@@ -98,7 +99,7 @@ def assert_business_outcome(gateway: Gateway) -> None:
         "com.storegate.beacon.health",  # each fixed beacon reported ok once
     }
     health = [e for e in events if e["type"] == "com.storegate.beacon.health"]
-    assert sorted(e["data"]["beacon"] for e in health) == sorted(  # type: ignore[index]
+    assert sorted(e["data"]["beacon"] for e in health) == sorted(
         a.id for a in gateway.store_map.anchors
     )
     assert len({e["id"] for e in events}) == len(events)

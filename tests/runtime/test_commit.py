@@ -11,6 +11,7 @@ from gateway.clock import PinnedClock
 from gateway.config.sections import Config, parse_config
 from gateway.model import Advert, Tap
 from gateway.resources import data_file
+from gateway.runtime.commit import Item
 from gateway.runtime.gateway import Gateway
 from gateway.runtime.metrics import Runtime, exposition
 from gateway.runtime.status import StatusView
@@ -29,10 +30,10 @@ def _config(tmp_path: Path) -> Config:
     return dataclasses.replace(config, outbox=dataclasses.replace(config.outbox, max_events=QUOTA))
 
 
-def _items(clock: PinnedClock) -> list[Advert | Tap]:
+def _items(clock: PinnedClock) -> list[Item]:
     lines = data_file("demo-trace.jsonl").read_text().splitlines()
     parsed = [parse_line(text, n) for n, text in enumerate(lines, start=1)]
-    items = [i for i in parsed if isinstance(i, (Advert, Tap))]
+    items: list[Item] = [i for i in parsed if isinstance(i, (Advert, Tap))]
     shift = clock.wall() - items[0].t
     return [dataclasses.replace(i, t=i.t + shift) for i in items]
 

@@ -127,7 +127,7 @@ async def test_sigkill_with_a_full_outbox_then_rerun(tmp_path: Path) -> None:
 
     await wait_for(outbox_full, timeout=120)
     os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    proc.communicate()  # reaps it and closes its pipes
 
     broker.start()
     consumer = Consumer(broker.port)
@@ -163,7 +163,7 @@ async def test_sigkill_while_draining_then_rerun(tmp_path: Path) -> None:
         proc = _replay(cfg, trace)
         await wait_for(lambda: len(consumer.ids()) >= 5, timeout=120)
         os.kill(proc.pid, signal.SIGKILL)  # mid-drain
-        proc.wait()
+        proc.communicate()  # reaps it and closes its pipes
         got_before = len(set(consumer.ids()))
         # The broker publishes the last will once the keepalive lapses.
         await wait_for(

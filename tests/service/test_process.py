@@ -271,7 +271,7 @@ def test_daemon_ready_watchdog_status_metrics_reload_and_stop(
         if daemon.poll() is None:
             daemon.kill()
             daemon.wait()
-    logs = daemon.stderr.read() if daemon.stderr else ""
+    _, logs = daemon.communicate()  # the rest of its output; closes the pipes
     assert "level=info logger=gateway.service.process msg=ready" in logs
     assert "level=error" in logs and "reload refused" in logs
     assert 'msg="stopped; the store is closed"' in logs

@@ -14,7 +14,8 @@ from tests.conftest import REPO
 
 
 def _demo() -> dict[str, Any]:
-    return json.loads((REPO / "geofences" / "demo-bookstore.geojson").read_text())
+    doc: dict[str, Any] = json.loads((REPO / "geofences" / "demo-bookstore.geojson").read_text())
+    return doc
 
 
 def test_demo_map_loads(demo_map: Any) -> None:

@@ -8,11 +8,13 @@ scanning, and recovery when the adapter goes quiet or BlueZ disappears.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import random
 from collections.abc import AsyncIterator
 from contextlib import suppress
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import pytest
 
@@ -60,10 +62,18 @@ class Collector:
         return [i.state for i in self.items if isinstance(i, AdapterHealth)]
 
 
-def _settings(**kw: object) -> BleAdapterSection:
-    base: dict[str, object] = {"min_interval_s": 60.0, "rssi_delta_db": 6.0}
-    base.update(kw)
-    return BleAdapterSection(**base)  # type: ignore[arg-type]
+class SettingsChanges(TypedDict, total=False):
+    """The BleAdapterSection keys these tests set."""
+
+    passive: bool
+    min_interval_s: float
+    silence_restart_s: float
+    restarts_before_power_cycle: int
+    backoff_max_s: float
+
+
+def _settings(**kw: Unpack[SettingsChanges]) -> BleAdapterSection:
+    return dataclasses.replace(BleAdapterSection(min_interval_s=60.0, rssi_delta_db=6.0), **kw)
 
 
 async def _running(source: BleSource) -> asyncio.Task[None]:

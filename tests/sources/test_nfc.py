@@ -93,7 +93,8 @@ async def test_a_missing_reader_is_reported_and_retried(clock: PinnedClock) -> N
         with suppress(asyncio.CancelledError):
             await task
     assert {i.state for i in items if isinstance(i, AdapterHealth)} == {"unavailable"}
-    assert "usb:ffff:0000" in items[0].reason  # type: ignore[union-attr]
+    first = items[0]
+    assert isinstance(first, AdapterHealth) and "usb:ffff:0000" in first.reason
 
 
 async def _run_counter(tmp_path: Path, token: bytes, clock: PinnedClock) -> Gateway:

@@ -1,5 +1,6 @@
-# No `from __future__ import annotations` here: dbus-fast reads D-Bus signatures from the
-# annotations ("s", "a{sv}", ...) and postponed evaluation would hand it quoted strings.
+# dbus-fast reads each method's and property's D-Bus signature from its annotations: the
+# `Annotated[<python type>, DBusSignature("...")]` aliases below give it the signature and
+# give mypy the Python type.
 """A fake `org.bluez` on a private D-Bus, so bleak's real BlueZ backend can be tested.
 
 Only the radio is fake. bleak connects to the bus named by DBUS_SYSTEM_BUS_ADDRESS exactly as
@@ -15,11 +16,16 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from dbus_fast import BusType, Variant
+from dbus_fast import BusType, PropertyAccess, Variant
 from dbus_fast.aio import MessageBus
-from dbus_fast.service import PropertyAccess, ServiceInterface, dbus_property, method
+from dbus_fast.annotations import DBusBool, DBusDict, DBusInt16, DBusObjectPath, DBusStr
+from dbus_fast.annotations import DBusSignature as Sig
+from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
+
+DBusStrList = Annotated[list[str], Sig("as")]
+DBusManufacturerData = Annotated[dict[int, Variant], Sig("a{qv}")]
 
 BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
@@ -69,7 +75,7 @@ class PrivateBus:
 
     def close(self) -> None:
         self.proc.terminate()
-        self.proc.wait(5)
+        self.proc.communicate(timeout=5)  # waits, and closes the stdout pipe
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -81,47 +87,49 @@ class Adapter(ServiceInterface):
         self._powered = True
         self._discovering = False
 
-    @method()
-    def StartDiscovery(self):  # type: ignore[no-untyped-def]
+    @dbus_method()
+    def StartDiscovery(self) -> None:
         self.fake.calls.append((self.adapter, "StartDiscovery"))
         self._discovering = True
         self.emit_properties_changed({"Discovering": True})
 
-    @method()
-    def StopDiscovery(self):  # type: ignore[no-untyped-def]
+    @dbus_method()
+    def StopDiscovery(self) -> None:
         self.fake.calls.append((self.adapter, "StopDiscovery"))
         self._discovering = False
         self.emit_properties_changed({"Discovering": False})
 
-    @method()
-    def SetDiscoveryFilter(self, properties: "a{sv}"):  # type: ignore[no-untyped-def]  # noqa: F722
+    @dbus_method()
+    def SetDiscoveryFilter(self, properties: DBusDict) -> None:
         self.fake.calls.append((self.adapter, "SetDiscoveryFilter"))
         self.fake.discovery_filters.append({k: v.value for k, v in properties.items()})
 
     @dbus_property(access=PropertyAccess.READ)
-    def Address(self) -> "s":  # type: ignore[name-defined]  # noqa: F821
+    def Address(self) -> DBusStr:
         return "00:1A:7D:DA:71:13"
 
     @dbus_property(access=PropertyAccess.READ)
-    def Alias(self) -> "s":  # type: ignore[name-defined]  # noqa: F821
+    def Alias(self) -> DBusStr:
         return self.adapter
 
     @dbus_property()
-    def Powered(self) -> "b":  # type: ignore[name-defined]  # noqa: F821
+    def Powered(self) -> DBusBool:
         return self._powered
 
-    @Powered.setter
-    def Powered(self, value: "b"):  # type: ignore[no-untyped-def, name-defined]  # noqa: F821
+    # mypy knows the getter/setter pair only for the builtin `property`, not for its
+    # dbus-fast subclass, which needs both under the one name.
+    @Powered.setter  # type: ignore[no-redef]
+    def Powered(self, value: DBusBool) -> None:
         self.fake.calls.append((self.adapter, f"Powered={value}"))
         self._powered = value
         self.emit_properties_changed({"Powered": value})
 
     @dbus_property(access=PropertyAccess.READ)
-    def Discovering(self) -> "b":  # type: ignore[name-defined]  # noqa: F821
+    def Discovering(self) -> DBusBool:
         return self._discovering
 
     @dbus_property(access=PropertyAccess.READ)
-    def Roles(self) -> "as":  # type: ignore[name-defined]  # noqa: F722
+    def Roles(self) -> DBusStrList:
         return ["central", "peripheral"]
 
 
@@ -131,20 +139,20 @@ class MonitorManager(ServiceInterface):
         self.fake = fake
         self.adapter = name
 
-    @method()
-    def RegisterMonitor(self, application: "o"):  # type: ignore[no-untyped-def]  # noqa: F821
+    @dbus_method()
+    def RegisterMonitor(self, application: DBusObjectPath) -> None:
         self.fake.calls.append((self.adapter, "RegisterMonitor"))
 
-    @method()
-    def UnregisterMonitor(self, application: "o"):  # type: ignore[no-untyped-def]  # noqa: F821
+    @dbus_method()
+    def UnregisterMonitor(self, application: DBusObjectPath) -> None:
         self.fake.calls.append((self.adapter, "UnregisterMonitor"))
 
     @dbus_property(access=PropertyAccess.READ)
-    def SupportedMonitorTypes(self) -> "as":  # type: ignore[name-defined]  # noqa: F722
+    def SupportedMonitorTypes(self) -> DBusStrList:
         return ["or_patterns"]
 
     @dbus_property(access=PropertyAccess.READ)
-    def SupportedFeatures(self) -> "as":  # type: ignore[name-defined]  # noqa: F722
+    def SupportedFeatures(self) -> DBusStrList:
         return []
 
 
@@ -158,43 +166,43 @@ class Device(ServiceInterface):
         self.service: dict[str, bytes] = {}
 
     @dbus_property(access=PropertyAccess.READ)
-    def Address(self) -> "s":  # type: ignore[name-defined]  # noqa: F821
+    def Address(self) -> DBusStr:
         return self.address
 
     @dbus_property(access=PropertyAccess.READ)
-    def AddressType(self) -> "s":  # type: ignore[name-defined]  # noqa: F821
+    def AddressType(self) -> DBusStr:
         return "random"
 
     @dbus_property(access=PropertyAccess.READ)
-    def Alias(self) -> "s":  # type: ignore[name-defined]  # noqa: F821
+    def Alias(self) -> DBusStr:
         return self.address.replace(":", "-")
 
     @dbus_property(access=PropertyAccess.READ)
-    def Adapter(self) -> "o":  # type: ignore[name-defined]  # noqa: F821
+    def Adapter(self) -> DBusObjectPath:
         return self.adapter_path
 
     @dbus_property(access=PropertyAccess.READ)
-    def RSSI(self) -> "n":  # type: ignore[name-defined]  # noqa: F821
+    def RSSI(self) -> DBusInt16:
         return self.rssi
 
     @dbus_property(access=PropertyAccess.READ)
-    def ManufacturerData(self) -> "a{qv}":  # type: ignore[name-defined]  # noqa: F722
+    def ManufacturerData(self) -> DBusManufacturerData:
         return {k: Variant("ay", v) for k, v in self.manufacturer.items()}
 
     @dbus_property(access=PropertyAccess.READ)
-    def ServiceData(self) -> "a{sv}":  # type: ignore[name-defined]  # noqa: F722
+    def ServiceData(self) -> DBusDict:
         return {k: Variant("ay", v) for k, v in self.service.items()}
 
     @dbus_property(access=PropertyAccess.READ)
-    def UUIDs(self) -> "as":  # type: ignore[name-defined]  # noqa: F722
+    def UUIDs(self) -> DBusStrList:
         return list(self.service)
 
     @dbus_property(access=PropertyAccess.READ)
-    def Connected(self) -> "b":  # type: ignore[name-defined]  # noqa: F821
+    def Connected(self) -> DBusBool:
         return False
 
     @dbus_property(access=PropertyAccess.READ)
-    def Paired(self) -> "b":  # type: ignore[name-defined]  # noqa: F821
+    def Paired(self) -> DBusBool:
         return False
 
 

@@ -15,7 +15,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 
 from gateway.clock import ManualClock, PinnedClock
 from gateway.config.sections import Config
-from gateway.model import AdapterHealth, GatewayNotice
+from gateway.model import AdapterHealth, AdapterState, GatewayNotice, NoticeKind
 from gateway.offers.rules import Reason
 from gateway.ops.demo import run_demo
 from gateway.store.outbox import Outbox
@@ -116,17 +116,17 @@ def test_gateway_events_and_status_match(tmp_path: Path) -> None:
     factory = EnvelopeFactory("s", "g", lambda d: "dev-0123456789abcdef")
     validator = _validator("CloudEvent")
     for event in (
-        AdapterHealth(1.0, "hci0", "restarting", "ScannerSilent: no advert", 2),
+        AdapterHealth(1.0, "hci0", AdapterState.RESTARTING, "ScannerSilent: no advert", 2),
         GatewayNotice(
             1.0,
-            "downlink_rejected",
+            NoticeKind.DOWNLINK_REJECTED,
             "stock",
             {"topic": "t", "reason": "version_gap", "detail": "d"},
         ),
         GatewayNotice(
-            1.0, "downlink_applied", "stock", {"topic": "t", "version": 3, "kind": "delta"}
+            1.0, NoticeKind.DOWNLINK_APPLIED, "stock", {"topic": "t", "version": 3, "kind": "delta"}
         ),
-        GatewayNotice(1.0, "command", "flush", {"ok": True, "reason": None}),
+        GatewayNotice(1.0, NoticeKind.COMMAND, "flush", {"ok": True, "reason": None}),
     ):
         envelope = factory.envelope(event)
         assert envelope is not None

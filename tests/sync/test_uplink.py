@@ -179,7 +179,8 @@ async def _retained(port: int, topic: str) -> dict[str, Any]:
     async with aiomqtt.Client("127.0.0.1", port) as client:
         await client.subscribe(topic, qos=1)
         async for message in client.messages:
-            return json.loads(message.payload)  # type: ignore[arg-type, no-any-return]
+            status: dict[str, Any] = json.loads(message.payload)
+            return status
     raise AssertionError("no retained status")
 
 
