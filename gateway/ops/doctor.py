@@ -14,6 +14,7 @@ import ctypes.util
 import os
 import shutil
 import sqlite3
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -60,14 +61,24 @@ def run_checks(config_file: str, clock: Clock, timeout_s: float = 5.0) -> list[C
         return checks
     checks.append(Check("config", PASS, f"{config_file} is valid"))
     state = config.state_path
-    checks.append(check_state_dir(state))
-    checks.append(check_database(state / "gateway.db"))
-    checks.append(check_map(config))
-    checks.extend(asyncio.run(check_bluetooth(config, timeout_s)))
-    checks.extend(check_nfc(config))
-    checks.append(asyncio.run(check_broker(config, timeout_s, clock)))
-    checks.append(check_clock(clock.wall(), ZoneInfo(config.gateway.timezone)))
-    checks.append(check_daemon(config, timeout_s))
+
+    def guarded(name: str, check: Callable[[], Check | list[Check]]) -> None:
+        """A check that breaks is reported as a failed check, never as a traceback: the
+        operator still gets the rest of the report."""
+        try:
+            result = check()
+        except Exception as exc:
+            result = Check(name, FAIL, f"the check itself failed: {type(exc).__name__}: {exc}")
+        checks.extend(result if isinstance(result, list) else [result])
+
+    guarded("state", lambda: check_state_dir(state))
+    guarded("database", lambda: check_database(state / "gateway.db"))
+    guarded("map", lambda: check_map(config))
+    guarded("bluetooth", lambda: asyncio.run(check_bluetooth(config, timeout_s)))
+    guarded("nfc", lambda: check_nfc(config))
+    guarded("broker", lambda: asyncio.run(check_broker(config, timeout_s, clock)))
+    guarded("clock", lambda: check_clock(clock.wall(), ZoneInfo(config.gateway.timezone)))
+    guarded("daemon", lambda: check_daemon(config, timeout_s))
     return checks
 
 
@@ -244,14 +255,26 @@ async def _bluez_objects() -> dict[str, dict[str, dict[str, Any]]]:
 
 
 def check_nfc(config: Config) -> list[Check]:
-    from gateway.site.hardware import load_reader_profile
+    from gateway.site.hardware import load_reader_profile, profile_names
     from gateway.sources.nfc import open_frontend
 
     out = []
     for touchpoint, settings in config.nfc.touchpoints.items():
         device = settings.device
         if not device and settings.reader_profile:
-            device = load_reader_profile(settings.reader_profile).device
+            try:
+                device = load_reader_profile(settings.reader_profile).device
+            except ConfigError as exc:
+                known = ", ".join(profile_names("readers")) or "none installed"
+                out.append(
+                    Check(
+                        "nfc",
+                        FAIL,
+                        f"{touchpoint}: {exc.problem}",
+                        f"set nfc.touchpoints.{touchpoint}.reader_profile to one of: {known}",
+                    )
+                )
+                continue
         if not device:
             continue
         try:

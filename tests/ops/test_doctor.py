@@ -114,6 +114,7 @@ async def test_broken_set_ups_fail_with_fixes(
         f"[gateway]\nstate_dir = '{state}'\n[map]\npath = '{broken_map}'\n"
         "[sources.ble.hci1]\n[sources.ble.hci7]\n"
         f"[nfc.touchpoints.counter]\nzone = 'pickup-counter'\ndevice = 'usb:1234:5678'\n"
+        "[nfc.touchpoints.door]\nzone = 'entrance'\nreader_profile = 'no-such-reader'\n"
         # TLS on, but without the CA that signed the broker's certificate
         f"[mqtt]\nenabled = true\nhost = '127.0.0.1'\nport = {broker.port}\ntls = true\n"
         "[service]\ncontrol_listen = ''\n",
@@ -129,7 +130,11 @@ async def test_broken_set_ups_fail_with_fixes(
         bluetooth["hci7"]["status"] == "fail" and "no such adapter" in bluetooth["hci7"]["detail"]
     )
     assert "hci0, hci1" in bluetooth["hci7"]["detail"]
-    assert named["nfc"][0]["status"] == "fail" and "usb:1234:5678" in named["nfc"][0]["detail"]
+    nfc = {c["detail"].split(":")[0]: c for c in named["nfc"]}
+    assert nfc["counter"]["status"] == "fail" and "usb:1234:5678" in nfc["counter"]["detail"]
+    # an unknown reader profile is a failed check with the known ones, not exit 2 and no report
+    assert nfc["door"]["status"] == "fail" and "no-such-reader" in nfc["door"]["detail"]
+    assert "reader_profile" in nfc["door"]["fix"]
     assert named["broker"][0]["status"] == "fail" and "ca_file" in named["broker"][0]["fix"]
     assert all(c["fix"] for c in checks if c["status"] == "fail")
 
