@@ -30,7 +30,7 @@ from gateway.config.sections import Config, load_config
 from gateway.model import OfferDecision, PipelineEvent
 from gateway.runtime.commit import Queued
 from gateway.runtime.gateway import Gateway
-from gateway.runtime.loop import Source, run_gateway
+from gateway.runtime.loop import Inlet, Source, run_gateway
 from gateway.runtime.metrics import Runtime
 from gateway.runtime.sources import ble_sources, nfc_sources, replay_rebase, replay_source
 from gateway.service.sdnotify import Notifier
@@ -61,7 +61,7 @@ def configured_sources(gateway: Gateway, config_file: str) -> tuple[list[Source]
             raise ConfigError(config_file, "sources.replay.start", str(exc)) from None
         sources.append(replay_source(gateway, path, replay.speed, rebase))
     radios = ble_sources(gateway) + nfc_sources(gateway)
-    return sources + radios, len(radios)
+    return sources + radios, len(radios)  # radios last: the caller tells them apart
 
 
 class Service:
@@ -101,10 +101,14 @@ class Service:
             from gateway.sinks.terminal import ConsoleReporter
 
             gateway.report_to(ConsoleReporter(config.gateway.timezone, gateway.pipeline.pseudonym))
-        sources, radios = configured_sources(gateway, self.config_file)
-        sources += self.extra_sources
+        configured, radios = configured_sources(gateway, self.config_file)
+        finite = configured[: len(configured) - radios] + self.extra_sources
+        radio_sources = configured[len(configured) - radios :]
+        sources = finite + radio_sources
         if not sources and self.once:
             raise ConfigError(self.config_file, "sources", "no source configured")
+        if self.once and radio_sources:
+            sources = self._until_finite_sources_end(finite) + radio_sources
         if not self.once:
             sources.append(lambda _inlet: self.stop.wait())  # a daemon outlives its replay
         loop = asyncio.get_running_loop()
@@ -135,6 +139,32 @@ class Service:
         fields = {"items": summary.items, "pushes": summary.pushes, "outbox_depth": depth}
         log.info("stopped; the store is closed", extra={"fields": fields})
         return 0
+
+    def _until_finite_sources_end(self, finite: list[Source]) -> list[Source]:
+        """`--once` runs until the replay (and any scripted source) ends; radios never end, so
+        they are stopped then. With radios only there is nothing to wait for: refused."""
+        if not finite:
+            raise ConfigError(
+                self.config_file,
+                "sources",
+                "--once runs until the replay ends, but only radios are configured and they "
+                "never end: add [sources.replay] or run without --once",
+            )
+        left = len(finite)
+
+        def until_end(source: Source) -> Source:
+            async def run(inlet: Inlet) -> object:
+                nonlocal left
+                try:
+                    return await source(inlet)
+                finally:
+                    left -= 1
+                    if left == 0:
+                        self.stop.set()  # the radios' tasks are cancelled, the store closes
+
+            return run
+
+        return [until_end(source) for source in finite]
 
     async def _control(self, config: Config) -> None:
         """The control endpoint and console. READY waits for it to listen (or to fail to),

@@ -24,6 +24,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.clock import Clock, PinnedClock, SystemClock
+from gateway.config.schema import ConfigError
 from gateway.config.sections import Config, load_config
 from gateway.resources import data_file
 from gateway.runtime.gateway import Gateway
@@ -342,3 +343,35 @@ def test_run_refuses_a_bad_config_before_starting(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "service.control_listen" in result.stderr and "host:port" in result.stderr
+
+
+def _once_config(tmp_path: Path, replay: bool) -> Path:
+    from tests.support.nfcsim import free_udp_port
+
+    trace = data_file("demo-trace.jsonl")
+    cfg = tmp_path / "once.toml"
+    cfg.write_text(
+        f"[gateway]\nstate_dir = '{tmp_path / 'state'}'\n[sinks]\nstdout = false\n"
+        "[service]\ncontrol_listen = ''\n"
+        # a reader that is never there: a radio source that would run (and retry) forever
+        f"[nfc.touchpoints.counter-reader]\nzone = 'pickup-counter'\nredeem = true\n"
+        f"device = 'udp:127.0.0.1:{free_udp_port()}'\n"
+        + (f"[sources.replay]\npath = '{trace}'\nspeed = 0\n" if replay else "")
+    )
+    return cfg
+
+
+async def test_once_with_a_radio_ends_when_the_replay_ends(
+    tmp_path: Path, clock: PinnedClock
+) -> None:
+    service = Service(str(_once_config(tmp_path, replay=True)), once=True, clock=clock)
+    assert await asyncio.wait_for(service.run(), timeout=60) == 0
+    assert service.gateway is not None and service.gateway.summary.items > 500
+
+
+async def test_once_with_radios_only_is_refused_with_the_reason(
+    tmp_path: Path, clock: PinnedClock
+) -> None:
+    service = Service(str(_once_config(tmp_path, replay=False)), once=True, clock=clock)
+    with pytest.raises(ConfigError, match="only radios are configured"):
+        await asyncio.wait_for(service.run(), timeout=60)
