@@ -19,6 +19,7 @@ import json
 import logging
 import random
 import ssl
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +42,16 @@ BATCH = 500
 
 CLOUDEVENTS_JSON = "application/cloudevents+json"
 CLOUDEVENTS_BATCH = "application/cloudevents-batch+json"
+
+
+def _still_wanted() -> None:
+    """Raise if this task was cancelled while an await completed anyway. Python 3.11's
+    `wait_for` (inside aiomqtt's connect, publish and subscribe) can return a result and drop
+    a cancel that arrived in the same loop iteration; the task still counts it as
+    `cancelling()`, so the handshake checks after each step instead of running forever."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def client_settings(mqtt: MqttSection, config: Config, will_payload: bytes) -> dict[str, Any]:
@@ -161,6 +172,11 @@ class Uplink:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # broker gone, TLS refused, network down: retry
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # Cancelled mid-handshake: the client's exit turned the CancelledError
+                    # into a broker error. Swallowing it would hang whoever cancelled us.
+                    raise asyncio.CancelledError from exc
                 failures += 1
                 self.stats.failures += 1
                 self.stats.last_error = _describe(exc)
@@ -181,21 +197,33 @@ class Uplink:
         # aiomqtt warns for every publish beyond 10 outstanding; ours are bounded by inflight.
         client.pending_calls_threshold = self.config.mqtt.inflight + 1
         async with client:
+            _still_wanted()
             self.client = client
             self.stats.connected = True
             self.stats.connects += 1
             await client.publish(self.topics.status, self._status("online"), qos=1, retain=True)
+            _still_wanted()
             for topic in self.topics.downlink_filters:
                 await client.subscribe(topic, qos=1)
             if self.config.mqtt.peer_sightings:
                 await client.subscribe(self.topics.peer_sightings_filter, qos=0)
+            _still_wanted()
             self.stats.subscribed = True
+            task = asyncio.current_task()
+            cancels_before = task.cancelling() if task is not None else 0
             try:
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(self._drain_forever(client))
                     tg.create_task(self._listen(client))
                     if self.local_feeds:
                         tg.create_task(self._publish_local_forever(client))
+            except BaseExceptionGroup:
+                # Python 3.11's TaskGroup cancels its parent when a child fails and does not
+                # take that cancel back (fixed in 3.12): undo its one, keep any real one.
+                if task is not None and sys.version_info < (3, 12):
+                    if task.cancelling() > cancels_before:
+                        task.uncancel()
+                raise
             except asyncio.CancelledError:
                 # Clean shutdown: say offline ourselves (the will only fires on a lost link).
                 with contextlib.suppress(aiomqtt.MqttError, TimeoutError, OSError):
@@ -216,6 +244,7 @@ class Uplink:
     async def _publish_local_forever(self, client: aiomqtt.Client) -> None:
         while True:
             await asyncio.sleep(self.config.mqtt.share_interval_s)
+            _still_wanted()
             for feed in self.local_feeds:
                 for topic, payload, qos in feed():
                     await client.publish(topic, payload, qos=qos)
@@ -224,6 +253,7 @@ class Uplink:
     async def _drain_forever(self, client: aiomqtt.Client) -> None:
         last_prune = 0.0
         while True:
+            _still_wanted()
             sent = await self.drain_once(client)
             now = self.clock.wall()
             if now - last_prune > 3600:

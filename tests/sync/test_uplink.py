@@ -301,3 +301,25 @@ async def test_one_event_per_message_when_batching_is_off(
         assert {ct for _, _, ct in consumer.received} == {"application/cloudevents+json"}
     finally:
         broker.stop()
+
+
+async def test_a_cancel_at_any_moment_of_the_handshake_ends_the_uplink(tmp_path: Path) -> None:
+    """`gateway replay` and every SIGTERM cancel the uplink; a cancel landing between CONNACK
+    and the subscriptions was once swallowed, and the process never exited."""
+    import random
+
+    broker = Broker(tmp_path / "broker")
+    broker.start()
+    try:
+        config = mqtt_config(tmp_path, broker)
+        outbox = Outbox(db.connect(config.state_path / "gateway.db"))
+        rng = random.Random(4)
+        for _ in range(40):
+            uplink = Uplink(config, outbox, CLOCK)
+            task = asyncio.create_task(uplink.run())
+            await asyncio.sleep(rng.uniform(0.0, 0.06))
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(task, timeout=5)
+    finally:
+        broker.stop()
