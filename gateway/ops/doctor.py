@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import errno
 import os
 import shutil
 import sqlite3
@@ -89,6 +90,14 @@ def check_state_dir(state: Path) -> Check:
         probe.write_bytes(b"probe")
         probe.unlink()
     except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            return Check(
+                "state",
+                FAIL,
+                f"{state}: the disk is full ({exc.strerror})",
+                "free space on that file system (journal, old logs, large files), or move "
+                "gateway.state_dir to a bigger one; the daemon sheds its outbox meanwhile",
+            )
         return Check(
             "state",
             FAIL,

@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
@@ -33,7 +34,7 @@ from gateway.pipeline import Pipeline
 from gateway.sinks.push import LocalPushSink, PickupDisplay, Push, push_event
 from gateway.sinks.terminal import ConsoleReporter
 from gateway.store import db
-from gateway.store.outbox import Outbox, OutboxEvent, enforce_bounds
+from gateway.store.outbox import Outbox, OutboxEvent, enforce_bounds, shed_for_room
 from gateway.sync.envelopes import EnvelopeFactory
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,18 @@ class RunSummary:
     first_t: float | None = None
     last_t: float | None = None
     dropped: int = 0  # items a radio produced while the queue was full
+    lost_disk_full: int = 0  # items not processed at all because the disk was full
+
+
+@contextmanager
+def _unsaved(conn: sqlite3.Connection) -> Iterator[None]:
+    """A batch run on a full disk: whatever the stages write is rolled back at the end."""
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
 
 
 class Queued(NamedTuple):
@@ -58,6 +71,8 @@ class Queued(NamedTuple):
 
     seq: int | None  # its outbox sequence number; None: not queued (local only, or dropped)
     envelope: OutboxEvent | None  # its uplink envelope; None: the event stays on the box
+    # True when the disk was full: nothing of the batch is on disk, the shop floor still acts
+    unsaved: bool = False
 
 
 # Sees every committed batch: its events and, per event, what was queued.
@@ -83,12 +98,28 @@ class ShopFloor:
         self.identity = identity
         self.summary = summary
         self.tz = ZoneInfo(config.gateway.timezone)
+        # Pushes made while the disk was full are in no table the caps read: at most one per
+        # shopper and store day then, whatever the caps would allow.
+        self.unsaved_pushes: set[tuple[str | None, str]] = set()
+        self.unsaved_suppressed = 0
+
+    def _first_unsaved_today(self, event: OfferDecision) -> bool:
+        key = (event.profile_id, local_datetime(event.t, self.tz)[:10])
+        if key in self.unsaved_pushes:
+            self.unsaved_suppressed += 1
+            return False
+        self.unsaved_pushes.add(key)
+        return True
 
     def __call__(self, events: list[PipelineEvent], queued: list[Queued]) -> None:
-        for event, (seq, envelope) in zip(events, queued, strict=True):
+        for event, (seq, envelope, unsaved) in zip(events, queued, strict=True):
             if self.reporter is not None:
                 self.reporter.event(event)
-            if isinstance(event, OfferDecision) and event.issued and seq is not None:
+            issued = isinstance(event, OfferDecision) and event.issued
+            if unsaved and issued:
+                assert isinstance(event, OfferDecision)
+                issued = self._first_unsaved_today(event)
+            if isinstance(event, OfferDecision) and issued and (seq is not None or unsaved):
                 when = (
                     self.reporter.clock(event.t)
                     if self.reporter
@@ -128,6 +159,8 @@ class UnitOfWork:
         self.advert_watchers: list[Callable[[Advert], None]] = []  # e.g. console calibration
         self.adverts_by_receiver: Counter[str] = Counter()
         self.outbox_dropped: Counter[str] = Counter()  # since start, by "reason:stream"
+        self.degraded = False  # the disk is full: batches run without being saved
+        self.disk_full_events = 0
         self._queued_since_bound = 0  # events queued since the last bounds check
         self._depth_at_bound = 0
         self.last_progress = clock.monotonic()  # the last committed batch (watchdog health)
@@ -136,8 +169,58 @@ class UnitOfWork:
 
     def process(self, batch: list[Item]) -> list[PipelineEvent]:
         """Run a batch through the pipeline and commit everything it caused at once."""
+        try:
+            events = self._process(batch)
+        except (sqlite3.OperationalError, OSError) as exc:
+            if not db.is_disk_full(exc):
+                raise
+        else:
+            if self.degraded:  # a batch saved at the first try: there is room again
+                self.degraded = False
+                log.warning("state disk has room again: events are saved and queued again")
+            return events
+        # The disk is full. Make room by shedding the outbox, and try once more; if it is
+        # still full, run the batch without saving it (degraded): shoppers still get their
+        # pushes, decided in memory; what it would have queued is lost, and counted.
+        self._disk_full()
+        try:
+            return self._process(batch)
+        except (sqlite3.OperationalError, OSError) as exc:
+            if not db.is_disk_full(exc):
+                raise
+        try:
+            return self._process(batch, save=False)
+        except (sqlite3.OperationalError, OSError) as exc:
+            if not db.is_disk_full(exc):
+                raise
+            # Not even in memory (SQLite spilled its cache to the full disk): the batch is
+            # lost, counted; the daemon lives on and the next batch tries again.
+            self.summary.lost_disk_full += len(batch)
+            log.error("state disk full: %d sightings not processed: %s", len(batch), exc)
+            return []
+
+    def _disk_full(self) -> None:
+        entering = not self.degraded
+        if entering:
+            log.error(
+                "state disk full: shedding the outbox; decisions continue in memory until "
+                "there is room again (free space under %s)",
+                self.config.state_path,
+            )
+        self.degraded = True
+        self.disk_full_events += 1
+        try:
+            dropped = shed_for_room(self.conn, self.outbox.depth() // 2)
+        except (sqlite3.OperationalError, OSError) as exc:  # even the delete needs a page
+            if entering:
+                log.error("state disk full: shedding failed too: %s", exc)
+            return
+        for key, n in dropped.items():
+            self.outbox_dropped[key] += n
+
+    def _process(self, batch: list[Item], save: bool = True) -> list[PipelineEvent]:
         events: list[PipelineEvent] = []
-        with db.transaction(self.conn):
+        with db.transaction(self.conn) if save else _unsaved(self.conn):
             run: list[Advert] = []  # consecutive sightings go through the pipeline together
             for item in batch:
                 if isinstance(item, Advert):
@@ -155,7 +238,7 @@ class UnitOfWork:
                     events.append(item)  # source health goes straight to the outbox
             if run:
                 events.extend(self.pipeline.on_adverts(run))
-            queued = self._enqueue(events)
+            queued = self._enqueue(events) if save else self._unsaved_envelopes(events)
         self._after_commit(events, queued)
         self.last_progress = self.clock.monotonic()
         if not self.summary.items and batch:
@@ -201,6 +284,13 @@ class UnitOfWork:
                 assert isinstance(event, OfferDecision)
                 self.outbox.append([push_event(Push.from_decision(event))], now)
         return queued
+
+    def _unsaved_envelopes(self, events: list[PipelineEvent]) -> list[Queued]:
+        lost = [self.envelopes.envelope(event) for event in events]
+        for envelope in lost:
+            if envelope is not None:
+                self.outbox_dropped[f"disk_full:{envelope.stream}"] += 1
+        return [Queued(None, envelope, unsaved=True) for envelope in lost]
 
     def _after_commit(self, events: list[PipelineEvent], queued: list[Queued]) -> None:
         if not events:

@@ -168,6 +168,12 @@ def exposition(view: StatusView) -> str:
             stream=stream,
         )
     m(
+        "gateway_state_disk_full",
+        "gauge",
+        "1 while the state disk is full (decisions in memory, outbox shed).",
+        int(c.disk_full),
+    )
+    m(
         "gateway_mqtt_connected",
         "gauge",
         "1 while connected to the backend broker.",

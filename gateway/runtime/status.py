@@ -32,6 +32,7 @@ class OutboxDoc(TypedDict):
     depth: dict[str, int]
     oldest_age_s: float
     dropped: dict[str, int]  # since start, by "expired:<stream>" / "shed:<stream>"
+    disk_full: bool  # the state disk is full: batches run in memory, the outbox is shed
 
 
 class MqttDoc(TypedDict):
@@ -104,6 +105,7 @@ class Counters:
     outbox_depth: dict[str, int]
     outbox_oldest_age_s: float
     outbox_dropped: dict[str, int]  # since start, by "expired:<stream>" / "shed:<stream>"
+    disk_full: bool
     mqtt_connected: bool
     mqtt_delivered: int | None  # None: no uplink configured
     mqtt_connects: int | None
@@ -157,6 +159,7 @@ class StatusView:
             "depth": self.outbox_depths(),
             "oldest_age_s": round(age or 0.0, 1),
             "dropped": dict(sorted(self._gateway.outbox_dropped.items())),
+            "disk_full": self._gateway.work.degraded,
         }
 
     def mqtt(self) -> MqttDoc:
@@ -223,6 +226,7 @@ class StatusView:
             outbox_depth=dict(sorted(self.outbox_depths().items())),
             outbox_oldest_age_s=gateway.outbox.oldest_age(self.wall) or 0.0,
             outbox_dropped=dict(sorted(gateway.outbox_dropped.items())),
+            disk_full=gateway.work.degraded,
             mqtt_connected=uplink is not None and uplink.stats.connected,
             mqtt_delivered=None if uplink is None else uplink.stats.delivered,
             mqtt_connects=None if uplink is None else uplink.stats.connects,

@@ -183,7 +183,7 @@ class Service:
         self.stop.set()
 
     def _on_events(self, events: list[PipelineEvent], queued: list[Queued]) -> None:
-        for event, (_seq, envelope) in zip(events, queued, strict=True):
+        for event, (_seq, envelope, _unsaved) in zip(events, queued, strict=True):
             if isinstance(event, OfferDecision):
                 self.runtime.last_offers.append(event)
             if self.hub is not None and envelope is not None:

@@ -8,6 +8,7 @@ issues; they all take the same `Push`.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections import deque
 from dataclasses import asdict, dataclass
@@ -16,6 +17,8 @@ from typing import TextIO
 
 from gateway.model import OfferDecision
 from gateway.store.outbox import OutboxEvent
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,13 +43,18 @@ class LocalPushSink:
         self.stdout = stdout
         self.out = out or sys.stdout
         self.pushed = 0
+        self.log_failures = 0  # push log lines not written (a full disk)
         if log_path is not None:
             log_path.parent.mkdir(parents=True, exist_ok=True)
 
     def push(self, push: Push, clock: str) -> None:
         if self.log_path is not None:
-            with self.log_path.open("a", encoding="utf-8") as f:
-                f.write(json.dumps(asdict(push), separators=(",", ":")) + "\n")
+            try:
+                with self.log_path.open("a", encoding="utf-8") as f:
+                    f.write(json.dumps(asdict(push), separators=(",", ":")) + "\n")
+            except OSError as exc:  # a full disk must not stop the push itself
+                self.log_failures += 1
+                log.warning("push log %s not written: %s", self.log_path, exc)
         if self.stdout:
             print(
                 f'{clock}  PUSH      → {push.profile_id}: "{push.message}" code {push.code}',

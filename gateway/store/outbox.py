@@ -184,3 +184,23 @@ def enforce_bounds(
             for _, stream in victims:
                 dropped[f"shed:{stream}"] = dropped.get(f"shed:{stream}", 0) + 1
     return dropped
+
+
+def shed_for_room(conn: sqlite3.Connection, count: int) -> dict[str, int]:
+    """The disk is full: drop the `count` least important, oldest events (never the protected
+    ones) so SQLite can reuse their pages. Returns {"shed:<stream>": n}."""
+    if count <= 0:
+        return {}
+    streams = ",".join("?" for _ in PROTECTED_STREAMS)
+    types = ",".join("?" for _ in PROTECTED_TYPES)
+    with transaction(conn):
+        victims = conn.execute(
+            f"SELECT seq, stream FROM outbox WHERE stream NOT IN ({streams}) "
+            f"AND type NOT IN ({types}) ORDER BY priority DESC, seq LIMIT ?",
+            (*PROTECTED_STREAMS, *PROTECTED_TYPES, count),
+        ).fetchall()
+        conn.executemany("DELETE FROM outbox WHERE seq = ?", [(v[0],) for v in victims])
+    dropped: dict[str, int] = {}
+    for _, stream in victims:
+        dropped[f"shed:{stream}"] = dropped.get(f"shed:{stream}", 0) + 1
+    return dropped
