@@ -173,22 +173,13 @@ def enforce_bounds(
                 if cur.rowcount:
                     dropped[f"expired:{stream}"] = cur.rowcount
         excess = int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0]) - max_events
-        if excess > 0:
-            placeholders = ",".join("?" for _ in PROTECTED_STREAMS)
-            victims = conn.execute(
-                f"SELECT seq, stream FROM outbox WHERE stream NOT IN ({placeholders}) "
-                f"AND type NOT IN ({kept}) ORDER BY priority DESC, seq LIMIT ?",
-                (*PROTECTED_STREAMS, *PROTECTED_TYPES, excess),
-            ).fetchall()
-            conn.executemany("DELETE FROM outbox WHERE seq = ?", [(v[0],) for v in victims])
-            for _, stream in victims:
-                dropped[f"shed:{stream}"] = dropped.get(f"shed:{stream}", 0) + 1
+        dropped.update(shed_for_room(conn, excess))
     return dropped
 
 
 def shed_for_room(conn: sqlite3.Connection, count: int) -> dict[str, int]:
-    """The disk is full: drop the `count` least important, oldest events (never the protected
-    ones) so SQLite can reuse their pages. Returns {"shed:<stream>": n}."""
+    """Drop the `count` least important, oldest events, never the protected ones (past the
+    quota, or on a full disk so SQLite can reuse their pages). Returns {"shed:<stream>": n}."""
     if count <= 0:
         return {}
     streams = ",".join("?" for _ in PROTECTED_STREAMS)
