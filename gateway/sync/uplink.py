@@ -37,11 +37,8 @@ from gateway.sync.topics import LocalFeed, Topics
 
 log = logging.getLogger(__name__)
 
-# Events read and published per round.
+# Events read and published per round; their acknowledgement is recorded once per round.
 BATCH = 500
-# Acknowledgements are recorded (one SQLite commit) per this many confirmed events: a round
-# interrupted by a crash or a restart keeps its progress.
-ACK_EVERY = 32
 
 CLOUDEVENTS_JSON = "application/cloudevents+json"
 CLOUDEVENTS_BATCH = "application/cloudevents-batch+json"
@@ -276,27 +273,7 @@ class Uplink:
         v5 = self.config.mqtt.protocol == "5"
         chunks = chunk_by_stream(queued, self.config.mqtt.batch_events)
 
-        results: list[bool | None] = [None] * len(queued)  # per event: PUBACK, failed, waiting
-        acknowledged: set[int] = set()
-
-        def acknowledge(final: bool) -> None:
-            """Record what the broker confirmed: per stream, the prefix up to the first event
-            still waiting or failed. Done in groups as PUBACKs arrive, not once per round, so
-            a gateway that crashes (or is cancelled) mid-round keeps what was delivered."""
-            prefix = acknowledged_prefix(queued, [r is True for r in results])
-            fresh = [e for e in prefix if e.seq not in acknowledged]
-            if fresh and (final or len(fresh) >= ACK_EVERY):
-                self.outbox.acknowledge(fresh, self.clock.wall())
-                self.stats.delivered += len(fresh)
-                acknowledged.update(e.seq for e in fresh)
-
-        async def send(first: int, chunk: list[QueuedEvent]) -> bool:
-            ok = await publish(chunk)
-            results[first : first + len(chunk)] = [ok] * len(chunk)
-            acknowledge(final=False)
-            return ok
-
-        async def publish(chunk: list[QueuedEvent]) -> bool:
+        async def send(chunk: list[QueuedEvent]) -> bool:
             async with semaphore:
                 if len(chunk) == 1:
                     payload, props = chunk[0].payload, self._single_props if v5 else None
@@ -313,15 +290,15 @@ class Uplink:
                 self.stats.published += 1
                 return True
 
-        starts = [0]
-        for chunk in chunks[:-1]:
-            starts.append(starts[-1] + len(chunk))
-        await asyncio.gather(*(send(first, c) for first, c in zip(starts, chunks, strict=True)))
-        acknowledge(final=True)
-        done = len(acknowledged)
-        if done < len(queued):
-            raise aiomqtt.MqttError(f"{len(queued) - done} of {len(queued)} not acknowledged")
-        return done
+        sent = await asyncio.gather(*(send(c) for c in chunks))
+        results = [ok for chunk, ok in zip(chunks, sent, strict=True) for _ in chunk]
+        done = acknowledged_prefix(queued, results)
+        if done:
+            self.outbox.acknowledge(done, self.clock.wall())
+            self.stats.delivered += len(done)
+        if len(done) < len(queued):
+            raise aiomqtt.MqttError(f"{len(queued) - len(done)} of {len(queued)} not acknowledged")
+        return len(done)
 
     async def publish_json(self, topic: str, body: dict[str, Any], **kwargs: Any) -> None:
         if self.client is not None:
