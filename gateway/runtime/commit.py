@@ -11,8 +11,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
@@ -52,18 +51,6 @@ class RunSummary:
     first_t: float | None = None
     last_t: float | None = None
     dropped: int = 0  # items a radio produced while the queue was full
-    lost_disk_full: int = 0  # items not processed at all because the disk was full
-
-
-@contextmanager
-def _unsaved(conn: sqlite3.Connection) -> Iterator[None]:
-    """A batch run on a full disk: whatever the stages write is rolled back at the end."""
-    conn.execute("BEGIN")
-    try:
-        yield
-    finally:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
 
 
 class Queued(NamedTuple):
@@ -169,37 +156,35 @@ class UnitOfWork:
 
     def process(self, batch: list[Item]) -> list[PipelineEvent]:
         """Run a batch through the pipeline and commit everything it caused at once."""
+        events: list[PipelineEvent] = []
         try:
-            events = self._process(batch)
+            with db.transaction(self.conn):
+                self._run(batch, events)
+                queued = self._enqueue(events)
         except (sqlite3.OperationalError, OSError) as exc:
             if not db.is_disk_full(exc):
                 raise
+            # The disk is full: nothing of the batch is saved, but the pipeline has decided
+            # (its state moved on: running the batch again would count it twice). The shop
+            # floor still acts on what was decided; what would have been queued is counted.
+            self._disk_full()
+            queued = self._unsaved_envelopes(events)
         else:
-            if self.degraded:  # a batch saved at the first try: there is room again
+            if self.degraded:  # a batch saved: there is room again
                 self.degraded = False
                 log.warning("state disk has room again: events are saved and queued again")
-            return events
-        # The disk is full. Make room by shedding the outbox, and try once more; if it is
-        # still full, run the batch without saving it (degraded): shoppers still get their
-        # pushes, decided in memory; what it would have queued is lost, and counted.
-        self._disk_full()
-        try:
-            return self._process(batch)
-        except (sqlite3.OperationalError, OSError) as exc:
-            if not db.is_disk_full(exc):
-                raise
-        try:
-            return self._process(batch, save=False)
-        except (sqlite3.OperationalError, OSError) as exc:
-            if not db.is_disk_full(exc):
-                raise
-            # Not even in memory (SQLite spilled its cache to the full disk): the batch is
-            # lost, counted; the daemon lives on and the next batch tries again.
-            self.summary.lost_disk_full += len(batch)
-            log.error("state disk full: %d sightings not processed: %s", len(batch), exc)
-            return []
+        self._after_commit(events, queued)
+        self.last_progress = self.clock.monotonic()
+        if not self.summary.items and batch:
+            log.info("first sighting processed")  # start-up is measured to here (bench)
+        self.summary.items += len(batch)
+        if batch:
+            self.summary.first_t = self.summary.first_t or batch[0].t
+            self.summary.last_t = batch[-1].t
+        return events
 
     def _disk_full(self) -> None:
+        """Shed the outbox so SQLite can reuse pages, and say so once per episode."""
         entering = not self.degraded
         if entering:
             log.error(
@@ -218,36 +203,26 @@ class UnitOfWork:
         for key, n in dropped.items():
             self.outbox_dropped[key] += n
 
-    def _process(self, batch: list[Item], save: bool = True) -> list[PipelineEvent]:
-        events: list[PipelineEvent] = []
-        with db.transaction(self.conn) if save else _unsaved(self.conn):
-            run: list[Advert] = []  # consecutive sightings go through the pipeline together
-            for item in batch:
-                if isinstance(item, Advert):
-                    self.adverts_by_receiver[item.receiver] += 1
-                    for watch in self.advert_watchers:
-                        watch(item)
-                    run.append(item)
-                    continue
-                if run:
-                    events.extend(self.pipeline.on_adverts(run))
-                    run = []
-                if isinstance(item, Tap):
-                    events.extend(self.pipeline.on_tap(item))
-                else:
-                    events.append(item)  # source health goes straight to the outbox
+    def _run(self, batch: list[Item], events: list[PipelineEvent]) -> None:
+        """The batch through the stages, appending to `events` as they come (so a failure
+        in the transaction still leaves what was decided)."""
+        run: list[Advert] = []  # consecutive sightings go through the pipeline together
+        for item in batch:
+            if isinstance(item, Advert):
+                self.adverts_by_receiver[item.receiver] += 1
+                for watch in self.advert_watchers:
+                    watch(item)
+                run.append(item)
+                continue
             if run:
                 events.extend(self.pipeline.on_adverts(run))
-            queued = self._enqueue(events) if save else self._unsaved_envelopes(events)
-        self._after_commit(events, queued)
-        self.last_progress = self.clock.monotonic()
-        if not self.summary.items and batch:
-            log.info("first sighting processed")  # start-up is measured to here (bench)
-        self.summary.items += len(batch)
-        if batch:
-            self.summary.first_t = self.summary.first_t or batch[0].t
-            self.summary.last_t = batch[-1].t
-        return events
+                run = []
+            if isinstance(item, Tap):
+                events.extend(self.pipeline.on_tap(item))
+            else:
+                events.append(item)  # source health goes straight to the outbox
+        if run:
+            events.extend(self.pipeline.on_adverts(run))
 
     def advance(self, now: float) -> list[PipelineEvent]:
         """Let occurrence time pass with no sighting (devices time out, dwell events fire)."""
