@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 from gateway.clock import Clock
 from gateway.config.sections import Config
-from gateway.humantime import local_datetime
+from gateway.humantime import local, local_datetime
 from gateway.identity.store import IdentityStore
 from gateway.model import (
     AdapterHealth,
@@ -91,7 +91,7 @@ class ShopFloor:
         self.unsaved_suppressed = 0
 
     def _first_unsaved_today(self, event: OfferDecision) -> bool:
-        key = (event.profile_id, local_datetime(event.t, self.tz)[:10])
+        key = (event.profile_id, local(event.t, self.tz).date().isoformat())
         if key in self.unsaved_pushes:
             self.unsaved_suppressed += 1
             return False
@@ -102,11 +102,11 @@ class ShopFloor:
         for event, (seq, envelope, unsaved) in zip(events, queued, strict=True):
             if self.reporter is not None:
                 self.reporter.event(event)
-            issued = isinstance(event, OfferDecision) and event.issued
-            if unsaved and issued:
-                assert isinstance(event, OfferDecision)
-                issued = self._first_unsaved_today(event)
-            if isinstance(event, OfferDecision) and issued and (seq is not None or unsaved):
+            if (
+                isinstance(event, OfferDecision)
+                and event.issued
+                and (seq is not None or (unsaved and self._first_unsaved_today(event)))
+            ):
                 when = (
                     self.reporter.clock(event.t)
                     if self.reporter

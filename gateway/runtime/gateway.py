@@ -14,6 +14,7 @@ import sqlite3
 from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TextIO
+from zoneinfo import ZoneInfo
 
 from gateway.clock import Clock
 from gateway.config.sections import Config
@@ -216,6 +217,7 @@ class Gateway:
         self.pipeline.reconfigure(applied, store_map, device_profile)
         self.offers.reconfigure(applied.offers.limits, applied.gateway.timezone)
         self.shop_floor.push.stdout = applied.sinks.stdout
+        self.shop_floor.tz = ZoneInfo(applied.gateway.timezone)  # push lines in the new zone
         self.refresh()  # campaigns: a synced document still wins over the local default
         return needs_restart
 

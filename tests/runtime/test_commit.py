@@ -66,3 +66,18 @@ def test_the_quota_holds_at_every_commit_and_shedding_is_reported(
         line = f'gateway_outbox_dropped_total{{reason="{reason}",stream="{stream}"}} {n}'
         assert line in metrics
     gateway.close()
+
+
+def test_a_reload_moves_the_push_lines_to_the_new_time_zone(
+    tmp_path: Path, clock: PinnedClock
+) -> None:
+    gateway = Gateway(_config(tmp_path), quiet_sink=True, clock=clock)
+    assert str(gateway.shop_floor.tz) == "Europe/Berlin"
+    new = dataclasses.replace(
+        gateway.config,
+        gateway=dataclasses.replace(gateway.config.gateway, timezone="America/Toronto"),
+    )
+    assert gateway.reload(new) == []
+    assert str(gateway.shop_floor.tz) == "America/Toronto"
+    assert str(gateway.offers.tz) == "America/Toronto"
+    gateway.close()
