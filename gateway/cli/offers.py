@@ -39,21 +39,16 @@ def _cmd_offers_why(args: argparse.Namespace) -> int:
 
 def _cmd_offers_redeem(args: argparse.Namespace) -> int:
     """Staff type a shopper's code at the counter: redeem it and queue the attribution."""
-    from functools import partial
-
     from gateway.config.sections import load_config
-    from gateway.identity.store import pseudonymise
     from gateway.offers.engine import redeem_code
     from gateway.store import db
     from gateway.store.outbox import Outbox
     from gateway.sync.envelopes import EnvelopeFactory
 
     config = load_config(args.config)
-    # The daemon's envelope factory (Gateway.__init__) with the same source and pseudonyms,
-    # so the redemption event and its id are the ones the daemon would queue; the map,
-    # radios and campaigns play no part in a redemption and are not loaded.
-    key = bytes.fromhex(config.gateway.pseudonym_key)
-    envelopes = EnvelopeFactory(config.gateway.store, config.gateway.id, partial(pseudonymise, key))
+    # The daemon's envelopes, so the redemption event and its id are the ones the daemon would
+    # queue; the map, radios and campaigns play no part in a redemption and are not loaded.
+    envelopes = EnvelopeFactory.for_config(config)
     conn = db.connect(config.state_path / "gateway.db")
     try:
         now = SystemClock().wall()

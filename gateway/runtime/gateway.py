@@ -73,9 +73,7 @@ class Gateway:
         )
         self.pipeline = Pipeline(config, self.store_map, self.identity, self.offers, device_profile)
         self.outbox = Outbox(self.conn)
-        self.envelopes = EnvelopeFactory(
-            config.gateway.store, config.gateway.id, self.pipeline.pseudonym
-        )
+        self.envelopes = EnvelopeFactory.for_config(config)
         self.summary = RunSummary()
         self.shop_floor = ShopFloor(config, self.identity, self.summary, quiet_sink, reporter)
         self.work = UnitOfWork(

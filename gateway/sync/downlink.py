@@ -155,8 +155,7 @@ def apply_document(conn: sqlite3.Connection, document: dict[str, Any]) -> str:
     data = document.get("data")
     if not isinstance(data, dict):
         raise DocumentRejected("invalid_payload", "data must be an object")
-    row = conn.execute("SELECT version FROM doc_versions WHERE family = ?", (family,)).fetchone()
-    current = int(row[0]) if row else 0
+    current = stored_version(conn, family)
     if version == current:
         return "duplicate"
     if version < current:

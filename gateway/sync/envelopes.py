@@ -10,8 +10,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
+from gateway.config.sections import Config
+from gateway.identity.store import pseudonymise
 from gateway.model import (
     AdapterHealth,
     BeaconHealth,
@@ -42,6 +45,14 @@ class EnvelopeFactory:
     def __init__(self, store: str, gateway: str, pseudonym: Callable[[str], str]) -> None:
         self.source = f"/stores/{store}/gateways/{gateway}"
         self.pseudonym = pseudonym
+
+    @classmethod
+    def for_config(cls, config: Config) -> EnvelopeFactory:
+        """This gateway's envelopes: its source and its keyed pseudonyms. The daemon and
+        `gateway offers redeem` use the same, so an event's id does not depend on who queued
+        it."""
+        key = bytes.fromhex(config.gateway.pseudonym_key)
+        return cls(config.gateway.store, config.gateway.id, partial(pseudonymise, key))
 
     def _envelope(
         self,

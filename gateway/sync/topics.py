@@ -94,11 +94,6 @@ class Topics:
             f"{self.base}/cmd/+",  # commands
         ]
 
-    def sightings_gateway(self, topic: str) -> str | None:
-        """The peer gateway id if `topic` is a store peer's sightings topic."""
-        incoming = self.match(topic)
-        return incoming.name if incoming and incoming.kind is Inbound.SIGHTINGS else None
-
     def match(self, topic: str) -> Incoming | None:
         """What an incoming topic carries, or None if it is none of ours."""
         name = topic.rsplit("/", 1)[-1]
