@@ -5,11 +5,24 @@ console. Assembled with the stages' sections into `Config` by `gateway.config.se
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 from gateway.config.schema import doc, topic_level_problem
-from gateway.config.secrets import valid_hash
+from gateway.config.secrets import secret_problem, valid_hash
+
+
+def is_loopback_host(host: str) -> bool:
+    """True only for this machine: a loopback address (127.0.0.0/8, ::1) or the name
+    `localhost`. A name is never judged by its spelling: "127.evil.example" is remote."""
+    name = host.strip().rstrip(".").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +203,28 @@ class MqttSection:
         "wrongly signed ones are rejected. Empty: reject every downlink.",
         default="",
     )
+    downlink_max_validity_days: float = doc(
+        "Longest validity (expires_at - issued_at) a signed document may claim; a new "
+        "document must also be issued before and expire after this box's clock, so neither "
+        "an old captured snapshot nor a far-future one is taken for the truth.",
+        default=30.0,
+    )
+    max_message_kb: int = doc(
+        "Largest MQTT message accepted (MQTT 5 Maximum Packet Size, told to the broker; "
+        "bigger downlink documents must be split into a snapshot and deltas). Checked again "
+        "before parsing on MQTT 3.1.1.",
+        default=4096,
+    )
+    receive_maximum: int = doc(
+        "MQTT 5 Receive Maximum: QoS 1 messages the broker may have in flight to us.",
+        default=32,
+    )
+    peer_key: str = doc(
+        "Hex HMAC-SHA256 key shared by the store's gateways (and no one else) that signs "
+        "shared sightings; required with share_sightings or peer_sightings. Unsigned or "
+        "wrongly signed batches are dropped and counted.",
+        default="",
+    )
     delivered_retention_s: float = doc(
         "How long the ids of delivered events are remembered (replays within it are not "
         "sent again).",
@@ -230,12 +265,22 @@ class MqttSection:
             problems["cert_file"] = "set both cert_file and key_file for mutual TLS, or neither"
         if (self.cert_file or self.ca_file) and not self.tls:
             problems["tls"] = "certificates are set but tls = false; set tls = true"
-        if self.downlink_key:
-            try:
-                bytes.fromhex(self.downlink_key)
-            except ValueError:
-                problems["downlink_key"] = "not hex"
-        loopback = self.host in ("localhost", "::1") or self.host.startswith("127.")
+        if self.downlink_key and (problem := secret_problem(self.downlink_key)):
+            problems["downlink_key"] = problem
+        if self.peer_key and (problem := secret_problem(self.peer_key)):
+            problems["peer_key"] = problem
+        elif not self.peer_key and (self.share_sightings or self.peer_sightings):
+            problems["peer_key"] = (
+                "required with share_sightings/peer_sightings: the same secret on every "
+                "gateway of the store (make one with `gateway secret`)"
+            )
+        if not 16 <= self.max_message_kb <= 65536:
+            problems["max_message_kb"] = "must be between 16 and 65536 (kB)"
+        if not 1 <= self.receive_maximum <= 65535:
+            problems["receive_maximum"] = "must be between 1 and 65535"
+        if not 0 < self.downlink_max_validity_days <= 366:
+            problems["downlink_max_validity_days"] = "must be more than 0 and at most 366"
+        loopback = is_loopback_host(self.host)
         if self.enabled and not self.tls and not self.allow_plaintext_remote and not loopback:
             problems["tls"] = (
                 f"refusing plaintext MQTT to {self.host}: set tls = true (or "

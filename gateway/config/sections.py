@@ -28,13 +28,14 @@ from gateway.config.schema import ConfigError, build_section, doc, topic_level_p
 from gateway.config.secrets import secret_problem
 from gateway.offers.rules import LimitsSection, PickupDiscountSection
 
+DEMO_STORE = "demo-bookstore"  # the shipped demo: the only store the public demo keys may serve
 METHOD_NAMES = ("max_likelihood", "least_squares", "weighted_centroid", "nearest")
 
 
 @dataclass(frozen=True, slots=True)
 class GatewaySection:
     id: str = doc("Name of this gateway, unique within its store.", default="gw-demo-1")
-    store: str = doc("Store identifier used in events and topics.", default="demo-bookstore")
+    store: str = doc("Store identifier used in events and topics.", default=DEMO_STORE)
     state_dir: str = doc(
         "Directory for the SQLite state (profiles, offers, outbox). Relative to the config "
         "file's directory.",
@@ -305,6 +306,19 @@ class Config:
     @property
     def state_path(self) -> Path:
         return self.resolve(self.gateway.state_dir, shared=False)
+
+    def validate(self) -> dict[str, str]:
+        """Across sections: the demo's public keys only for the demo store. They are in the
+        source code, so with them anyone can forge loyalty cards and undo pseudonyms."""
+        problems: dict[str, str] = {}
+        if self.gateway.store == DEMO_STORE:
+            return problems
+        fix = "the public demo key is for the demo store only; make one with `gateway secret`"
+        if self.gateway.pseudonym_key == GatewaySection().pseudonym_key:
+            problems["gateway.pseudonym_key"] = fix
+        if self.nfc.loyalty_key == NfcSection().loyalty_key:
+            problems["nfc.loyalty_key"] = fix
+        return problems
 
 
 def parse_config(text: str, file: str = "<config>", base_dir: Path | None = None) -> Config:

@@ -13,7 +13,7 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from gateway.model import GatewayNotice, NoticeKind
-from gateway.sync import downlink, peers
+from gateway.sync import downlink, peers, wire
 from gateway.sync.topics import Inbound
 
 if TYPE_CHECKING:
@@ -26,17 +26,41 @@ log = logging.getLogger(__name__)
 
 
 class Commands:
-    """The downlink handler the uplink calls for every message it receives."""
+    """The downlink handler the uplink calls for every message it receives.
+
+    Nothing a message does may end the MQTT session: every refusal is counted and reasoned,
+    and even an exception this code did not foresee becomes a rejection (`internal_error`)
+    instead of propagating into the uplink, which would drop the connection and, for a
+    retained message, keep the gateway off the broker for good."""
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
         self.nonces = downlink.NonceCache()
         # Peer sightings: accepted, and rejected by reason (bad batches and bad sightings).
         self.peer_stats: Counter[str] = Counter()
+        self.peer_clock = peers.PeerClock()
+        # Downlink rejections: all counted, told (log + uplinked notice) at a bounded rate.
+        self.rejections = wire.RejectionLog()
+        self._peer_log = wire.RejectionLog()
+
+    def binding(self) -> downlink.Binding:
+        config = self.gateway.config
+        return downlink.Binding(
+            config.gateway.store,
+            config.gateway.id,
+            config.mqtt.downlink_max_validity_days * 86400.0,
+        )
 
     async def on_message(self, message: aiomqtt.Message, uplink: Uplink) -> None:
-        gateway = self.gateway
         topic = str(message.topic)
+        try:
+            await self._on_message(topic, message, uplink)
+        except Exception as exc:  # the session must survive whatever a message does
+            log.exception("downlink message on %s could not be handled", topic)
+            self._reject(self.gateway.clock.wall(), topic, "internal_error", repr(exc)[:300])
+
+    async def _on_message(self, topic: str, message: aiomqtt.Message, uplink: Uplink) -> None:
+        gateway = self.gateway
         payload = (
             message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
         )
@@ -48,13 +72,26 @@ class Commands:
                 self.on_peer_sightings(incoming.name, payload)
             return
         name = incoming.name
-        key = bytes.fromhex(gateway.config.mqtt.downlink_key)
+        mqtt = gateway.config.mqtt
+        key = bytes.fromhex(mqtt.downlink_key)
         now = gateway.clock.wall()
-        document = downlink.verify(key, payload)
+        document = downlink.verify(key, payload, max_bytes=mqtt.max_message_kb * 1024)
+        is_command = incoming.kind is Inbound.COMMAND
+        held = None
+        if isinstance(document, dict) and not is_command and document.get("family") == name:
+            held = downlink.stored_version(gateway.conn, name)
+        if not isinstance(document, downlink.Rejected):
+            refused = downlink.check_envelope(
+                document, self.binding(), now, command=is_command, held_version=held
+            )
+            if refused is not None:
+                document = refused
         if isinstance(document, downlink.Rejected):
             self._reject(now, topic, document.reason, document.detail)
+            if is_command:
+                await self._answer(message, uplink, name, None, document.reason, {})
             return
-        if incoming.kind is Inbound.COMMAND:
+        if is_command:
             await self._command(message, uplink, document, name, now)
             return
         if document.get("family") != name:
@@ -86,27 +123,54 @@ class Commands:
 
     def on_peer_sightings(self, peer: str, payload: bytes) -> None:
         """A peer gateway's shopper sightings: into the pipeline as if heard here."""
-        if peer == self.gateway.config.gateway.id:
+        config = self.gateway.config
+        if peer == config.gateway.id:
             return  # our own batch, echoed by the broker
+        wall = self.gateway.clock.wall()
         try:
             # A replay runs ahead of the wall clock; its peers share the replayed time.
-            now = max(self.gateway.clock.wall(), self.gateway.pipeline.now)
-            batch = peers.decode(payload, peer, now=now)
+            now = max(wall, self.gateway.pipeline.now)
+            batch = peers.decode(
+                payload,
+                peers.PeerTopic(config.mqtt.topic_prefix, config.gateway.store, peer),
+                key=bytes.fromhex(config.mqtt.peer_key),
+                now=now,
+                clock=self.peer_clock,
+            )
         except peers.PeerRejected as exc:
             self.peer_stats[f"rejected_{exc.reason}"] += 1
-            log.warning("peer sightings from %s rejected: %s", peer, exc)
+            held = self._peer_log.record(exc.reason, wall)
+            if held is not None:
+                log.warning(
+                    "peer sightings from %.64r rejected: %s (+%d held back)", peer, exc, held
+                )
             return
         for error in batch.errors:
             self.peer_stats["rejected_sighting"] += 1
-            log.warning("peer sightings from %s: %s", peer, error)
+            if self._peer_log.record("sighting", wall) is not None:
+                log.warning("peer sightings from %s: %s", peer, error)
         self.peer_stats["accepted"] += len(batch.adverts)
         if batch.adverts:
             self.gateway.process(list(batch.adverts))
 
     def _reject(self, now: float, topic: str, reason: str, detail: str) -> None:
-        log.warning("downlink rejected on %s: %s (%s)", topic, reason, detail)
-        name = topic.rsplit("/", 1)[-1]
-        details: dict[str, object] = {"topic": topic, "reason": reason, "detail": detail}
+        held = self.rejections.record(reason, now)
+        if held is None:
+            return  # counted; told with the next one let through
+        log.warning(
+            "downlink rejected on %.200s: %s (%.300s)%s",
+            topic,
+            reason,
+            detail,
+            f"; {held} more like it held back" if held else "",
+        )
+        name = topic.rsplit("/", 1)[-1][:64]
+        details: dict[str, object] = {
+            "topic": topic[:256],
+            "reason": reason,
+            "detail": detail[:500],
+            "suppressed": held,
+        }
         self.gateway.notify([GatewayNotice(now, NoticeKind.DOWNLINK_REJECTED, name, details)])
 
     async def _command(
@@ -140,18 +204,46 @@ class Commands:
                 gateway.refresh()
                 gateway.pipeline.profiles.clear()
                 result = {"reloaded": ["stock", "profiles"]}
+        else:
+            self._reject(now, str(message.topic), reason, f"command {name}")
+        nonce = document.get("nonce")
+        await self._answer(
+            message, uplink, name, nonce if isinstance(nonce, str) else None, reason, result
+        )
+        outcome: dict[str, object] = {"ok": not reason, "reason": reason or None}
+        gateway.notify([GatewayNotice(now, NoticeKind.COMMAND, name, outcome)])
+
+    async def _answer(
+        self,
+        message: aiomqtt.Message,
+        uplink: Uplink,
+        name: str,
+        nonce: str | None,
+        reason: str,
+        result: dict[str, object],
+    ) -> None:
+        """Every command gets an answer, refused ones too (with the reason). The MQTT 5
+        Response Topic is not covered by the signature, so it is followed only inside this
+        gateway's own `cmd-resp/` subtree: a reply cannot be steered into another stream."""
         response = {
             "command": name,
-            "nonce": document.get("nonce"),
+            "nonce": nonce,
             "ok": not reason,
             "reason": reason or None,
             "result": result,
         }
         props = getattr(message, "properties", None)
-        topic = getattr(props, "ResponseTopic", None) or uplink.topics.command_response(name)
+        asked = getattr(props, "ResponseTopic", None)
+        topic = uplink.topics.command_response(name)
+        if isinstance(asked, str) and uplink.topics.is_own_response_topic(asked):
+            topic = asked
         kwargs: dict[str, object] = {}
         correlation = getattr(props, "CorrelationData", None)
-        if correlation is not None and gateway.config.mqtt.protocol == "5":
+        if (
+            isinstance(correlation, bytes)
+            and len(correlation) <= 256
+            and self.gateway.config.mqtt.protocol == "5"
+        ):
             from paho.mqtt.packettypes import PacketTypes
             from paho.mqtt.properties import Properties
 
@@ -159,5 +251,3 @@ class Commands:
             out.CorrelationData = correlation
             kwargs["properties"] = out
         await uplink.publish_json(topic, response, **kwargs)
-        outcome: dict[str, object] = {"ok": not reason, "reason": reason or None}
-        gateway.notify([GatewayNotice(now, NoticeKind.COMMAND, name, outcome)])

@@ -34,7 +34,7 @@ from gateway.store import db
 from gateway.store.outbox import Outbox
 from gateway.sync import downlink
 from gateway.sync.envelopes import EnvelopeFactory
-from gateway.sync.peers import ShareBuffer
+from gateway.sync.peers import PeerTopic, ShareBuffer
 from gateway.sync.topics import LocalFeed, Publication
 
 if TYPE_CHECKING:
@@ -178,7 +178,10 @@ class Gateway:
         if share is not None:
 
             def sightings() -> list[Publication]:
-                payload = share.take(self.config.gateway.id)
+                config = self.config
+                whose = PeerTopic(config.mqtt.topic_prefix, config.gateway.store, config.gateway.id)
+                now = max(self.clock.wall(), self.pipeline.now)  # the time peers compare with
+                payload = share.take(whose, bytes.fromhex(config.mqtt.peer_key), now)
                 return [] if payload is None else [Publication(topics.sightings, payload, 0)]
 
             feeds.append(sightings)

@@ -203,6 +203,15 @@ def exposition(view: StatusView) -> str:
             n,
             result=result,
         )
+    for reason, n in c.downlink_rejected.items():
+        m(
+            "gateway_downlink_rejected_total",
+            "counter",
+            "Downlink documents and commands refused, by reason (each counted; logged and "
+            "uplinked at a bounded rate).",
+            n,
+            reason=reason,
+        )
     for adapter, up in c.ble_adapters_up.items():
         m(
             "gateway_ble_adapter_up",

@@ -111,6 +111,7 @@ class Counters:
     mqtt_connects: int | None
     mqtt_failures: int | None
     peer_sightings: dict[str, int]
+    downlink_rejected: dict[str, int]  # since start, by reason (all counted, few logged)
     ble_adapters_up: dict[str, bool]
     beacons_ok: dict[str, bool]
     inlet_dropped: int
@@ -232,6 +233,7 @@ class StatusView:
             mqtt_connects=None if uplink is None else uplink.stats.connects,
             mqtt_failures=None if uplink is None else uplink.stats.failures,
             peer_sightings=dict(sorted(gateway.peer_stats.items())),
+            downlink_rejected=dict(sorted(gateway.commands.rejections.counts.items())),
             ble_adapters_up={s.adapter: s.state == "scanning" for s in gateway.ble_sources},
             beacons_ok={
                 anchor: state.status == "ok"

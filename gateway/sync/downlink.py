@@ -1,20 +1,29 @@
-"""Downlink: versioned documents and commands from the backend, authenticated.
+"""Downlink: versioned documents and commands from the backend, authenticated and bound.
 
 A client that can publish to the broker must not be able to change the shop's stock or
-command the gateway: every document and command carries an HMAC-SHA256 signature with the
-store's downlink key over its canonical JSON (keys sorted, no spaces, without "sig").
+command the gateway, nor replay what the backend sent elsewhere or long ago. Every document
+and command carries an HMAC-SHA256 signature with the store's downlink key over its RFC 8785
+canonical JSON without "sig" (`gateway.sync.canonical`), and the signature covers what it
+authorises: the store, the gateway (or "*" for every gateway of the store), the family or
+command, the version, when it was issued and until when it holds (docs/downlink.md).
 
 Documents (topic .../down/{family}):
-  {"family": "stock", "kind": "snapshot" | "delta", "version": 7, "data": {...}, "sig": "…"}
+  {"family": "stock", "kind": "snapshot" | "delta", "version": 7, "store": "s1",
+   "gateway": "*", "issued_at": 1796200000, "expires_at": 1796804800, "data": {...},
+   "sig": "…"}
   * a snapshot replaces the family and is accepted when its version is newer;
   * a delta must be exactly the next version: older → `stale_version`, further ahead →
     `version_gap` and a resync request ({family, have}) on the resync topic;
-  * the same version again is a no-op (at-least-once delivery);
+  * the same version again is a no-op (at-least-once delivery, retained messages);
+  * a new version must be current: issued at most `CLOCK_SKEW_S` ahead of this box's clock
+    and not expired, and valid for at most `mqtt.downlink_max_validity_days` — so a fresh
+    gateway never takes an old captured snapshot for the truth;
   * the payload is validated completely first and applied in one transaction: a bad
     document is rejected with a reason, never applied in part.
-Commands (topic .../cmd/{name}): {"command", "args", "issued_at", "nonce", "sig"}; fresh
-(±5 minutes) and never seen before, answered on the MQTT 5 response topic (correlation data
-echoed) or on .../cmd-resp/{name}.
+Commands (topic .../cmd/{name}): {"command", "args", "store", "gateway", "issued_at",
+"expires_at", "nonce", "sig"}; valid for at most `COMMAND_MAX_VALIDITY_S`, never seen before,
+answered (accepted or not) on the MQTT 5 response topic if it lies in this gateway's own
+`cmd-resp/` subtree (correlation data echoed), else on .../cmd-resp/{name}.
 """
 
 from __future__ import annotations
@@ -39,20 +48,53 @@ from gateway.identity.importer import (
 )
 from gateway.offers.rules import PickupDiscountSection
 from gateway.store.db import transaction
+from gateway.sync import wire
+from gateway.sync.canonical import NotCanonical
+from gateway.sync.canonical import canonical as jcs
 
 FAMILIES = ("stock", "profiles", "carts", "campaigns", "config")
 COMMANDS = ("flush", "diagnose", "reload")
-COMMAND_MAX_AGE_S = 300.0
+CLOCK_SKEW_S = 300.0  # how far ahead of this box's clock an issue time may be
+COMMAND_MAX_VALIDITY_S = 3600.0
+DEFAULT_MAX_VALIDITY_S = 30 * 86400.0
+DOCUMENT_FIELDS = frozenset(
+    {"family", "kind", "version", "store", "gateway", "issued_at", "expires_at", "data", "sig"}
+)
+COMMAND_FIELDS = frozenset(
+    {"command", "args", "store", "gateway", "issued_at", "expires_at", "nonce", "sig"}
+)
+ALL_GATEWAYS = "*"
 
 
 def canonical(document: dict[str, Any]) -> bytes:
-    body = {k: v for k, v in document.items() if k != "sig"}
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    """The bytes the signature covers: RFC 8785 of the document without "sig"."""
+    return jcs({k: v for k, v in document.items() if k != "sig"})
 
 
 def sign(key: bytes, document: dict[str, Any]) -> dict[str, Any]:
     """A copy of the document with its signature (the backend side, and tests)."""
     return {**document, "sig": hmac.new(key, canonical(document), hashlib.sha256).hexdigest()}
+
+
+def seal(
+    key: bytes,
+    document: dict[str, Any],
+    *,
+    store: str,
+    now: float,
+    gateway: str = ALL_GATEWAYS,
+    valid_s: float = 7 * 86400.0,
+) -> dict[str, Any]:
+    """Bind a document or command to a store, a gateway and a time window, then sign it.
+    Fields the document already has are kept (`gateway downlink sign` fills the others)."""
+    bound = {
+        "store": store,
+        "gateway": gateway,
+        "issued_at": now,
+        "expires_at": now + valid_s,
+        **{k: v for k, v in document.items() if k != "sig"},
+    }
+    return sign(key, bound)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,22 +103,97 @@ class Rejected:
     detail: str
 
 
-def verify(key: bytes, payload: bytes) -> dict[str, Any] | Rejected:
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """What a signature must name to be accepted by this gateway."""
+
+    store: str
+    gateway: str
+    max_validity_s: float = DEFAULT_MAX_VALIDITY_S
+
+
+def verify(key: bytes, payload: bytes, max_bytes: int = 4 << 20) -> dict[str, Any] | Rejected:
+    """The signed JSON object in `payload`, or why it is refused. Size and nesting are bounded
+    before parsing; nothing here raises."""
     if not key:
         return Rejected("no_downlink_key", "mqtt.downlink_key is not configured")
     try:
-        document = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return Rejected("invalid_json", str(exc))
+        document = wire.parse(payload, max_bytes=max_bytes)
+    except wire.WireRejected as exc:
+        return Rejected(exc.reason, exc.detail)
     if not isinstance(document, dict):
         return Rejected("invalid_payload", "expected a JSON object")
     sig = document.get("sig")
     if not isinstance(sig, str):
         return Rejected("unsigned", "no 'sig'")
-    expected = hmac.new(key, canonical(document), hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(sig, expected):
+    try:
+        body = canonical(document)
+    except NotCanonical as exc:
+        return Rejected("invalid_payload", f"cannot be canonicalised (RFC 8785): {exc}")
+    expected = hmac.new(key, body, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(sig.encode(), expected.encode()):
         return Rejected("bad_signature", "signature does not match the downlink key")
     return document
+
+
+def _time(document: dict[str, Any], key: str) -> float:
+    value = document.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{key}: expected seconds since 1970 (UTC), a number")
+    return float(value)
+
+
+def check_envelope(
+    document: dict[str, Any],
+    binding: Binding,
+    now: float,
+    *,
+    command: bool = False,
+    held_version: int | None = None,
+) -> Rejected | None:
+    """None when a verified document (or command) is meant for this gateway now, else why
+    not. A document whose version this gateway already holds skips the time checks: an
+    expired copy of what was applied is a harmless duplicate."""
+    fields = COMMAND_FIELDS if command else DOCUMENT_FIELDS
+    unknown = sorted(set(document) - fields)
+    if unknown:
+        return Rejected(
+            "unknown_field", f"{', '.join(unknown)}; expected {', '.join(sorted(fields))}"
+        )
+    store, gateway = document.get("store"), document.get("gateway")
+    if not isinstance(store, str) or not isinstance(gateway, str):
+        return Rejected(
+            "unbound",
+            "store and gateway are required (signatures bind them; sign with "
+            "`gateway downlink sign`)",
+        )
+    if store != binding.store:
+        return Rejected("wrong_store", f"for store {store!r}; this is {binding.store!r}")
+    if gateway not in (ALL_GATEWAYS, binding.gateway):
+        return Rejected("wrong_gateway", f"for gateway {gateway!r}; this is {binding.gateway!r}")
+    try:
+        issued, expires = _time(document, "issued_at"), _time(document, "expires_at")
+    except ValueError as exc:
+        return Rejected("unbound", str(exc))
+    longest = COMMAND_MAX_VALIDITY_S if command else binding.max_validity_s
+    if not 0 < expires - issued <= longest:
+        return Rejected(
+            "invalid_validity",
+            f"valid for {expires - issued:.0f} s; expires_at must follow issued_at by at most "
+            f"{longest:.0f} s",
+        )
+    version = document.get("version")
+    if held_version is not None and version == held_version:
+        return None
+    if issued > now + CLOCK_SKEW_S:
+        return Rejected(
+            "not_yet_valid",
+            f"issued {issued - now:.0f} s ahead of this gateway's clock ({now:.0f}); is the "
+            "clock synchronised?",
+        )
+    if expires <= now:
+        return Rejected("expired", f"expired {now - expires:.0f} s ago (clock {now:.0f})")
+    return None
 
 
 # --- validation of document bodies (complete before anything is applied) -----------------
@@ -106,18 +223,47 @@ def _list(data: dict[str, Any], key: str) -> list[Any]:
     return value
 
 
+STOCK_ITEM_FIELDS = frozenset({"sku", "title", "quantity", "zone_id"})
+DATA_FIELDS = {
+    "stock": frozenset({"items", "remove"}),
+    "profiles": frozenset({"profiles", "remove"}),
+    "carts": frozenset({"carts"}),
+    "campaigns": frozenset({"pickup_discount", "campaigns"}),
+}
+MAX_QUANTITY = 1_000_000_000
+
+
+def _known_fields(obj: dict[str, Any], allowed: frozenset[str], where: str) -> None:
+    unknown = sorted(set(obj) - allowed)
+    if unknown:
+        raise ValueError(
+            f"{where}.{unknown[0]}: unknown field (expected {', '.join(sorted(allowed))})"
+        )
+
+
+def _optional_str(obj: dict[str, Any], key: str, where: str) -> str:
+    value = obj.get(key, "")
+    if not isinstance(value, str):
+        raise ValueError(f"{where}.{key}: expected a string")
+    return value
+
+
 def _stock_rows(items: list[Any]) -> list[tuple[str, str, int, str]]:
     rows = []
     for i, item in enumerate(items):
         where = f"data.items[{i}]"
         if not isinstance(item, dict):
             raise ValueError(f"{where}: expected an object")
+        _known_fields(item, STOCK_ITEM_FIELDS, where)
+        quantity = int(_num(item, "quantity", where, integer=True))
+        if quantity > MAX_QUANTITY:
+            raise ValueError(f"{where}.quantity: at most {MAX_QUANTITY}")
         rows.append(
             (
                 _str(item, "sku", where),
-                str(item.get("title", "")),
-                int(_num(item, "quantity", where, integer=True)),
-                str(item.get("zone_id", "")),
+                _optional_str(item, "title", where),
+                quantity,
+                _optional_str(item, "zone_id", where),
             )
         )
     return rows
@@ -186,6 +332,8 @@ Write = tuple[str, list[tuple[Any, ...]] | None]
 def _plan(family: str, kind: str, data: dict[str, Any]) -> list[Write]:
     """Every statement the document needs, built (and so validated) before any runs."""
     writes: list[Write] = []
+    if family in DATA_FIELDS:
+        _known_fields(data, DATA_FIELDS[family], "data")
     if family == "stock":
         rows = _stock_rows(_list(data, "items"))
         if kind == "snapshot":
@@ -296,31 +444,38 @@ class DocumentRejected(Exception):
 
 
 class NonceCache:
-    """Commands seen recently (replay protection), bounded."""
+    """Commands seen and not yet expired (replay protection). Bounded: only correctly signed
+    commands get here, so the bound is a safety net, not the defence."""
 
     def __init__(self, size: int = 4096) -> None:
-        self.seen: OrderedDict[str, float] = OrderedDict()
+        self.seen: OrderedDict[str, float] = OrderedDict()  # nonce -> expires_at
         self.size = size
 
-    def fresh(self, nonce: str, issued_at: float, now: float) -> str:
-        if abs(now - issued_at) > COMMAND_MAX_AGE_S:
-            return "expired"
+    def fresh(self, nonce: str, expires_at: float, now: float) -> str:
+        for old, until in list(self.seen.items()):
+            if until > now:
+                break
+            del self.seen[old]
         if nonce in self.seen:
             return "replayed"
-        self.seen[nonce] = now
+        self.seen[nonce] = expires_at
         while len(self.seen) > self.size:
             self.seen.popitem(last=False)
         return ""
 
 
 def check_command(document: dict[str, Any], nonces: NonceCache, now: float) -> str:
-    """'' when the command may run, else the reason it may not."""
+    """'' when a verified, bound command may run, else the reason it may not."""
     if document.get("command") not in COMMANDS:
         return "unknown_command"
-    issued_at, nonce = document.get("issued_at"), document.get("nonce")
-    if not isinstance(issued_at, (int, float)) or not isinstance(nonce, str) or not nonce:
+    nonce, args = document.get("nonce"), document.get("args", {})
+    if not isinstance(nonce, str) or not 8 <= len(nonce) <= 128 or not isinstance(args, dict):
         return "invalid_payload"
-    return nonces.fresh(nonce, float(issued_at), now)
+    try:
+        expires_at = _time(document, "expires_at")
+    except ValueError:
+        return "invalid_payload"
+    return nonces.fresh(nonce, expires_at, now)
 
 
 def stored_version(conn: sqlite3.Connection, family: str) -> int:

@@ -15,18 +15,31 @@ can hear over the air anyway. The advertiser's MAC address is left out, and so a
 beacons' telemetry and anything that did not decode to a shopper device. Sightings are
 real-time data: QoS 0, no outbox, and a batch older than `PEER_MAX_AGE_S` is dropped rather
 than replayed after a reconnection (a position from stale RSSI would be wrong, not late).
+
+A forged batch would place a shopper anywhere and trigger offers to her, so batches are
+signed with the store's peer key (`mqtt.peer_key`, shared by the store's gateways and by no
+one else): `PGS2 <hex HMAC-SHA256>\n<JSON body>`, the MAC over the topic and the body bytes.
+It is checked before the body is parsed, so an unauthenticated byte never reaches the JSON
+decoder; the body's `sent_at` must be recent and newer than that peer's last batch, so a
+captured batch cannot be played again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from gateway.model import Advert
+from gateway.sync import wire
 from gateway.trace import TraceError, advert_object, parse_object
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+MAGIC = b"PGS2 "
+SIGNATURE_HEX = 64
+SENT_WINDOW_S = 10.0  # a batch's sent_at within this of our time (peers share NTP)
 PEER_ADDRESS_PREFIX = "peer:"  # the Advert.address of a shared sighting: never a MAC
 PEER_MAX_AGE_S = 2.0
 MAX_BUFFERED = 5000  # sightings kept while the broker is away (the newest win)
@@ -61,23 +74,60 @@ class ShareBuffer:
             del self.adverts[:excess]
             self.dropped += excess
 
-    def take(self, gateway: str) -> bytes | None:
+    def take(self, topic: PeerTopic, key: bytes, now: float) -> bytes | None:
         """The batch to publish now (None if nothing fresh), emptying the buffer."""
         if not self.adverts:
             return None
         newest = max(a.t for a in self.adverts)
         fresh = [a for a in self.adverts if a.t >= newest - PEER_MAX_AGE_S]
         self.adverts = []
-        return encode(gateway, fresh)
+        return encode(topic, key, fresh, sent_at=now)
 
 
-def encode(gateway: str, adverts: list[Advert]) -> bytes:
-    body = {
-        "v": FORMAT_VERSION,
-        "gateway": gateway,
-        "sightings": [advert_object(a, with_address=False) for a in adverts],
-    }
-    return json.dumps(body, separators=(",", ":")).encode()
+class PeerTopic(NamedTuple):
+    """Whose batch this is: what the signature binds besides the body."""
+
+    prefix: str
+    store: str
+    gateway: str
+
+    @property
+    def topic(self) -> str:
+        return f"{self.prefix}/{self.store}/{self.gateway}/sightings"
+
+
+def _mac(key: bytes, topic: PeerTopic, body: bytes) -> bytes:
+    message = topic.topic.encode() + b"\n" + body
+    return hmac.new(key, message, hashlib.sha256).hexdigest().encode()
+
+
+def encode(topic: PeerTopic, key: bytes, adverts: list[Advert], *, sent_at: float) -> bytes:
+    body = json.dumps(
+        {
+            "v": FORMAT_VERSION,
+            "gateway": topic.gateway,
+            "sent_at": sent_at,
+            "sightings": [advert_object(a, with_address=False) for a in adverts],
+        },
+        separators=(",", ":"),
+    ).encode()
+    return MAGIC + _mac(key, topic, body) + b"\n" + body
+
+
+class PeerClock:
+    """The newest `sent_at` seen per peer: a batch not newer than that is a replay."""
+
+    def __init__(self, max_peers: int = 256) -> None:
+        self.last: dict[str, float] = {}
+        self.max_peers = max_peers
+
+    def advance(self, peer: str, sent_at: float) -> bool:
+        if sent_at <= self.last.get(peer, float("-inf")):
+            return False
+        if peer not in self.last and len(self.last) >= self.max_peers:
+            self.last.pop(min(self.last, key=self.last.__getitem__))
+        self.last[peer] = sent_at
+        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,26 +143,48 @@ class PeerRejected(ValueError):
         self.reason, self.detail = reason, detail
 
 
-def decode(payload: bytes, topic_gateway: str, *, now: float) -> PeerBatch:
-    """Validate a peer's batch; bad sightings are reported one by one, good ones kept.
-    `now` is this gateway's time (its clock, or its replay's time if ahead of the clock)."""
+def decode(
+    payload: bytes, topic: PeerTopic, *, key: bytes, now: float, clock: PeerClock | None = None
+) -> PeerBatch:
+    """Authenticate and validate a peer's batch; bad sightings are reported one by one, good
+    ones kept. `now` is this gateway's time (its clock, or its replay's time if ahead)."""
+    topic_gateway = topic.gateway
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise PeerRejected("too_large", f"{len(payload)} bytes; at most {MAX_PAYLOAD_BYTES}")
+    if not key:
+        raise PeerRejected("no_peer_key", "mqtt.peer_key is not configured")
+    header_end = len(MAGIC) + SIGNATURE_HEX
+    if not payload.startswith(MAGIC) or payload[header_end : header_end + 1] != b"\n":
+        raise PeerRejected("unsigned", f"expected {MAGIC.decode()}<signature> and a new line")
+    body_bytes = payload[header_end + 1 :]
+    if not hmac.compare_digest(payload[len(MAGIC) : header_end], _mac(key, topic, body_bytes)):
+        raise PeerRejected("bad_signature", "does not match the store's peer key")
     try:
-        body: Any = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PeerRejected("malformed", f"not JSON: {exc}") from None
-    except RecursionError:
-        raise PeerRejected("malformed", "JSON nested too deeply") from None
+        body: Any = wire.parse(body_bytes, max_bytes=MAX_PAYLOAD_BYTES, max_depth=8)
+    except wire.WireRejected as exc:
+        raise PeerRejected("malformed", str(exc)) from None
     if not isinstance(body, dict):
         raise PeerRejected("malformed", "expected a JSON object")
     if body.get("v") != FORMAT_VERSION:
-        raise PeerRejected("unsupported_version", f"v={body.get('v')!r}; this gateway reads 1")
+        raise PeerRejected(
+            "unsupported_version", f"v={body.get('v')!r}; this gateway reads {FORMAT_VERSION}"
+        )
     gateway = body.get("gateway")
     if gateway != topic_gateway:
         raise PeerRejected(
             "gateway_mismatch", f"body says {gateway!r}, topic says {topic_gateway!r}"
         )
+    sent_at = body.get("sent_at")
+    if isinstance(sent_at, bool) or not isinstance(sent_at, (int, float)):
+        raise PeerRejected("malformed", "sent_at: expected a number")
+    if abs(sent_at - now) > SENT_WINDOW_S:
+        raise PeerRejected(
+            "stale",
+            f"sent {sent_at - now:+.1f} s from this gateway's time (at most "
+            f"{SENT_WINDOW_S:.0f} s; is the peer's clock synchronised?)",
+        )
+    if clock is not None and not clock.advance(topic_gateway, float(sent_at)):
+        raise PeerRejected("replayed", f"not newer than {topic_gateway}'s last batch")
     sightings = body.get("sightings")
     if not isinstance(sightings, list):
         raise PeerRejected("malformed", "sightings: expected a list")

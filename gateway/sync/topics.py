@@ -82,6 +82,16 @@ class Topics:
         """Where a command's answer goes when the request names no response topic."""
         return f"{self.base}/cmd-resp/{command}"
 
+    def is_own_response_topic(self, topic: str) -> bool:
+        """A Response Topic this gateway may answer on: inside its own `cmd-resp/` subtree,
+        no wildcards, bounded length."""
+        prefix = f"{self.base}/cmd-resp/"
+        return (
+            topic.startswith(prefix)
+            and len(prefix) < len(topic) <= 512
+            and not any(c in topic for c in "+#\0")
+        )
+
     @property
     def peer_sightings_filter(self) -> str:
         return f"{self.prefix}/{self.store}/+/sightings"

@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 BATCH = 500
 
 CLOUDEVENTS_JSON = "application/cloudevents+json"
+# Fixed header, topic and properties of a PUBLISH beside its payload (topics are < 1 kB).
+PACKET_OVERHEAD = 2048
 CLOUDEVENTS_BATCH = "application/cloudevents-batch+json"
 
 
@@ -77,6 +79,10 @@ def client_settings(mqtt: MqttSection, config: Config, will_payload: bytes) -> d
         # survive a short drop.
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = mqtt.session_expiry_s
+        # Bound what the broker may send us before it reaches memory: a bigger message is
+        # not delivered at all (MQTT 5 §3.1.2.11.4), and only so many QoS 1 at once.
+        props.MaximumPacketSize = mqtt.max_message_kb * 1024 + PACKET_OVERHEAD
+        props.ReceiveMaximum = mqtt.receive_maximum
         kwargs["properties"] = props
         kwargs["clean_start"] = False
     else:

@@ -134,10 +134,23 @@ def test_gateway_events_and_status_match(tmp_path: Path) -> None:
     uplink = Uplink(Config(), Outbox.__new__(Outbox), ManualClock(1_900_000_000.0))
     status = json.loads(uplink._status("online"))
     assert _validator("Status").is_valid(status)
-    signed = downlink.sign(
-        b"k" * 16, {"family": "stock", "kind": "delta", "version": 2, "data": {}}
+    signed = downlink.seal(
+        b"k" * 16,
+        {"family": "stock", "kind": "delta", "version": 2, "data": {}},
+        store="demo-bookstore",
+        now=1_900_000_000.0,
     )
-    assert _validator("Document").is_valid(signed)
+    assert _validator("Document").is_valid(signed), list(_validator("Document").iter_errors(signed))
+    command = downlink.seal(
+        b"k" * 16,
+        {"command": "flush", "args": {}, "nonce": "n-0123456789"},
+        store="demo-bookstore",
+        gateway="gw-demo-1",
+        now=1_900_000_000.0,
+        valid_s=300.0,
+    )
+    assert _validator("Command").is_valid(command), list(_validator("Command").iter_errors(command))
+    assert not _validator("Document").is_valid({**signed, "extra": 1})
 
 
 def test_a_batch_matches_the_batch_message(demo_events: list[dict[str, Any]]) -> None:
@@ -156,7 +169,11 @@ def test_shared_sightings_match_the_contract() -> None:
         Advert(1795424400.07, "gw-sw", "C0:FF:EE:00:00:02", -85, bytes.fromhex("0201061aff4c00")),
         Advert(1795424400.5, "gw-nw", "C0:FF:EE:00:00:02", -77, b"", {0x004C: b"\x02\x15"}),
     ]
-    body = json.loads(peers.encode("gw-a", adverts))
+    topic = peers.PeerTopic("storegate/v1", "demo-bookstore", "gw-a")
+    payload = peers.encode(topic, b"k" * 16, adverts, sent_at=1795424400.6)
+    header, _, raw = payload.partition(b"\n")
+    assert header.startswith(b"PGS2 ") and len(header) == 5 + 64
+    body = json.loads(raw)
     validator = _validator("SightingsBatch")
     assert validator.is_valid(body), list(validator.iter_errors(body))
     body["sightings"][0]["address"] = "C0:FF:EE:00:00:02"

@@ -153,14 +153,53 @@ def test_profile_delta_replaces_identifiers_and_cart(
     assert seeded.profile("p-alice-3f9c") is None and seeded.cart("p-alice-3f9c") == []
 
 
-def test_commands_must_be_fresh_and_unique() -> None:
+def test_commands_must_be_unique_until_they_expire() -> None:
     nonces = NonceCache(size=2)
-    cmd = {"command": "flush", "issued_at": 1000.0, "nonce": "n1"}
+    cmd = {"command": "flush", "issued_at": 1000.0, "expires_at": 1300.0, "nonce": "nonce-001"}
     assert downlink.check_command(cmd, nonces, now=1010.0) == ""
     assert downlink.check_command(cmd, nonces, now=1011.0) == "replayed"
-    assert downlink.check_command(cmd | {"nonce": "n2"}, nonces, now=2000.0) == "expired"
     assert downlink.check_command(cmd | {"command": "rm -rf"}, nonces, 1000.0) == "unknown_command"
     assert downlink.check_command({"command": "flush"}, nonces, 1000.0) == "invalid_payload"
+    assert downlink.check_command(cmd | {"nonce": "n1"}, nonces, 1000.0) == "invalid_payload"
+    assert downlink.check_command(cmd | {"args": []}, nonces, 1000.0) == "invalid_payload"
+    # A nonce is forgotten once its command has expired (it could not run again anyway).
+    assert downlink.check_command(cmd | {"nonce": "nonce-002"}, nonces, now=1400.0) == ""
+    assert "nonce-001" not in nonces.seen
+
+
+def test_envelopes_bind_store_gateway_and_time() -> None:
+    """Issue 16 item 3: signatures that bind what they authorise."""
+    binding = downlink.Binding("demo-bookstore", "gw-demo-1", max_validity_s=86400.0)
+    now = 1_900_000_000.0
+    doc = downlink.seal(KEY, stock_doc(3, items=[]), store="demo-bookstore", now=now, valid_s=3600)
+
+    def refused(document: dict[str, Any], at: float = now, **kw: Any) -> str | None:
+        result = downlink.check_envelope(document, binding, at, **kw)
+        return None if result is None else result.reason
+
+    assert refused(doc) is None
+    assert refused({**doc, "store": "other-store"}) == "wrong_store"
+    assert refused({**doc, "gateway": "gw-demo-2"}) == "wrong_gateway"
+    assert refused({**doc, "gateway": "gw-demo-1"}) is None
+    assert refused(doc, now + 3601) == "expired"
+    assert refused(doc, now + 3601, held_version=3) is None  # what we hold: a duplicate
+    assert refused(doc, now - 301) == "not_yet_valid"
+    assert refused({**doc, "expires_at": now + 2 * 86400}) == "invalid_validity"
+    assert refused({**doc, "issued_at": float("nan")}) == "unbound"  # never "never expires"
+    assert refused({**doc, "issued_at": {"$date": 1}}) == "unbound"
+    assert refused(stock_doc(3, items=[]) | {"sig": "x"}) == "unbound"  # an old, unbound one
+    assert refused({**doc, "extra": True}) == "unknown_field"
+    command = downlink.seal(
+        KEY,
+        {"command": "flush", "nonce": "nonce-123"},
+        store="demo-bookstore",
+        now=now,
+        valid_s=7200,
+    )
+    assert refused(command, command=True) == "invalid_validity"  # commands: at most 1 h
+    # The signature covers the binding: moving a document to another store breaks it.
+    moved = json.dumps({**doc, "store": "other-store"}).encode()
+    assert _reason(verify(KEY, moved)) == "bad_signature"
 
 
 async def test_downlink_over_the_broker(tmp_path: Path, clock: PinnedClock) -> None:
@@ -180,7 +219,7 @@ async def test_downlink_over_the_broker(tmp_path: Path, clock: PinnedClock) -> N
         async with aiomqtt.Client(
             "127.0.0.1", broker.port, identifier="backend", protocol=aiomqtt.ProtocolVersion.V5
         ) as backend:
-            for topic in (f"{mine}/resync", f"{mine}/cmd-reply", f"{mine}/events/gateway"):
+            for topic in (f"{mine}/resync", f"{mine}/cmd-resp/#", f"{mine}/events/gateway"):
                 await backend.subscribe(topic, qos=1)
             await wait_for(lambda: gateway.uplink is not None and gateway.uplink.stats.subscribed)
             inbox: list[aiomqtt.Message] = []
@@ -204,7 +243,12 @@ async def test_downlink_over_the_broker(tmp_path: Path, clock: PinnedClock) -> N
                 return out
 
             async def send(topic: str, doc: dict[str, Any], signed: bool = True, **kw: Any) -> None:
-                body = sign(KEY, doc) if signed else doc
+                gw = "gw-demo-1" if "command" in doc else "*"
+                valid = 300.0 if "command" in doc else 86400.0
+                bound = downlink.seal(
+                    KEY, doc, store="demo-bookstore", gateway=gw, now=clock.wall(), valid_s=valid
+                )
+                body = bound if signed else doc
                 await backend.publish(topic, json.dumps(body).encode(), qos=1, **kw)
 
             items = [{"sku": "x", "quantity": 4, "zone_id": "aisle-kids"}]
@@ -235,16 +279,16 @@ async def test_downlink_over_the_broker(tmp_path: Path, clock: PinnedClock) -> N
             assert held is not None and held.quantity == 4
 
             props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho: unannotated
-            props.ResponseTopic = f"{mine}/cmd-reply"
+            props.ResponseTopic = f"{mine}/cmd-resp/reply-42"
             props.CorrelationData = b"req-42"
-            command = {"command": "diagnose", "issued_at": clock.wall(), "nonce": "abc"}
+            command = {"command": "diagnose", "nonce": "nonce-abc-1"}
             await send(f"{mine}/cmd/diagnose", command, properties=props)
             await send(f"{mine}/cmd/diagnose", command, properties=props)  # replayed
-            await wait_for(lambda: len(on(f"{mine}/cmd-reply")) == 2)
-            first, second = on(f"{mine}/cmd-reply")
+            await wait_for(lambda: len(on(f"{mine}/cmd-resp/reply-42")) == 2)
+            first, second = on(f"{mine}/cmd-resp/reply-42")
             assert first["ok"] and "outbox_depth" in first["result"]
             assert not second["ok"] and second["reason"] == "replayed"
-            replies = [m for m in inbox if str(m.topic) == f"{mine}/cmd-reply"]
+            replies = [m for m in inbox if str(m.topic) == f"{mine}/cmd-resp/reply-42"]
             # paho's Properties sets its attributes at run time: mypy does not know them
             assert getattr(replies[0].properties, "CorrelationData", None) == b"req-42"
             collector.cancel()

@@ -26,14 +26,24 @@ A_RECEIVERS = {"gw-entrance", "gw-sw", "gw-nw"}  # gateway A's adapters; B has t
 ALICE = "ibeacon:5f2b7a10-3c4d-4e8f-9a1b-2c3d4e5f6a7b"
 
 
+KEY = bytes.fromhex("a1" * 32)
+TOPIC = peers.PeerTopic("storegate/v1", "demo-bookstore", "gw-a")
+
+
+def _signed(body: dict[str, object], topic: peers.PeerTopic = TOPIC, key: bytes = KEY) -> bytes:
+    """A batch signed like `peers.encode` signs one, around any body (for hostile bodies)."""
+    raw = json.dumps(body).encode()
+    return peers.MAGIC + peers._mac(key, topic, raw) + b"\n" + raw
+
+
 def test_encode_decode_round_trip_without_addresses() -> None:
     adverts = [
         Advert(10.0, "gw-sw", "C0:FF:EE:00:00:01", -70, bytes.fromhex("0201061aff4c00")),
         Advert(10.5, "gw-nw", "C0:FF:EE:00:00:01", -80, b"", {0x004C: b"\x02\x15"}),
     ]
-    payload = peers.encode("gw-a", adverts)
+    payload = peers.encode(TOPIC, KEY, adverts, sent_at=10.5)
     assert b"C0:FF:EE" not in payload
-    batch = peers.decode(payload, "gw-a", now=10.0)
+    batch = peers.decode(payload, TOPIC, key=KEY, now=10.0)
     assert batch.errors == []
     assert [(a.t, a.receiver, a.rssi, a.ad, a.mfr) for a in batch.adverts] == [
         (a.t, a.receiver, a.rssi, a.ad, a.mfr) for a in adverts
@@ -41,23 +51,43 @@ def test_encode_decode_round_trip_without_addresses() -> None:
     assert all(a.address == "peer:gw-a" for a in batch.adverts)
 
 
+def _reason(payload: bytes, now: float = 0.0, **kw: object) -> str:
+    with pytest.raises(peers.PeerRejected) as info:
+        peers.decode(payload, kw.pop("topic", TOPIC), key=kw.pop("key", KEY), now=now, **kw)  # type: ignore[arg-type]
+    return info.value.reason
+
+
+def test_forged_replayed_and_stale_batches_are_refused() -> None:
+    """Issue 16: unsigned batches from a made-up gateway put a shopper anywhere."""
+    adverts = [Advert(100.0, "gw-sw", "AA", -60, bytes.fromhex("0201061aff4c00"))]
+    good = peers.encode(TOPIC, KEY, adverts, sent_at=100.0)
+    unsigned = json.dumps({"v": 2, "gateway": "gw-a", "sent_at": 100.0, "sightings": []})
+    assert _reason(unsigned.encode(), 100.0) == "unsigned"
+    assert _reason(peers.encode(TOPIC, b"x" * 32, adverts, sent_at=100.0), 100.0) == "bad_signature"
+    # The MAC binds the topic: gw-a's batch replayed as gw-b's (or another store's) fails.
+    other = peers.PeerTopic("storegate/v1", "demo-bookstore", "gw-b")
+    assert _reason(good, 100.0, topic=other) == "bad_signature"
+    tampered = good.replace(b"-60", b"-30")
+    assert _reason(tampered, 100.0) == "bad_signature"
+    assert _reason(good, 100.0, key=b"") == "no_peer_key"
+    assert _reason(good, 200.0) == "stale"  # captured and played later
+    clock = peers.PeerClock()
+    assert len(peers.decode(good, TOPIC, key=KEY, now=100.0, clock=clock).adverts) == 1
+    assert _reason(good, 100.5, clock=clock) == "replayed"  # the same batch again
+
+
 def test_bad_batches_and_bad_sightings_are_named() -> None:
-    with pytest.raises(peers.PeerRejected) as info:
-        peers.decode(b"{not json", "gw-a", now=0.0)
-    assert info.value.reason == "malformed"
-    with pytest.raises(peers.PeerRejected) as info:
-        peers.decode(
-            json.dumps({"v": 1, "gateway": "gw-x", "sightings": []}).encode(), "gw-a", now=0.0
-        )
-    assert info.value.reason == "gateway_mismatch"
-    with pytest.raises(peers.PeerRejected) as info:
-        peers.decode(
-            json.dumps({"v": 9, "gateway": "gw-a", "sightings": []}).encode(), "gw-a", now=0.0
-        )
-    assert info.value.reason == "unsupported_version"
+    assert _reason(peers.MAGIC + b"0" * 64 + b"\n{not json") == "bad_signature"
+    nested = b"[" * 5000
+    assert _reason(peers.MAGIC + peers._mac(KEY, TOPIC, nested) + b"\n" + nested) == "malformed"
+    assert _reason(_signed({"v": 2, "gateway": "gw-x", "sent_at": 0, "sightings": []})) == (
+        "gateway_mismatch"
+    )
+    assert _reason(_signed({"v": 9, "gateway": "gw-a", "sightings": []})) == "unsupported_version"
     body = {
-        "v": 1,
+        "v": 2,
         "gateway": "gw-a",
+        "sent_at": 2.0,
         "sightings": [
             {"t": 1.0, "kind": "ble", "receiver": "gw-sw", "rssi": 7, "ad": "02"},
             {"t": 1.0, "kind": "ble", "receiver": "gw-sw", "rssi": -60, "ad": "zz"},
@@ -66,7 +96,7 @@ def test_bad_batches_and_bad_sightings_are_named() -> None:
             {"t": 2.0, "kind": "ble", "receiver": "gw-sw", "rssi": -60, "ad": "0201"},
         ],
     }
-    batch = peers.decode(json.dumps(body).encode(), "gw-a", now=2.0)
+    batch = peers.decode(_signed(body), TOPIC, key=KEY, now=2.0)
     assert len(batch.adverts) == 1 and batch.adverts[0].t == 2.0
     assert [e.split(":")[0] for e in batch.errors] == [f"sightings[{i}]" for i in range(4)]
     assert "rssi" in batch.errors[0] and "hex" in batch.errors[1]
@@ -76,16 +106,17 @@ def test_bad_batches_and_bad_sightings_are_named() -> None:
 def test_share_buffer_is_bounded_never_reshares_and_drops_stale() -> None:
     buffer = peers.ShareBuffer()
     buffer.add(Advert(1.0, "r", "peer:gw-b", -60))
-    assert buffer.take("gw-a") is None
+    assert buffer.take(TOPIC, KEY, 1.0) is None
     for i in range(peers.MAX_BUFFERED + 10):
         buffer.add(Advert(i * 0.001, "r", "AA", -60))
     assert buffer.dropped == 10
     buffer = peers.ShareBuffer()
     buffer.add(Advert(100.0, "r", "AA", -60))
     buffer.add(Advert(103.0, "r", "AA", -61))
-    payload = buffer.take("gw-a")
+    payload = buffer.take(TOPIC, KEY, 103.0)
     assert payload is not None
-    assert [s["t"] for s in json.loads(payload)["sightings"]] == [103.0]
+    batch = peers.decode(payload, TOPIC, key=KEY, now=103.0)
+    assert [a.t for a in batch.adverts] == [103.0]
 
 
 def _split_trace(tmp_path: Path) -> tuple[Path, Path, int]:
@@ -114,6 +145,7 @@ async def test_two_gateways_fuse_each_others_receivers(tmp_path: Path, clock: Pi
             "[sinks]\nstdout = false\n"
             f"[mqtt]\nenabled = true\nhost = '127.0.0.1'\nport = {broker.port}\n"
             "backoff_max_s = 0.3\nshare_sightings = true\npeer_sightings = true\n"
+            f"peer_key = '{KEY.hex()}'\n"
             "share_interval_s = 0.05\n",
             f"{name}.toml",
             tmp_path,
@@ -191,26 +223,80 @@ async def test_two_gateways_fuse_each_others_receivers(tmp_path: Path, clock: Pi
 
 def test_hostile_batches_are_refused_before_or_while_parsing() -> None:
     huge = b" " * (peers.MAX_PAYLOAD_BYTES + 1)  # refused unparsed
-    with pytest.raises(peers.PeerRejected) as info:
-        peers.decode(huge, "gw-a", now=0.0)
-    assert info.value.reason == "too_large"
-    nested = b'{"v": 1, "gateway": "gw-a", "sightings": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
-    with pytest.raises(peers.PeerRejected) as info:
-        peers.decode(nested, "gw-a", now=0.0)
-    assert info.value.reason == "malformed"
+    assert _reason(huge) == "too_large"
+    # Even with the store's key, a deep body never reaches the JSON decoder's recursion.
+    nested = b'{"v": 2, "gateway": "gw-a", "sightings": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    assert _reason(peers.MAGIC + peers._mac(KEY, TOPIC, nested) + b"\n" + nested) == "malformed"
 
 
 def test_sightings_far_from_this_gateways_clock_are_refused_one_by_one() -> None:
     now = 1_800_000_000.0
     times = [now, now - 5.0, now + 1e15, now - 7200.0, now + 31.0, 5e9]
     body = {
-        "v": 1,
+        "v": 2,
         "gateway": "gw-a",
+        "sent_at": now,
         "sightings": [
             {"t": t, "kind": "ble", "receiver": "gw-sw", "rssi": -60, "ad": "0201"} for t in times
         ],
     }
-    batch = peers.decode(json.dumps(body).encode(), "gw-a", now=now)
+    batch = peers.decode(_signed(body), TOPIC, key=KEY, now=now)
     assert [a.t for a in batch.adverts] == [now, now - 5.0]
     assert len(batch.errors) == 4 and all(": t: " in e for e in batch.errors)
     assert "synchronised" in batch.errors[1] and "2100" in batch.errors[0]
+
+
+async def test_forged_peer_batches_over_the_broker_issue_nothing(
+    tmp_path: Path, clock: PinnedClock
+) -> None:
+    """The attack of issue 16 item 4, re-run: 100 unsigned batches from a made-up gateway
+    carrying Alice's beacon at the entrance receivers, against a real daemon and broker."""
+    broker = Broker(tmp_path / "broker")
+    broker.start()
+    config = parse_config(
+        f"[gateway]\nid = 'gw-b'\nstate_dir = '{tmp_path / 'b'}'\n[sinks]\nstdout = false\n"
+        f"[mqtt]\nenabled = true\nhost = '127.0.0.1'\nport = {broker.port}\n"
+        f"backoff_max_s = 0.3\npeer_sightings = true\npeer_key = '{KEY.hex()}'\n",
+        "b.toml",
+        tmp_path,
+    )
+    gateway = Gateway(config, quiet_sink=True, clock=clock)
+    gateway.identity.load_seed(json.loads(data_file("demo-profiles.json").read_text()))
+    gateway.refresh()
+    stop = asyncio.Event()
+    run = asyncio.create_task(run_gateway(gateway, [lambda _: stop.wait()], stop))
+    alice_ad = "0201061aff4c000215" + "5f2b7a103c4d4e8f9a1b2c3d4e5f6a7b" + "00010001c5"
+    evil = peers.PeerTopic("storegate/v1", "demo-bookstore", "gw-evil")
+    try:
+        await wait_for(lambda: gateway.uplink is not None and gateway.uplink.stats.subscribed)
+        async with aiomqtt.Client("127.0.0.1", broker.port, identifier="intruder") as intruder:
+            for i in range(100):
+                now = clock.wall() + i * 0.05
+                body = {
+                    "v": 2,
+                    "gateway": "gw-evil",
+                    "sent_at": now,
+                    "sightings": [
+                        {"t": now, "kind": "ble", "receiver": r, "rssi": -45, "ad": alice_ad}
+                        for r in ("gw-entrance", "gw-sw", "gw-nw")
+                    ],
+                }
+                raw = json.dumps(body).encode()
+                forged = [raw, peers.MAGIC + peers._mac(b"guess" * 4, evil, raw) + b"\n" + raw]
+                await intruder.publish(evil.topic, forged[i % 2], qos=0)
+            await wait_for(
+                lambda: (
+                    gateway.peer_stats["rejected_unsigned"]
+                    + gateway.peer_stats["rejected_bad_signature"]
+                    == 100
+                )
+            )
+        assert gateway.uplink is not None and gateway.uplink.stats.connected
+        assert gateway.peer_stats["accepted"] == 0
+        assert gateway.pipeline.stats.adverts == 0 and gateway.pipeline.stats.offers_issued == 0
+    finally:
+        stop.set()
+        with suppress(asyncio.CancelledError):
+            await run
+        broker.stop()
+        gateway.close()
