@@ -18,6 +18,7 @@ from gateway import __version__
 from gateway.cli import (
     calibrate,
     doctor,
+    downlink,
     fences,
     nfc,
     offers,
@@ -62,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
         fences.add_fences,
         profiles.add_profiles,
         offers.add_offers,
+        downlink.add_downlink,
+        downlink.add_secret,
     ):
         add(sub)
     return parser

@@ -291,16 +291,7 @@ def _ids(data: dict[str, Any], key: str) -> list[str]:
 def apply_document(conn: sqlite3.Connection, document: dict[str, Any]) -> str:
     """Validate and apply one verified document. Returns "applied" or "duplicate", or raises
     `DocumentRejected` with a reason (nothing is changed then)."""
-    family, kind, version = document.get("family"), document.get("kind"), document.get("version")
-    if family not in FAMILIES:
-        raise DocumentRejected("unknown_family", f"family {family!r}; one of {', '.join(FAMILIES)}")
-    if kind not in ("snapshot", "delta"):
-        raise DocumentRejected("invalid_payload", "kind must be 'snapshot' or 'delta'")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise DocumentRejected("invalid_payload", "version must be a positive integer")
-    data = document.get("data")
-    if not isinstance(data, dict):
-        raise DocumentRejected("invalid_payload", "data must be an object")
+    family, kind, version = _head(document)
     current = stored_version(conn, family)
     if version == current:
         return "duplicate"
@@ -308,10 +299,7 @@ def apply_document(conn: sqlite3.Connection, document: dict[str, Any]) -> str:
         raise DocumentRejected("stale_version", f"version {version} is older than {current}")
     if kind == "delta" and version != current + 1:
         raise DocumentRejected("version_gap", f"delta {version} does not follow {current}")
-    try:
-        writes = _plan(family, kind, data)
-    except ValueError as exc:
-        raise DocumentRejected("invalid_payload", str(exc)) from None
+    writes = _writes(document)
     with transaction(conn):
         for sql, rows in writes:
             if rows is None:
@@ -324,6 +312,34 @@ def apply_document(conn: sqlite3.Connection, document: dict[str, Any]) -> str:
             (family, version),
         )
     return "applied"
+
+
+def _head(document: dict[str, Any]) -> tuple[str, str, int]:
+    family, kind, version = document.get("family"), document.get("kind"), document.get("version")
+    if family not in FAMILIES:
+        raise DocumentRejected("unknown_family", f"family {family!r}; one of {', '.join(FAMILIES)}")
+    if kind not in ("snapshot", "delta"):
+        raise DocumentRejected("invalid_payload", "kind must be 'snapshot' or 'delta'")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise DocumentRejected("invalid_payload", "version must be a positive integer")
+    return str(family), str(kind), version
+
+
+def _writes(document: dict[str, Any]) -> list[Write]:
+    family, kind, _version = _head(document)
+    data = document.get("data")
+    if not isinstance(data, dict):
+        raise DocumentRejected("invalid_payload", "data must be an object")
+    try:
+        return _plan(family, kind, data)
+    except ValueError as exc:
+        raise DocumentRejected("invalid_payload", str(exc)) from None
+
+
+def validate_document(document: dict[str, Any]) -> None:
+    """Everything `apply_document` checks that needs no state: raises DocumentRejected
+    (what `gateway downlink sign` runs before it signs)."""
+    _writes(document)
 
 
 Write = tuple[str, list[tuple[Any, ...]] | None]
@@ -357,7 +373,11 @@ def _plan(family: str, kind: str, data: dict[str, Any]) -> list[Write]:
             ("DELETE FROM identifiers WHERE profile_id = ?", removed),
             ("DELETE FROM cart_items WHERE profile_id = ?", removed),
         ]
-        writes += list(row_writes(profiles))
+        statements = list(row_writes(profiles))
+        if kind == "delta":
+            writes += _keep_unnamed_parts(statements, _list(data, "profiles"))
+        else:
+            writes += statements
     elif family == "carts":
         carts_by_profile = data.get("carts", {})
         if not isinstance(carts_by_profile, dict):
@@ -389,6 +409,26 @@ def _plan(family: str, kind: str, data: dict[str, Any]) -> list[Write]:
         )
     # config: versions are tracked; local config files stay the operator's.
     return writes
+
+
+def _keep_unnamed_parts(
+    statements: list[tuple[str, list[tuple[Any, ...]]]], profiles: list[Any]
+) -> list[Write]:
+    """A delta never deletes what it does not name: a listed profile's identifiers and cart
+    are replaced only when its object carries `identifiers` / `cart` (an update of consent
+    or language must not empty the shopper's saved cart)."""
+    without = {
+        part: {(p["profile_id"],) for p in profiles if isinstance(p, dict) and part not in p}
+        for part in ("identifiers", "cart")
+    }
+    kept: list[Write] = []
+    for sql, rows in statements:
+        if sql == "DELETE FROM identifiers WHERE profile_id = ?":
+            rows = [r for r in rows if r not in without["identifiers"]]
+        elif sql == "DELETE FROM cart_items WHERE profile_id = ?":
+            rows = [r for r in rows if r not in without["cart"]]
+        kept.append((sql, rows))
+    return kept
 
 
 def campaign_rules(

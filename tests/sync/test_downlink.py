@@ -151,6 +151,25 @@ def test_profile_delta_replaces_identifiers_and_cart(
     assert seeded.resolve("ibeacon", "5f2b7a10-3c4d-4e8f-9a1b-2c3d4e5f6a7b:100:2") is None
     assert [c.sku for c in seeded.cart("p-bob-81d2")] == ["978-0142410370"]
     assert seeded.profile("p-alice-3f9c") is None and seeded.cart("p-alice-3f9c") == []
+    # A delta that does not name Bob's cart or identifiers leaves them alone (issue 17).
+    language_only = {
+        "family": "profiles",
+        "kind": "delta",
+        "version": 2,
+        "data": {"profiles": [{"profile_id": "p-bob-81d2", "language": "de"}]},
+    }
+    assert apply_document(conn, language_only) == "applied"
+    bob = seeded.profile("p-bob-81d2")
+    assert bob is not None and bob.language == "de"
+    assert [c.sku for c in seeded.cart("p-bob-81d2")] == ["978-0142410370"]
+    assert seeded.resolve("nfc_uid", "04aabbccddeeff") == "p-bob-81d2"
+    emptied = {**language_only, "version": 3}
+    emptied["data"] = {"profiles": [{"profile_id": "p-bob-81d2", "cart": []}]}
+    assert apply_document(conn, emptied) == "applied"
+    assert seeded.cart("p-bob-81d2") == []  # named, and empty: emptied
+    typo = {**language_only, "version": 4, "data": {"profile": []}}
+    with pytest.raises(DocumentRejected, match=r"data\.profile: unknown field"):
+        apply_document(conn, typo)
 
 
 def test_commands_must_be_unique_until_they_expire() -> None:
