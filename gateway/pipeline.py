@@ -11,6 +11,8 @@ routes the events to the outbox and the sinks. Time moves only through the input
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import math
 from collections import Counter
 from collections.abc import Callable
@@ -119,6 +121,11 @@ class Pipeline:
         self._next_fleet_check = 0.0
         self._next_expiry = 0.0
         self.profiles: dict[str, str | None] = {}  # device -> profile (resolved once per visit)
+        # A shopper who said no is not recognised: while her device is in the shop it is
+        # tracked under a per-visit alias ("visit:<hash of device and first sighting>"), so
+        # its zone events cannot be linked to her, nor her visits to each other. Deterministic,
+        # so a replay after a crash derives the same ids.
+        self.visit_aliases: dict[str, str] = {}  # device -> alias
         self.last_taps: dict[tuple[str, bytes], float] = {}
         self.stats = PipelineStats()
         self.now = 0.0
@@ -181,10 +188,14 @@ class Pipeline:
             # Silence is measured in seconds (stale_after_s): checking twice a second is
             # plenty, and looking at every device on every sighting is not free.
             self._next_expiry = now + EXPIRY_CHECK_S
-            for device in self.presence.expire(now):
+            expired = self.presence.expire(now)
+            for device in expired:
                 for zone_event in self.zones.leave_all(device, now):
                     events.extend(self._on_zone_event(zone_event))
                 self.profiles.pop(device, None)
+            if expired and self.visit_aliases:
+                gone = set(expired)
+                self.visit_aliases = {d: a for d, a in self.visit_aliases.items() if a not in gone}
         for zone_event in self.zones.due_dwells(now):
             events.extend(self._on_zone_event(zone_event))
         if now >= self._next_fleet_check:
@@ -265,8 +276,13 @@ class Pipeline:
             self.stats.anchor_adverts[anchor] += 1
             self.fleet.seen(anchor, advert.address, advert.t)
             return events, None
-        if device not in self.profiles:
-            events.append(self._resolve(device, advert.t))
+        alias = self.visit_aliases.get(device)
+        if alias is not None:
+            device = alias
+        elif device not in self.profiles:
+            match = self._resolve(device, advert.t)
+            events.append(match)
+            device = match.device
         return events, (device, frame.measured_power)
 
     def _track(
@@ -316,7 +332,13 @@ class Pipeline:
         if kind == "profile":  # resolved from a rotating identifier already
             self.profiles[device] = value
             return IdentityMatch(device, t, "eid", value)
-        profile_id = self.identity.resolve(kind, value)
+        profile_id, declined = self.identity.resolve_consenting(kind, value)
+        if declined:
+            digest = hmac.new(self.key, f"{device}|{t!r}".encode(), hashlib.sha256).hexdigest()
+            alias = f"visit:{digest[:16]}"
+            self.visit_aliases[device] = alias
+            self.profiles[alias] = None
+            return IdentityMatch(alias, t, kind, None)
         self.profiles[device] = profile_id
         return IdentityMatch(device, t, kind, profile_id)
 
@@ -351,11 +373,16 @@ class Pipeline:
             return events
         uid_identity = "nfc_uid:" + tap.uid.hex()
         token, _reason = loyalty.read_token(self.loyalty_key, tap.ndef)
-        profile_id = self.identity.resolve("nfc_uid", tap.uid.hex())
+        profile_id, declined = self.identity.resolve_consenting("nfc_uid", tap.uid.hex())
         verified = token is not None and token.verified
         if verified and token is not None:
-            # A verified token names its profile; a UID that disagrees is not trusted.
-            profile_id = token.profile_id
+            # A verified token names its profile; a UID that disagrees is not trusted. A
+            # shopper who said no is not recognised by her card either.
+            declined = not self.identity.consents(token.profile_id)
+            profile_id = None if declined else token.profile_id
+        if declined:  # her card's taps must not link either: one alias per tap
+            digest = hmac.new(self.key, f"{uid_identity}|{tap.t!r}".encode(), hashlib.sha256)
+            uid_identity = f"visit:{digest.hexdigest()[:16]}"
         events.append(IdentityMatch(uid_identity, tap.t, "nfc", profile_id))
         events.append(
             TapEvent(

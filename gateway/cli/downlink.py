@@ -75,7 +75,7 @@ def build_signed(args: argparse.Namespace, key: bytes, config: Config | None) ->
     """The document or command of args.file, bound and signed; ValueError says what is wrong."""
     import secrets
 
-    from gateway.sync import downlink
+    from gateway.sync import downlink, signed
 
     document = _read_document(args.file)
     is_command = "command" in document
@@ -85,8 +85,8 @@ def build_signed(args: argparse.Namespace, key: bytes, config: Config | None) ->
         raise ValueError("which store is it for? give --store (or --config, or a 'store' field)")
     gateway = args.gateway or document.get("gateway")
     if gateway is None:
-        gateway = config.gateway.id if (is_command and config) else downlink.ALL_GATEWAYS
-    if is_command and gateway == downlink.ALL_GATEWAYS:
+        gateway = config.gateway.id if (is_command and config) else signed.ALL_GATEWAYS
+    if is_command and gateway == signed.ALL_GATEWAYS:
         raise ValueError("a command is for one gateway: give --gateway ID")
     valid_s = args.valid_for or (300.0 if is_command else 7 * 86400.0)
     now = SystemClock().wall()
@@ -98,27 +98,27 @@ def build_signed(args: argparse.Namespace, key: bytes, config: Config | None) ->
     if is_command:
         document.setdefault("nonce", secrets.token_hex(12))
         document.setdefault("args", {})
-    signed = downlink.seal(key, document, store=store, gateway=gateway, now=now, valid_s=valid_s)
+    sealed = signed.seal(key, document, store=store, gateway=gateway, now=now, valid_s=valid_s)
     # Check it as a gateway would (but for the version it holds): never sign what is refused.
-    binding = downlink.Binding(
+    binding = signed.Binding(
         store,
-        gateway if gateway != downlink.ALL_GATEWAYS else "-",
+        gateway if gateway != signed.ALL_GATEWAYS else "-",
         config.mqtt.downlink_max_validity_days * 86400.0 if config else 366 * 86400.0,
     )
-    refused = downlink.check_envelope(signed, binding, now, command=is_command)
+    refused = signed.check_envelope(sealed, binding, now, command=is_command)
     if refused is not None:
         raise ValueError(f"{refused.reason}: {refused.detail}")
     try:
         if is_command:
-            if document.get("command") not in downlink.COMMANDS:
+            if document.get("command") not in signed.COMMANDS:
                 raise downlink.DocumentRejected(
-                    "unknown_command", f"one of {', '.join(downlink.COMMANDS)}"
+                    "unknown_command", f"one of {', '.join(signed.COMMANDS)}"
                 )
         else:
-            downlink.validate_document(signed)
+            downlink.validate_document(sealed)
     except downlink.DocumentRejected as exc:
         raise ValueError(f"{exc.reason}: {exc.detail}") from None
-    return signed
+    return sealed
 
 
 def _key_for(args: argparse.Namespace, config: Config | None) -> bytes:
@@ -133,29 +133,29 @@ def _cmd_sign(args: argparse.Namespace) -> int:
     """Bind and sign a document or command; print it (one JSON line) for any publisher."""
     try:
         config = _load_config(args.config)
-        signed = build_signed(args, _key_for(args, config), config)
+        sealed = build_signed(args, _key_for(args, config), config)
     except ValueError as exc:
         return bad_input(str(exc))
     from gateway.sync.canonical import canonical
 
     # In canonical form: the bytes printed are the bytes signed, plus "sig".
-    sys.stdout.write(canonical(signed).decode() + "\n")
+    sys.stdout.write(canonical(sealed).decode() + "\n")
     return 0
 
 
-def topic_for(config: Config, signed: dict[str, Any]) -> str:
+def topic_for(config: Config, sealed: dict[str, Any]) -> str:
     from gateway.sync.topics import Topics
 
-    prefix, store = config.mqtt.topic_prefix, str(signed["store"])
-    gateway = str(signed["gateway"])
-    if "command" in signed:
-        return f"{Topics(prefix, store, gateway).base}/cmd/{signed['command']}"
+    prefix, store = config.mqtt.topic_prefix, str(sealed["store"])
+    gateway = str(sealed["gateway"])
+    if "command" in sealed:
+        return f"{Topics(prefix, store, gateway).base}/cmd/{sealed['command']}"
     if gateway == "*":
-        return f"{prefix}/{store}/down/{signed['family']}"
-    return f"{Topics(prefix, store, gateway).base}/down/{signed['family']}"
+        return f"{prefix}/{store}/down/{sealed['family']}"
+    return f"{Topics(prefix, store, gateway).base}/down/{sealed['family']}"
 
 
-async def _publish(config: Config, signed: dict[str, Any], retain: bool, wait_s: float) -> int:
+async def _publish(config: Config, sealed: dict[str, Any], retain: bool, wait_s: float) -> int:
     import asyncio
 
     import aiomqtt
@@ -167,15 +167,15 @@ async def _publish(config: Config, signed: dict[str, Any], retain: bool, wait_s:
     for key in ("will", "properties", "clean_start", "clean_session"):
         settings.pop(key, None)
     settings["identifier"] = f"{config.gateway.id}-downlink-cli"
-    topic = topic_for(config, signed)
-    payload = json.dumps(signed, ensure_ascii=False, separators=(",", ":")).encode()
+    topic = topic_for(config, sealed)
+    payload = json.dumps(sealed, ensure_ascii=False, separators=(",", ":")).encode()
     async with aiomqtt.Client(**settings) as client:
-        if "command" not in signed:
+        if "command" not in sealed:
             await client.publish(topic, payload, qos=1, retain=retain)
-            print(f"published {signed['family']} v{signed['version']} to {topic}")
+            print(f"published {sealed['family']} v{sealed['version']} to {topic}")
             return 0
-        base = Topics(config.mqtt.topic_prefix, str(signed["store"]), str(signed["gateway"])).base
-        reply_topic = f"{base}/cmd-resp/{signed['command']}"
+        base = Topics(config.mqtt.topic_prefix, str(sealed["store"]), str(sealed["gateway"])).base
+        reply_topic = f"{base}/cmd-resp/{sealed['command']}"
         await client.subscribe(reply_topic, qos=1)
         await client.publish(topic, payload, qos=1)
         try:
@@ -183,7 +183,7 @@ async def _publish(config: Config, signed: dict[str, Any], retain: bool, wait_s:
                 async for message in client.messages:
                     body = message.payload if isinstance(message.payload, bytes) else b""
                     reply = json.loads(body or b"{}")
-                    if isinstance(reply, dict) and reply.get("nonce") in (signed["nonce"], None):
+                    if isinstance(reply, dict) and reply.get("nonce") in (sealed["nonce"], None):
                         print(json.dumps(reply, ensure_ascii=False))
                         return 0 if reply.get("ok") else 1
         except TimeoutError:
@@ -202,13 +202,13 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
     try:
         config = load_config(args.config)
-        signed = _read_document(args.file) if args.signed else None
-        if signed is None:
-            signed = build_signed(args, _key_for(args, config), config)
+        sealed = _read_document(args.file) if args.signed else None
+        if sealed is None:
+            sealed = build_signed(args, _key_for(args, config), config)
     except ValueError as exc:
         return bad_input(str(exc))
     try:
-        return asyncio.run(_publish(config, signed, args.retain, args.wait))
+        return asyncio.run(_publish(config, sealed, args.retain, args.wait))
     except aiomqtt.MqttError as exc:
         print(f"gateway: broker {config.mqtt.host}:{config.mqtt.port}: {exc}", file=sys.stderr)
         return 1

@@ -26,7 +26,7 @@ def _cmd_offers_why(args: argparse.Namespace) -> int:
     tz = ZoneInfo(config.gateway.timezone)
     conn = db.connect(config.state_path / "gateway.db")
     try:
-        rows = why(conn, args.who)
+        rows = why(conn, args.who, bytes.fromhex(config.gateway.pseudonym_key))
     finally:
         conn.close()
     if not rows:

@@ -65,6 +65,27 @@ class IdentityStore:
         ).fetchone()
         return None if row is None else str(row[0])
 
+    def resolve_consenting(self, kind: str, value: str) -> tuple[str | None, bool]:
+        """(profile id, declined) for an identity seen in the shop. Only a shopper who
+        consented to offers and did not opt out is recognised; for anyone else the answer is
+        (None, True): the caller must not keep or send anything that links them (issue 16)."""
+        row = self.conn.execute(
+            "SELECT i.profile_id, p.consent_offers, p.opted_out FROM identifiers i "
+            "LEFT JOIN profiles p ON p.profile_id = i.profile_id WHERE i.kind = ? AND i.value = ?",
+            (kind, value),
+        ).fetchone()
+        if row is None:
+            return None, False
+        if row[1] and not row[2]:
+            return str(row[0]), False
+        return None, True
+
+    def consents(self, profile_id: str) -> bool:
+        row = self.conn.execute(
+            "SELECT consent_offers, opted_out FROM profiles WHERE profile_id = ?", (profile_id,)
+        ).fetchone()
+        return row is not None and bool(row[0]) and not bool(row[1])
+
     def profile(self, profile_id: str) -> Profile | None:
         row = self.conn.execute(
             "SELECT profile_id, consent_offers, opted_out, language, segments, preferences, "

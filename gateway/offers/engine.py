@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
-from gateway.identity.store import IdentityStore
+from gateway.identity.store import IdentityStore, pseudonymise
 from gateway.model import OfferDecision, Redemption, ZoneEvent
 from gateway.offers.codes import _stable_id, normalise_code, offer_code
 from gateway.offers.rules import (
@@ -29,6 +29,7 @@ from gateway.offers.rules import (
     Verdict,
     decide_pickup,
 )
+from gateway.store.db import transaction
 
 
 class OfferEngine:
@@ -53,6 +54,7 @@ class OfferEngine:
         self.tz = ZoneInfo(timezone)
         self.key = key
         self._stocked_zones = identity.stocked_zones()
+        _pseudonymise_recorded_devices(conn, key)
 
     def set_campaigns(self, campaigns: list[PickupDiscountSection]) -> None:
         self.campaigns = sorted(campaigns, key=lambda c: (-c.priority, c.campaign))
@@ -250,7 +252,7 @@ class OfferEngine:
             (
                 decision_id,
                 t,
-                device,
+                pseudonymise(self.key, device),  # never a raw beacon id or UID on disk
                 profile_id,
                 rule.campaign,
                 trigger,
@@ -285,7 +287,7 @@ class OfferEngine:
         return redeem_code(self.conn, typed, t, where)
 
     def why(self, who: str) -> list[PastDecision]:
-        return why(self.conn, who)
+        return why(self.conn, who, self.key)
 
 
 class PastDecision(NamedTuple):
@@ -296,12 +298,29 @@ class PastDecision(NamedTuple):
     reason: str
 
 
-def why(conn: sqlite3.Connection, who: str) -> list[PastDecision]:
-    """Past decisions for a profile id or device id, oldest first."""
+def _pseudonymise_recorded_devices(conn: sqlite3.Connection, key: bytes) -> None:
+    """Decisions recorded before devices were kept pseudonymous named raw beacon ids and
+    UIDs: rewrite them once (what is already a pseudonym starts with "dev-")."""
+    raw = [
+        str(r[0])
+        for r in conn.execute("SELECT DISTINCT device FROM decisions WHERE device NOT LIKE 'dev-%'")
+    ]
+    if raw:
+        with transaction(conn):
+            conn.executemany(
+                "UPDATE decisions SET device = ? WHERE device = ?",
+                [(pseudonymise(key, d), d) for d in raw],
+            )
+
+
+def why(conn: sqlite3.Connection, who: str, key: bytes | None = None) -> list[PastDecision]:
+    """Past decisions for a profile id or a device: its pseudonym (`dev-…`, as events and
+    the console show it) or, given the pseudonym key, its raw id (`ibeacon:…`)."""
+    device = pseudonymise(key, who) if key is not None and not who.startswith("dev-") else who
     rows = conn.execute(
         "SELECT t, campaign, trigger, issued, reason FROM decisions "
         "WHERE profile_id = ? OR device = ? ORDER BY t",
-        (who, who),
+        (who, device),
     )
     return [PastDecision(float(r[0]), str(r[1]), str(r[2]), bool(r[3]), str(r[4])) for r in rows]
 

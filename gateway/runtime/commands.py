@@ -13,7 +13,7 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from gateway.model import GatewayNotice, NoticeKind
-from gateway.sync import downlink, peers, wire
+from gateway.sync import downlink, peers, signed, wire
 from gateway.sync.topics import Inbound
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ class Commands:
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
-        self.nonces = downlink.NonceCache()
+        self.nonces = signed.NonceCache()
         # Peer sightings: accepted, and rejected by reason (bad batches and bad sightings).
         self.peer_stats: Counter[str] = Counter()
         self.peer_clock = peers.PeerClock()
@@ -43,9 +43,9 @@ class Commands:
         self.rejections = wire.RejectionLog()
         self._peer_log = wire.RejectionLog()
 
-    def binding(self) -> downlink.Binding:
+    def binding(self) -> signed.Binding:
         config = self.gateway.config
-        return downlink.Binding(
+        return signed.Binding(
             config.gateway.store,
             config.gateway.id,
             config.mqtt.downlink_max_validity_days * 86400.0,
@@ -75,18 +75,18 @@ class Commands:
         mqtt = gateway.config.mqtt
         key = bytes.fromhex(mqtt.downlink_key)
         now = gateway.clock.wall()
-        document = downlink.verify(key, payload, max_bytes=mqtt.max_message_kb * 1024)
+        document = signed.verify(key, payload, max_bytes=mqtt.max_message_kb * 1024)
         is_command = incoming.kind is Inbound.COMMAND
         held = None
         if isinstance(document, dict) and not is_command and document.get("family") == name:
             held = downlink.stored_version(gateway.conn, name)
-        if not isinstance(document, downlink.Rejected):
-            refused = downlink.check_envelope(
+        if not isinstance(document, signed.Rejected):
+            refused = signed.check_envelope(
                 document, self.binding(), now, command=is_command, held_version=held
             )
             if refused is not None:
                 document = refused
-        if isinstance(document, downlink.Rejected):
+        if isinstance(document, signed.Rejected):
             self._reject(now, topic, document.reason, document.detail)
             if is_command:
                 await self._answer(message, uplink, name, None, document.reason, {})
@@ -182,7 +182,7 @@ class Commands:
         now: float,
     ) -> None:
         gateway = self.gateway
-        reason = downlink.check_command(document, self.nonces, now)
+        reason = signed.check_command(document, self.nonces, now)
         if not reason and document.get("command") != name:
             reason = "command_mismatch"
         result: dict[str, object] = {}

@@ -30,7 +30,7 @@ from gateway.model import (
     Tap,
 )
 from gateway.pipeline import Pipeline
-from gateway.sinks.push import LocalPushSink, PickupDisplay, Push, push_event
+from gateway.sinks.push import LocalPushSink, PickupDisplay, Push, prune_push_log, push_event
 from gateway.sinks.terminal import ConsoleReporter
 from gateway.store import db
 from gateway.store.outbox import Outbox, OutboxEvent, enforce_bounds, shed_for_room
@@ -290,6 +290,13 @@ class UnitOfWork:
         if now - self._last_purge >= 3600:
             self._last_purge = now
             purged = db.purge_expired(self.conn, now, self.config.gateway.retention_days * 86400)
+            push_log = self.config.sinks.push_log
+            if purged.get("offers") and push_log:
+                offers = {str(r[0]) for r in self.conn.execute("SELECT offer_id FROM offers")}
+                try:
+                    purged["push_log"] = prune_push_log(self.config.state_path / push_log, offers)
+                except OSError as exc:
+                    log.warning("retention: push log not pruned: %s", exc)
             if purged:
                 log.info("retention: removed %s", purged)
         bounds = self.config.outbox

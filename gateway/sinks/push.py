@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TextIO
 
 from gateway.model import OfferDecision
+from gateway.store.db import private_file
 from gateway.store.outbox import OutboxEvent
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,10 @@ class LocalPushSink:
         self.pushed = 0
         self.log_failures = 0  # push log lines not written (a full disk)
         if log_path is not None:
-            log_path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                private_file(log_path)  # offer codes and profile ids: the owner's only
+            except OSError as exc:
+                log.warning("push log %s: %s", log_path, exc)
 
     def push(self, push: Push, clock: str) -> None:
         if self.log_path is not None:
@@ -101,3 +105,29 @@ class PickupDisplay:
         out = list(self.pending)
         self.pending.clear()
         return out
+
+
+def prune_push_log(path: Path, known_offers: set[str]) -> int:
+    """Forget the pushes of offers the state database no longer holds (retention purged
+    them): the log holds offer codes and profile ids, and must not outlive the database's
+    promise. Rewritten beside and renamed over, so a crash loses nothing. Returns the lines
+    removed."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    except FileNotFoundError:
+        return 0
+    kept = []
+    for line in lines:
+        try:
+            offer_id = json.loads(line).get("offer_id")
+        except (ValueError, AttributeError):
+            offer_id = None  # unreadable: keep it for a person to look at
+        if offer_id is None or offer_id in known_offers:
+            kept.append(line)
+    if len(kept) == len(lines):
+        return 0
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    private_file(tmp)
+    tmp.write_text("".join(kept), encoding="utf-8")
+    tmp.replace(path)
+    return len(lines) - len(kept)

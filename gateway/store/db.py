@@ -9,6 +9,7 @@ so FULL costs one fsync per batch, not per event.
 from __future__ import annotations
 
 import errno
+import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -160,9 +161,18 @@ class SchemaError(Exception):
     pass
 
 
+def private_file(path: Path) -> None:
+    """Create `path` (and its directory) readable by its owner only, or make it so."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o600)
+
+
 def connect(path: Path) -> sqlite3.Connection:
-    """Open (creating if needed) and migrate the state database."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Open (creating if needed) and migrate the state database. It holds shoppers' data:
+    only its owner may read it (SQLite gives the -wal and -shm files the database's mode)."""
+    private_file(path)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")

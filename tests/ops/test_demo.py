@@ -28,6 +28,7 @@ from tests.conftest import STORE_MORNING
 
 ALICE, BOB = "p-alice-3f9c", "p-bob-81d2"
 UNKNOWN_DEVICE = "ibeacon:5f2b7a10-3c4d-4e8f-9a1b-2c3d4e5f6a7b:100:77"
+BOB_BEACON = "ibeacon:5f2b7a10-3c4d-4e8f-9a1b-2c3d4e5f6a7b:100:2"
 CODE = re.compile(r"^PK-[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}$")
 
 
@@ -65,12 +66,22 @@ def assert_business_outcome(gateway: Gateway) -> None:
     assert status == "redeemed"  # she tapped her signed loyalty card at the counter
     assert all(d[3] in ("cap_day", "already_redeemed") for d in alice if not d[2])
 
-    bob = [d for d in decisions if d[0] == BOB]
-    assert bob and all(not d[2] and d[3] == "no_consent" for d in bob)
+    # Bob said no: he is not recognised at all (issue 16). No decision names him or his
+    # beacon; his visit is tracked under a per-visit alias that links to nothing.
+    assert not [d for d in decisions if d[0] == BOB]
+    bob_device = gateway.pipeline.pseudonym(BOB_BEACON)
+    assert not [d for d in decisions if d[1] == bob_device]
+    events = _outbox(gateway)
+    assert not [e for e in events if bob_device in json.dumps(e) or BOB in json.dumps(e)]
+    visits = {d[1] for d in decisions if d[0] is None} - {
+        gateway.pipeline.pseudonym(UNKNOWN_DEVICE)
+    }
+    assert len(visits) == 1  # Bob's one visit, under its alias
 
-    unknown = [d for d in decisions if d[1] == UNKNOWN_DEVICE]
+    unknown = [d for d in decisions if d[1] == gateway.pipeline.pseudonym(UNKNOWN_DEVICE)]
     assert unknown and all(not d[2] and d[3] == "unknown" and d[0] is None for d in unknown)
-    assert {d[0] for d in decisions} == {ALICE, BOB, None}
+    assert {d[0] for d in decisions} == {ALICE, None}
+    assert all(d[1].startswith("dev-") for d in decisions)  # no raw beacon id on disk
 
     events = _outbox(gateway)
     types = [e["type"] for e in events]
@@ -135,7 +146,6 @@ def test_output_tells_the_story(demo: tuple[Gateway, str, Path]) -> None:
         "IDENTITY  ibeacon",
         "ZONE      enter entrance",
         "OFFER     issue p-alice-3f9c on enter:entrance",
-        "reason no_consent",
         "reason unknown",
         "reason cap_day",
         "NFC       tap   counter-reader",

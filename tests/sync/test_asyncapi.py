@@ -19,7 +19,7 @@ from gateway.model import AdapterHealth, AdapterState, GatewayNotice, NoticeKind
 from gateway.offers.rules import Reason
 from gateway.ops.demo import run_demo
 from gateway.store.outbox import Outbox
-from gateway.sync import downlink
+from gateway.sync import downlink, signed
 from gateway.sync.envelopes import PRIORITY, EnvelopeFactory
 from gateway.sync.topics import Topics
 from gateway.sync.uplink import Uplink
@@ -79,7 +79,7 @@ def test_the_code_uses_exactly_the_documented_topics() -> None:
     channels = DOC["channels"]
     assert set(channels["events"]["parameters"]["stream"]["enum"]) == set(PRIORITY)
     assert tuple(channels["storeDocuments"]["parameters"]["family"]["enum"]) == downlink.FAMILIES
-    assert tuple(channels["commands"]["parameters"]["command"]["enum"]) == downlink.COMMANDS
+    assert tuple(channels["commands"]["parameters"]["command"]["enum"]) == signed.COMMANDS
     reasons = DOC["components"]["schemas"]["OfferDecisionData"]["properties"]["reason"]["enum"]
     codes = set(Reason)
     assert set(reasons) == codes
@@ -134,14 +134,14 @@ def test_gateway_events_and_status_match(tmp_path: Path) -> None:
     uplink = Uplink(Config(), Outbox.__new__(Outbox), ManualClock(1_900_000_000.0))
     status = json.loads(uplink._status("online"))
     assert _validator("Status").is_valid(status)
-    signed = downlink.seal(
+    sealed = signed.seal(
         b"k" * 16,
         {"family": "stock", "kind": "delta", "version": 2, "data": {}},
         store="demo-bookstore",
         now=1_900_000_000.0,
     )
-    assert _validator("Document").is_valid(signed), list(_validator("Document").iter_errors(signed))
-    command = downlink.seal(
+    assert _validator("Document").is_valid(sealed), list(_validator("Document").iter_errors(sealed))
+    command = signed.seal(
         b"k" * 16,
         {"command": "flush", "args": {}, "nonce": "n-0123456789"},
         store="demo-bookstore",
@@ -150,7 +150,7 @@ def test_gateway_events_and_status_match(tmp_path: Path) -> None:
         valid_s=300.0,
     )
     assert _validator("Command").is_valid(command), list(_validator("Command").iter_errors(command))
-    assert not _validator("Document").is_valid({**signed, "extra": 1})
+    assert not _validator("Document").is_valid({**sealed, "extra": 1})
 
 
 def test_a_batch_matches_the_batch_message(demo_events: list[dict[str, Any]]) -> None:

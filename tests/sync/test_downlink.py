@@ -1,4 +1,4 @@
-"""Downlink: signed, versioned, all-or-nothing documents; authenticated commands."""
+"""Downlink: sealed, versioned, all-or-nothing documents; authenticated commands."""
 
 from __future__ import annotations
 
@@ -20,15 +20,9 @@ from gateway.identity.store import IdentityStore
 from gateway.runtime.gateway import Gateway
 from gateway.runtime.loop import run_gateway
 from gateway.store import db
-from gateway.sync import downlink
-from gateway.sync.downlink import (
-    DocumentRejected,
-    NonceCache,
-    Rejected,
-    apply_document,
-    sign,
-    verify,
-)
+from gateway.sync import signed
+from gateway.sync.downlink import DocumentRejected, apply_document
+from gateway.sync.signed import NonceCache, Rejected, sign, verify
 from tests.support.broker import Broker
 from tests.support.fakebluez import wait_for
 
@@ -175,25 +169,25 @@ def test_profile_delta_replaces_identifiers_and_cart(
 def test_commands_must_be_unique_until_they_expire() -> None:
     nonces = NonceCache(size=2)
     cmd = {"command": "flush", "issued_at": 1000.0, "expires_at": 1300.0, "nonce": "nonce-001"}
-    assert downlink.check_command(cmd, nonces, now=1010.0) == ""
-    assert downlink.check_command(cmd, nonces, now=1011.0) == "replayed"
-    assert downlink.check_command(cmd | {"command": "rm -rf"}, nonces, 1000.0) == "unknown_command"
-    assert downlink.check_command({"command": "flush"}, nonces, 1000.0) == "invalid_payload"
-    assert downlink.check_command(cmd | {"nonce": "n1"}, nonces, 1000.0) == "invalid_payload"
-    assert downlink.check_command(cmd | {"args": []}, nonces, 1000.0) == "invalid_payload"
+    assert signed.check_command(cmd, nonces, now=1010.0) == ""
+    assert signed.check_command(cmd, nonces, now=1011.0) == "replayed"
+    assert signed.check_command(cmd | {"command": "rm -rf"}, nonces, 1000.0) == "unknown_command"
+    assert signed.check_command({"command": "flush"}, nonces, 1000.0) == "invalid_payload"
+    assert signed.check_command(cmd | {"nonce": "n1"}, nonces, 1000.0) == "invalid_payload"
+    assert signed.check_command(cmd | {"args": []}, nonces, 1000.0) == "invalid_payload"
     # A nonce is forgotten once its command has expired (it could not run again anyway).
-    assert downlink.check_command(cmd | {"nonce": "nonce-002"}, nonces, now=1400.0) == ""
+    assert signed.check_command(cmd | {"nonce": "nonce-002"}, nonces, now=1400.0) == ""
     assert "nonce-001" not in nonces.seen
 
 
 def test_envelopes_bind_store_gateway_and_time() -> None:
     """Issue 16 item 3: signatures that bind what they authorise."""
-    binding = downlink.Binding("demo-bookstore", "gw-demo-1", max_validity_s=86400.0)
+    binding = signed.Binding("demo-bookstore", "gw-demo-1", max_validity_s=86400.0)
     now = 1_900_000_000.0
-    doc = downlink.seal(KEY, stock_doc(3, items=[]), store="demo-bookstore", now=now, valid_s=3600)
+    doc = signed.seal(KEY, stock_doc(3, items=[]), store="demo-bookstore", now=now, valid_s=3600)
 
     def refused(document: dict[str, Any], at: float = now, **kw: Any) -> str | None:
-        result = downlink.check_envelope(document, binding, at, **kw)
+        result = signed.check_envelope(document, binding, at, **kw)
         return None if result is None else result.reason
 
     assert refused(doc) is None
@@ -208,7 +202,7 @@ def test_envelopes_bind_store_gateway_and_time() -> None:
     assert refused({**doc, "issued_at": {"$date": 1}}) == "unbound"
     assert refused(stock_doc(3, items=[]) | {"sig": "x"}) == "unbound"  # an old, unbound one
     assert refused({**doc, "extra": True}) == "unknown_field"
-    command = downlink.seal(
+    command = signed.seal(
         KEY,
         {"command": "flush", "nonce": "nonce-123"},
         store="demo-bookstore",
@@ -261,13 +255,13 @@ async def test_downlink_over_the_broker(tmp_path: Path, clock: PinnedClock) -> N
                         )
                 return out
 
-            async def send(topic: str, doc: dict[str, Any], signed: bool = True, **kw: Any) -> None:
+            async def send(topic: str, doc: dict[str, Any], sealed: bool = True, **kw: Any) -> None:
                 gw = "gw-demo-1" if "command" in doc else "*"
                 valid = 300.0 if "command" in doc else 86400.0
-                bound = downlink.seal(
+                bound = signed.seal(
                     KEY, doc, store="demo-bookstore", gateway=gw, now=clock.wall(), valid_s=valid
                 )
-                body = bound if signed else doc
+                body = bound if sealed else doc
                 await backend.publish(topic, json.dumps(body).encode(), qos=1, **kw)
 
             items = [{"sku": "x", "quantity": 4, "zone_id": "aisle-kids"}]
@@ -278,11 +272,11 @@ async def test_downlink_over_the_broker(tmp_path: Path, clock: PinnedClock) -> N
             assert applied["data"]["version"] == 1
             assert "aisle-kids" in gateway.offers._stocked_zones  # caches refreshed
 
-            await send(f"{base}/down/stock", stock_doc(2, items=[]), signed=False)
+            await send(f"{base}/down/stock", stock_doc(2, items=[]), sealed=False)
             await send(
                 f"{base}/down/stock",
                 sign(b"someone-else-key", stock_doc(2, items=[])),
-                signed=False,
+                sealed=False,
             )
             await send(f"{base}/down/stock", stock_doc(7, items=[{"sku": "x", "quantity": 0}]))
             await wait_for(lambda: len(on(f"{mine}/events/gateway")) == 4)

@@ -24,7 +24,7 @@ from gateway.runtime.gateway import Gateway
 from gateway.runtime.loop import run_gateway
 from gateway.runtime.metrics import Runtime, exposition
 from gateway.runtime.status import StatusView
-from gateway.sync import downlink
+from gateway.sync import signed
 from tests.support.broker import Broker
 from tests.support.fakebluez import wait_for
 
@@ -40,7 +40,7 @@ def _stock(version: int, quantity: int, now: float, **bind: Any) -> dict[str, An
         "version": version,
         "data": {"items": [{"sku": "x", "quantity": quantity, "zone_id": "aisle-kids"}]},
     }
-    return downlink.seal(KEY, doc, store=bind.pop("store", "demo-bookstore"), now=now, **bind)
+    return signed.seal(KEY, doc, store=bind.pop("store", "demo-bookstore"), now=now, **bind)
 
 
 @asynccontextmanager
@@ -161,7 +161,7 @@ async def test_commands_are_bound_answered_and_replies_stay_in_our_subtree(
 
         collector = asyncio.create_task(collect())
         now = clock.wall()
-        other = downlink.seal(
+        other = signed.seal(
             KEY,
             {"command": "diagnose", "nonce": "nonce-other-1"},
             store="demo-bookstore",
@@ -171,7 +171,7 @@ async def test_commands_are_bound_answered_and_replies_stay_in_our_subtree(
         )
         props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho: unannotated
         props.ResponseTopic = f"{MINE}/events/orders"  # steering a reply into an event stream
-        mine = downlink.seal(
+        mine = signed.seal(
             KEY,
             {"command": "diagnose", "nonce": "nonce-mine-1"},
             store="demo-bookstore",

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from gateway.clock import PinnedClock
-from gateway.sync import downlink
+from gateway.sync import signed
 from gateway.sync.canonical import canonical
 from tests.support.fakebluez import wait_for
 from tests.sync.test_downlink_attacks import KEY as ATTACK_KEY
@@ -30,11 +30,11 @@ def test_the_documented_vectors_verify() -> None:
         body = json.loads(text)
         assert canonical(body).decode() == text  # each block is already canonical
         assert hmac.new(KEY, text.encode(), hashlib.sha256).hexdigest() == sig
-        signed = downlink.verify(KEY, json.dumps({**body, "sig": sig}).encode())
-        assert isinstance(signed, dict), signed
-        binding = downlink.Binding("demo-bookstore", "gw-demo-1")
-        refused = downlink.check_envelope(
-            signed, binding, body["issued_at"] + 1, command=kind == "command"
+        sealed = signed.verify(KEY, json.dumps({**body, "sig": sig}).encode())
+        assert isinstance(sealed, dict), sealed
+        binding = signed.Binding("demo-bookstore", "gw-demo-1")
+        refused = signed.check_envelope(
+            sealed, binding, body["issued_at"] + 1, command=kind == "command"
         )
         assert refused is None
 
