@@ -61,6 +61,9 @@ def _cmd_nfc_write(args: argparse.Namespace) -> int:
     from gateway.sources.nfc import write_ndef
 
     if args.loyalty:
+        if not args.config:
+            # Without it the card would be signed with the public demo key: forgeable.
+            return bad_input("--loyalty needs --config (the store's nfc.loyalty_key signs it)")
         config = load_config(args.config)
         key = bytes.fromhex(config.nfc.loyalty_key)
         message = loyalty.token_record(key, args.loyalty, args.token_id)

@@ -16,6 +16,7 @@ import pytest
 
 from gateway.humantime import local_datetime
 from gateway.ops.doctor import EARLIEST_PLAUSIBLE, FAIL, check_clock
+from gateway.resources import shared_path
 from gateway.sources.ble import set_adapter_powered
 from tests.support.broker import Broker, make_pki
 from tests.support.fakebluez import FakeBlueZ, PrivateBus
@@ -78,21 +79,29 @@ async def test_good_set_up_passes(
     tmp_path: Path, bluez: FakeBlueZ, tls_broker: tuple[Broker, Path]
 ) -> None:
     broker, ca = tls_broker
+    shop_map = tmp_path / "shop.geojson"
+    demo_map = shared_path("geofences/demo-bookstore.geojson")
+    assert demo_map is not None
+    shop_map.write_text(demo_map.read_text())
     config = _write(
         tmp_path,
-        f"[gateway]\nstate_dir = '{tmp_path / 'state'}'\n"
+        f"[gateway]\nstate_dir = '{tmp_path / 'state'}'\nstore = 'shop-42'\n"
+        f"pseudonym_key = '{'1f' * 32}'\n[map]\npath = '{shop_map}'\n"
+        f"[nfc]\nloyalty_key = '{'2e' * 32}'\n"
         "[sources.ble.hci0]\n"
         f"[nfc.touchpoints.counter]\nzone = 'pickup-counter'\n"
         f"device = 'udp:127.0.0.1:{free_udp_port()}'\n"
         f"[mqtt]\nenabled = true\nhost = '127.0.0.1'\nport = {broker.port}\ntls = true\n"
-        f"ca_file = '{ca}'\n"
+        f"ca_file = '{ca}'\ndownlink_key = '{'3d' * 32}'\n"
         "[service]\ncontrol_listen = ''\n",
     )
+    config.chmod(0o640)
     code, checks = await _doctor(config)
     named = _by_name(checks)
     assert code == 0, checks
-    for name in ("config", "state", "database", "map", "bluetooth", "nfc", "broker"):
+    for name in ("config", "site", "secrets", "state", "database", "map", "bluetooth", "nfc"):
         assert [c["status"] for c in named[name]] == ["pass"], named[name]
+    assert [c["status"] for c in named["broker"]] == ["pass"], named["broker"]
     assert "hci0" in named["bluetooth"][0]["detail"]
     assert "over TLS" in named["broker"][0]["detail"]
     assert named["clock"][0]["status"] in ("pass", "warn")  # a container may not sync
@@ -171,3 +180,28 @@ def test_a_clock_in_the_past_fails() -> None:
     # shown as the shop lives it, and in UTC for whoever reads logs
     assert later.detail.startswith(local_datetime(EARLIEST_PLAUSIBLE + 86400 * 400, berlin))
     assert "UTC" in later.detail
+
+
+async def test_a_deaf_demo_box_with_open_secrets_is_not_called_healthy(tmp_path: Path) -> None:
+    """Issue 17: on the config an installer writes, doctor said '0 failed' while the box ran
+    the demo map and store id with no radio; zone typos and world-readable keys passed."""
+    config = _write(
+        tmp_path,
+        f"[gateway]\nstate_dir = '{tmp_path / 'state'}'\n"
+        "[offers.pickup_discount]\nenter_zones = ['entrance', 'entrence']\n"
+        "[nfc.touchpoints.counter]\nzone = 'pickup-counter'\n"
+        "[nfc.touchpoints.till]\nzone = 'tills'\n"
+        "[mqtt]\nenabled = true\nhost = '127.0.0.1'\nport = 1\n"
+        "[service]\ncontrol_listen = ''\n",
+    )
+    config.chmod(0o644)
+    code, checks = await _doctor(config)
+    named = _by_name(checks)
+    assert code == 1
+    site = " | ".join(c["detail"] for c in named["site"] if c["status"] == FAIL)
+    assert "demo bookstore" in site and "no source of sightings" in site
+    assert "'entrence'" in site and "'tills'" in site and "'entrance'" not in site
+    secrets = {c["status"]: c for c in named["secrets"]}
+    assert "every user can read it" in secrets[FAIL]["detail"] and "chmod" in secrets[FAIL]["fix"]
+    assert "downlink_key is empty" in secrets["warn"]["detail"]
+    assert all(c["fix"] for c in checks if c["status"] == FAIL)
