@@ -378,9 +378,25 @@ class OutboxSection:
         },
     )
 
+    max_mb: float = doc(
+        "Most megabytes of queued event bodies. Past it, the least important, oldest events "
+        "are shed as past max_events.",
+        default=200.0,
+    )
+    min_free_mb: float = doc(
+        "Free space to keep on the state directory's filesystem: below it, queued events "
+        "are shed (least important, oldest first, never redemptions) before SQLite meets a "
+        "full disk. Checked every 10 s.",
+        default=64.0,
+    )
+
     def validate(self) -> dict[str, str]:
         if self.max_events < 1000:
             return {"max_events": "must be at least 1000"}
+        if not 1 <= self.max_mb <= 1_000_000:
+            return {"max_mb": "must be between 1 and 1000000 (MB)"}
+        if not 0 <= self.min_free_mb <= 1_000_000:
+            return {"min_free_mb": "must be between 0 and 1000000 (MB)"}
         if self.ttl_s.get("redemption", 0.0) != 0.0:
             return {"ttl_s.redemption": "redemptions are never dropped: set 0"}
         if any(v < 0 for v in self.ttl_s.values()):

@@ -9,6 +9,7 @@ after commits, on wall-clock time.
 from __future__ import annotations
 
 import logging
+import shutil
 import sqlite3
 from collections import Counter
 from collections.abc import Callable
@@ -300,7 +301,19 @@ class UnitOfWork:
             if purged:
                 log.info("retention: removed %s", purged)
         bounds = self.config.outbox
-        dropped = enforce_bounds(self.conn, now, bounds.max_events, bounds.ttl_s)
+        try:
+            free: int | None = shutil.disk_usage(self.config.state_path).free
+        except OSError:
+            free = None
+        dropped = enforce_bounds(
+            self.conn,
+            now,
+            bounds.max_events,
+            bounds.ttl_s,
+            max_bytes=int(bounds.max_mb * 1e6),
+            free_bytes=free,
+            min_free_bytes=int(bounds.min_free_mb * 1e6),
+        )
         self._depth_at_bound = self.outbox.depth()
         self._queued_since_bound = 0
         if dropped:

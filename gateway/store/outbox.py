@@ -152,11 +152,23 @@ PROTECTED_TYPES = ("gateway.outbox_dropped",)
 
 
 def enforce_bounds(
-    conn: sqlite3.Connection, now: float, max_events: int, ttl_s: dict[str, float]
+    conn: sqlite3.Connection,
+    now: float,
+    max_events: int,
+    ttl_s: dict[str, float],
+    *,
+    max_bytes: int | None = None,
+    free_bytes: int | None = None,
+    min_free_bytes: int = 0,
 ) -> dict[str, int]:
-    """Drop events queued longer than their stream's TTL and, past the quota, the least
+    """Drop events queued longer than their stream's TTL and, past the quotas, the least
     important oldest ones. Age is queue time (wall clock at `append`), never the event's
     own time: a replayed old recording is as fresh as the moment it was queued.
+
+    Quotas: `max_events` events, `max_bytes` bytes of event bodies, and `min_free_bytes`
+    left on the state's filesystem (`free_bytes`, measured by the caller). Below that floor
+    the database keeps `LOW_SPACE_RESERVE_BYTES` of free pages by shedding: new events reuse
+    them, the file stops growing, and the shop floor does not meet SQLITE_FULL.
 
     Returns what was dropped, as {"expired:<stream>": n, "shed:<stream>": n}.
     """
@@ -172,9 +184,51 @@ def enforce_bounds(
                 )
                 if cur.rowcount:
                     dropped[f"expired:{stream}"] = cur.rowcount
-        excess = int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0]) - max_events
-        dropped.update(shed_for_room(conn, excess))
+        count, size = conn.execute(
+            "SELECT count(*), coalesce(sum(length(body)), 0) FROM outbox"
+        ).fetchone()
+        for key, n in shed_for_room(conn, int(count) - max_events).items():
+            dropped[key] = dropped.get(key, 0) + n
+        over = 0
+        if max_bytes is not None:
+            over = int(size) - max_bytes
+        if free_bytes is not None and free_bytes < min_free_bytes:
+            # Short of space: the file must not grow. Shed until the database holds a
+            # reserve of free pages that new events reuse; once it does, nothing more is
+            # shed until they are used up (shedding does not give the filesystem space back).
+            pages = conn.execute("PRAGMA freelist_count").fetchone()[0]
+            page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+            over = max(over, LOW_SPACE_RESERVE_BYTES - int(pages) * int(page_size))
+        for key, n in shed_bytes(conn, over).items():
+            dropped[key] = dropped.get(key, 0) + n
     return dropped
+
+
+def shed_bytes(conn: sqlite3.Connection, nbytes: int) -> dict[str, int]:
+    """Shed the least important, oldest events until `nbytes` of bodies are gone (or only
+    protected ones are left). Returns {"shed:<stream>": n}."""
+    if nbytes <= 0:
+        return {}
+    streams = ",".join("?" for _ in PROTECTED_STREAMS)
+    types = ",".join("?" for _ in PROTECTED_TYPES)
+    rows = conn.execute(
+        f"SELECT length(body) FROM outbox WHERE stream NOT IN ({streams}) "
+        f"AND type NOT IN ({types}) ORDER BY priority DESC, seq",
+        (*PROTECTED_STREAMS, *PROTECTED_TYPES),
+    )
+    count = freed = 0
+    for (length,) in rows:
+        if freed >= nbytes:
+            break
+        freed += int(length) + ROW_OVERHEAD_BYTES
+        count += 1
+    return shed_for_room(conn, count)
+
+
+# Beside its body, a queued event's row and index entries take about this much.
+ROW_OVERHEAD_BYTES = 120
+# Free pages kept inside the database while the filesystem is short of space.
+LOW_SPACE_RESERVE_BYTES = 2_000_000
 
 
 def shed_for_room(conn: sqlite3.Connection, count: int) -> dict[str, int]:

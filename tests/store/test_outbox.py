@@ -117,6 +117,35 @@ def test_bounds_expire_then_shed_least_important_never_redemptions(
     assert [q.event_id for q in outbox.peek(100)] == ["r0", "r1", "r2", "r3", "r4"]
 
 
+def test_a_byte_budget_and_a_free_space_floor_shed_before_the_disk_fills(
+    conn: sqlite3.Connection,
+) -> None:
+    """Issue 23: shedding started at the first SQLITE_FULL; now it starts at a budget."""
+    outbox = Outbox(conn)
+    pad = "x" * 1000
+
+    def ev(event_id: str, stream: str, priority: int) -> OutboxEvent:
+        return OutboxEvent(event_id, stream, f"{stream}.x", priority, 1.0, {"pad": pad})
+
+    outbox.append([ev(f"r{i}", "redemption", 0) for i in range(20)], NOW)
+    outbox.append([ev(f"z{i}", "zone", 3) for i in range(200)], NOW)
+    outbox.append([ev(f"o{i}", "offer", 1) for i in range(50)], NOW)
+    size = conn.execute("SELECT sum(length(body)) FROM outbox").fetchone()[0]
+    # A byte budget 100 kB under the queue: zone events go, oldest first, about 100 of them.
+    dropped = enforce_bounds(conn, NOW, 10**6, {}, max_bytes=size - 100_000)
+    assert set(dropped) == {"shed:zone"} and 85 <= dropped["shed:zone"] <= 100
+    assert outbox.peek(1000)[-1].event_id == "z199"  # the newest kept
+    # Under the free-space floor the database keeps a reserve of free pages, once: a
+    # second check with the same free space sheds nothing more (no bleeding dry).
+    dropped = enforce_bounds(conn, NOW, 10**6, {}, free_bytes=10**6, min_free_bytes=64 * 10**6)
+    assert sum(dropped.values()) > 0 and "shed:redemption" not in dropped
+    again = enforce_bounds(conn, NOW, 10**6, {}, free_bytes=10**6, min_free_bytes=64 * 10**6)
+    assert again == {}
+    assert enforce_bounds(conn, NOW, 10**6, {}, free_bytes=10**9, min_free_bytes=64 * 10**6) == {}
+    redemptions = [q for q in outbox.peek(1000) if q.stream == "redemption"]
+    assert len(redemptions) == 20
+
+
 def test_an_old_event_queued_now_is_not_expired(conn: sqlite3.Connection) -> None:
     """The flaw that once broke the demo: a recording's events compared with today's clock."""
     outbox = Outbox(conn)
