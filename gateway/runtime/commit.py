@@ -34,7 +34,14 @@ from gateway.pipeline import Pipeline
 from gateway.sinks.push import LocalPushSink, PickupDisplay, Push, prune_push_log, push_event
 from gateway.sinks.terminal import ConsoleReporter
 from gateway.store import db
-from gateway.store.outbox import Outbox, OutboxEvent, enforce_bounds, shed_for_room
+from gateway.store.outbox import (
+    LOW_SPACE_RESERVE_BYTES,
+    Outbox,
+    OutboxEvent,
+    enforce_bounds,
+    free_pages_bytes,
+    shed_for_room,
+)
 from gateway.sync.envelopes import EnvelopeFactory
 
 log = logging.getLogger(__name__)
@@ -151,6 +158,7 @@ class UnitOfWork:
         self.disk_full_events = 0
         self._queued_since_bound = 0  # events queued since the last bounds check
         self._depth_at_bound = 0
+        self._bytes_per_event = 1000.0  # of a queued event's body, at the last bounds check
         self.last_progress = clock.monotonic()  # the last committed batch (watchdog health)
         self._last_bound = 0.0
         self._last_purge = 0.0
@@ -234,9 +242,20 @@ class UnitOfWork:
         return events
 
     def notify(self, notices: list[PipelineEvent]) -> None:
-        """Queue events that did not come from a sensor (downlink outcomes, commands)."""
-        with db.transaction(self.conn):
-            queued = self._enqueue(notices)
+        """Queue events that did not come from a sensor (downlink outcomes, commands). On a
+        full disk they are counted as dropped, never raised into whoever reported them."""
+        try:
+            with db.transaction(self.conn):
+                queued = self._enqueue(notices)
+        except (sqlite3.OperationalError, OSError) as exc:
+            if not db.is_disk_full(exc):
+                raise
+            self._disk_full()
+            for notice in notices:
+                envelope = self.envelopes.envelope(notice)
+                if envelope is not None:
+                    self.outbox_dropped[f"disk_full:{envelope.stream}"] += 1
+            return
         self._after_commit(notices, queued)
 
     def _enqueue(self, events: list[PipelineEvent]) -> list[Queued]:
@@ -276,10 +295,23 @@ class UnitOfWork:
         added = sum(1 for q in queued if q.seq is not None)
         if added:
             self._queued_since_bound += added
-            # The quota holds at every commit: checked now if this commit may have passed it,
-            # else at most every 10 s (TTLs and retention are not that urgent).
-            over = self._depth_at_bound + self._queued_since_bound > self.config.outbox.max_events
+            # The quotas hold at every commit: checked now if this commit may have passed one
+            # (or the disk is short of space and the database's reserve is used up), else at
+            # most every 10 s (TTLs and retention are not that urgent).
+            bounds = self.config.outbox
+            depth = self._depth_at_bound + self._queued_since_bound
+            over = depth > bounds.max_events or (
+                depth * self._bytes_per_event > bounds.max_mb * 1e6
+            )
+            if not over and self._free_bytes() < bounds.min_free_mb * 1e6:
+                over = free_pages_bytes(self.conn) < LOW_SPACE_RESERVE_BYTES
             self._bound_outbox(every_s=0.0 if over else 10.0)
+
+    def _free_bytes(self) -> float:
+        try:
+            return float(shutil.disk_usage(self.config.state_path).free)
+        except OSError:
+            return float("inf")
 
     def _bound_outbox(self, every_s: float = 10.0) -> None:
         """Keep the outbox within its quota and TTLs (checked at most every `every_s`), and
@@ -301,20 +333,25 @@ class UnitOfWork:
             if purged:
                 log.info("retention: removed %s", purged)
         bounds = self.config.outbox
+        free = self._free_bytes()
         try:
-            free: int | None = shutil.disk_usage(self.config.state_path).free
-        except OSError:
-            free = None
-        dropped = enforce_bounds(
-            self.conn,
-            now,
-            bounds.max_events,
-            bounds.ttl_s,
-            max_bytes=int(bounds.max_mb * 1e6),
-            free_bytes=free,
-            min_free_bytes=int(bounds.min_free_mb * 1e6),
-        )
-        self._depth_at_bound = self.outbox.depth()
+            dropped = enforce_bounds(
+                self.conn,
+                now,
+                bounds.max_events,
+                bounds.ttl_s,
+                max_bytes=int(bounds.max_mb * 1e6),
+                free_bytes=None if free == float("inf") else int(free),
+                min_free_bytes=int(bounds.min_free_mb * 1e6),
+            )
+        except (sqlite3.OperationalError, OSError) as exc:
+            if not db.is_disk_full(exc):
+                raise
+            self._disk_full()  # even deleting needs a page: shed what can be shed
+            return
+        depth, size = self.outbox.depth_and_bytes()
+        self._depth_at_bound = depth
+        self._bytes_per_event = size / depth if depth else 1000.0
         self._queued_since_bound = 0
         if dropped:
             for key, n in dropped.items():

@@ -135,6 +135,13 @@ class Outbox:
         row = self.conn.execute("SELECT min(queued_at) FROM outbox").fetchone()
         return None if row[0] is None else max(0.0, now - float(row[0]))
 
+    def depth_and_bytes(self) -> tuple[int, int]:
+        """Events queued and the bytes of their bodies."""
+        count, size = self.conn.execute(
+            "SELECT count(*), coalesce(sum(length(body)), 0) FROM outbox"
+        ).fetchone()
+        return int(count), int(size)
+
     def depth_by_type(self) -> dict[str, int]:
         rows = self.conn.execute("SELECT type, count(*) FROM outbox GROUP BY type ORDER BY type")
         return {str(r[0]): int(r[1]) for r in rows}
@@ -196,9 +203,7 @@ def enforce_bounds(
             # Short of space: the file must not grow. Shed until the database holds a
             # reserve of free pages that new events reuse; once it does, nothing more is
             # shed until they are used up (shedding does not give the filesystem space back).
-            pages = conn.execute("PRAGMA freelist_count").fetchone()[0]
-            page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-            over = max(over, LOW_SPACE_RESERVE_BYTES - int(pages) * int(page_size))
+            over = max(over, LOW_SPACE_RESERVE_BYTES - free_pages_bytes(conn))
         for key, n in shed_bytes(conn, over).items():
             dropped[key] = dropped.get(key, 0) + n
     return dropped
@@ -249,3 +254,10 @@ def shed_for_room(conn: sqlite3.Connection, count: int) -> dict[str, int]:
     for _, stream in victims:
         dropped[f"shed:{stream}"] = dropped.get(f"shed:{stream}", 0) + 1
     return dropped
+
+
+def free_pages_bytes(conn: sqlite3.Connection) -> int:
+    """Space inside the database file that new rows can reuse without growing it."""
+    pages = conn.execute("PRAGMA freelist_count").fetchone()[0]
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    return int(pages) * int(page_size)
