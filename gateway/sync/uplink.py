@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 
 # Events read and published per round; their acknowledgement is recorded once per round.
 BATCH = 500
+# The first round of a connection is this small and each fully acknowledged round doubles
+# the next, up to BATCH: a gateway (or broker) that restarts more often than a full round
+# takes still gets a round through, and recorded, every time (a crash loop makes progress).
+FIRST_ROUND = 25
 
 CLOUDEVENTS_JSON = "application/cloudevents+json"
 # Fixed header, topic and properties of a PUBLISH beside its payload (topics are < 1 kB).
@@ -133,6 +137,7 @@ class Uplink:
     batch: int = BATCH
     stats: UplinkStats = field(default_factory=UplinkStats)
     started: float = field(init=False, default=0.0)
+    round_size: int = field(init=False, default=FIRST_ROUND)  # this connection's next round
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     client: aiomqtt.Client | None = None
     # Real-time local publications (peer sightings, pickup displays): each callable hands
@@ -205,6 +210,7 @@ class Uplink:
         async with client:
             _still_wanted()
             self.client = client
+            self.round_size = min(FIRST_ROUND, self.batch)
             self.stats.connected = True
             self.stats.connects += 1
             await client.publish(self.topics.status, self._status("online"), qos=1, retain=True)
@@ -272,7 +278,7 @@ class Uplink:
 
     async def drain_once(self, client: aiomqtt.Client) -> int:
         """Publish one round; acknowledge what the broker confirmed. Returns events removed."""
-        queued = self.outbox.peek(self.batch)
+        queued = self.outbox.peek(min(self.round_size, self.batch))
         if not queued:
             return 0
         semaphore = asyncio.Semaphore(self.config.mqtt.inflight)
@@ -304,6 +310,7 @@ class Uplink:
             self.stats.delivered += len(done)
         if len(done) < len(queued):
             raise aiomqtt.MqttError(f"{len(queued) - len(done)} of {len(queued)} not acknowledged")
+        self.round_size = min(self.batch, self.round_size * 2)
         return len(done)
 
     async def publish_json(self, topic: str, body: dict[str, Any], **kwargs: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections.abc import AsyncIterator
 from contextlib import suppress
@@ -17,7 +18,13 @@ from gateway.config.schema import ConfigError
 from gateway.config.sections import Config, parse_config
 from gateway.store import db
 from gateway.store.outbox import Outbox, OutboxEvent, QueuedEvent
-from gateway.sync.uplink import Uplink, acknowledged_prefix, chunk_by_stream
+from gateway.sync.uplink import (
+    BATCH,
+    FIRST_ROUND,
+    Uplink,
+    acknowledged_prefix,
+    chunk_by_stream,
+)
 from tests.conftest import STORE_MORNING
 from tests.support.broker import Broker, Consumer, Pki, make_pki
 from tests.support.fakebluez import wait_for
@@ -322,4 +329,39 @@ async def test_a_cancel_at_any_moment_of_the_handshake_ends_the_uplink(tmp_path:
             with pytest.raises(asyncio.CancelledError):
                 await asyncio.wait_for(task, timeout=5)
     finally:
+        broker.stop()
+
+
+async def test_a_crash_loop_faster_than_a_round_still_makes_progress(
+    tmp_path: Path, consumer_task: list[asyncio.Task[None]]
+) -> None:
+    """Issue 23 item 7: with one event per message a round of 500 took longer than the time
+    between crashes, and no restart recorded anything. Each connection now starts with a
+    small round: here every session is killed as soon as its first round is recorded, and
+    each one still moves the backlog forward by that round."""
+    broker, consumer = await _broker_with_consumer(tmp_path, consumer_task)
+    config = mqtt_config(tmp_path, broker, "batch_events = 1\n")
+    conn = db.connect(config.state_path / "gateway.db")
+    outbox = Outbox(conn)
+    produce(outbox, 0, 600)
+    try:
+        depths = [outbox.depth()]
+        for _restart in range(8):
+            uplink = Uplink(config, outbox, CLOCK)  # a fresh process: a fresh uplink
+            task = await _start(uplink)
+            await wait_for(lambda u=uplink: u.stats.delivered > 0, timeout=20)
+            await _cancel(task)  # the crash, right after its first recorded round
+            depths.append(outbox.depth())
+        steps = [a - b for a, b in itertools.pairwise(depths)]
+        assert all(step >= FIRST_ROUND for step in steps), steps  # progress every time
+        assert all(step <= 3 * FIRST_ROUND for step in steps), steps  # not a whole 500
+        uplink = Uplink(config, outbox, CLOCK)
+        task = await _start(uplink)
+        await wait_for(lambda: outbox.depth() == 0, timeout=30)
+        await wait_for(lambda: len(set(consumer.ids())) == 600, timeout=30)
+        await _cancel(task)
+        assert_complete_and_ordered(consumer, 600)
+        assert uplink.round_size == BATCH  # a healthy connection grows to full rounds
+    finally:
+        conn.close()
         broker.stop()
