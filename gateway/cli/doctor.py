@@ -36,4 +36,5 @@ def add_doctor(sub: Subparsers) -> None:
     )
     p.add_argument("--json", action="store_true", help="machine-readable results")
     p.add_argument("--timeout", type=float, default=5.0, help="per network check, seconds")
-    p.set_defaults(func=_cmd_doctor)
+    # A missing config is a failed check in the report (--json included), not an abort.
+    p.set_defaults(func=_cmd_doctor, config_mode="report")

@@ -19,14 +19,16 @@ def _cmd_offers_why(args: argparse.Namespace) -> int:
 
     from gateway.config.sections import load_config
     from gateway.humantime import local_datetime
+    from gateway.identity.store import pseudonymise
     from gateway.offers.engine import why
     from gateway.store import db
 
     config = load_config(args.config)
     tz = ZoneInfo(config.gateway.timezone)
+    key = bytes.fromhex(config.gateway.pseudonym_key)
     conn = db.connect(config.state_path / "gateway.db")
     try:
-        rows = why(conn, args.who)
+        rows = why(conn, args.who, lambda device: pseudonymise(key, device))
     finally:
         conn.close()
     if not rows:
@@ -73,9 +75,14 @@ def add_offers(sub: Subparsers) -> None:
     p = offers_sub.add_parser(
         "why", parents=[CONFIG], help="explain every decision for a profile or device"
     )
-    p.add_argument("who", help="profile id or device id")
+    p.add_argument(
+        "who",
+        help="a profile id (p-…) or a device as the console, logs and events show it (dev-…)",
+    )
     p.set_defaults(func=_cmd_offers_why)
     p = offers_sub.add_parser("redeem", parents=[CONFIG], help="redeem a code typed at the counter")
     p.add_argument("code", help="the offer code, e.g. PK-7Q2M-XK4D (case and dashes optional)")
-    p.add_argument("--touchpoint", default="counter", help="where it was redeemed")
+    p.add_argument(
+        "--touchpoint", default="counter", help="where it was redeemed (default: counter)"
+    )
     p.set_defaults(func=_cmd_offers_redeem)

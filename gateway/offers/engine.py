@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+from collections.abc import Callable
 from datetime import datetime
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
@@ -296,12 +297,21 @@ class PastDecision(NamedTuple):
     reason: str
 
 
-def why(conn: sqlite3.Connection, who: str) -> list[PastDecision]:
-    """Past decisions for a profile id or device id, oldest first."""
+def why(
+    conn: sqlite3.Connection, who: str, pseudonym: Callable[[str], str] | None = None
+) -> list[PastDecision]:
+    """Past decisions for a profile id or device, oldest first. A device may be named as
+    recorded or by the pseudonym every other output shows (`dev-…`, given `pseudonym`, the
+    gateway's keyed hash): decisions of every recorded device with that pseudonym."""
+    devices = [who]
+    if pseudonym is not None and who.startswith("dev-"):
+        recorded = conn.execute("SELECT DISTINCT device FROM decisions WHERE device != ''")
+        devices += [str(d) for (d,) in recorded if d != who and pseudonym(str(d)) == who]
+    marks = ",".join("?" for _ in devices)
     rows = conn.execute(
         "SELECT t, campaign, trigger, issued, reason FROM decisions "
-        "WHERE profile_id = ? OR device = ? ORDER BY t",
-        (who, who),
+        f"WHERE profile_id = ? OR device IN ({marks}) ORDER BY t",
+        (who, *devices),
     )
     return [PastDecision(float(r[0]), str(r[1]), str(r[2]), bool(r[3]), str(r[4])) for r in rows]
 
