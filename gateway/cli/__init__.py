@@ -36,6 +36,7 @@ _BAD_INPUT_ERRORS = (
     ("gateway.config.schema", "ConfigError"),
     ("gateway.site.storemap", "MapError"),
     ("gateway.cli._common", "NoConfig"),
+    ("gateway.store.lock", "StateLocked"),
 )
 
 

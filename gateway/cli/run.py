@@ -50,6 +50,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from gateway.runtime.gateway import Gateway
     from gateway.runtime.loop import run_gateway
     from gateway.runtime.sources import replay_rebase, replay_source
+    from gateway.store.lock import lock_state
 
     config = load_config(args.config)
     if not config.mqtt.enabled:
@@ -57,17 +58,24 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     trace = Path(args.trace)
     if not trace.exists():
         return bad_input(f"{trace}: trace not found")
+    lock = lock_state(config.state_path)  # not beside a daemon on the same state
     gateway = Gateway(config, quiet_sink=True, clock=SystemClock())
     try:
         rebase = replay_rebase(gateway, args.keep_times, args.start or "")
     except ValueError as exc:
         gateway.close()
+        lock.release()
         return bad_input(f"--start {exc}")
-    summary, uplink = asyncio.run(
-        run_gateway(
-            gateway, [replay_source(gateway, trace, 0.0, rebase)], drain_s=args.until_drained
+    try:
+        summary, uplink = asyncio.run(
+            run_gateway(
+                gateway, [replay_source(gateway, trace, 0.0, rebase)], drain_s=args.until_drained
+            )
         )
-    )
+    except BaseException:
+        gateway.close()
+        lock.release()
+        raise
     assert uplink is not None
     depth = gateway.outbox.depth()
     progress = gateway.replay_progress
@@ -87,6 +95,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         + (f"; last error: {uplink.stats.last_error}" if uplink.stats.last_error else "")
     )
     gateway.close()
+    lock.release()
     return 0 if depth == 0 else 1
 
 
