@@ -23,7 +23,7 @@ from gateway.sim.walkers import APP_UUID, DEMO_T0, Channel, Walker, ibeacon_ad, 
 from gateway.site.storemap import StoreMap, Zone
 from gateway.trace import advert_line
 
-DEFAULT_DWELL_S = 10.0  # what the zone tracker uses when a zone sets no dwell_s
+DEFAULT_DWELL_S = 20.0  # [zones] dwell_s, the default for a zone that sets none
 
 
 def _centre(zone: Zone) -> tuple[float, float]:
