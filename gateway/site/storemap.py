@@ -257,8 +257,9 @@ def parse_map(
 DEGREES_FIX = (
     "the map is in longitude/latitude ({what}; or in kilometres), but maps are drawn in "
     "metres from a local "
-    "origin (a corner of the shop): redraw the features in metres, and put the origin's "
-    "[longitude, latitude] in the collection's properties.wgs84_origin (docs/maps.md)"
+    "origin (a corner of the shop): convert it with `gateway fences from-wgs84 FILE -o "
+    "OUT.geojson`, or redraw it in metres with the origin's [longitude, latitude] in the "
+    "collection's properties.wgs84_origin (docs/maps.md)"
 )
 
 

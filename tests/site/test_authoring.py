@@ -135,6 +135,35 @@ def test_the_shipped_maps_use_known_categories_and_properties() -> None:
         assert findings == [], path
 
 
+def test_a_map_in_degrees_converts_to_metres_and_then_checks_clean(tmp_path: Path) -> None:
+    source, output = tmp_path / "geojson-io.geojson", tmp_path / "metres.geojson"
+    source.write_text(json.dumps(_shop(_degrees)))
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "fences", "from-wgs84", str(source), "-o", str(output)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    store = parse_map(json.loads(output.read_text()), str(output))
+    assert store.wgs84_origin == (LON, LAT)
+    floor = store.floors[0].bounds
+    # 20 × 12 m drawn at 67,800 m and 111,200 m per degree; WGS84 at 52.52° N has 67,898
+    # and 111,269: the converted shop is 20.03 × 12.01 m.
+    assert floor[:2] == (0.0, 0.0)
+    assert floor[2] == pytest.approx(20 * 67_898 / 67_800, abs=0.02)
+    assert floor[3] == pytest.approx(12 * 111_269 / 111_200, abs=0.02)
+    assert store.receivers["g2"] == pytest.approx((10 * 67_898 / 67_800, 11.5 * 1.0006), abs=0.02)
+    not_degrees = subprocess.run(
+        [sys.executable, "-m", "gateway", "fences", "from-wgs84", str(output), "-o", str(source)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert not_degrees.returncode == 2  # already metres (outside degree range): refused
+    assert "not a shop in degrees; is it in metres already?" in not_degrees.stderr
+
+
 def test_docs_maps_describes_every_kind_property_and_category() -> None:
     text = (REPO / "docs" / "maps.md").read_text()
     documented = set(re.findall(r"`([a-z_0-9]+)`", text))
