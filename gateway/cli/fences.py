@@ -53,7 +53,10 @@ def _cmd_fences_render(args: argparse.Namespace) -> int:
             return bad_input(f"{trace}: trace not found")
         tracks = trace_tracks(config, store, trace)
     scene = plan_scene(store, tracks, args.scale)
-    render(scene, output)
+    try:
+        render(scene, output)
+    except OSError as exc:
+        return bad_input(f"-o {output}: {exc.strerror or exc}")
     what = f" with {len(tracks)} device tracks" if tracks else ""
     print(f"wrote {output} ({scene.width}×{scene.height} px){what}")
     return 0

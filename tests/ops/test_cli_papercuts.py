@@ -57,6 +57,21 @@ def test_sim_to_a_missing_directory_is_a_clear_error() -> None:
     assert result.stderr == "gateway: -o /missing/dir/x.jsonl: No such file or directory\n"
 
 
+def test_other_outputs_to_a_missing_directory_are_clear_errors(tmp_path: Path) -> None:
+    render = _gateway("fences", "render", str(DEMO_MAP), "-o", "/missing/dir/plan.png")
+    assert (render.returncode, render.stderr) == (
+        2,
+        "gateway: -o /missing/dir/plan.png: No such file or directory\n",
+    )
+    config = tmp_path / "gw.toml"
+    config.write_text("[gateway]\nstate_dir = 'st'\n")
+    export = _gateway("profiles", "export", "/missing/dir/p.jsonl", "--config", str(config))
+    assert (export.returncode, export.stderr) == (
+        2,
+        "gateway: /missing/dir/p.jsonl: No such file or directory\n",
+    )
+
+
 def test_locate_reads_what_sim_writes() -> None:
     trace = _gateway("sim")
     assert trace.returncode == 0
