@@ -147,7 +147,7 @@ def busy_state(folder: Path) -> tuple[Path, Path]:
     """A state directory with 100k cached profiles (500 of them the busy store's phones)
     and stock, the busy store's map, a config, and the busy trace; returns (config, trace).
     Built once per bench run and shared by the pipeline and footprint sections."""
-    from gateway.identity.importer import import_profiles
+    from gateway.identity.bulk import import_profiles
     from gateway.sim import busystore
     from gateway.store import db
     from gateway.trace import advert_line

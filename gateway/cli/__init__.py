@@ -11,6 +11,7 @@ Raspberry Pi, so nothing here or in the group modules pulls in numpy, shapely or
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -27,6 +28,7 @@ from gateway.cli import (
     status,
     tools,
 )
+from gateway.cli._common import resolve_config
 
 # The errors a handler may raise for bad input, by module: looked up only once loaded (an
 # exception can only have been raised by then), since importing them up front would load
@@ -34,6 +36,8 @@ from gateway.cli import (
 _BAD_INPUT_ERRORS = (
     ("gateway.config.schema", "ConfigError"),
     ("gateway.site.storemap", "MapError"),
+    ("gateway.cli._common", "NoConfig"),
+    ("gateway.store.lock", "StateLocked"),
 )
 
 
@@ -62,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         nfc.add_nfc,
         fences.add_fences,
         profiles.add_profiles,
+        profiles.add_stock,
         offers.add_offers,
         downlink.add_downlink,
         downlink.add_secret,
@@ -81,9 +86,17 @@ def _is_bad_input(exc: Exception) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if hasattr(args, "config"):
+            args.config = resolve_config(args.config, getattr(args, "config_mode", "required"))
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`gateway sim | head`): not an error of ours. Point stdout at
+        # /dev/null so the interpreter's final flush does not raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a writer whose pipe closed
     except Exception as exc:
         if not _is_bad_input(exc):
             raise

@@ -152,9 +152,20 @@ def add_calibrate(sub: Subparsers) -> None:
         help="measure a known beacon at a known distance; save the receiver offset",
     )
     p.add_argument("--beacon", required=True, help="a beacon feature id of the store map")
-    p.add_argument("--distance", type=float, default=1.0, help="metres from the receiver")
-    p.add_argument("--seconds", type=float, default=30.0, help="how long to measure")
+    p.add_argument(
+        "--distance", type=float, default=1.0, help="metres from the receiver (default 1)"
+    )
+    p.add_argument("--seconds", type=float, default=30.0, help="how long to measure (default 30)")
     p.add_argument("--receiver", help="which receiver (default: the one hearing it most)")
-    p.add_argument("--trace", help="measure from a recorded trace instead of the radio")
-    p.add_argument("--dry-run", action="store_true", help="report, do not save")
+    p.add_argument(
+        "--trace",
+        metavar="TRACE.jsonl",
+        help="measure from a recorded trace (docs/trace-format.md) instead of the radio: "
+        "check a recording, or calibrate from one made on site",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="measure and report, but do not save the offset to the state directory",
+    )
     p.set_defaults(func=_cmd_calibrate)

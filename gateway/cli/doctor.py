@@ -14,7 +14,8 @@ if TYPE_CHECKING:
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    from gateway.ops.doctor import FAIL, run_checks
+    from gateway.ops.checks import FAIL
+    from gateway.ops.doctor import run_checks
 
     checks = run_checks(args.config, SystemClock(), timeout_s=args.timeout)
     if args.json:
@@ -36,4 +37,5 @@ def add_doctor(sub: Subparsers) -> None:
     )
     p.add_argument("--json", action="store_true", help="machine-readable results")
     p.add_argument("--timeout", type=float, default=5.0, help="per network check, seconds")
-    p.set_defaults(func=_cmd_doctor)
+    # A missing config is a failed check in the report (--json included), not an abort.
+    p.set_defaults(func=_cmd_doctor, config_mode="report")

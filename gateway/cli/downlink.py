@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gateway.cli._common import bad_input
+from gateway.cli._common import CONFIG, CONFIG_ENV, INSTALLED_CONFIG, bad_input
 from gateway.clock import SystemClock
 
 if TYPE_CHECKING:
@@ -249,13 +249,19 @@ def add_downlink(sub: Subparsers) -> None:
         "sign", help="bind, check and sign a document or command (RFC 8785, HMAC-SHA256)"
     )
     _signing_options(p)
-    p.add_argument("--config", help="a gateway config: its store, key and limits as defaults")
-    p.set_defaults(func=_cmd_sign)
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="a gateway config: its store, key and limits as defaults (default: "
+        f"${CONFIG_ENV}, else {INSTALLED_CONFIG} if it exists)",
+    )
+    p.set_defaults(func=_cmd_sign, config_mode="optional")
     p = group_sub.add_parser(
-        "publish", help="sign and publish to the store's broker (commands: print the answer)"
+        "publish",
+        parents=[CONFIG],
+        help="sign and publish to the store's broker (commands: print the answer)",
     )
     _signing_options(p)
-    p.add_argument("--config", required=True, help="config naming the broker (its [mqtt])")
     p.add_argument("--signed", action="store_true", help="the file is signed already: send as is")
     p.add_argument(
         "--retain", action="store_true", help="retain the document (snapshots for new gateways)"

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gateway.cli._common import bad_input
+from gateway.cli._common import CONFIG_ENV, INSTALLED_CONFIG, bad_input
 
 if TYPE_CHECKING:
     from gateway.cli._common import Subparsers
@@ -53,10 +53,48 @@ def _cmd_fences_render(args: argparse.Namespace) -> int:
             return bad_input(f"{trace}: trace not found")
         tracks = trace_tracks(config, store, trace)
     scene = plan_scene(store, tracks, args.scale)
-    render(scene, output)
+    try:
+        render(scene, output)
+    except OSError as exc:
+        return bad_input(f"-o {output}: {exc.strerror or exc}")
     what = f" with {len(tracks)} device tracks" if tracks else ""
     print(f"wrote {output} ({scene.width}×{scene.height} px){what}")
     return 0
+
+
+def _cmd_fences_from_wgs84(args: argparse.Namespace) -> int:
+    """A map drawn in longitude/latitude → the same map in local metres, then checked."""
+    import json
+
+    from gateway.site.check import check_data
+    from gateway.site.wgs84 import to_local_metres
+
+    source, output = Path(args.file), Path(args.output)
+    try:
+        data = json.loads(source.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return bad_input(f"{source}: not readable JSON: {exc}")
+    origin = None
+    if args.origin:
+        try:
+            lon, lat = (float(v) for v in args.origin.split(","))
+        except ValueError:
+            return bad_input(f"--origin {args.origin!r}: expected LONGITUDE,LATITUDE")
+        origin = (lon, lat)
+    try:
+        converted = to_local_metres(data, origin)
+    except ValueError as exc:
+        return bad_input(f"{source}: {exc}")
+    try:
+        output.write_text(json.dumps(converted, indent=1) + "\n", encoding="utf-8")
+    except OSError as exc:
+        return bad_input(f"-o {output}: {exc.strerror or exc}")
+    x0, y0 = converted["properties"]["wgs84_origin"]
+    print(f"wrote {output}: metres east and north of ({x0}, {y0}); checking it:")
+    _store, findings = check_data(converted, str(output))
+    for finding in findings:
+        print(finding.line(str(output)))
+    return 2 if any(f.severity == "error" for f in findings) else 0
 
 
 def add_fences(sub: Subparsers) -> None:
@@ -70,6 +108,23 @@ def add_fences(sub: Subparsers) -> None:
     p.add_argument("-o", "--output", required=True, help="plan.svg or plan.png")
     p.add_argument("--trace", help="a recorded trace: draw the estimated device tracks")
     # Optional: without one the plan is drawn with the built-in presence settings.
-    p.add_argument("--config", help="config for the presence settings (default: built-in)")
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help=f"config for the presence settings; default: ${CONFIG_ENV}, else {INSTALLED_CONFIG} "
+        "if present, else the built-in defaults",
+    )
     p.add_argument("--scale", type=float, help="pixels per metre (default: fit ~900 px)")
-    p.set_defaults(func=_cmd_fences_render)
+    p.set_defaults(func=_cmd_fences_render, config_mode="optional")
+    p = fences_sub.add_parser(
+        "from-wgs84",
+        help="convert a map drawn in longitude/latitude (geojson.io) to local metres",
+    )
+    p.add_argument("file", metavar="FILE", help="the map in WGS84 degrees")
+    p.add_argument("-o", "--output", required=True, help="the map in metres to write")
+    p.add_argument(
+        "--origin",
+        metavar="LON,LAT",
+        help="the point that becomes (0, 0) (default: the south-west corner of the map)",
+    )
+    p.set_defaults(func=_cmd_fences_from_wgs84)

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
-from gateway.cli._common import bad_input
+from gateway.cli._common import CONFIG_ENV, INSTALLED_CONFIG, bad_input
 from gateway.clock import SystemClock
 
 if TYPE_CHECKING:
@@ -61,9 +61,11 @@ def _cmd_nfc_write(args: argparse.Namespace) -> int:
     from gateway.sources.nfc import write_ndef
 
     if args.loyalty:
-        if not args.config:
-            # Without it the card would be signed with the public demo key: forgeable.
-            return bad_input("--loyalty needs --config (the store's nfc.loyalty_key signs it)")
+        if args.config is None:
+            return bad_input(
+                "--loyalty signs the card with this store's nfc.loyalty_key: pass --config "
+                f"FILE (or set ${CONFIG_ENV}); no config found at {INSTALLED_CONFIG}"
+            )
         config = load_config(args.config)
         key = bytes.fromhex(config.nfc.loyalty_key)
         message = loyalty.token_record(key, args.loyalty, args.token_id)
@@ -94,6 +96,11 @@ def add_nfc(sub: Subparsers) -> None:
     what.add_argument("--loyalty", metavar="PROFILE", help="loyalty card for this profile id")
     p.add_argument("--token-id", default="card-1", help="loyalty token id (for revocation)")
     # Optional: only --loyalty needs a key from the config.
-    p.add_argument("--config", help="config with nfc.loyalty_key (needed for --loyalty)")
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help=f"config with nfc.loyalty_key (--loyalty only); default: ${CONFIG_ENV}, else "
+        f"{INSTALLED_CONFIG}",
+    )
     p.add_argument("--timeout", type=float, default=10.0)
-    p.set_defaults(func=_cmd_nfc_write)
+    p.set_defaults(func=_cmd_nfc_write, config_mode="optional")

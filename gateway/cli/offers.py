@@ -24,9 +24,10 @@ def _cmd_offers_why(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     tz = ZoneInfo(config.gateway.timezone)
+    key = bytes.fromhex(config.gateway.pseudonym_key)
     conn = db.connect(config.state_path / "gateway.db")
     try:
-        rows = why(conn, args.who, bytes.fromhex(config.gateway.pseudonym_key))
+        rows = why(conn, args.who, key)
     finally:
         conn.close()
     if not rows:
@@ -73,9 +74,14 @@ def add_offers(sub: Subparsers) -> None:
     p = offers_sub.add_parser(
         "why", parents=[CONFIG], help="explain every decision for a profile or device"
     )
-    p.add_argument("who", help="profile id or device id")
+    p.add_argument(
+        "who",
+        help="a profile id (p-…) or a device as the console, logs and events show it (dev-…)",
+    )
     p.set_defaults(func=_cmd_offers_why)
     p = offers_sub.add_parser("redeem", parents=[CONFIG], help="redeem a code typed at the counter")
     p.add_argument("code", help="the offer code, e.g. PK-7Q2M-XK4D (case and dashes optional)")
-    p.add_argument("--touchpoint", default="counter", help="where it was redeemed")
+    p.add_argument(
+        "--touchpoint", default="counter", help="where it was redeemed (default: counter)"
+    )
     p.set_defaults(func=_cmd_offers_redeem)

@@ -1,4 +1,5 @@
-"""`gateway profiles`: bulk import and export of the shopper profile cache."""
+"""`gateway profiles` and `gateway stock`: load shopper profiles (with their carts) and stock
+from files into the state database, export the profile cache. Formats: docs/data-formats.md."""
 
 from __future__ import annotations
 
@@ -12,11 +13,34 @@ from gateway.clock import SystemClock
 
 if TYPE_CHECKING:
     from gateway.cli._common import Subparsers
+    from gateway.identity.bulk import ImportReport
+
+FORMAT_HELP = (
+    "jsonl (one record per line), json (one document) or csv; default: by the file's suffix "
+    "(.jsonl/.ndjson, .json, .csv)"
+)
+
+
+def _print_report(path: Path, report: ImportReport, what: str, dry_run: bool) -> int:
+    for note in report.notes:
+        print(f"{path}: note: {note}", file=sys.stderr)
+    for line, field, reason in report.errors:
+        print(f"{path}:{line}: {field or 'line'}: {reason}", file=sys.stderr)
+    if report.errors:
+        lines = len({line for line, _, _ in report.errors})
+        print(
+            f"nothing imported: {len(report.errors)} problem(s) on {lines} line(s) of {path} "
+            f"(the other {report.records} {what} are fine); fix them and run again "
+            "(--dry-run checks without writing)",
+            file=sys.stderr,
+        )
+        return 2
+    return 0
 
 
 def _cmd_profiles_import(args: argparse.Namespace) -> int:
     from gateway.config.sections import load_config
-    from gateway.identity.importer import import_profiles
+    from gateway.identity.bulk import import_profiles
     from gateway.store import db
 
     config = load_config(args.config)
@@ -26,26 +50,71 @@ def _cmd_profiles_import(args: argparse.Namespace) -> int:
     conn = db.connect(config.state_path / "gateway.db")
     clock = SystemClock()
     started = clock.monotonic()
+    tty = sys.stderr.isatty()
 
     def progress(done: int, total: int) -> None:
+        if not tty:
+            return  # a bar is for people watching; a log gets the summary line
         end = "\n" if done >= total else ""
         print(
-            f"\r[{bar(BAR_WIDTH * done // total, '-')}] {100 * done // total:3d} %  "
-            f"{done}/{total} lines",
+            f"\r[{bar(BAR_WIDTH * done // total, '-')}] {100 * done // total:3d} %",
             end=end,
             file=sys.stderr,
             flush=True,
         )
 
-    report = import_profiles(conn, path, progress)
-    conn.close()
-    for line, field, reason in report.errors:
-        print(f"{path}:{line}: {field or 'line'}: {reason}", file=sys.stderr)
-    print(
-        f"imported {report.imported} profiles, rejected {len(report.errors)} lines "
-        f"in {clock.monotonic() - started:.2f} s"
+    try:
+        report = import_profiles(conn, path, progress, form=args.format, dry_run=args.dry_run)
+    finally:
+        conn.close()
+    code = _print_report(path, report, "profiles", args.dry_run)
+    if code:
+        return code
+    counts = (
+        f"{report.records} profiles ({report.identifiers} identifiers, "
+        f"{report.cart_items} cart items)"
     )
-    return 1 if report.errors else 0
+    if args.dry_run:
+        print(f"dry run: {path} is good: would import {counts}; nothing written")
+    else:
+        print(f"imported {counts} in {clock.monotonic() - started:.2f} s")
+    return 0
+
+
+def _cmd_stock_import(args: argparse.Namespace) -> int:
+    from gateway.config.sections import load_config
+    from gateway.identity.bulk import import_stock
+    from gateway.site.storemap import load_map
+    from gateway.store import db
+
+    config = load_config(args.config)
+    path = Path(args.file)
+    if not path.is_file():
+        return bad_input(f"{path}: no such file")
+    # Stock names the zone it lies in: checked against the store's map (MapError: exit 2).
+    store = load_map(config.resolve(config.map.path))
+    zones = {zone.id for zone in store.zones}
+    conn = db.connect(config.state_path / "gateway.db")
+    try:
+        report = import_stock(
+            conn, path, form=args.format, dry_run=args.dry_run, replace=args.replace, zones=zones
+        )
+        total = conn.execute("SELECT count(*) FROM stock").fetchone()[0]
+    finally:
+        conn.close()
+    code = _print_report(path, report, "items", args.dry_run)
+    if code:
+        return code
+    mode = "replacing the whole stock" if args.replace else "adding to and updating the stock"
+    if args.dry_run:
+        print(f"dry run: {path} is good: would import {report.records} items, {mode}")
+    else:
+        print(
+            f"imported {report.records} stock items ({mode}); {total} items in stock now. "
+            "A running daemon uses them at once; new shelf zones count for dwell triggers "
+            "after `systemctl reload proximity-gateway`"
+        )
+    return 0
 
 
 def _cmd_profiles_export(args: argparse.Namespace) -> int:
@@ -55,25 +124,70 @@ def _cmd_profiles_export(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     conn = db.connect(config.state_path / "gateway.db")
-    with open(args.file, "w", encoding="utf-8") as out:
-        count = export_profiles(conn, out)
-    conn.close()
-    print(f"exported {count} profiles to {args.file}")
+    try:
+        if args.file == "-":
+            count = export_profiles(conn, sys.stdout)
+        else:
+            with open(args.file, "w", encoding="utf-8") as out:
+                count = export_profiles(conn, out)
+    except OSError as exc:
+        return bad_input(f"{args.file}: {exc.strerror}")
+    finally:
+        conn.close()
+    print(f"exported {count} profiles to {args.file}", file=sys.stderr)
     return 0
 
 
+def _import_options(p: argparse.ArgumentParser, example: str) -> None:
+    p.add_argument("file", help=example)
+    p.add_argument("--format", choices=("jsonl", "json", "csv"), help=FORMAT_HELP)
+    p.add_argument(
+        "--dry-run", action="store_true", help="check the whole file and report; write nothing"
+    )
+
+
 def add_profiles(sub: Subparsers) -> None:
-    profiles = sub.add_parser("profiles", help="the shopper profile cache")
+    profiles = sub.add_parser("profiles", help="the shopper profile cache: import, export")
     profiles_sub = profiles.add_subparsers(dest="profiles_command", required=True)
     p = profiles_sub.add_parser(
         "import",
         parents=[CONFIG],
-        help="import profiles from JSON lines or CSV; bad lines are reported, not fatal",
+        help="import shopper profiles with their carts (JSON lines, JSON document or CSV); "
+        "strict: one bad line and nothing is imported, every problem is listed",
+        description="Import shopper profiles with their carts. The whole file is checked "
+        "first; if any line is bad, every problem is listed (file:line: field: reason) and "
+        "nothing is written (exit 2). Each profile replaces the stored one with the same "
+        "profile_id (identifiers and cart included); others are kept. "
+        "Formats: docs/data-formats.md.",
     )
-    p.add_argument("file", help="FILE.jsonl or FILE.csv")
+    _import_options(p, "profiles.jsonl, profiles.json or profiles.csv")
     p.set_defaults(func=_cmd_profiles_import)
     p = profiles_sub.add_parser(
-        "export", parents=[CONFIG], help="write every cached profile as JSON lines"
+        "export",
+        parents=[CONFIG],
+        help="write every cached profile as JSON lines (the import format; '-' for stdout)",
     )
-    p.add_argument("file", help="FILE.jsonl (the import format)")
+    p.add_argument("file", help="FILE.jsonl to write, or - for stdout")
     p.set_defaults(func=_cmd_profiles_export)
+
+
+def add_stock(sub: Subparsers) -> None:
+    stock = sub.add_parser("stock", help="what is on the shelves: import")
+    stock_sub = stock.add_subparsers(dest="stock_command", required=True)
+    p = stock_sub.add_parser(
+        "import",
+        parents=[CONFIG],
+        help="import stock items (sku, title, quantity, zone_id) from JSON lines, a JSON "
+        "document or CSV; zones checked against the map; all or nothing",
+        description="Import stock items. Every item is checked (its zone_id against the "
+        "configured map) before anything is written; one bad line and nothing is (exit 2). "
+        "Items replace the stored ones with the same sku; with --replace the file is the "
+        "whole stock. Formats: docs/data-formats.md.",
+    )
+    _import_options(p, "stock.jsonl, stock.json or stock.csv")
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="the file is the whole stock: items not in it are removed",
+    )
+    p.set_defaults(func=_cmd_stock_import)

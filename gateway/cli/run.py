@@ -50,6 +50,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from gateway.runtime.gateway import Gateway
     from gateway.runtime.loop import run_gateway
     from gateway.runtime.sources import replay_rebase, replay_source
+    from gateway.store.lock import lock_state
 
     config = load_config(args.config)
     if not config.mqtt.enabled:
@@ -57,17 +58,24 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     trace = Path(args.trace)
     if not trace.exists():
         return bad_input(f"{trace}: trace not found")
+    lock = lock_state(config.state_path)  # not beside a daemon on the same state
     gateway = Gateway(config, quiet_sink=True, clock=SystemClock())
     try:
         rebase = replay_rebase(gateway, args.keep_times, args.start or "")
     except ValueError as exc:
         gateway.close()
+        lock.release()
         return bad_input(f"--start {exc}")
-    summary, uplink = asyncio.run(
-        run_gateway(
-            gateway, [replay_source(gateway, trace, 0.0, rebase)], drain_s=args.until_drained
+    try:
+        summary, uplink = asyncio.run(
+            run_gateway(
+                gateway, [replay_source(gateway, trace, 0.0, rebase)], drain_s=args.until_drained
+            )
         )
-    )
+    except BaseException:
+        gateway.close()
+        lock.release()
+        raise
     assert uplink is not None
     depth = gateway.outbox.depth()
     progress = gateway.replay_progress
@@ -87,22 +95,37 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         + (f"; last error: {uplink.stats.last_error}" if uplink.stats.last_error else "")
     )
     gateway.close()
+    lock.release()
     return 0 if depth == 0 else 1
 
 
 def _cmd_sim(args: argparse.Namespace) -> int:
-    from gateway.config.sections import Config
-    from gateway.sim.walkers import demo_scenario
+    """The demo scenario, or shoppers walking through your map, as a trace (JSON lines)."""
+    if args.shoppers < 1:
+        return bad_input("--shoppers must be 1 or more")
+    if args.map:
+        from gateway.sim.anymap import map_scenario
+        from gateway.site.storemap import load_map
 
-    key = bytes.fromhex(Config().nfc.loyalty_key)
-    lines = demo_scenario(args.seed, key)
-    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
-    try:
+        store = load_map(Path(args.map))  # MapError: exit 2 with the feature and the fix
+        lines = map_scenario(store, args.seed, args.shoppers)
+    else:
+        from gateway.config.sections import Config
+        from gateway.sim.walkers import demo_scenario
+
+        lines = demo_scenario(args.seed, bytes.fromhex(Config().nfc.loyalty_key))
+    if not args.output or args.output == "-":
         for line in lines:
-            out.write(line + "\n")
-    finally:
-        if out is not sys.stdout:
-            out.close()
+            sys.stdout.write(line + "\n")  # a closed pipe (| head) is handled by main()
+        return 0
+    output = Path(args.output)
+    try:
+        with output.open("w", encoding="utf-8") as out:
+            for line in lines:
+                out.write(line + "\n")
+    except OSError as exc:
+        return bad_input(f"-o {output}: {exc.strerror or exc}")
+    print(f"wrote {len(lines)} lines to {output}", file=sys.stderr)
     return 0
 
 
@@ -166,7 +189,18 @@ def add_replay(sub: Subparsers) -> None:
 
 
 def add_sim(sub: Subparsers) -> None:
-    p = sub.add_parser("sim", help="generate the demo scenario trace from the simulator")
-    p.add_argument("--seed", type=int, default=7)
-    p.add_argument("-o", "--output", help="file to write (default stdout)")
+    p = sub.add_parser(
+        "sim",
+        help="simulate shoppers as a trace: the demo bookstore, or your own map (--map)",
+        description="Write a trace (docs/trace-format.md) of simulated shoppers: the demo "
+        "bookstore's scenario, or with --map shoppers walking through your map's zones "
+        "(shopper i advertises iBeacon 5f2b7a10-3c4d-4e8f-9a1b-2c3d4e5f6a7b:100:i). Replay it "
+        "with [sources.replay], or pipe it into `gateway locate --map`.",
+    )
+    p.add_argument("--seed", type=int, default=7, help="random seed (default 7: the demo trace)")
+    p.add_argument("--map", metavar="STORE.geojson", help="simulate this store map instead")
+    p.add_argument(
+        "--shoppers", type=int, default=3, help="with --map: how many shoppers (default 3)"
+    )
+    p.add_argument("-o", "--output", metavar="FILE", help="file to write (default: stdout)")
     p.set_defaults(func=_cmd_sim)

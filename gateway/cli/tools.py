@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gateway.cli._common import bad_input
+from gateway.cli._common import CONFIG_ENV, INSTALLED_CONFIG, bad_input
 
 if TYPE_CHECKING:
     from gateway.cli._common import Subparsers
@@ -49,20 +49,38 @@ def _cmd_locate(args: argparse.Namespace) -> int:
         zones = ZoneTracker(store.zones, hysteresis_m=0.0, dwell_s=0.0, min_inside_s=0.0)
     stats = LocateStats()
     errors: list[str] = []
+    shown = 0
+
+    def report() -> None:
+        nonlocal shown
+        for error in errors:
+            shown += 1
+            if shown <= MAX_REPORTED_LINES:
+                print(f"gateway locate: {error}", file=sys.stderr)
+        errors.clear()
+
     for estimate in locate(sys.stdin, tracker, zones, stats, errors):
         sys.stdout.write(json.dumps(estimate) + "\n")
-        for error in errors:
-            print(f"gateway locate: {error}", file=sys.stderr)
-        errors.clear()
-    for error in errors:
-        print(f"gateway locate: {error}", file=sys.stderr)
-    if stats.rejected:
+        report()
+    report()
+    if shown > MAX_REPORTED_LINES:
         print(
-            f"gateway locate: {stats.lines} sightings, {stats.estimates} estimates, "
-            f"rejected {stats.rejected}",
+            f"gateway locate: … and {shown - MAX_REPORTED_LINES} more rejected lines",
             file=sys.stderr,
         )
+    if stats.rejected:
+        reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(stats.rejected.items()))
+        print(
+            f"gateway locate: {stats.lines} lines, {stats.estimates} estimates; "
+            f"rejected {sum(stats.rejected.values())} lines ({reasons})",
+            file=sys.stderr,
+        )
+        return 2
     return 0
+
+
+# Rejected lines named one by one on stderr; the rest are counted by reason.
+MAX_REPORTED_LINES = 20
 
 
 def _cmd_eid(args: argparse.Namespace) -> int:
@@ -209,7 +227,11 @@ def add_config_template(sub: Subparsers) -> None:
 
 
 def add_locate(sub: Subparsers) -> None:
-    p = sub.add_parser("locate", help="sightings (JSON lines) on stdin → position estimates")
+    p = sub.add_parser(
+        "locate",
+        help="sightings or a trace (JSON lines) on stdin → position estimates; exit 2 if any "
+        "line was rejected",
+    )
     p.add_argument("--map", required=True, help="store map (GeoJSON) with gateway receivers")
     p.add_argument(
         "--method",
@@ -217,8 +239,14 @@ def add_locate(sub: Subparsers) -> None:
         default=None,
         help="default: the config's presence.method (max_likelihood)",
     )
-    p.add_argument("--config", default=None, help="config for presence settings (optional)")
-    p.set_defaults(func=_cmd_locate)
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None,
+        help=f"config for the presence settings; default: ${CONFIG_ENV}, else {INSTALLED_CONFIG} "
+        "if present, else the built-in defaults",
+    )
+    p.set_defaults(func=_cmd_locate, config_mode="optional")
 
 
 def add_decode(sub: Subparsers) -> None:

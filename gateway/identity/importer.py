@@ -1,34 +1,24 @@
-"""Bulk import of shopper profiles: JSON lines or CSV, validated line by line.
+"""Shopper and stock records: the one validator for profile, cart and stock documents.
 
-A bad line is reported (line number, field, reason) and skipped; it never aborts the good
-ones. Good lines are written in batches of `BATCH` per transaction (fast, and a crash loses
-at most the batch being written, which a re-import repeats idempotently: rows are upserts).
-
-JSON lines: one profile per line, as in the downlink/seed format:
-  {"profile_id": "p-1", "consent": {"proximity_offers": true, "at": "...", "source": "app"},
-   "language": "en", "opted_out": false,
-   "identifiers": [{"kind": "ibeacon", "value": "uuid:major:minor"}, ...],
-   "cart": [{"sku": "...", "title": "...", "price": 9.9, "added_at": "..."}]}
-CSV: a header with profile_id, proximity_offers, consent_at, consent_source, language,
-opted_out, and optional identifier columns ibeacon, eddystone_uid, nfc_uid, eid_key, irk.
+`profile_rows`, `cart_rows` and `stock_row` check one document completely and turn it into
+table rows; imports (`identity/bulk.py`), the seed loader and downlink updates all use them, so
+a document means the same wherever it comes from. Validation is strict: an unknown field (a
+typo such as "consnet") is an error naming it, never silently ignored. The formats are
+described for users in docs/data-formats.md. `export_profiles` writes the import format.
 """
 
 from __future__ import annotations
 
-import csv
+import difflib
 import json
 import math
 import re
 import sqlite3
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from gateway.identity.rotating import EidKey
-from gateway.store.db import transaction
 
-BATCH = 5000
 IDENTIFIER_KINDS = ("ibeacon", "eddystone_uid", "altbeacon", "nfc_uid", "eid_key", "irk")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
@@ -97,7 +87,8 @@ def normalise_identifier(kind: str, value: Any) -> str:
     return v
 
 
-def _bool(value: Any, name: str) -> bool:
+def parse_bool(value: Any, name: str) -> bool:
+    """A yes/no cell of a CSV file: true/false, yes/no, 1/0 (any case); empty is false."""
     if isinstance(value, bool):
         return value
     if isinstance(value, str) and value.strip().lower() in (
@@ -119,14 +110,58 @@ def _json_bool(value: Any, name: str) -> bool:
     return value
 
 
+# The fields each document may have; anything else is refused with its name.
+PROFILE_FIELDS = (
+    "profile_id",
+    "consent",
+    "language",
+    "opted_out",
+    "identifiers",
+    "cart",
+    "segments",
+    "declined_skus",
+    "preferences",
+)
+CONSENT_FIELDS = ("proximity_offers", "at", "source")
+IDENTIFIER_FIELDS = ("kind", "value")
+CART_FIELDS = ("sku", "title", "price", "added_at")
+STOCK_FIELDS = ("sku", "title", "quantity", "zone_id")
+
+
+def unknown_field(name: str, known: tuple[str, ...], prefix: str = "") -> LineError:
+    """The error for a field nobody reads: its name, the closest known one, the known ones."""
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return LineError(f"{prefix}{name}", f"unknown field; {hint}known: {', '.join(known)}")
+
+
+def _only(obj: dict[str, Any], known: tuple[str, ...], prefix: str = "") -> None:
+    for name in obj:
+        if name not in known:
+            raise unknown_field(str(name), known, prefix)
+
+
+def _opt_text(obj: dict[str, Any], key: str, where: str, limit: int = 512) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > limit:
+        raise LineError(where, f"expected text (at most {limit} characters)")
+    return value
+
+
 def cart_rows(profile_id: str, items: Any, prefix: str = "cart") -> list[tuple[Any, ...]]:
     """Validated cart item rows (profile_id, sku, title, price, added_at)."""
     if not isinstance(items, list):
         raise LineError(prefix, "expected a list of items")
-    rows = []
+    rows: list[tuple[Any, ...]] = []
     for i, item in enumerate(items):
-        if not isinstance(item, dict) or not isinstance(item.get("sku"), str) or not item["sku"]:
-            raise LineError(f"{prefix}[{i}].sku", "expected a non-empty string")
+        where = f"{prefix}[{i}]"
+        if not isinstance(item, dict):
+            raise LineError(where, "expected an object {sku, title, price, added_at}")
+        _only(item, CART_FIELDS, f"{where}.")
+        if not isinstance(item.get("sku"), str) or not item["sku"].strip():
+            raise LineError(f"{where}.sku", "expected a non-empty string")
         price = item.get("price", 0)
         if (
             isinstance(price, bool)
@@ -134,32 +169,60 @@ def cart_rows(profile_id: str, items: Any, prefix: str = "cart") -> list[tuple[A
             or not math.isfinite(price)
             or price < 0
         ):
-            raise LineError(f"{prefix}[{i}].price", "expected a non-negative number")
-        title, added_at = str(item.get("title", "")), str(item.get("added_at", ""))
-        rows.append((profile_id, item["sku"], title, float(price), added_at))
+            raise LineError(f"{where}.price", "expected a non-negative number")
+        title = _opt_text(item, "title", f"{where}.title") or ""
+        added_at = _opt_text(item, "added_at", f"{where}.added_at", 64) or ""
+        sku = item["sku"].strip()
+        if any(row[1] == sku for row in rows):
+            raise LineError(f"{where}.sku", f"{sku!r} is in this cart twice")
+        rows.append((profile_id, sku, title, float(price), added_at))
     return rows
+
+
+def stock_row(obj: Any) -> tuple[str, str, int, str]:
+    """One validated stock item: (sku, title, quantity, zone_id)."""
+    if not isinstance(obj, dict):
+        raise LineError("", "expected an object {sku, title, quantity, zone_id}")
+    _only(obj, STOCK_FIELDS)
+    sku = obj.get("sku")
+    if not isinstance(sku, str) or not sku.strip():
+        raise LineError("sku", "expected a non-empty string")
+    quantity = obj.get("quantity")
+    if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 0:
+        raise LineError("quantity", "expected a whole number, 0 or more")
+    zone = _opt_text(obj, "zone_id", "zone_id", 128) or ""
+    return sku.strip(), _opt_text(obj, "title", "title") or "", quantity, zone.strip()
 
 
 def profile_rows(obj: Any, rows: Rows) -> None:
     """Validate one profile document completely, then append its rows. The one validator
-    for profile documents: imports and downlink updates both use it."""
+    for profile documents: imports and downlink updates both use it. Unknown fields, at any
+    depth, are refused with their name."""
     if not isinstance(obj, dict):
         raise LineError("", "expected a JSON object")
+    _only(obj, PROFILE_FIELDS)
     pid = obj.get("profile_id")
     if not isinstance(pid, str) or not pid.strip():
         raise LineError("profile_id", "expected a non-empty string")
     consent = obj.get("consent", {})
     if not isinstance(consent, dict):
-        raise LineError("consent", "expected an object")
+        raise LineError("consent", "expected an object {proximity_offers, at, source}")
+    _only(consent, CONSENT_FIELDS, "consent.")
     offers = _json_bool(consent.get("proximity_offers", False), "consent.proximity_offers")
+    consent_at = _opt_text(consent, "at", "consent.at", 64)
+    consent_source = _opt_text(consent, "source", "consent.source", 128)
     opted_out = _json_bool(obj.get("opted_out", False), "opted_out")
     language = obj.get("language", "en")
     if not isinstance(language, str) or not 2 <= len(language) <= 8:
         raise LineError("language", "expected a language tag like 'en' or 'de-AT'")
+    listed = obj.get("identifiers", [])
+    if not isinstance(listed, list):
+        raise LineError("identifiers", "expected a list of objects {kind, value}")
     identifiers = []
-    for ident in obj.get("identifiers", []):
+    for i, ident in enumerate(listed):
         if not isinstance(ident, dict):
             raise LineError("identifiers", "expected objects {kind, value}")
+        _only(ident, IDENTIFIER_FIELDS, f"identifiers[{i}].")
         kind = str(ident.get("kind"))
         identifiers.append((kind, normalise_identifier(kind, ident.get("value")), pid))
     carts = cart_rows(pid, obj.get("cart", []))
@@ -170,8 +233,8 @@ def profile_rows(obj: Any, rows: Rows) -> None:
         (
             pid,
             int(offers),
-            consent.get("at"),
-            consent.get("source"),
+            consent_at,
+            consent_source,
             language,
             int(opted_out),
             json.dumps(sorted(set(segments))),
@@ -241,110 +304,6 @@ def row_writes(rows: Rows) -> list[tuple[str, list[tuple[Any, ...]]]]:
         ),
         (CART_INSERT, rows.carts),
     ]
-
-
-def _csv_profile(row: dict[str, str]) -> dict[str, Any]:
-    cap = (row.get("max_offers_per_day") or "").strip()
-    if cap and not cap.isdigit():
-        raise LineError("max_offers_per_day", "expected a whole number")
-    obj: dict[str, Any] = {
-        "profile_id": row.get("profile_id", ""),
-        "consent": {
-            "proximity_offers": _bool(row.get("proximity_offers", "false"), "proximity_offers"),
-            "at": row.get("consent_at") or None,
-            "source": row.get("consent_source") or None,
-        },
-        "language": row.get("language") or "en",
-        "opted_out": _bool(row.get("opted_out", "false"), "opted_out"),
-        # lists in CSV cells: separated by ';'
-        "segments": _cells(row.get("segments")),
-        "declined_skus": _cells(row.get("declined_skus")),
-        "identifiers": [
-            {"kind": kind, "value": row[kind]} for kind in IDENTIFIER_KINDS if row.get(kind)
-        ],
-    }
-    if cap:
-        obj["preferences"] = {"max_offers_per_day": int(cap)}
-    return obj
-
-
-def _cells(text: str | None) -> list[str]:
-    return [part.strip() for part in (text or "").split(";") if part.strip()]
-
-
-def read_documents(path: Path) -> Iterator[tuple[int, Any | LineError]]:
-    """(line number, profile document or LineError) for every record of the file."""
-    if path.suffix.lower() == ".csv":
-        with path.open(newline="", encoding="utf-8", errors="replace") as f:
-            reader = csv.DictReader(f)
-            if not reader.fieldnames or "profile_id" not in reader.fieldnames:
-                yield 1, LineError("header", "CSV needs a header with profile_id")
-                return
-            for row in reader:
-                if None in row:
-                    yield reader.line_num, LineError("", "more fields than the header")
-                    continue
-                try:
-                    yield reader.line_num, _csv_profile(row)
-                except LineError as exc:
-                    yield reader.line_num, exc
-        return
-    with path.open(encoding="utf-8", errors="replace") as f:
-        for number, text in enumerate(f, start=1):
-            if not text.strip():
-                continue
-            try:
-                yield number, json.loads(text)
-            except json.JSONDecodeError as exc:
-                yield number, LineError("", f"not JSON ({exc.msg})")
-
-
-@dataclass(slots=True)
-class ImportReport:
-    imported: int = 0
-    errors: list[tuple[int, str, str]] = field(default_factory=list)  # line, field, reason
-
-
-def count_lines(path: Path) -> int:
-    with path.open("rb") as f:
-        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
-
-
-def import_profiles(
-    conn: sqlite3.Connection,
-    path: Path,
-    progress: Callable[[int, int], None] | None = None,
-) -> ImportReport:
-    """Import every good line; `progress(lines done, lines total)` after each batch."""
-    report = ImportReport()
-    total = max(1, count_lines(path))
-    rows = Rows()
-
-    def flush() -> None:
-        with transaction(conn):
-            for sql, values in row_writes(rows):
-                conn.executemany(sql, values)
-        report.imported += len(rows.profiles)
-
-    number = 0
-    for number, doc in read_documents(path):
-        if isinstance(doc, LineError):
-            report.errors.append((number, doc.field, doc.reason))
-            continue
-        try:
-            profile_rows(doc, rows)
-        except LineError as exc:
-            report.errors.append((number, exc.field, exc.reason))
-        if len(rows.profiles) >= BATCH:
-            flush()
-            rows = Rows()
-            if progress is not None:
-                progress(min(number, total), total)
-    if rows.profiles:
-        flush()
-    if progress is not None:
-        progress(total, total)
-    return report
 
 
 def export_profiles(conn: sqlite3.Connection, out: Any) -> int:

@@ -12,7 +12,6 @@ import hashlib
 import hmac
 import json
 import sqlite3
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,28 +152,27 @@ class IdentityStore:
         return {str(r[0]) for r in rows if r[0]}
 
     def load_seed(self, seed: dict[str, Any]) -> None:
-        """Load a seed document (profiles in the import format, and stock) atomically;
-        profiles go through the importer's validator (a bad one raises ValueError)."""
-        from gateway.identity.importer import LineError, Rows, profile_rows, row_writes
+        """Load a seed document (profiles and stock in the import format) atomically; both
+        go through the importer's validators (a bad entry raises ValueError naming it)."""
+        from gateway.identity.importer import LineError, Rows, profile_rows, row_writes, stock_row
 
         rows = Rows()
-        for index, document in enumerate(seed.get("profiles", [])):
-            try:
-                profile_rows(document, rows)
-            except LineError as exc:
-                raise ValueError(f"profiles[{index}].{exc.field}: {exc.reason}") from None
+        stock: list[tuple[str, str, int, str]] = []
+        for key in ("profiles", "stock"):
+            for index, document in enumerate(seed.get(key, [])):
+                try:
+                    if key == "profiles":
+                        profile_rows(document, rows)
+                    else:
+                        stock.append(stock_row(document))
+                except LineError as exc:
+                    where = f"{key}[{index}]" + (f".{exc.field}" if exc.field else "")
+                    raise ValueError(f"{where}: {exc.reason}") from None
         with transaction(self.conn):
             for sql, params in row_writes(rows):
                 if params:
                     self.conn.executemany(sql, params)
-            _upsert(self.conn, "stock", seed.get("stock", []))
-
-
-def _upsert(conn: sqlite3.Connection, table: str, rows: Iterable[dict[str, Any]]) -> None:
-    rows = list(rows)
-    if not rows:
-        return
-    columns = list(rows[0])
-    placeholders = ", ".join("?" for _ in columns)
-    sql = f"INSERT OR REPLACE INTO {table} ({', '.join(columns)}) VALUES ({placeholders})"
-    conn.executemany(sql, [tuple(r.get(c) for c in columns) for r in rows])
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO stock (sku, title, quantity, zone_id) VALUES (?,?,?,?)",
+                stock,
+            )

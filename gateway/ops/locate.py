@@ -1,6 +1,8 @@
 """`gateway locate`: sightings (JSON lines) → position estimates (JSON lines).
 
-Input, one per line: {"t": unix_s, "receiver": id, "device": id, "rssi": dBm}. Receivers are
+Input, one per line: {"t": unix_s, "receiver": id, "device": id, "rssi": dBm}, or a trace line
+as `gateway sim` and the recorder write them (docs/trace-format.md: `address` for the device,
+`adapter` for the receiver; NFC taps and `#` comments are skipped). Receivers are
 the map's `gateway` features (positions, optional `measured_power` and
 `path_loss_exponent`). Sightings with the same `t` are folded in together, then one estimate
 is written per device they touched: {"t", "device", "x", "y", "uncertainty_m", "zones",
@@ -28,6 +30,7 @@ from gateway.zones.tracker import ZoneTracker
 class LocateStats:
     lines: int = 0
     estimates: int = 0
+    skipped: int = 0  # trace lines that are not sightings (NFC taps)
     rejected: dict[str, int] = field(default_factory=dict)
 
     def reject(self, reason: str) -> None:
@@ -39,25 +42,29 @@ def make_tracker(config: Config, store: StoreMap, method: str | None = None) -> 
     return tracker_for(config, store, load_beacon_profile(config.presence.device_profile), method)
 
 
-def _sighting(text: str) -> tuple[float, str, str, float] | str:
+def _sighting(text: str) -> tuple[float, str, str, float] | str | None:
+    """The sighting on a line, the reason it is not one, or None for a trace line that is
+    no sighting (an NFC tap)."""
     try:
         obj = json.loads(text)
     except json.JSONDecodeError:
         return "not JSON"
     if not isinstance(obj, dict):
         return "expected a JSON object"
-    t, receiver, device, rssi = (
-        obj.get("t"),
-        obj.get("receiver"),
-        obj.get("device"),
-        obj.get("rssi"),
-    )
+    kind = obj.get("kind", "ble")
+    if kind == "nfc":
+        return None
+    if kind != "ble":
+        return f"kind: {kind!r} is neither a BLE sighting nor an NFC tap"
+    t, rssi = obj.get("t"), obj.get("rssi")
+    receiver = obj.get("receiver", obj.get("adapter"))
+    device = obj.get("device", obj.get("address"))
     if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
         return "t: expected a number of seconds"
     if not isinstance(receiver, str) or not receiver:
-        return "receiver: expected a string"
+        return "receiver: expected a string (a gateway feature id of the map)"
     if not isinstance(device, (str, int)) or device == "":
-        return "device: expected a string"
+        return "device: expected a string (or 'address', as in a trace)"
     if isinstance(rssi, bool) or not isinstance(rssi, (int, float)) or not math.isfinite(rssi):
         return "rssi: expected a number (dBm)"
     return float(t), receiver, str(device), float(rssi)
@@ -100,10 +107,13 @@ def locate(
         pending.clear()
 
     for number, text in enumerate(lines, start=1):
-        if not text.strip():
+        if not text.strip() or text.lstrip().startswith("#"):
             continue
         stats.lines += 1
         parsed = _sighting(text)
+        if parsed is None:
+            stats.skipped += 1
+            continue
         if isinstance(parsed, str):
             stats.reject("malformed")
             errors.append(f"line {number}: {parsed}")

@@ -35,6 +35,7 @@ from gateway.runtime.metrics import Runtime
 from gateway.runtime.sources import ble_sources, nfc_sources, replay_rebase, replay_source
 from gateway.service.sdnotify import Notifier
 from gateway.site.storemap import MapError
+from gateway.store.lock import lock_state
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,11 @@ class Service:
 
     async def run(self) -> int:
         config = load_config(self.config_file)
+        # One daemon per state directory (StateLocked names the other one); held to the end.
+        with lock_state(config.state_path):
+            return await self._run(config)
+
+    async def _run(self, config: Config) -> int:
         gateway = self.gateway = self.gateway_factory(config, self.clock)
         gateway.add_sink(self._on_events)
         if self.verbose:

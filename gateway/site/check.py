@@ -8,17 +8,26 @@ hardware profiles that do not exist, levels without receivers.
 
 from __future__ import annotations
 
+import difflib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from shapely import STRtree
 from shapely.geometry import Point
 
 from gateway.config.schema import ConfigError
 from gateway.site.hardware import load_beacon_profile
-from gateway.site.storemap import MapError, StoreMap, parse_map
+from gateway.site.storemap import (
+    FEATURE_PROPERTIES,
+    MAP_PROPERTIES,
+    ZONE_CATEGORIES,
+    MapError,
+    StoreMap,
+    degrees_problem,
+    parse_map,
+)
 
 Severity = Literal["error", "warning"]
 # Overlaps smaller than this (m²) are drawing slop along a shared edge, not real overlaps.
@@ -60,8 +69,49 @@ def check_data(data: object, file: str) -> tuple[StoreMap | None, list[Finding]]
     except MapError as fatal:  # not even a FeatureCollection
         return None, [Finding("error", fatal.where, fatal.problem)]
     findings = [Finding("error", p.where, p.problem) for p in problems]
+    findings += _properties(data)
     findings += check_store(store)
     return store, findings
+
+
+def _hint(name: str, known: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
+def _properties(data: Any) -> list[Finding]:
+    """Properties nobody reads: a typo (`dwel_s`) would silently fall back to the default."""
+    out: list[Finding] = []
+    top = data.get("properties") or {} if isinstance(data, dict) else {}
+    for name in top if isinstance(top, dict) else {}:
+        if name not in MAP_PROPERTIES:
+            out.append(
+                Finding(
+                    "warning",
+                    "properties",
+                    f"unknown map property {name!r}; {_hint(name, MAP_PROPERTIES)}"
+                    f"known: {', '.join(MAP_PROPERTIES)}",
+                )
+            )
+    features = data.get("features") if isinstance(data, dict) else None
+    for index, feature in enumerate(features if isinstance(features, list) else []):
+        props = feature.get("properties") if isinstance(feature, dict) else None
+        if not isinstance(props, dict) or props.get("kind") not in FEATURE_PROPERTIES:
+            continue  # the loader reports those
+        known = FEATURE_PROPERTIES[props["kind"]]
+        fid = props.get("id")
+        where = f"feature {fid!r} (#{index})" if fid is not None else f"feature #{index}"
+        for name in props:
+            if name not in known:
+                out.append(
+                    Finding(
+                        "warning",
+                        where,
+                        f"unknown {props['kind']} property {name!r} is ignored; "
+                        f"{_hint(name, known)}known: {', '.join(known)}",
+                    )
+                )
+    return out
 
 
 def check_store(store: StoreMap) -> list[Finding]:
@@ -71,7 +121,26 @@ def check_store(store: StoreMap) -> list[Finding]:
     findings += _profiles(store)
     findings += _levels(store)
     findings += _scale(store)
+    findings += _categories(store)
     return findings
+
+
+def _categories(store: StoreMap) -> list[Finding]:
+    """Zone categories must be known or declared: a typo loses what the category does."""
+    known = ZONE_CATEGORIES + store.categories
+    out: list[Finding] = []
+    for zone in store.zones:
+        if zone.category and zone.category not in known:
+            out.append(
+                Finding(
+                    "error",
+                    f"feature {zone.id!r}",
+                    f"unknown zone category {zone.category!r}; {_hint(zone.category, known)}"
+                    f"known: {', '.join(known)} (a category of your own: list it in the "
+                    "collection's properties.categories)",
+                )
+            )
+    return out
 
 
 def _scale(store: StoreMap) -> list[Finding]:
@@ -79,6 +148,8 @@ def _scale(store: StoreMap) -> list[Finding]:
     out: list[Finding] = []
     if not store.zones and not store.floors:
         return out  # nothing drawn: other findings say so
+    if degrees_problem(store) is not None:
+        return out  # the loader's error says what is wrong; tiny zones follow from it
     minx, miny, maxx, maxy = store.bounds
     extent = max(maxx - minx, maxy - miny)
     if extent > LARGEST_PLAUSIBLE_M:

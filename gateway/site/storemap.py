@@ -37,6 +37,51 @@ from shapely.validation import explain_validity
 
 KINDS = ("floor", "zone", "gateway", "beacon", "wall")
 
+# The properties each kind of feature has (docs/maps.md); `fences check` warns about others.
+FEATURE_PROPERTIES = {
+    "floor": ("kind", "name", "level"),
+    "zone": ("kind", "id", "name", "category", "dwell_s", "hysteresis_m", "priority", "level"),
+    "gateway": ("kind", "id", "name", "measured_power", "path_loss_exponent", "height_m", "level"),
+    "beacon": (
+        "kind",
+        "id",
+        "name",
+        "ibeacon",
+        "eddystone_uid",
+        "altbeacon",
+        "profile",
+        "height_m",
+        "level",
+    ),
+    "wall": ("kind", "name", "attenuation_db", "level"),
+}
+# The collection's own properties.
+MAP_PROPERTIES = ("name", "units", "origin", "levels", "wgs84_origin", "bearing_deg", "categories")
+# Zone categories with a meaning here (docs/maps.md); a map lists its own others in the
+# collection's `categories`. `fences check` refuses any other: a typo would silently lose
+# the behaviour or colour the category has.
+ZONE_CATEGORIES = (
+    "entrance",
+    "aisle",
+    "promotion",
+    "checkout",
+    "pickup_counter",
+    "service_desk",
+    "fitting_rooms",
+    "cafe",
+    "transit",
+    "window",
+    "outdoor",
+    "pavement",
+    "staff",
+)
+# A `crs` member naming longitude/latitude (RFC 7946 GeoJSON, what geojson.io writes, is
+# always WGS84 degrees); our maps are metres from a local origin.
+_GEOGRAPHIC_CRS = ("4326", "crs84", "4258", "4269", "wgs84", "wgs 84")
+# A map whose every coordinate fits in this many units and lies in longitude/latitude range
+# is drawn in degrees: no shop is 5 cm wide, and 0.05° is over 3 km.
+DEGREES_EXTENT = 0.05
+
 
 class MapError(Exception):
     def __init__(self, file: str, where: str, problem: str) -> None:
@@ -98,6 +143,7 @@ class StoreMap:
     # local +y axis in degrees from north: only for placing the store on a fleet map.
     wgs84_origin: tuple[float, float] | None = None
     bearing_deg: float = 0.0
+    categories: tuple[str, ...] = ()  # the map's own zone categories besides ZONE_CATEGORIES
 
     @property
     def levels(self) -> list[int]:
@@ -171,6 +217,20 @@ def parse_map(
     if isinstance(bearing, bool) or not isinstance(bearing, (int, float)) or not _finite(bearing):
         raise MapError(file, "properties.bearing_deg", "expected degrees from north")
     store.bearing_deg = float(bearing) % 360.0
+    units = props_top.get("units", "m")
+    if units not in ("m", "metres", "meters", "metre", "meter"):
+        raise MapError(
+            file, "properties.units", f"{units!r}: maps are drawn in metres; redraw it in metres"
+        )
+    categories = props_top.get("categories", [])
+    if not isinstance(categories, list) or not all(
+        isinstance(c, str) and c.strip() for c in categories
+    ):
+        raise MapError(file, "properties.categories", "expected a list of category names")
+    store.categories = tuple(categories)
+    crs = json.dumps(data.get("crs", "")).lower()
+    if any(name in crs for name in _GEOGRAPHIC_CRS):
+        raise MapError(file, "crs", DEGREES_FIX.format(what="its 'crs' says longitude/latitude"))
     seen: set[str] = set()
 
     def report(error: MapError) -> None:
@@ -189,7 +249,40 @@ def parse_map(
         report(MapError(file, "", "the map has no gateway (receiver) features"))
     if store.floors:
         store.floor = store.floors[min(store.floors)]
+    if (problem := degrees_problem(store)) is not None:
+        report(MapError(file, "", problem))
     return store
+
+
+DEGREES_FIX = (
+    "the map is in longitude/latitude ({what}; or in kilometres), but maps are drawn in "
+    "metres from a local "
+    "origin (a corner of the shop): convert it with `gateway fences from-wgs84 FILE -o "
+    "OUT.geojson`, or redraw it in metres with the origin's [longitude, latitude] in the "
+    "collection's properties.wgs84_origin (docs/maps.md)"
+)
+
+
+def degrees_problem(store: StoreMap) -> str | None:
+    """Why the map looks drawn in longitude/latitude degrees, or None."""
+    points: list[tuple[float, float]] = list(store.receivers.values())
+    points += [(a.x, a.y) for a in store.anchors]
+    shapes = [z.shape for z in store.zones] + list(store.floors.values())
+    for shape in shapes:
+        minx, miny, maxx, maxy = shape.bounds
+        points += [(minx, miny), (maxx, maxy)]
+    if len(points) < 2:
+        return None
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    extent = max(max(xs) - min(xs), max(ys) - min(ys))
+    in_range = all(-180 <= x <= 180 for x in xs) and all(-90 <= y <= 90 for y in ys)
+    if extent == 0 or extent >= DEGREES_EXTENT or not in_range:
+        return None
+    what = (
+        f"the whole map spans {max(xs) - min(xs):.2g} × {max(ys) - min(ys):.2g} units "
+        f"around ({xs[0]:.5f}, {ys[0]:.5f})"
+    )
+    return DEGREES_FIX.format(what=what)
 
 
 def _add_feature(store: StoreMap, feature: Any, index: int, file: str, seen: set[str]) -> None:

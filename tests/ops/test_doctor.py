@@ -15,7 +15,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from gateway.humantime import local_datetime
-from gateway.ops.doctor import EARLIEST_PLAUSIBLE, FAIL, check_clock
+from gateway.ops.checks import FAIL
+from gateway.ops.doctor import EARLIEST_PLAUSIBLE, check_clock
 from gateway.resources import shared_path
 from gateway.sources.ble import set_adapter_powered
 from tests.support.broker import Broker, make_pki

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import tomllib
@@ -110,6 +111,8 @@ def test_install_again_uninstall_and_purge(tmp_path: Path) -> None:
     assert wants.is_symlink() and str(wants.readlink()) == f"/etc/systemd/system/{NAME}.service"
     assert (root / "var" / "lib" / NAME).is_dir() and (root / "var" / "log" / NAME).is_dir()
     assert (root / "usr" / "lib" / "sysusers.d" / f"{NAME}.conf").exists()
+    _relocatable_image(root, tmp_path)
+    _owned_for_the_service(root)
 
     # again: code and unit updated, the operator's config untouched
     edited = config_file.read_text() + "\n# edited by the shop\n"
@@ -133,3 +136,79 @@ def test_install_again_uninstall_and_purge(tmp_path: Path) -> None:
     assert purged.returncode == 0, purged.stderr
     assert not state.exists()
     assert f"{NAME}:" not in (root / "etc" / "passwd").read_text()
+
+
+def _service_ids(root: Path) -> tuple[int, int]:
+    line = next(
+        x for x in (root / "etc" / "passwd").read_text().splitlines() if x.startswith(f"{NAME}:")
+    )
+    fields = line.split(":")
+    return int(fields[2]), int(fields[3])
+
+
+def _relocatable_image(root: Path, tmp_path: Path) -> None:
+    """The tree works where the image is mounted, not only where it was built."""
+    venv = root / "opt" / NAME / "venv"
+    for script in (venv / "bin").iterdir():
+        if script.is_symlink() or not script.is_file():
+            continue
+        head = script.read_bytes()[:200]
+        assert str(root).encode() not in head, script  # no build path in any shebang
+    assert (venv / "bin" / "gateway").read_text().startswith("#!/bin/sh\n")
+    assert str(root) not in (venv / "pyvenv.cfg").read_text()
+    moved = tmp_path / "mounted-elsewhere"
+    root.rename(moved)
+    try:
+        version = subprocess.run(
+            [str(moved / "opt" / NAME / "venv" / "bin" / "gateway"), "--version"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert version.returncode == 0 and version.stdout.startswith("gateway "), version.stderr
+    finally:
+        moved.rename(root)
+
+
+def _owned_for_the_service(root: Path) -> None:
+    """The config is readable by the service user and nobody else; its state dir is its own."""
+    uid, gid = _service_ids(root)
+    config_file = root / "etc" / NAME / "config.toml"
+    state = root / "var" / "lib" / NAME
+    tmpfiles = (root / "usr" / "lib" / "tmpfiles.d" / f"{NAME}.conf").read_text()
+    assert f"z /etc/{NAME}/config.toml 0640 root {NAME} -" in tmpfiles  # applied at boot too
+    assert f"d /var/lib/{NAME} 0750 {NAME} {NAME} -" in tmpfiles
+    if os.getuid() != 0:
+        return  # only root can hand files to another user at build time
+    assert (config_file.stat().st_gid, config_file.stat().st_mode & 0o777) == (gid, 0o640)
+    assert (state.stat().st_uid, state.stat().st_gid) == (uid, gid)
+    etc = config_file.parent
+    assert (etc.stat().st_uid, etc.stat().st_gid, etc.stat().st_mode & 0o777) == (0, gid, 0o750)
+    # Owner root, group the service's: the service reads it (group r), nobody else can (no
+    # "other" bits: it holds the box's secrets).
+    assert config_file.stat().st_uid == 0
+
+
+def test_a_pip_failure_stops_the_install_and_shows_pip_s_error(tmp_path: Path) -> None:
+    empty = tmp_path / "no-wheels"
+    empty.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")} | {
+        "PIP_CONFIG_FILE": os.devnull,  # no index, no wheel cache: pip cannot succeed
+        "PIP_NO_INDEX": "1",
+        "PIP_FIND_LINKS": str(empty),
+        "PIP_NO_CACHE_DIR": "1",
+        "TMPDIR": str(tmp_path),
+    }
+    result = subprocess.run(
+        ["bash", str(REPO / "scripts" / "install"), "--root", str(tmp_path / "root")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert result.returncode == 1
+    assert "install: pip failed (exit 1); its last lines:" in result.stderr
+    assert "No matching distribution found for setuptools" in result.stderr  # pip, verbatim
+    log = re.search(r"install: the whole pip log: (\S+)", result.stderr)
+    assert log and Path(log.group(1)).exists()
+    assert not (tmp_path / "root" / "etc" / NAME / "config.toml").exists()  # stopped there

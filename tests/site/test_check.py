@@ -228,16 +228,19 @@ def _scaled(value: Any, factor: float) -> Any:
 
 
 def test_a_map_in_other_units_is_flagged_and_still_loads_fast() -> None:
-    for factor, hint in ((1000.0, "millimetres"), (1e-5, "kilometres or degrees")):
+    for factor, hint, severity in (
+        (1000.0, "millimetres", "warning"),
+        (1e-5, "longitude/latitude", "error"),  # or kilometres: refused (§24)
+    ):
         data = _load("demo-bookstore.geojson")
         for feature in data["features"]:
             geometry = feature["geometry"]
             geometry["coordinates"] = _scaled(geometry["coordinates"], factor)
         store, findings = check_data(data, "scaled.geojson")
         assert store is not None
-        warnings = [f.line("scaled.geojson") for f in findings if f.severity == "warning"]
-        assert any(hint in line for line in warnings), warnings
-        assert not [f for f in findings if f.severity == "error"]
+        flagged = [f.line("scaled.geojson") for f in findings if f.severity == severity]
+        assert any(hint in line for line in flagged), flagged
+        assert len([f for f in findings if f.severity == "error"]) == (severity == "error")
         ZoneIndex(store.zones)  # builds within its grid budget
     _store, plain = check_data(_load("demo-bookstore.geojson"), "demo.geojson")
     assert not [f for f in plain if "rescale" in f.problem]
