@@ -12,12 +12,12 @@ the uncertainty circle. Devices are labelled "device 1", "device 2", … — nev
 from __future__ import annotations
 
 import functools
+import html
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from xml.sax.saxutils import escape
 
 from shapely.geometry.base import BaseGeometry
 
@@ -232,46 +232,77 @@ def _legend(scene: Scene, top: float, scale: float, tracks: dict[str, Track] | N
 # --- back ends -------------------------------------------------------------------------------
 
 
+def _attr(value: object) -> str:
+    """An attribute value, quoted for XML and HTML alike: `&`, `<`, `>`, `"` and `'`."""
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    return html.escape(text, quote=True)
+
+
+def _element(tag: str, attrs: dict[str, object], text: str | None = None) -> str:
+    """One SVG element. Every attribute and the text go through the quoting here, whatever
+    their source (map ids and names are data, not markup)."""
+    inner = " ".join(f'{name}="{_attr(v)}"' for name, v in attrs.items() if v is not None)
+    if text is None:
+        return f"<{tag} {inner}/>"
+    return f"<{tag} {inner}>{html.escape(text, quote=True)}</{tag}>"
+
+
+def _points(points: Iterable[Point]) -> str:
+    return " ".join(f"{x:g},{y:g}" for x, y in points)
+
+
 def to_svg(scene: Scene) -> str:
     out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{scene.width}" '
-        f'height="{scene.height}" viewBox="0 0 {scene.width} {scene.height}" '
-        'font-family="DejaVu Sans, Helvetica, Arial, sans-serif">'
+        _element(
+            "svg",
+            {
+                "xmlns": "http://www.w3.org/2000/svg",
+                "width": scene.width,
+                "height": scene.height,
+                "viewBox": f"0 0 {scene.width} {scene.height}",
+                "font-family": "DejaVu Sans, Helvetica, Arial, sans-serif",
+            },
+        ).removesuffix("/>")
+        + ">"
     ]
     for s in scene.shapes:
-        paint = (
-            f'fill="{s.fill or "none"}" stroke="{s.stroke or "none"}" '
-            f'stroke-width="{s.width:g}" opacity="{s.opacity:g}"'
-        )
-        if s.ident:
-            paint += f' id="{escape(s.ident)}"'
-
+        paint: dict[str, object] = {
+            "fill": s.fill or "none",
+            "stroke": s.stroke or "none",
+            "stroke-width": float(s.width),
+            "opacity": float(s.opacity),
+            "id": s.ident or None,
+        }
         if s.kind == "polygon":
-            pts = " ".join(f"{x:g},{y:g}" for x, y in s.points)
-            out.append(f'<polygon points="{pts}" {paint}/>')
+            out.append(_element("polygon", {"points": _points(s.points), **paint}))
         elif s.kind == "line":
-            pts = " ".join(f"{x:g},{y:g}" for x, y in s.points)
-            dash = ' stroke-dasharray="6 4"' if s.dashed else ""
-            out.append(
-                f'<polyline points="{pts}" fill="none" stroke="{s.stroke}" '
-                f'stroke-width="{s.width:g}" opacity="{s.opacity:g}" '
-                f'stroke-linejoin="round"{dash}/>'
-            )
+            line: dict[str, object] = {
+                "points": _points(s.points),
+                "fill": "none",
+                "stroke": s.stroke,
+                "stroke-width": float(s.width),
+                "opacity": float(s.opacity),
+                "stroke-linejoin": "round",
+                "stroke-dasharray": "6 4" if s.dashed else None,
+            }
+            out.append(_element("polyline", line))
         elif s.kind == "circle":
             (x, y), r = s.points[0], s.radius
-            out.append(f'<circle cx="{x:g}" cy="{y:g}" r="{r:g}" {paint}/>')
+            out.append(_element("circle", {"cx": float(x), "cy": float(y), "r": float(r), **paint}))
         elif s.kind == "rect":
             (x0, y0), (x1, y1) = s.points
-            out.append(
-                f'<rect x="{x0:g}" y="{y0:g}" width="{x1 - x0:g}" height="{y1 - y0:g}" {paint}/>'
-            )
+            box = {"x": float(x0), "y": float(y0), "width": float(x1 - x0)}
+            out.append(_element("rect", {**box, "height": float(y1 - y0), **paint}))
         elif s.kind == "text":
             x, y = s.points[0]
-            out.append(
-                f'<text x="{x:g}" y="{y:g}" font-size="{s.size}" fill="{s.fill}"'
-                + (' text-anchor="middle">' if s.centred else ">")
-                + f"{escape(s.text)}</text>"
-            )
+            label: dict[str, object] = {
+                "x": float(x),
+                "y": float(y),
+                "font-size": s.size,
+                "fill": s.fill,
+                "text-anchor": "middle" if s.centred else None,
+            }
+            out.append(_element("text", label, s.text))
     out.append("</svg>")
     return "\n".join(out) + "\n"
 
