@@ -46,8 +46,6 @@ class Access:
     )
     proxies: consoleauth.Proxies = field(default_factory=consoleauth.Proxies)
     origins: tuple[str, ...] = ()
-    # Blocking password check, run in a worker thread (a test may wrap it to watch it run).
-    verify: Callable[[str, str], consoleauth.Verdict] = consoleauth.verify_password
     # One scrypt at a time: each takes 16 MiB and a core for ~0.2 s.
     hashing: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
 
@@ -163,18 +161,22 @@ class Access:
         verdict = consoleauth.Verdict(False, False)
         if stored:
             async with self.hashing:
-                verdict = await asyncio.to_thread(self.verify, stored, password)
+                # blocking and slow by design: in a worker thread, never on the event loop
+                verdict = await asyncio.to_thread(consoleauth.verify_password, stored, password)
         if not verdict.ok:
             return await self.login_page(request, "Wrong password.", 401)
         self.limiter.give_back(keys, clock.monotonic())
         if verdict.outdated:
             async with self.hashing:
-                where = await asyncio.to_thread(self.passwords.upgrade, password)
+                try:
+                    where = await asyncio.to_thread(self.passwords.upgrade, password)
+                except OSError as exc:  # kept in memory; the next start upgrades again
+                    where = f"memory only, not saved ({exc})"
             log.warning(
                 "console password hash upgraded to scrypt N=%d r=%d p=%d in %s; replace "
                 "[console] password_hash with a new `gateway console-password` line",
                 *consoleauth.SCRYPT,
-                where or "memory",
+                where or "memory only",
             )
         sid, _session = self.sessions.create(clock.wall())
         response = web.HTTPSeeOther("/")

@@ -260,9 +260,9 @@ class LoginLimiter:
     """Token buckets: a client's (address, /64 or device cookie) holds `per_minute` attempts
     and refills at that rate; all clients without a device cookie share one more bucket of
     `global_per_minute`. An attempt takes a token from each bucket it belongs to; a good
-    login gives them back. The table holds at most `max_clients` client buckets: full ones
-    are forgotten first (they are what a new bucket would be), then the least recently used
-    — which lets a flood of new addresses reset old ones, but never past the global bucket.
+    login gives them back. The table holds at most `max_clients` client buckets, the least
+    recently used forgotten first: a flood of new addresses can reset old ones that way,
+    but never get past the global bucket.
     """
 
     per_minute: int
@@ -298,7 +298,7 @@ class LoginLimiter:
         if wait == 0.0:
             for _key, bucket in levels:
                 bucket.tokens -= 1.0
-        self._prune(now)
+        self._prune()
         return wait
 
     def give_back(self, keys: Sequence[str], now: float) -> None:
@@ -306,15 +306,11 @@ class LoginLimiter:
             bucket = self._level(key, now)
             bucket.tokens = min(self._capacity(key), bucket.tokens + 1.0)
 
-    def _prune(self, now: float) -> None:
-        if len(self.buckets) <= self.max_clients:
-            return
-        for key in list(self.buckets):
-            if key != GLOBAL and self._level(key, now).tokens >= self._capacity(key):
-                del self.buckets[key]
-        while len(self.buckets) > self.max_clients:
-            oldest = next(k for k in self.buckets if k != GLOBAL)
-            del self.buckets[oldest]
+    def _prune(self) -> None:
+        while len(self.buckets) > self.max_clients + 1:
+            key, bucket = self.buckets.popitem(last=False)  # the least recently used
+            if key == GLOBAL:
+                self.buckets[key] = bucket  # never forgotten (back at the end)
 
 
 @dataclass(frozen=True, slots=True)
