@@ -44,6 +44,9 @@ SECURITY_HEADERS = {
 # Descriptors kept free for everything but HTTP: SQLite (database, WAL, shm), the broker,
 # D-Bus, NFC, log files, the event loop's own, a doctor run's subprocesses.
 FD_RESERVE = 64
+# asyncio accepts up to `backlog` connections per wake-up before any evicted one is closed,
+# so the burst must fit in the reserve too (128, aiohttp's default, met EMFILE at 200 files).
+ACCEPT_BURST = 16
 MAX_BODY = 64 * 1024  # the largest body the console takes (a login form, a calibration)
 LOG_EVERY_S = 10.0
 
@@ -158,4 +161,6 @@ async def setup(
 
 async def listen(guard: ConnectionGuard, host: str, port: int) -> asyncio.AbstractServer:
     loop = asyncio.get_running_loop()
-    return await loop.create_server(guard.factory, host, port, reuse_address=True, backlog=128)
+    return await loop.create_server(
+        guard.factory, host, port, reuse_address=True, backlog=ACCEPT_BURST
+    )
