@@ -57,13 +57,15 @@ def make_app(
 
     app = web.Application(client_max_size=server.MAX_BODY)
     app.on_response_prepare.append(server.security_headers)
+    if guard is not None:
+        app.middlewares.append(guard.track)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/status", status_view)
     app.router.add_get("/metrics", metrics)
     if console is not None:
         add_console(app, console)  # its guard first: a request it refuses is not even read
     if guard is not None:
-        app.middlewares.append(guard.middleware)
+        app.middlewares.append(guard.read_body)
     return app
 
 

@@ -95,23 +95,31 @@ class ConnectionGuard:
         return self.server()
 
     @web.middleware
-    async def middleware(
+    async def track(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
+        """Outermost: a connection with a request in progress is not idle (never evicted)."""
         protocol = request.protocol
         self.busy.add(protocol)
         try:
-            if request.body_exists:
-                try:
-                    async with asyncio.timeout(self.read_timeout_s):
-                        await request.read()  # kept by aiohttp for post()/json()
-                except TimeoutError:
-                    raise web.HTTPRequestTimeout(
-                        text='{"error": "request body too slow"}', content_type="application/json"
-                    ) from None
             return await handler(request)
         finally:
             self.busy.discard(protocol)
+
+    @web.middleware
+    async def read_body(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """Innermost, after the access checks: the body within `read_timeout_s`."""
+        if request.body_exists:
+            try:
+                async with asyncio.timeout(self.read_timeout_s):
+                    await request.read()  # kept by aiohttp for post()/json()
+            except TimeoutError:
+                raise web.HTTPRequestTimeout(
+                    text='{"error": "request body too slow"}', content_type="application/json"
+                ) from None
+        return await handler(request)
 
 
 class EveryFewSeconds(logging.Filter):
