@@ -22,6 +22,7 @@ from typing import Any
 from shapely.geometry.base import BaseGeometry
 
 from gateway.model import Position
+from gateway.site.labels import Box, Label, Layout, inside
 from gateway.site.storemap import StoreMap
 
 Point = tuple[float, float]
@@ -73,6 +74,14 @@ def plan_scene(
     store: StoreMap, tracks: dict[str, Track] | None = None, px_per_m: float | None = None
 ) -> Scene:
     min_x, min_y, max_x, max_y = store.bounds
+    # Everything drawn is inside its panel: zones outside the floor (a pavement, a window
+    # display), beacons and gateways too, so nothing spills into the legend.
+    extents = [z.shape.bounds for z in store.zones]
+    extents += [(a.x, a.y, a.x, a.y) for a in store.anchors]
+    extents += [(x, y, x, y) for x, y in store.receivers.values()]
+    for b in extents:
+        min_x, min_y = min(min_x, b[0]), min(min_y, b[1])
+        max_x, max_y = max(max_x, b[2]), max(max_y, b[3])
     for track in (tracks or {}).values():  # people walking away are drawn, not cut off
         for p in track:
             min_x, max_x = min(min_x, p.x), max(max_x, p.x)
@@ -104,7 +113,8 @@ def plan_scene(
                 round(TITLE + MARGIN + (max_y - y) * scale, 1),
             )
 
-        _level_shapes(scene, store, level, px, scale, left, multi=len(levels) > 1)
+        area = (left, 0.0, left + panel_w, panel_h)
+        _level_shapes(scene, store, level, px, scale, area, multi=len(levels) > 1)
         if tracks:
             _track_shapes(scene, tracks, level, px, scale)
     _legend(scene, panel_h, scale, tracks)
@@ -123,12 +133,17 @@ def _level_shapes(
     level: int,
     px: Projection,
     scale: float,
-    left: float,
+    panel: Box,
     multi: bool,
 ) -> None:
+    """One level's floor, zones, walls and markers, then their labels on top, placed so
+    that none covers another or a marker (`labels.Layout`)."""
     add = scene.shapes.append
     title = f"{store.name}, level {level}" if multi else store.name
-    add(Shape("text", ((left + MARGIN, 22),), fill="#222222", text=title, size=16))
+    add(Shape("text", ((panel[0] + MARGIN, 22),), fill="#222222", text=title, size=16))
+    layout = Layout((panel[0] + 2, TITLE, panel[2] - 2, panel[3] - 2))
+    zone_labels: list[tuple[str, Box, Point]] = []
+    point_labels: list[tuple[str, Point, str]] = []
     floor = store.floors.get(level)
     if floor is not None:
         for ring in _rings(floor):
@@ -150,7 +165,9 @@ def _level_shapes(
                 )
             )
         c = zone.shape.representative_point()
-        add(Shape("text", (px(c.x, c.y),), fill="#333333", text=zone.name, size=11, centred=True))
+        minx, miny, maxx, maxy = zone.shape.bounds
+        (x0, y1), (x1, y0) = px(minx, miny), px(maxx, maxy)
+        zone_labels.append((zone.name, (x0, y0, x1, y1), px(c.x, c.y)))
     for wall in store.walls:
         if wall.level != level:
             continue
@@ -172,13 +189,39 @@ def _level_shapes(
                 ident=f"beacon-{anchor.id}",
             )
         )
-        add(Shape("text", ((x + 7, y - 7),), fill="#08306b", text=anchor.id, size=10))
+        layout.block((x - 6, y - 6, x + 6, y + 6))
+        point_labels.append((anchor.id, (x, y), "#08306b"))
     for receiver, (rx, ry) in store.receivers.items():
         if store.receiver_levels.get(receiver, 0) != level:
             continue
         x, y = px(rx, ry)
         add(Shape("rect", ((x - 6, y - 6), (x + 6, y + 6)), "#e6550d", "#7f2704", 1.0))
-        add(Shape("text", ((x + 8, y + 14),), fill="#7f2704", text=receiver, size=10))
+        layout.block((x - 7, y - 7, x + 7, y + 7))
+        point_labels.append((receiver, (x, y), "#7f2704"))
+    # Zone names first, smallest zones first (they have the least room to give way), each
+    # clear of the zones drawn inside its own box; then the ids beside their markers.
+    boxes = [box for _name, box, _anchor in zone_labels]
+    for name, box, anchor_px in sorted(zone_labels, key=lambda z: _area(z[1])):
+        inner = tuple(b for b in boxes if b != box and inside(b, box))
+        for label in layout.zone(name, box, anchor_px, avoid=inner):
+            add(_text(label, "#333333"))
+    for text, (x, y), colour in point_labels:
+        add(_text(layout.beside(text, x, y), colour))
+
+
+def _area(box: Box) -> float:
+    return (box[2] - box[0]) * (box[3] - box[1])
+
+
+def _text(label: Label, colour: str) -> Shape:
+    return Shape(
+        "text",
+        ((label.x, label.y),),
+        fill=colour,
+        text=label.text,
+        size=label.size,
+        centred=label.centred,
+    )
 
 
 def _track_shapes(
