@@ -31,11 +31,12 @@ DEVICE_COOKIE_AGE = 400 * 86400  # the longest a browser keeps a cookie
 RELAYED = "relayed_by_trusted_proxy"
 MAX_PASSWORD = 1024
 OPEN_PATHS = ("/healthz", "/login", "/static/")
-OPEN_PATHS = ("/healthz", "/login", "/static/")
 
 
 @dataclass(slots=True)
 class Access:
+    """Sessions, logins and the checks every request passes (`guard`, a middleware)."""
+
     gateway: Gateway
     sessions: consoleauth.Sessions
     limiter: consoleauth.LoginLimiter
