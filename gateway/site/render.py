@@ -39,6 +39,9 @@ ZONE_DEFAULT = "#e5e5e5"
 TRACK_COLOURS = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2"]
 MARGIN = 40  # px around each level's panel
 TITLE = 28  # px for the panel title
+# The last fix's uncertainty circle (one σ) is drawn up to this radius: beyond it, it says
+# "somewhere here" well enough (the console draws it the same way).
+CIRCLE_MAX_M = 8.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +86,11 @@ def plan_scene(
         min_x, min_y = min(min_x, b[0]), min(min_y, b[1])
         max_x, max_y = max(max_x, b[2]), max(max_y, b[3])
     for track in (tracks or {}).values():  # people walking away are drawn, not cut off
+        last = {p.level: p for p in track}  # the fix drawn with its circle, per level
         for p in track:
-            min_x, max_x = min(min_x, p.x), max(max_x, p.x)
-            min_y, max_y = min(min_y, p.y), max(max_y, p.y)
+            r = min(p.uncertainty_m, CIRCLE_MAX_M) if last[p.level] is p else 0.0
+            min_x, max_x = min(min_x, p.x - r), max(max_x, p.x + r)
+            min_y, max_y = min(min_y, p.y - r), max(max_y, p.y + r)
     span = max(max_x - min_x, max_y - min_y, 1.0)
     scale = px_per_m or max(8.0, min(60.0, 900.0 / span))
     panel_w = (max_x - min_x) * scale + 2 * MARGIN
@@ -237,7 +242,7 @@ def _track_shapes(
             scene.shapes.append(Shape("line", line, stroke=colour, width=2.0, opacity=0.8))
         last = points[-1]
         x, y = px(last.x, last.y)
-        radius = max(4.0, last.uncertainty_m * scale)
+        radius = max(4.0, min(last.uncertainty_m, CIRCLE_MAX_M) * scale)
         scene.shapes.append(
             Shape("circle", ((x, y),), colour, colour, 1.0, opacity=0.15, radius=radius)
         )

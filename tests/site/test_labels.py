@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.model import Position
 from gateway.site.labels import Label, Layout, inside, overlaps, text_box
 from gateway.site.render import MARGIN, Scene, Shape, plan_scene
 from gateway.site.storemap import load_map
@@ -100,3 +101,14 @@ def test_a_narrow_zone_gets_a_smaller_two_line_or_shortened_name() -> None:
     short = layout.zone("Extraordinarily", (400, 0, 440, 100), (420, 50))
     assert short[0].text.endswith("…") and short[0].size == 8
     assert MARGIN > 0
+
+
+def test_a_track_walking_away_and_its_circle_stay_clear_of_the_legend() -> None:
+    store = load_map(REPO / "geofences" / "demo-bookstore.geojson")
+    walk = [Position("d", t, 10.0, 5.0 - t, 20.0, "ml", 3) for t in range(8)]
+    scene = plan_scene(store, {"device 1": walk})
+    legend_y = scene.height - 60 + 20
+    circles = [s for s in scene.shapes if s.kind == "circle" and s.opacity < 1]
+    assert circles and all(s.points[0][1] + s.radius < legend_y - 10 for s in circles)
+    # drawn at most 8 m wide, as the console does
+    assert max(s.radius for s in circles) == pytest.approx(8.0 * scene.projection["scale"])
