@@ -177,7 +177,7 @@ def _cmd_console_password(args: argparse.Namespace) -> int:
     """Hash a staff password for [console] password_hash (the password is never stored)."""
     import getpass
 
-    from gateway.config.secrets import hash_password
+    from gateway.web.auth import hash_password  # at the console's current scrypt parameters
 
     if sys.stdin.isatty():
         password = getpass.getpass("Staff password: ")

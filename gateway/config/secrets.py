@@ -1,16 +1,10 @@
-"""Secrets in the configuration: hex keys and the staff password's scrypt hash.
+"""Secrets in the configuration: hex keys, and the form of the staff password's scrypt hash
+(which `gateway.web.auth` makes and checks, at its current parameters).
 
-Low in the layers on purpose: the config validates them, the web checks passwords against the
-hash and the CLI makes hashes, and none of those should import the others for it.
+Low in the layers on purpose: the config validates them without importing the web.
 """
 
 from __future__ import annotations
-
-import hashlib
-import hmac
-import os
-
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1  # ~16 MB and ~50 ms on a Pi: fine for a login
 
 
 def secret_problem(text: str) -> str:
@@ -20,32 +14,6 @@ def secret_problem(text: str) -> str:
     except ValueError:
         return "not hex: give at least 32 hex digits"
     return "too short: give at least 32 hex digits" if short else ""
-
-
-def hash_password(password: str, salt: bytes | None = None) -> str:
-    salt = salt or os.urandom(16)
-    digest = hashlib.scrypt(
-        password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=32
-    )
-    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${salt.hex()}${digest.hex()}"
-
-
-def check_password(stored: str, password: str) -> bool:
-    try:
-        scheme, n, r, p, salt, digest = stored.split("$")
-        if scheme != "scrypt":
-            return False
-        got = hashlib.scrypt(
-            password.encode(),
-            salt=bytes.fromhex(salt),
-            n=int(n),
-            r=int(r),
-            p=int(p),
-            dklen=len(bytes.fromhex(digest)),
-        )
-    except (ValueError, MemoryError):
-        return False
-    return hmac.compare_digest(got, bytes.fromhex(digest))
 
 
 def valid_hash(stored: str) -> bool:

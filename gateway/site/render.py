@@ -12,16 +12,17 @@ the uncertainty circle. Devices are labelled "device 1", "device 2", … — nev
 from __future__ import annotations
 
 import functools
+import html
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from xml.sax.saxutils import escape
 
 from shapely.geometry.base import BaseGeometry
 
 from gateway.model import Position
+from gateway.site.labels import Box, Label, Layout, inside
 from gateway.site.storemap import StoreMap
 
 Point = tuple[float, float]
@@ -38,6 +39,9 @@ ZONE_DEFAULT = "#e5e5e5"
 TRACK_COLOURS = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2"]
 MARGIN = 40  # px around each level's panel
 TITLE = 28  # px for the panel title
+# The last fix's uncertainty circle (one σ) is drawn up to this radius: beyond it, it says
+# "somewhere here" well enough (the console draws it the same way).
+CIRCLE_MAX_M = 8.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,10 +77,20 @@ def plan_scene(
     store: StoreMap, tracks: dict[str, Track] | None = None, px_per_m: float | None = None
 ) -> Scene:
     min_x, min_y, max_x, max_y = store.bounds
+    # Everything drawn is inside its panel: zones outside the floor (a pavement, a window
+    # display), beacons and gateways too, so nothing spills into the legend.
+    extents = [z.shape.bounds for z in store.zones]
+    extents += [(a.x, a.y, a.x, a.y) for a in store.anchors]
+    extents += [(x, y, x, y) for x, y in store.receivers.values()]
+    for b in extents:
+        min_x, min_y = min(min_x, b[0]), min(min_y, b[1])
+        max_x, max_y = max(max_x, b[2]), max(max_y, b[3])
     for track in (tracks or {}).values():  # people walking away are drawn, not cut off
+        last = {p.level: p for p in track}  # the fix drawn with its circle, per level
         for p in track:
-            min_x, max_x = min(min_x, p.x), max(max_x, p.x)
-            min_y, max_y = min(min_y, p.y), max(max_y, p.y)
+            r = min(p.uncertainty_m, CIRCLE_MAX_M) if last[p.level] is p else 0.0
+            min_x, max_x = min(min_x, p.x - r), max(max_x, p.x + r)
+            min_y, max_y = min(min_y, p.y - r), max(max_y, p.y + r)
     span = max(max_x - min_x, max_y - min_y, 1.0)
     scale = px_per_m or max(8.0, min(60.0, 900.0 / span))
     panel_w = (max_x - min_x) * scale + 2 * MARGIN
@@ -104,7 +118,8 @@ def plan_scene(
                 round(TITLE + MARGIN + (max_y - y) * scale, 1),
             )
 
-        _level_shapes(scene, store, level, px, scale, left, multi=len(levels) > 1)
+        area = (left, 0.0, left + panel_w, panel_h)
+        _level_shapes(scene, store, level, px, scale, area, multi=len(levels) > 1)
         if tracks:
             _track_shapes(scene, tracks, level, px, scale)
     _legend(scene, panel_h, scale, tracks)
@@ -123,12 +138,17 @@ def _level_shapes(
     level: int,
     px: Projection,
     scale: float,
-    left: float,
+    panel: Box,
     multi: bool,
 ) -> None:
+    """One level's floor, zones, walls and markers, then their labels on top, placed so
+    that none covers another or a marker (`labels.Layout`)."""
     add = scene.shapes.append
     title = f"{store.name}, level {level}" if multi else store.name
-    add(Shape("text", ((left + MARGIN, 22),), fill="#222222", text=title, size=16))
+    add(Shape("text", ((panel[0] + MARGIN, 22),), fill="#222222", text=title, size=16))
+    layout = Layout((panel[0] + 2, TITLE, panel[2] - 2, panel[3] - 2))
+    zone_labels: list[tuple[str, Box, Point]] = []
+    point_labels: list[tuple[str, Point, str]] = []
     floor = store.floors.get(level)
     if floor is not None:
         for ring in _rings(floor):
@@ -150,7 +170,9 @@ def _level_shapes(
                 )
             )
         c = zone.shape.representative_point()
-        add(Shape("text", (px(c.x, c.y),), fill="#333333", text=zone.name, size=11, centred=True))
+        minx, miny, maxx, maxy = zone.shape.bounds
+        (x0, y1), (x1, y0) = px(minx, miny), px(maxx, maxy)
+        zone_labels.append((zone.name, (x0, y0, x1, y1), px(c.x, c.y)))
     for wall in store.walls:
         if wall.level != level:
             continue
@@ -172,13 +194,39 @@ def _level_shapes(
                 ident=f"beacon-{anchor.id}",
             )
         )
-        add(Shape("text", ((x + 7, y - 7),), fill="#08306b", text=anchor.id, size=10))
+        layout.block((x - 6, y - 6, x + 6, y + 6))
+        point_labels.append((anchor.id, (x, y), "#08306b"))
     for receiver, (rx, ry) in store.receivers.items():
         if store.receiver_levels.get(receiver, 0) != level:
             continue
         x, y = px(rx, ry)
         add(Shape("rect", ((x - 6, y - 6), (x + 6, y + 6)), "#e6550d", "#7f2704", 1.0))
-        add(Shape("text", ((x + 8, y + 14),), fill="#7f2704", text=receiver, size=10))
+        layout.block((x - 7, y - 7, x + 7, y + 7))
+        point_labels.append((receiver, (x, y), "#7f2704"))
+    # Zone names first, smallest zones first (they have the least room to give way), each
+    # clear of the zones drawn inside its own box; then the ids beside their markers.
+    boxes = [box for _name, box, _anchor in zone_labels]
+    for name, box, anchor_px in sorted(zone_labels, key=lambda z: _area(z[1])):
+        inner = tuple(b for b in boxes if b != box and inside(b, box))
+        for label in layout.zone(name, box, anchor_px, avoid=inner):
+            add(_text(label, "#333333"))
+    for text, (x, y), colour in point_labels:
+        add(_text(layout.beside(text, x, y), colour))
+
+
+def _area(box: Box) -> float:
+    return (box[2] - box[0]) * (box[3] - box[1])
+
+
+def _text(label: Label, colour: str) -> Shape:
+    return Shape(
+        "text",
+        ((label.x, label.y),),
+        fill=colour,
+        text=label.text,
+        size=label.size,
+        centred=label.centred,
+    )
 
 
 def _track_shapes(
@@ -194,7 +242,7 @@ def _track_shapes(
             scene.shapes.append(Shape("line", line, stroke=colour, width=2.0, opacity=0.8))
         last = points[-1]
         x, y = px(last.x, last.y)
-        radius = max(4.0, last.uncertainty_m * scale)
+        radius = max(4.0, min(last.uncertainty_m, CIRCLE_MAX_M) * scale)
         scene.shapes.append(
             Shape("circle", ((x, y),), colour, colour, 1.0, opacity=0.15, radius=radius)
         )
@@ -232,46 +280,77 @@ def _legend(scene: Scene, top: float, scale: float, tracks: dict[str, Track] | N
 # --- back ends -------------------------------------------------------------------------------
 
 
+def _attr(value: object) -> str:
+    """An attribute value, quoted for XML and HTML alike: `&`, `<`, `>`, `"` and `'`."""
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    return html.escape(text, quote=True)
+
+
+def _element(tag: str, attrs: dict[str, object], text: str | None = None) -> str:
+    """One SVG element. Every attribute and the text go through the quoting here, whatever
+    their source (map ids and names are data, not markup)."""
+    inner = " ".join(f'{name}="{_attr(v)}"' for name, v in attrs.items() if v is not None)
+    if text is None:
+        return f"<{tag} {inner}/>"
+    return f"<{tag} {inner}>{html.escape(text, quote=True)}</{tag}>"
+
+
+def _points(points: Iterable[Point]) -> str:
+    return " ".join(f"{x:g},{y:g}" for x, y in points)
+
+
 def to_svg(scene: Scene) -> str:
     out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{scene.width}" '
-        f'height="{scene.height}" viewBox="0 0 {scene.width} {scene.height}" '
-        'font-family="DejaVu Sans, Helvetica, Arial, sans-serif">'
+        _element(
+            "svg",
+            {
+                "xmlns": "http://www.w3.org/2000/svg",
+                "width": scene.width,
+                "height": scene.height,
+                "viewBox": f"0 0 {scene.width} {scene.height}",
+                "font-family": "DejaVu Sans, Helvetica, Arial, sans-serif",
+            },
+        ).removesuffix("/>")
+        + ">"
     ]
     for s in scene.shapes:
-        paint = (
-            f'fill="{s.fill or "none"}" stroke="{s.stroke or "none"}" '
-            f'stroke-width="{s.width:g}" opacity="{s.opacity:g}"'
-        )
-        if s.ident:
-            paint += f' id="{escape(s.ident)}"'
-
+        paint: dict[str, object] = {
+            "fill": s.fill or "none",
+            "stroke": s.stroke or "none",
+            "stroke-width": float(s.width),
+            "opacity": float(s.opacity),
+            "id": s.ident or None,
+        }
         if s.kind == "polygon":
-            pts = " ".join(f"{x:g},{y:g}" for x, y in s.points)
-            out.append(f'<polygon points="{pts}" {paint}/>')
+            out.append(_element("polygon", {"points": _points(s.points), **paint}))
         elif s.kind == "line":
-            pts = " ".join(f"{x:g},{y:g}" for x, y in s.points)
-            dash = ' stroke-dasharray="6 4"' if s.dashed else ""
-            out.append(
-                f'<polyline points="{pts}" fill="none" stroke="{s.stroke}" '
-                f'stroke-width="{s.width:g}" opacity="{s.opacity:g}" '
-                f'stroke-linejoin="round"{dash}/>'
-            )
+            line: dict[str, object] = {
+                "points": _points(s.points),
+                "fill": "none",
+                "stroke": s.stroke,
+                "stroke-width": float(s.width),
+                "opacity": float(s.opacity),
+                "stroke-linejoin": "round",
+                "stroke-dasharray": "6 4" if s.dashed else None,
+            }
+            out.append(_element("polyline", line))
         elif s.kind == "circle":
             (x, y), r = s.points[0], s.radius
-            out.append(f'<circle cx="{x:g}" cy="{y:g}" r="{r:g}" {paint}/>')
+            out.append(_element("circle", {"cx": float(x), "cy": float(y), "r": float(r), **paint}))
         elif s.kind == "rect":
             (x0, y0), (x1, y1) = s.points
-            out.append(
-                f'<rect x="{x0:g}" y="{y0:g}" width="{x1 - x0:g}" height="{y1 - y0:g}" {paint}/>'
-            )
+            box = {"x": float(x0), "y": float(y0), "width": float(x1 - x0)}
+            out.append(_element("rect", {**box, "height": float(y1 - y0), **paint}))
         elif s.kind == "text":
             x, y = s.points[0]
-            out.append(
-                f'<text x="{x:g}" y="{y:g}" font-size="{s.size}" fill="{s.fill}"'
-                + (' text-anchor="middle">' if s.centred else ">")
-                + f"{escape(s.text)}</text>"
-            )
+            label: dict[str, object] = {
+                "x": float(x),
+                "y": float(y),
+                "font-size": s.size,
+                "fill": s.fill,
+                "text-anchor": "middle" if s.centred else None,
+            }
+            out.append(_element("text", label, s.text))
     out.append("</svg>")
     return "\n".join(out) + "\n"
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,10 @@ from shapely.geometry.base import BaseGeometry
 from shapely.validation import explain_validity
 
 KINDS = ("floor", "zone", "gateway", "beacon", "wall")
+# Ids travel into SVG ids, HTML, CSS selectors, JSON, MQTT payloads and log lines. A safe
+# alphabet keeps every one of those contexts boring: a map cannot carry markup in an id.
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+ID_RULE = "letters, digits and . _ : - only, starting with a letter or digit, at most 64"
 
 # The properties each kind of feature has (docs/maps.md); `fences check` warns about others.
 FEATURE_PROPERTIES = {
@@ -293,7 +298,7 @@ def _add_feature(store: StoreMap, feature: Any, index: int, file: str, seen: set
     if not isinstance(props, dict):
         raise MapError(file, where, "properties must be an object")
     fid = props.get("id")
-    if fid is not None:
+    if isinstance(fid, str) and ID_PATTERN.fullmatch(fid):
         where = f"feature {fid!r} (#{index})"
     kind = props.get("kind")
     if kind not in KINDS:
@@ -317,6 +322,9 @@ def _add_feature(store: StoreMap, feature: Any, index: int, file: str, seen: set
     if kind not in ("floor", "wall"):
         if not isinstance(fid, str) or not fid:
             raise MapError(file, where, "needs a non-empty string property 'id'")
+        if not ID_PATTERN.fullmatch(fid):
+            shown = repr(fid[:40]) + ("…" if len(fid) > 40 else "")
+            raise MapError(file, where, f"property 'id' {shown} is not a safe id: use {ID_RULE}")
         if fid in seen:
             raise MapError(file, where, "duplicate id; ids must be unique in a map")
         seen.add(fid)

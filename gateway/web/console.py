@@ -4,7 +4,7 @@ Server-rendered pages (login, console shell with the floor plan as inline SVG) a
 plain-JavaScript client (`data/console/app.js`) fed by JSON endpoints and one Server-Sent
 Events stream. Every page and API needs a login or the local bearer token, except
 `/healthz`; state-changing requests also need the session's CSRF token
-(`consoleauth`). Only pseudonymous ids appear: devices as their keyed pseudonyms, shoppers as
+(`access`). Only pseudonymous ids appear: devices as their keyed pseudonyms, shoppers as
 profile ids, never a MAC address or an NFC UID.
 
 JSON endpoints (all GET unless noted; documented in docs/console.md):
@@ -24,14 +24,13 @@ import asyncio
 import contextlib
 import json
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
 from gateway.clock import Clock
-from gateway.config.secrets import check_password
 from gateway.decode import ble as decode
 from gateway.model import Advert
 from gateway.presence import calibration
@@ -41,10 +40,8 @@ from gateway.runtime.metrics import Runtime
 from gateway.runtime.status import StatusView
 from gateway.site.render import plan_scene, to_svg
 from gateway.store import calibration as calibration_file
-from gateway.web import auth as consoleauth
+from gateway.web.access import Access, escape, fill
 
-COOKIE = "gw_session"
-OPEN_PATHS = ("/healthz", "/login", "/static/")
 MAX_EVENTS = 500
 
 
@@ -85,106 +82,26 @@ class Console:
     gateway: Gateway
     runtime: Runtime
     hub: Hub
-    sessions: consoleauth.Sessions
-    limiter: consoleauth.LoginLimiter
-    password_hash: str
-    token: str | None
+    access: Access
     run: CalibrationRun | None = None
     view: StatusView = field(init=False)
 
     def __post_init__(self) -> None:
         self.view = StatusView(self.gateway, self.runtime)
 
-    # --- access -------------------------------------------------------------------------
-
-    def session(self, request: web.Request) -> consoleauth.Session | None:
-        return self.sessions.get(request.cookies.get(COOKIE), self.gateway.clock.wall())
-
-    def bearer_ok(self, request: web.Request) -> bool:
-        header = request.headers.get("Authorization", "")
-        return bool(self.token) and header == f"Bearer {self.token}"
-
-    @web.middleware
-    async def guard(
-        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
-        if request.path.startswith(OPEN_PATHS):
-            return await handler(request)
-        if self.bearer_ok(request):
-            return await handler(request)  # local tools: no cookie, so no CSRF to fear
-        session = self.session(request)
-        if session is None:
-            if request.path == "/" and request.method == "GET":
-                raise web.HTTPSeeOther("/login")
-            raise web.HTTPUnauthorized(
-                text='{"error": "log in first"}', content_type="application/json"
-            )
-        if request.method not in ("GET", "HEAD"):
-            origin = request.headers.get("Origin")
-            if origin is not None and origin != f"{request.scheme}://{request.host}":
-                raise web.HTTPForbidden(
-                    text='{"error": "cross-origin request"}', content_type="application/json"
-                )
-            if request.headers.get("X-CSRF-Token") != session.csrf:
-                raise web.HTTPForbidden(
-                    text='{"error": "missing or wrong CSRF token"}', content_type="application/json"
-                )
-        return await handler(request)
-
     # --- pages --------------------------------------------------------------------------
 
-    async def login_page(
-        self, request: web.Request, message: str = "", status: int = 200
-    ) -> web.Response:
-        text = data_file("console/login.html").read_text(encoding="utf-8")
-        if not self.password_hash:
-            message = (
-                "The console is not set up on this gateway: put a password hash in "
-                "[console] password_hash (gateway console-password)."
-            )
-        body = text.replace("{{message}}", _escape(message)).replace(
-            "{{store}}", _escape(self.gateway.store_map.name)
-        )
-        return web.Response(text=body, content_type="text/html", status=status)
-
-    async def login(self, request: web.Request) -> web.Response:
-        client = request.remote or "?"
-        if not self.limiter.allow(client, self.gateway.clock.monotonic()):
-            return await self.login_page(request, "Too many attempts; wait a minute.", 429)
-        form = await request.post()
-        password = str(form.get("password", ""))
-        if not self.password_hash or not check_password(self.password_hash, password):
-            return await self.login_page(request, "Wrong password.", 401)
-        sid, _session = self.sessions.create(self.gateway.clock.wall())
-        response = web.HTTPSeeOther("/")
-        response.set_cookie(
-            COOKIE,
-            sid,
-            httponly=True,
-            samesite="Strict",
-            path="/",
-            secure=request.secure,
-            max_age=int(self.sessions.ttl_s),
-        )
-        raise response
-
-    async def logout(self, request: web.Request) -> web.Response:
-        self.sessions.drop(request.cookies.get(COOKIE))
-        response = web.json_response({"ok": True})
-        response.del_cookie(COOKIE, path="/")
-        return response
-
     async def index(self, request: web.Request) -> web.Response:
-        session = self.session(request)
-        assert session is not None or self.bearer_ok(request)
-        text = data_file("console/index.html").read_text(encoding="utf-8")
+        session = self.access.session(request)
+        assert session is not None or self.access.bearer_ok(request)
         scene = plan_scene(self.gateway.store_map)
-        body = (
-            text.replace("{{csrf}}", session.csrf if session else "")
-            .replace("{{store}}", _escape(self.gateway.store_map.name))
-            .replace("{{gateway}}", _escape(self.gateway.config.gateway.id))
-            .replace("{{plan}}", to_svg(scene))
-            .replace("{{projection}}", _escape(json.dumps(scene.projection)))
+        body = fill(
+            data_file("console/index.html").read_text(encoding="utf-8"),
+            csrf=escape(session.csrf if session else ""),
+            store=escape(self.gateway.store_map.name),
+            gateway=escape(self.gateway.config.gateway.id),
+            plan=to_svg(scene),  # encoded as it is built (site.render)
+            projection=escape(json.dumps(scene.projection)),
         )
         return web.Response(
             text=body, content_type="text/html", headers={"Cache-Control": "no-store"}
@@ -202,7 +119,7 @@ class Console:
     # --- data ---------------------------------------------------------------------------
 
     async def api_session(self, request: web.Request) -> web.Response:
-        session = self.session(request)
+        session = self.access.session(request)
         return web.json_response({"csrf": session.csrf if session else None})
 
     async def api_plan(self, request: web.Request) -> web.Response:
@@ -378,22 +295,17 @@ class Console:
         return web.json_response({"saved": str(path), "offset_db": result.offset_db})
 
 
-def _escape(text: str) -> str:
-    return (
-        text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
-    )
-
-
 def _prefix(kind: str) -> str:
     return f"com.storegate.{kind}"
 
 
 def add_console(app: web.Application, console: Console) -> None:
-    app.middlewares.append(console.guard)
+    access = console.access
+    app.middlewares.append(access.guard)
     r = app.router
-    r.add_get("/login", console.login_page)
-    r.add_post("/login", console.login)
-    r.add_post("/logout", console.logout)
+    r.add_get("/login", access.login_page)
+    r.add_post("/login", access.login)
+    r.add_post("/logout", access.logout)
     r.add_get("/", console.index)
     r.add_get("/static/{name}", console.static)
     r.add_get("/api/session", console.api_session)

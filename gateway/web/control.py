@@ -22,6 +22,8 @@ from gateway.runtime.metrics import Runtime, exposition
 from gateway.runtime.status import StatusView
 from gateway.store.token import write_token
 from gateway.web import auth as consoleauth
+from gateway.web import server
+from gateway.web.access import Access
 from gateway.web.console import Console, Hub, add_console
 
 log = logging.getLogger(__name__)
@@ -29,7 +31,12 @@ log = logging.getLogger(__name__)
 PROMETHEUS_TEXT = "text/plain; version=0.0.4"
 
 
-def make_app(gateway: Gateway, runtime: Runtime, console: Console | None = None) -> web.Application:
+def make_app(
+    gateway: Gateway,
+    runtime: Runtime,
+    console: Console | None = None,
+    guard: server.ConnectionGuard | None = None,
+) -> web.Application:
     view = StatusView(gateway, runtime)
 
     async def healthz(_request: web.Request) -> web.Response:
@@ -48,27 +55,39 @@ def make_app(gateway: Gateway, runtime: Runtime, console: Console | None = None)
         response.headers["Content-Type"] = f"{PROMETHEUS_TEXT}; charset=utf-8"
         return response
 
-    app = web.Application()
+    app = web.Application(client_max_size=server.MAX_BODY)
+    app.on_response_prepare.append(server.security_headers)
+    if guard is not None:
+        app.middlewares.append(guard.track)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/status", status_view)
     app.router.add_get("/metrics", metrics)
     if console is not None:
-        add_console(app, console)
+        add_console(app, console)  # its guard first: a request it refuses is not even read
+    if guard is not None:
+        app.middlewares.append(guard.read_body)
     return app
 
 
 def make_console(gateway: Gateway, runtime: Runtime, hub: Hub, config: Config) -> Console:
     """The console and its access rules; writes the local bearer token."""
     token = write_token(config.state_path)
-    console = Console(
+    settings = config.console
+    access = Access(
         gateway,
-        runtime,
-        hub,
-        consoleauth.Sessions(config.console.session_ttl_s),
-        consoleauth.LoginLimiter(config.console.login_attempts_per_minute),
-        config.console.password_hash,
+        consoleauth.Sessions(settings.session_ttl_s),
+        consoleauth.LoginLimiter(
+            settings.login_attempts_per_minute, settings.login_attempts_global_per_minute
+        ),
+        consoleauth.PasswordStore(
+            settings.password_hash, config.state_path / "console-password.json"
+        ),
         token,
+        consoleauth.DeviceCookies.load(config.state_path / "console-device.key"),
+        consoleauth.Proxies.parse(settings.trusted_proxies),
+        tuple(settings.origins),
     )
+    console = Console(gateway, runtime, hub, access)
     gateway.watch_adverts(console.on_advert)
     return console
 
@@ -82,20 +101,33 @@ async def serve_control(
 ) -> None:
     """Serve until cancelled; `listening` is set once the socket listens or failed to."""
     host, port = host_port(config.service.control_listen)
+    service = config.service
     console = make_console(gateway, runtime, hub, config)
-    runner = web.AppRunner(make_app(gateway, runtime, console), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    guard = server.ConnectionGuard(
+        server.connection_cap(service.http_max_connections), service.http_read_timeout_s
+    )
+    runner = await server.setup(
+        make_app(gateway, runtime, console, guard), guard, service.http_idle_timeout_s
+    )
+    logging.getLogger("asyncio").addFilter(server.ACCEPT_ERRORS)
+    listener: asyncio.AbstractServer | None = None
     try:
         try:
-            await site.start()
+            listener = await server.listen(guard, host, port)
         except OSError as exc:
             # The shop keeps running without its status page; doctor and the log say why.
             log.error("control endpoint %s not started: %s", config.service.control_listen, exc)
         else:
-            log.info("control endpoint on http://%s/", config.service.control_listen)
+            log.info(
+                "control endpoint on http://%s/ (at most %d connections)",
+                config.service.control_listen,
+                guard.cap,
+            )
         if listening is not None:
             listening.set()
         await asyncio.Event().wait()  # until cancelled with the daemon
     finally:
+        if listener is not None:
+            listener.close()
         await runner.cleanup()
+        logging.getLogger("asyncio").removeFilter(server.ACCEPT_ERRORS)

@@ -117,7 +117,9 @@ def test_render_svg_and_png_with_tracks(tmp_path: Path) -> None:
     scene = plan_scene(store, tracks)
     svg = ET.fromstring(to_svg(scene))
     texts = {t.text for t in svg.iter("{http://www.w3.org/2000/svg}text")}
-    assert {z.name for z in store.zones} <= texts
+    # a zone name may be printed on two lines where its zone is narrow (site.labels)
+    words = {w for t in texts if t for w in t.split()}
+    assert all(set(z.name.split()) <= words for z in store.zones)
     assert {a.id for a in store.anchors} <= texts and set(store.receivers) <= texts
     assert "device 1" in texts
     assert len(list(svg.iter("{http://www.w3.org/2000/svg}polyline"))) >= 3
