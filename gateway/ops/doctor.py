@@ -424,6 +424,16 @@ def check_daemon(config: Config, timeout_s: float) -> Check:
             f"{detail}; beacons: {listed}",
             "replace the battery or check the beacon's place and power",
         )
+    heard = status.get("sources", {}).get("adverts_by_receiver", {})
+    if status["uptime_s"] >= DEAF_AFTER_S and heard is not None:
+        problem = _receiver_problem(config, heard)
+        if problem:
+            return Check(
+                "daemon",
+                WARN,
+                f"{detail}; {problem}",
+                "check each receiver's adapter and its id in the map (gateway fences check)",
+            )
     if status["mqtt"]["enabled"] and not status["mqtt"]["connected"]:
         return Check(
             "daemon",
@@ -432,3 +442,24 @@ def check_daemon(config: Config, timeout_s: float) -> Check:
             "see the broker check above",
         )
     return Check("daemon", PASS, detail)
+
+
+DEAF_AFTER_S = 60.0  # a running daemon's receivers that heard nothing for this long: warn
+
+
+def _receiver_problem(config: Config, heard: dict[str, int]) -> str:
+    """Receivers of the map that heard nothing, and sightings from receivers not on it."""
+    from gateway.site.storemap import MapError, load_map
+
+    try:
+        receivers = set(load_map(config.resolve(config.map.path)).receivers)
+    except (MapError, OSError):
+        return ""  # the map check says why
+    deaf = sorted(r for r in receivers if not heard.get(r))
+    strangers = sorted(r for r, n in heard.items() if n and r not in receivers)
+    parts = []
+    if deaf:
+        parts.append(f"receivers that heard nothing: {', '.join(deaf)}")
+    if strangers:
+        parts.append(f"sightings from receivers not on the map (dropped): {', '.join(strangers)}")
+    return "; ".join(parts)

@@ -212,12 +212,24 @@ class UnitOfWork:
         for key, n in dropped.items():
             self.outbox_dropped[key] += n
 
+    def _first_from(self, receiver: str) -> None:
+        """Say once when sightings come from a receiver the map does not have: they are
+        dropped (counted as unknown_receiver), and a misnamed adapter would hear for nothing."""
+        if receiver not in self.pipeline.map.receivers and len(self.adverts_by_receiver) < 256:
+            log.warning(
+                "sightings from receiver %.64r, which is not on the store map: they are "
+                "dropped (name the adapter as a gateway feature of the map, or add it)",
+                receiver,
+            )
+
     def _run(self, batch: list[Item], events: list[PipelineEvent]) -> None:
         """The batch through the stages, appending to `events` as they come (so a failure
         in the transaction still leaves what was decided)."""
         run: list[Advert] = []  # consecutive sightings go through the pipeline together
         for item in batch:
             if isinstance(item, Advert):
+                if item.receiver not in self.adverts_by_receiver:
+                    self._first_from(item.receiver)
                 self.adverts_by_receiver[item.receiver] += 1
                 for watch in self.advert_watchers:
                     watch(item)

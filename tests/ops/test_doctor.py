@@ -206,3 +206,17 @@ async def test_a_deaf_demo_box_with_open_secrets_is_not_called_healthy(tmp_path:
     assert "every user can read it" in secrets[FAIL]["detail"] and "chmod" in secrets[FAIL]["fix"]
     assert "downlink_key is empty" in secrets["warn"]["detail"]
     assert all(c["fix"] for c in checks if c["status"] == FAIL)
+
+
+def test_receivers_that_hear_nothing_and_strangers_are_named() -> None:
+    from gateway.config.sections import Config
+    from gateway.ops.doctor import _receiver_problem
+    from gateway.site.storemap import load_map
+
+    config = Config()
+    receivers = sorted(load_map(config.resolve(config.map.path)).receivers)
+    heard = {r: 10 for r in receivers[1:]} | {"hci9": 5}
+    problem = _receiver_problem(config, heard)
+    assert f"heard nothing: {receivers[0]}" in problem
+    assert "not on the map (dropped): hci9" in problem
+    assert _receiver_problem(config, dict.fromkeys(receivers, 1)) == ""
