@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from gateway import __version__
 from gateway.cli import (
     calibrate,
+    contract,
     doctor,
     downlink,
     fences,
@@ -61,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         tools.add_rpa,
         tools.add_config_doc,
         tools.add_config_template,
+        contract.add_contract,
         tools.add_locate,
         tools.add_decode,
         nfc.add_nfc,

@@ -191,11 +191,19 @@ class MqttSection:
         "First topic levels of the contract (docs/asyncapi.yaml).", default="storegate/v1"
     )
     inflight: int = doc("QoS 1 messages in flight at once.", default=64)
+    cloudevents_mode: str = doc(
+        "How events are carried (CloudEvents MQTT binding): 'structured' (the JSON event as "
+        "payload; on MQTT 5 Content Type application/cloudevents+json) or 'binary' (MQTT 5 "
+        "only: `data` as payload, Content Type = datacontenttype, the other attributes as "
+        "User Properties).",
+        default="structured",
+    )
     batch_events: int = doc(
-        "A backlog drains as CloudEvents JSON batches of up to this many events of one "
-        "stream per message (application/cloudevents-batch+json); a lone event is sent on "
-        "its own. 1: always one event per message.",
-        default=50,
+        "1: one event per message, as the binding defines. Above 1 (an extension the binding "
+        "does not define; MQTT 5 structured mode only): a backlog drains as CloudEvents JSON "
+        "batches of up to this many events of one stream per message "
+        "(application/cloudevents-batch+json); a lone event is still sent on its own.",
+        default=1,
     )
     backoff_max_s: float = doc("Longest wait between reconnection attempts.", default=30.0)
     downlink_key: str = doc(
@@ -244,6 +252,24 @@ class MqttSection:
     share_interval_s: float = doc(
         "How often shared sightings are published (a batch per interval).", default=0.2
     )
+    store_state: bool = doc(
+        "Publish the store's state as retained plain JSON for Node-RED and dashboards, on "
+        "change and at most once a second: `{prefix}/{store}/{gateway}/state/zones/{zone}` "
+        "(people now), `.../state/beacons/{beacon}` (fixed beacon health) and "
+        "`.../state/offers` (offers issued and redeemed this store day). Never per shopper.",
+        default=False,
+    )
+    ha_discovery: bool = doc(
+        "Announce the gateway to Home Assistant by MQTT discovery (retained configs): "
+        "connectivity from the status topic, occupancy per zone, battery and last seen per "
+        "fixed beacon, offers issued and redeemed today. Implies store_state; a zone or "
+        "beacon removed from the map is removed from Home Assistant on reload.",
+        default=False,
+    )
+    ha_discovery_prefix: str = doc(
+        "Home Assistant's discovery prefix (its MQTT integration's setting).",
+        default="homeassistant",
+    )
 
     def validate(self) -> dict[str, str]:
         problems: dict[str, str] = {}
@@ -261,6 +287,24 @@ class MqttSection:
             problems["inflight"] = "must be at least 1"
         if not 1 <= self.batch_events <= 1000:
             problems["batch_events"] = "must be between 1 and 1000"
+        if self.cloudevents_mode not in ("structured", "binary"):
+            problems["cloudevents_mode"] = "use 'structured' or 'binary'"
+        elif self.cloudevents_mode == "binary" and self.protocol != "5":
+            problems["cloudevents_mode"] = (
+                "binary mode needs MQTT 5 (User Properties); use 'structured' with 3.1.1"
+            )
+        elif self.batch_events > 1 and (
+            self.protocol != "5" or self.cloudevents_mode != "structured"
+        ):
+            problems["batch_events"] = (
+                "batches are an extension for MQTT 5 structured mode only (a 3.1.1 or "
+                "binary-mode consumer could not tell them from events); set 1"
+            )
+        prefix = [
+            p for level in self.ha_discovery_prefix.split("/") if (p := topic_level_problem(level))
+        ]
+        if prefix:
+            problems["ha_discovery_prefix"] = f"{prefix[0]} in a level; e.g. 'homeassistant'"
         if bool(self.cert_file) != bool(self.key_file):
             problems["cert_file"] = "set both cert_file and key_file for mutual TLS, or neither"
         if (self.cert_file or self.ca_file) and not self.tls:

@@ -13,18 +13,20 @@ import asyncio
 import sqlite3
 from collections import Counter
 from collections.abc import Callable
+from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING, TextIO
 from zoneinfo import ZoneInfo
 
 from gateway.clock import Clock
 from gateway.config.sections import Config
 from gateway.identity.store import IdentityStore
-from gateway.model import Advert, PipelineEvent
+from gateway.model import Advert, OfferDecision, PipelineEvent
 from gateway.offers.engine import OfferEngine
 from gateway.offers.rules import PickupDiscountSection
 from gateway.pipeline import Pipeline
 from gateway.runtime.commands import Commands
 from gateway.runtime.commit import EventSink, Item, Queued, RunSummary, ShopFloor, UnitOfWork
+from gateway.runtime.metrics import DECISION_BUCKETS, DELIVERY_BUCKETS, Histogram
 from gateway.runtime.reload import plan_reload
 from gateway.sinks.terminal import ConsoleReporter
 from gateway.site.hardware import load_beacon_profile
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
     from gateway.sinks.webhook import WebhookSender
     from gateway.sources.ble import BleSource
     from gateway.sources.nfc import NfcSource
+    from gateway.sync.homeassistant import StoreState
     from gateway.sync.topics import Topics
     from gateway.sync.uplink import Uplink
 
@@ -81,6 +84,9 @@ class Gateway:
         )
         self.work.sinks.append(self.shop_floor)
         self.commands = Commands(self)
+        self.decision_latency = Histogram(DECISION_BUCKETS)  # sighting → offer decision
+        self.delivery_age = Histogram(DELIVERY_BUCKETS)  # queued → acknowledged by the broker
+        self.work.sinks.insert(0, self._observe_decisions)
         self.share: ShareBuffer | None = None  # shopper sightings for peer gateways
         if config.mqtt.share_sightings:
             self.share = ShareBuffer()
@@ -137,9 +143,26 @@ class Gateway:
         """See every advert as it enters the pipeline (the console's calibration)."""
         self.work.advert_watchers.append(watch)
 
+    def _observe_decisions(self, events: list[PipelineEvent], _queued: list[Queued]) -> None:
+        now = self.clock.wall()
+        for event in events:
+            if isinstance(event, OfferDecision):
+                self.decision_latency.observe(max(0.0, now - event.t))
+
     def attach_uplink(self, uplink: Uplink) -> None:
         self.uplink = uplink
+        uplink.on_delivered = self.delivery_age.observe
         uplink.local_feeds = self.local_feeds(uplink.topics)
+        mqtt = self.config.mqtt
+        if mqtt.store_state or mqtt.ha_discovery:
+            from gateway.sync.homeassistant import StatePublisher
+
+            publisher = StatePublisher(
+                mqtt, uplink.topics, self.clock, self.config.state_path / "mqtt-retained.json"
+            )
+            uplink.local_feeds.append(
+                lambda: publisher.publications(self.store_state, uplink.stats.connects)
+            )
 
         def wake(_events: list[PipelineEvent], queued: list[Queued]) -> None:
             if any(q.seq is not None for q in queued):
@@ -195,6 +218,35 @@ class Gateway:
         return feeds
 
     # --- state ---------------------------------------------------------------------------
+
+    def store_state(self) -> StoreState:
+        """The store as the retained MQTT state shows it: people per zone, fixed beacons'
+        health, offers issued and redeemed this store day (by the pipeline's time)."""
+        from gateway.sync.homeassistant import StoreState, ZoneState
+
+        pipeline = self.pipeline
+        zones = pipeline.zones
+        counts: Counter[str] = Counter()
+        for device in zones.visits:
+            counts.update(zones.zones_of(device))
+        now = pipeline.now or self.clock.wall()
+        day = self.offers.store_day(now)
+        start = datetime.combine(
+            date.fromisoformat(day), time(), ZoneInfo(self.config.gateway.timezone)
+        )
+        end = (start + timedelta(days=1)).timestamp()
+        issued, redeemed = self.conn.execute(
+            "SELECT (SELECT count(*) FROM offers WHERE store_day = ?), "
+            "(SELECT count(*) FROM offers WHERE redeemed_at >= ? AND redeemed_at < ?)",
+            (day, start.timestamp(), end),
+        ).fetchone()
+        return StoreState(
+            zones=[ZoneState(z.id, z.name, counts.get(z.id, 0)) for z in self.store_map.zones],
+            beacons=[pipeline.fleet.report(a, now) for a in sorted(pipeline.fleet.states)],
+            day=day,
+            offers_issued=int(issued),
+            offers_redeemed=int(redeemed),
+        )
 
     def _campaigns(self) -> list[PickupDiscountSection]:
         """Campaign rules synced from the backend win over the local defaults."""

@@ -17,7 +17,7 @@ from gateway import __version__
 
 if TYPE_CHECKING:
     from gateway.runtime.gateway import Gateway
-    from gateway.runtime.metrics import Runtime
+    from gateway.runtime.metrics import Histogram, Runtime
 
 
 class SourcesDoc(TypedDict):
@@ -112,9 +112,12 @@ class Counters:
     mqtt_failures: int | None
     peer_sightings: dict[str, int]
     downlink_rejected: dict[str, int]  # since start, by reason (all counted, few logged)
-    ble_adapters_up: dict[str, bool]
+    ble_adapters_up: dict[str, bool]  # every configured adapter, False until it scans
     beacons_ok: dict[str, bool]
+    beacons_battery_pct: dict[str, float]  # only beacons that reported a battery voltage
     inlet_dropped: int
+    decision_latency: Histogram
+    delivery_age: Histogram
 
 
 class StatusView:
@@ -214,7 +217,13 @@ class StatusView:
         stats = gateway.pipeline.stats
         uplink = gateway.uplink
         return Counters(
-            adverts_by_receiver=dict(sorted(gateway.adverts_by_receiver.items())),
+            adverts_by_receiver=dict(
+                sorted(
+                    (
+                        {r: 0 for r in gateway.store_map.receivers} | gateway.adverts_by_receiver
+                    ).items()
+                )
+            ),
             taps=stats.taps,
             frames=dict(sorted(stats.decode.frames.items())),
             decode_rejected=dict(sorted(stats.decode.rejected.items())),
@@ -234,12 +243,26 @@ class StatusView:
             mqtt_failures=None if uplink is None else uplink.stats.failures,
             peer_sightings=dict(sorted(gateway.peer_stats.items())),
             downlink_rejected=dict(sorted(gateway.commands.rejections.counts.items())),
-            ble_adapters_up={s.adapter: s.state == "scanning" for s in gateway.ble_sources},
+            ble_adapters_up=dict(
+                sorted(
+                    (
+                        {name: False for name in gateway.config.sources.ble}
+                        | {s.adapter: s.state == "scanning" for s in gateway.ble_sources}
+                    ).items()
+                )
+            ),
             beacons_ok={
                 anchor: state.status == "ok"
                 for anchor, state in sorted(gateway.pipeline.fleet.states.items())
             },
+            beacons_battery_pct={
+                anchor: pct
+                for anchor in sorted(gateway.pipeline.fleet.states)
+                if (pct := gateway.pipeline.fleet.report(anchor, 0.0).battery_pct) is not None
+            },
             inlet_dropped=gateway.summary.dropped,
+            decision_latency=gateway.decision_latency,
+            delivery_age=gateway.delivery_age,
         )
 
     def document(self) -> StatusDoc:

@@ -38,6 +38,7 @@ class QueuedEvent:
     stream: str
     type: str
     payload: bytes  # the CloudEvent as stored: compact JSON, sent as is
+    queued_at: float = 0.0  # wall clock when it was queued (the delivery-age histogram)
 
     @property
     def body(self) -> dict[str, Any]:
@@ -78,11 +79,11 @@ class Outbox:
         Local streams (pushes for the in-store webhook) are drained by their own sink."""
         placeholders = ",".join("?" for _ in exclude) or "''"
         rows = self.conn.execute(
-            f"SELECT seq, event_id, stream, type, body FROM outbox WHERE stream NOT IN "
+            f"SELECT seq, event_id, stream, type, body, queued_at FROM outbox WHERE stream NOT IN "
             f"({placeholders}) ORDER BY priority, seq LIMIT ?",
             (*exclude, limit),
         )
-        return [QueuedEvent(r[0], r[1], r[2], r[3], r[4].encode()) for r in rows]
+        return [QueuedEvent(r[0], r[1], r[2], r[3], r[4].encode(), r[5]) for r in rows]
 
     def due(self, stream: str, now: float, limit: int = 50) -> list[tuple[QueuedEvent, int]]:
         """Events of a local stream whose next attempt is due, with their attempt count."""

@@ -14,11 +14,13 @@ from typing import NamedTuple
 
 
 class Publication(NamedTuple):
-    """A message published beside the outbox, in real time (peer sightings, displays)."""
+    """A message published beside the outbox, in real time (peer sightings, displays, the
+    retained store state and Home Assistant discovery)."""
 
     topic: str
     payload: bytes
     qos: int
+    retain: bool = False
 
 
 # Polled by the uplink after each round: what to publish now.

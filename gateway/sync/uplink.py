@@ -8,6 +8,13 @@ Delivery is at-least-once and ordered per stream:
   * per stream, only the acknowledged *prefix* is removed from the outbox (moved to
     `delivered`). A message acknowledged after one that failed is sent again later, so the
     consumer may see a duplicate — with the same CloudEvents id — but never a reordering.
+
+Each event is one MQTT message, as the CloudEvents MQTT binding defines it: structured mode
+(the JSON event format as payload; on MQTT 5 Content Type `application/cloudevents+json`) or,
+on MQTT 5 only, binary mode (`mqtt.cloudevents_mode = "binary"`: the `data` as payload, Content
+Type = `datacontenttype`, every other attribute a User Property of the same name). JSON
+batches of one stream (`mqtt.batch_events` > 1) are an extension the binding does not define:
+only when configured, only on MQTT 5, only in structured mode.
 """
 
 from __future__ import annotations
@@ -143,6 +150,8 @@ class Uplink:
     # Real-time local publications (peer sightings, pickup displays): each callable hands
     # over what is due as (topic, payload, qos); nothing of it goes through the outbox.
     local_feeds: list[LocalFeed] = field(default_factory=list)
+    # Told how long each acknowledged event waited in the outbox (wall seconds since queued).
+    on_delivered: Callable[[float], None] | None = None
     # Built once: paho's Properties objects are costly to make per message.
     _single_props: Properties = field(default_factory=lambda: _publish_props(CLOUDEVENTS_JSON))
     _batch_props: Properties = field(default_factory=lambda: _publish_props(CLOUDEVENTS_BATCH))
@@ -258,8 +267,8 @@ class Uplink:
             await asyncio.sleep(self.config.mqtt.share_interval_s)
             _still_wanted()
             for feed in self.local_feeds:
-                for topic, payload, qos in feed():
-                    await client.publish(topic, payload, qos=qos)
+                for p in feed():
+                    await client.publish(p.topic, p.payload, qos=p.qos, retain=p.retain)
                     self.stats.local_published += 1
 
     async def _drain_forever(self, client: aiomqtt.Client) -> None:
@@ -283,14 +292,21 @@ class Uplink:
             return 0
         semaphore = asyncio.Semaphore(self.config.mqtt.inflight)
         v5 = self.config.mqtt.protocol == "5"
-        chunks = chunk_by_stream(queued, self.config.mqtt.batch_events)
+        binary = v5 and self.config.mqtt.cloudevents_mode == "binary"
+        # Config validation keeps batches to MQTT 5 structured mode; this holds it here too.
+        per_message = self.config.mqtt.batch_events if v5 and not binary else 1
+        chunks = chunk_by_stream(queued, per_message)
 
         async def send(chunk: list[QueuedEvent]) -> bool:
+            props: Properties | None
             async with semaphore:
-                if len(chunk) == 1:
+                if binary:
+                    payload, props = binary_message(chunk[0].payload)
+                elif len(chunk) == 1:
                     payload, props = chunk[0].payload, self._single_props if v5 else None
                 else:
-                    # CloudEvents JSON batch format: a backlog drains in few messages.
+                    # The batch extension (configured, MQTT 5, structured): one stream's
+                    # events as a CloudEvents JSON batch, so a backlog drains in few messages.
                     payload = b"[" + b",".join(e.payload for e in chunk) + b"]"
                     props = self._batch_props if v5 else None
                 try:
@@ -306,8 +322,12 @@ class Uplink:
         results = [ok for chunk, ok in zip(chunks, sent, strict=True) for _ in chunk]
         done = acknowledged_prefix(queued, results)
         if done:
-            self.outbox.acknowledge(done, self.clock.wall())
+            now = self.clock.wall()
+            self.outbox.acknowledge(done, now)
             self.stats.delivered += len(done)
+            if self.on_delivered is not None:
+                for event in done:
+                    self.on_delivered(max(0.0, now - event.queued_at))
         if len(done) < len(queued):
             raise aiomqtt.MqttError(f"{len(queued) - len(done)} of {len(queued)} not acknowledged")
         self.round_size = min(self.batch, self.round_size * 2)
@@ -327,6 +347,31 @@ def chunk_by_stream(queued: list[QueuedEvent], size: int) -> list[list[QueuedEve
         else:
             chunks.append([event])
     return chunks
+
+
+def binary_message(stored: bytes) -> tuple[bytes, Properties]:
+    """An outbox event (structured JSON, as stored) in the binding's MQTT 5 binary mode: the
+    payload is `data` in its `datacontenttype`, which becomes the Content Type property; every
+    other attribute is a User Property of the same name, in its canonical string form."""
+    body: dict[str, Any] = json.loads(stored)
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    props.ContentType = str(body.get("datacontenttype", "application/json"))
+    props.UserProperty = [
+        (name, _canonical(value))
+        for name, value in body.items()
+        if name not in ("data", "data_base64", "datacontenttype")
+    ]
+    data = body.get("data")
+    payload = b"" if data is None else json.dumps(data, separators=(",", ":")).encode()
+    return payload, props
+
+
+def _canonical(value: object) -> str:
+    """CloudEvents canonical string form (our attributes are strings; booleans and integers
+    would be extension attributes)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _publish_props(content_type: str) -> Properties:

@@ -3,9 +3,13 @@ events the gateway really emits (validated against its JSON schemas)."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +25,7 @@ from gateway.ops.demo import run_demo
 from gateway.store.outbox import Outbox
 from gateway.sync import downlink, signed
 from gateway.sync.envelopes import PRIORITY, EnvelopeFactory
+from gateway.sync.homeassistant import StatePublisher, StoreState, ZoneState
 from gateway.sync.topics import Topics
 from gateway.sync.uplink import Uplink
 from tests.conftest import REPO, STORE_MORNING
@@ -74,6 +79,13 @@ def test_the_code_uses_exactly_the_documented_topics() -> None:
             f.replace("down/+", "down/{family}").replace("cmd/+", "cmd/{command}")
             for f in topics.downlink_filters
         ),
+    }
+    publisher = StatePublisher(Config().mqtt, topics, ManualClock(0.0))
+    used |= {
+        publisher.zone_topic("{zone}"),
+        publisher.beacon_topic("{beacon}"),
+        publisher.offers_topic,
+        publisher.config_topic("{component}", "{object}").replace(publisher.node_id, "{node}"),
     }
     assert used == addresses
     channels = DOC["channels"]
@@ -184,3 +196,138 @@ def test_every_offer_reason_is_in_the_contract() -> None:
 
     schema = DOC["components"]["schemas"]["OfferDecisionData"]["properties"]["reason"]
     assert set(schema["enum"]) == set(Reason)
+
+
+def _message_validator(schema: dict[str, Any]) -> Draft202012Validator:
+    return Draft202012Validator({**DOC, **schema}, format_checker=FormatChecker())
+
+
+def test_every_message_has_examples_that_match_it() -> None:
+    for name, message in DOC["components"]["messages"].items():
+        examples = message.get("examples", [])
+        assert examples, f"{name} has no example"
+        for example in examples:
+            payload = _message_validator(message["payload"])
+            errors = [e.message for e in payload.iter_errors(example["payload"])]
+            assert not errors, (name, example["name"], errors)
+            if "headers" in message:
+                headers = _message_validator(message["headers"])
+                assert headers.is_valid(example["headers"]), (name, example["name"])
+        assert message["bindings"]["mqtt"]["bindingVersion"] == "0.2.0"
+
+
+def test_qos_retain_will_and_security_are_bindings_not_prose() -> None:
+    server = DOC["servers"]["store-broker"]
+    will = server["bindings"]["mqtt"]["lastWill"]
+    assert will["qos"] == 1 and will["retain"] is True and will["topic"].endswith("/status")
+    assert _validator("Status").is_valid(json.loads(will["message"]))
+    schemes = DOC["components"]["securitySchemes"]
+    assert {schemes[r["$ref"].rsplit("/", 1)[1]]["type"] for r in server["security"]} == {
+        "X509",
+        "userPassword",
+    }
+    assert DOC["info"]["license"]["name"]
+    expected = {  # (qos, retain) as the code publishes them
+        "sendEvents": (1, False),
+        "sendStatus": (1, True),
+        "shareSightings": (0, False),
+        "showOffers": (1, False),
+        "publishZoneState": (1, True),
+        "publishBeaconState": (1, True),
+        "publishOffersState": (1, True),
+        "announceToHomeAssistant": (1, True),
+    }
+    for name, op in DOC["operations"].items():
+        binding = op["bindings"]["mqtt"]
+        assert binding["qos"] in (0, 1), name
+        if name in expected:
+            assert (binding["qos"], binding.get("retain", False)) == expected[name], name
+
+
+def test_the_retained_state_and_discovery_match_the_contract() -> None:
+    from gateway.model import BeaconHealth
+
+    publisher = StatePublisher(
+        dataclasses.replace(Config().mqtt, ha_discovery=True),
+        Topics("storegate/v1", "s", "g"),
+        ManualClock(0.0),
+    )
+    state = StoreState(
+        zones=[ZoneState("aisle-1", "Aisle 1", 2)],
+        beacons=[
+            BeaconHealth(1.0, "b1", "ok", 1_900_000_000.0, 1.0, 2900, 77.7, 20.0),
+            BeaconHealth(1.0, "b2", "missing", None, None, None, None, None),
+        ],
+        day="2031-06-17",
+        offers_issued=3,
+        offers_redeemed=1,
+    )
+    by_schema = {"zones": "ZoneState", "beacons": "BeaconState", "offers": "OffersState"}
+    published = publisher.publications(lambda: state, session=1)
+    assert len(published) == 4 + 8  # states: zone, 2 beacons, offers; 8 discovery configs
+    for p in published:
+        body = json.loads(p.payload)
+        if p.topic.startswith("homeassistant/"):
+            name = "DiscoveryConfig"
+        else:
+            name = by_schema[p.topic.split("/state/")[1].split("/")[0]]
+        errors = [e.message for e in _validator(name).iter_errors(body)]
+        assert not errors, (p.topic, errors)
+
+
+ASYNCAPI_CLI = "6.2.0"  # @asyncapi/cli, pinned
+
+
+def _asyncapi_cli() -> Path:
+    """The official AsyncAPI CLI from npm, installed once into .venv (kept between runs)."""
+    prefix = REPO / ".venv" / "npm" / f"asyncapi-cli-{ASYNCAPI_CLI}"
+    binary = prefix / "node_modules" / ".bin" / "asyncapi"
+    if not binary.exists():
+        npm = shutil.which("npm")
+        assert npm, "npm is missing (Debian: apt-get install npm)"
+        installed = subprocess.run(
+            [npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund",
+             f"@asyncapi/cli@{ASYNCAPI_CLI}"],
+            capture_output=True, text=True, timeout=900,
+        )  # fmt: skip
+        assert installed.returncode == 0, installed.stderr[-2000:]
+    return binary
+
+
+def _validate(cli: Path, document: Path, tmp_path: Path) -> tuple[int, str]:
+    analytics = tmp_path / "analytics.json"  # no usage tracking, no network
+    analytics.write_text('{"analyticsEnabled": "false", "infoMessageShown": "true", "userID": "t"}')
+    env = {
+        **os.environ,
+        "ASYNCAPI_METRICS_CONFIG_PATH": str(analytics),
+        "SUPPRESS_NO_CONFIG_WARNING": "1",
+    }
+    result = subprocess.run(
+        [str(cli), "validate", str(document), "--score"],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    return result.returncode, result.stdout + result.stderr
+
+
+@pytest.mark.registry  # npm installs the AsyncAPI CLI from the package registry
+def test_the_official_asyncapi_cli_scores_it_100_without_warnings(tmp_path: Path) -> None:
+    cli = _asyncapi_cli()
+    code, output = _validate(cli, REPO / "docs" / "asyncapi.yaml", tmp_path)
+    assert code == 0, output
+    score = re.search(r"score of the asyncapi document is (\d+)", output)
+    assert score and int(score.group(1)) >= 90, output
+    assert "is valid" in output and "don't have governance issues" in output, output
+    # the same tool, on the contract without its license: the score it had before (75)
+    unlicensed = tmp_path / "unlicensed.yaml"
+    unlicensed.write_text(
+        yaml.safe_dump({**DOC, "info": {k: v for k, v in DOC["info"].items() if k != "license"}})
+    )
+    _, output = _validate(cli, unlicensed, tmp_path)
+    assert "score of the asyncapi document is 75" in output, output
+    # and a broken reference is an error, so the check above can fail
+    broken = tmp_path / "broken.yaml"
+    channels = {**DOC["channels"], "status": {**DOC["channels"]["status"], "messages": {
+        "status": {"$ref": "#/components/messages/nowhere"}}}}  # fmt: skip
+    broken.write_text(yaml.safe_dump({**DOC, "channels": channels}))
+    code, output = _validate(cli, broken, tmp_path)
+    assert code != 0 and "nowhere" in output, output

@@ -117,7 +117,8 @@ async def test_backlog_built_while_the_broker_is_down_is_delivered_in_order(
     broker, consumer = await _broker_with_consumer(tmp_path, consumer_task)
     broker.stop()  # the consumer's durable session is saved with the broker's state
 
-    config = mqtt_config(tmp_path, broker)
+    # The batch extension, enabled explicitly (MQTT 5, structured mode).
+    config = mqtt_config(tmp_path, broker, "batch_events = 50\n")
     outbox = Outbox(db.connect(config.state_path / "gateway.db"))
     uplink = Uplink(config, outbox, CLOCK)
     task = await _start(uplink)
@@ -134,6 +135,7 @@ async def test_backlog_built_while_the_broker_is_down_is_delivered_in_order(
         order = [t.rsplit("/", 1)[1] for t, _, _ in consumer.received]
         assert max(i for i, s in enumerate(order) if s == "redemption") < order.index("zone")
         assert consumer.batches >= 10_000 // 50  # the backlog went out in batches
+        assert consumer.invalid == []  # the SDK read every event of every batch
     finally:
         await _cancel(task)
         broker.stop()
@@ -296,18 +298,94 @@ def test_backlog_chunks_keep_stream_order() -> None:
     ]
 
 
-async def test_one_event_per_message_when_batching_is_off(
-    tmp_path: Path, consumer_task: list[asyncio.Task[None]]
+@pytest.mark.parametrize(
+    ("extra", "content_types"),
+    [
+        ("", {"application/cloudevents+json"}),  # the default: structured, one per message
+        ("cloudevents_mode = 'binary'\n", {"application/json"}),
+        ("protocol = '3.1.1'\n", {None}),  # structured JSON, the format implied
+    ],
+    ids=["structured-v5", "binary-v5", "structured-v311"],
+)
+async def test_a_backlog_goes_one_event_per_message_by_the_binding(
+    tmp_path: Path, consumer_task: list[asyncio.Task[None]], extra: str, content_types: set[str]
 ) -> None:
+    """Every message is one CloudEvent the SDK reads (tests/support/ce_oracle.py), in the
+    configured content mode, even when a backlog of 300 drains."""
     broker, consumer = await _broker_with_consumer(tmp_path, consumer_task)
     try:
-        config = mqtt_config(tmp_path, broker, "batch_events = 1\n")
-        await _delivers(config, True)
-        await wait_for(lambda: len(consumer.received) == 10)
-        assert consumer.batches == 0
-        assert {ct for _, _, ct in consumer.received} == {"application/cloudevents+json"}
+        config = mqtt_config(tmp_path, broker, extra)
+        outbox = Outbox(db.connect(config.state_path / "gateway.db"))
+        produce(outbox, 0, 300)
+        uplink = Uplink(config, outbox, CLOCK)
+        ages: list[float] = []  # what feeds gateway_outbox_delivery_age_seconds
+        uplink.on_delivered = ages.append
+        task = await _start(uplink)
+        try:
+            await wait_for(lambda: outbox.depth() == 0, timeout=60)
+            await wait_for(lambda: len(consumer.received) + len(consumer.invalid) >= 300)
+        finally:
+            await _cancel(task)
+        assert consumer.invalid == []
+        assert consumer.batches == 0 and uplink.stats.published == 300
+        assert len(ages) == 300 and all(0 <= age < 120 for age in ages)
+        assert {ct for _, _, ct in consumer.received} == content_types
+        assert_complete_and_ordered(consumer, 300)
+        first = next(body for _, body, _ in consumer.received if body["id"] == "ev-0")
+        assert first == {
+            "specversion": "1.0",
+            "id": "ev-0",
+            "type": "com.storegate.redemption.x",
+            "source": "/test",
+            "data": {"n": 0},
+            **({"datacontenttype": "application/json"} if "binary" in extra else {}),
+        }
     finally:
         broker.stop()
+
+
+def test_binary_mode_maps_attributes_to_user_properties() -> None:
+    from gateway.sync.uplink import binary_message
+
+    stored = json.dumps(
+        {
+            "specversion": "1.0",
+            "id": "e1",
+            "source": "/stores/s/gateways/g",
+            "type": "com.storegate.zone.enter",
+            "time": "2031-06-17T08:30:00.000Z",
+            "subject": "dev-0123456789abcdef",
+            "datacontenttype": "application/json",
+            "data": {"zone": "z", "n": [1, 2]},
+        }
+    ).encode()
+    payload, props = binary_message(stored)
+    assert json.loads(payload) == {"zone": "z", "n": [1, 2]}
+    assert getattr(props, "ContentType") == "application/json"  # noqa: B009 (paho: untyped)
+    assert dict(getattr(props, "UserProperty")) == {  # noqa: B009
+        "specversion": "1.0",
+        "id": "e1",
+        "source": "/stores/s/gateways/g",
+        "type": "com.storegate.zone.enter",
+        "time": "2031-06-17T08:30:00.000Z",
+        "subject": "dev-0123456789abcdef",
+    }
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "message"),
+    [
+        ("protocol = '3.1.1'\ncloudevents_mode = 'binary'\n", "cloudevents_mode", "MQTT 5"),
+        ("cloudevents_mode = 'avro'\n", "cloudevents_mode", "structured"),
+        ("protocol = '3.1.1'\nbatch_events = 50\n", "batch_events", "extension"),
+        ("cloudevents_mode = 'binary'\nbatch_events = 50\n", "batch_events", "extension"),
+        ("ha_discovery_prefix = 'home/+'\n", "ha_discovery_prefix", "wildcard"),
+    ],
+)
+def test_forms_outside_the_binding_are_refused(extra: str, key: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=rf"mqtt\.{key}.*{message}"):
+        parse_config(f"[mqtt]\n{extra}", "gw.toml")
+    assert Config().mqtt.batch_events == 1  # batches only when asked for
 
 
 async def test_a_cancel_at_any_moment_of_the_handshake_ends_the_uplink(tmp_path: Path) -> None:
