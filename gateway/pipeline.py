@@ -64,6 +64,9 @@ RPA_CANDIDATES = frozenset(
 
 # One position solve per device per quarter second of trace time (see PresenceSettings).
 SOLVE_INTERVAL_S = 0.25
+# A shopper who declined is followed under a per-visit alias (counted, never identified), and
+# her sightings stay on this gateway: peers would otherwise see her beacon id on the broker.
+VISIT_ALIAS_PREFIX = "visit:"
 # How often silent devices are looked for.
 EXPIRY_CHECK_S = 0.5
 
@@ -211,7 +214,7 @@ class Pipeline:
         if shopper is not None:
             device, power = shopper
             events.extend(self._track(device, advert, power))
-            if self.share is not None:
+            if self.share is not None and not device.startswith(VISIT_ALIAS_PREFIX):
                 self.share(advert)
         return events
 
@@ -237,7 +240,7 @@ class Pipeline:
             device, power = shopper
             if self.presence.fold(device, advert.receiver, advert.t, advert.rssi, power):
                 due[device] = advert.t
-            if self.share is not None:
+            if self.share is not None and not device.startswith(VISIT_ALIAS_PREFIX):
                 self.share(advert)
         if due:
             events.extend(self._solve_due(due))
@@ -335,7 +338,7 @@ class Pipeline:
         profile_id, declined = self.identity.resolve_consenting(kind, value)
         if declined:
             digest = hmac.new(self.key, f"{device}|{t!r}".encode(), hashlib.sha256).hexdigest()
-            alias = f"visit:{digest[:16]}"
+            alias = f"{VISIT_ALIAS_PREFIX}{digest[:16]}"
             self.visit_aliases[device] = alias
             self.profiles[alias] = None
             return IdentityMatch(alias, t, kind, None)

@@ -103,7 +103,10 @@ def build_signed(args: argparse.Namespace, key: bytes, config: Config | None) ->
     binding = signed.Binding(
         store,
         gateway if gateway != signed.ALL_GATEWAYS else "-",
-        config.mqtt.downlink_max_validity_days * 86400.0 if config else 366 * 86400.0,
+        # Without a config, the gateway's default limit: never sign what a default box refuses.
+        config.mqtt.downlink_max_validity_days * 86400.0
+        if config
+        else signed.DEFAULT_MAX_VALIDITY_S,
     )
     refused = signed.check_envelope(sealed, binding, now, command=is_command)
     if refused is not None:

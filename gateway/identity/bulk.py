@@ -44,10 +44,16 @@ def count_lines(path: Path) -> int:
         return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
 
 
-def _profiles(path: Path, form: Form, report: ImportReport) -> Iterator[tuple[int, Rows]]:
-    """(line, rows of one valid profile); every problem goes to `report.errors`."""
+def _profiles(
+    path: Path, form: Form, report: ImportReport, conn: sqlite3.Connection | None = None
+) -> Iterator[tuple[int, Rows]]:
+    """(line, rows of one valid profile); every problem goes to `report.errors`. With `conn`,
+    an identifier stored for a profile this file does not re-import is an error too: an
+    import never moves a phone or card from one shopper to another unless the file says so
+    (the other profile is in it, without that identifier)."""
     first_line: dict[str, int] = {}
     owner: dict[tuple[str, str], str] = {}
+    stored_elsewhere: list[tuple[int, str, str, str]] = []  # line, kind, value, stored owner
     for number, doc in read_records(path, form, "profiles", report.notes):
         if isinstance(doc, LineError):
             report.errors.append((number, doc.field, doc.reason))
@@ -68,7 +74,24 @@ def _profiles(path: Path, form: Form, report: ImportReport) -> Iterator[tuple[in
         first_line[pid] = number
         for kind, value, _ in rows.identifiers:
             owner[(kind, value)] = pid
+            if conn is not None:
+                row = conn.execute(
+                    "SELECT profile_id FROM identifiers WHERE kind = ? AND value = ?", (kind, value)
+                ).fetchone()
+                if row is not None and row[0] != pid:
+                    stored_elsewhere.append((number, kind, value, str(row[0])))
         yield number, rows
+    for number, kind, value, other in stored_elsewhere:
+        if other not in first_line:  # re-imported in this file: the in-file check decides
+            report.errors.append(
+                (
+                    number,
+                    f"identifiers.{kind}",
+                    f"{value!r} belongs to profile {other!r}, which this file does not "
+                    "re-import; import that profile too (without it) or remove it there first",
+                )
+            )
+    report.errors.sort(key=lambda error: error[0])
 
 
 def import_profiles(
@@ -84,7 +107,7 @@ def import_profiles(
     report = ImportReport(form=form or detect_form(path))
     lines = max(1, count_lines(path))
     total = lines if dry_run else 2 * lines
-    for number, rows in _profiles(path, report.form, report):
+    for number, rows in _profiles(path, report.form, report, conn):
         report.records += 1
         report.identifiers += len(rows.identifiers)
         report.cart_items += len(rows.carts)
@@ -98,7 +121,7 @@ def import_profiles(
 
     def flush() -> None:
         with transaction(conn):
-            for sql, values in row_writes(batch):
+            for sql, values in row_writes(batch, move_identifiers=True):
                 if values:
                     conn.executemany(sql, values)
         report.imported += len(batch.profiles)

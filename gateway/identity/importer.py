@@ -287,8 +287,14 @@ CART_INSERT = (
 )
 
 
-def row_writes(rows: Rows) -> list[tuple[str, list[tuple[Any, ...]]]]:
-    """The statements that store validated profiles (their old identifiers and cart go)."""
+def row_writes(
+    rows: Rows, *, move_identifiers: bool = False
+) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    """The statements that store validated profiles (their old identifiers and cart go).
+    An identifier stored for another profile is a conflict (sqlite3.IntegrityError, and the
+    transaction rolls back) unless `move_identifiers`: a bulk import sets it only after
+    checking that every such profile is re-imported in the same file without it."""
+    insert = "INSERT OR REPLACE" if move_identifiers else "INSERT"
     return [
         ("DELETE FROM identifiers WHERE profile_id = ?", rows.replaced),
         ("DELETE FROM cart_items WHERE profile_id = ?", rows.replaced),
@@ -299,7 +305,7 @@ def row_writes(rows: Rows) -> list[tuple[str, list[tuple[Any, ...]]]]:
             rows.profiles,
         ),
         (
-            "INSERT OR REPLACE INTO identifiers (kind, value, profile_id) VALUES (?,?,?)",
+            f"{insert} INTO identifiers (kind, value, profile_id) VALUES (?,?,?)",
             rows.identifiers,
         ),
         (CART_INSERT, rows.carts),

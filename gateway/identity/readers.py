@@ -93,6 +93,18 @@ def read_records(
 ) -> Iterator[Record]:
     """(line, document or LineError) for every record of the file. `notes` receives what
     the file holds besides (a seed document's stock when importing profiles)."""
+    undecodable = _undecodable_lines(path)
+    if undecodable:
+        # Read as anything but UTF-8, "Günter" would be imported as "G�nter": refuse
+        # the file instead, naming every line that is not UTF-8 (nothing is imported).
+        for number in undecodable:
+            yield (
+                number,
+                LineError(
+                    "", "not UTF-8 text (save the file as UTF-8, e.g. 'CSV UTF-8' in a spreadsheet)"
+                ),
+            )
+        return
     if form == "jsonl":
         yield from _json_lines(path)
     elif form == "json":
@@ -103,8 +115,22 @@ def read_records(
         yield from _csv_stock(path)
 
 
+def _undecodable_lines(path: Path, most: int = 100) -> list[int]:
+    """The numbers of the lines (at most `most`) that are not valid UTF-8."""
+    bad: list[int] = []
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                bad.append(number)
+                if len(bad) >= most:
+                    break
+    return bad
+
+
 def _json_lines(path: Path) -> Iterator[Record]:
-    with path.open(encoding="utf-8", errors="replace") as f:
+    with path.open(encoding="utf-8") as f:
         for number, text in enumerate(f, start=1):
             if not text.strip():
                 continue
@@ -128,7 +154,7 @@ def _json_document(path: Path, what: str, notes: list[str]) -> Iterator[Record]:
             ),
         )
         return
-    text = path.read_text(encoding="utf-8", errors="replace")
+    text = path.read_text(encoding="utf-8")
     decoder = json.JSONDecoder()
 
     def line_at(offset: int) -> int:
@@ -220,7 +246,7 @@ def _header(reader: Any, known: tuple[str, ...], required: str) -> LineError | N
 
 
 def _csv_rows(path: Path, known: tuple[str, ...], required: str) -> Iterator[Record]:
-    with path.open(newline="", encoding="utf-8-sig", errors="replace") as f:
+    with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         problem = _header(reader, known, required)
         if problem is not None:
@@ -229,6 +255,18 @@ def _csv_rows(path: Path, known: tuple[str, ...], required: str) -> Iterator[Rec
         for row in reader:
             if None in row:
                 yield reader.line_num, LineError("", "more cells than the header has columns")
+                continue
+            missing = [column for column, cell in row.items() if cell is None]
+            if missing:  # DictReader fills a short row's missing cells with None
+                yield (
+                    reader.line_num,
+                    LineError(
+                        missing[0],
+                        f"the row ends before column {missing[0]!r}: "
+                        f"{len(row) - len(missing)} cells where the header has {len(row)} "
+                        "(an empty cell still needs its comma)",
+                    ),
+                )
                 continue
             yield reader.line_num, {k: (v or "").strip() for k, v in row.items()}
 

@@ -35,7 +35,7 @@ class Commands:
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
-        self.nonces = signed.NonceCache()
+        self.nonces = signed.NonceCache(path=gateway.config.state_path / "command-nonces.json")
         # Peer sightings: accepted, and rejected by reason (bad batches and bad sightings).
         self.peer_stats: Counter[str] = Counter()
         self.peer_clock = peers.PeerClock()
@@ -182,9 +182,11 @@ class Commands:
         now: float,
     ) -> None:
         gateway = self.gateway
-        reason = signed.check_command(document, self.nonces, now)
-        if not reason and document.get("command") != name:
-            reason = "command_mismatch"
+        # The topic is checked before the nonce is spent: a command sent to the wrong topic
+        # must not burn the nonce of the same command sent correctly.
+        reason = "command_mismatch" if document.get("command") != name else ""
+        if not reason:
+            reason = signed.check_command(document, self.nonces, now)
         result: dict[str, object] = {}
         if not reason:
             if name == "flush":

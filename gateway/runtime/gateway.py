@@ -10,6 +10,7 @@ read-only view (`status`). Other parts attach to it through its methods (`add_si
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from collections import Counter
 from collections.abc import Callable
@@ -46,6 +47,10 @@ if TYPE_CHECKING:
     from gateway.sync.homeassistant import StoreState
     from gateway.sync.topics import Topics
     from gateway.sync.uplink import Uplink
+
+log = logging.getLogger(__name__)
+
+OTHER_WRITERS_CHECK_S = 2.0
 
 
 class Gateway:
@@ -98,11 +103,34 @@ class Gateway:
         self.webhook: WebhookSender | None = None
         self.replay_progress = ReplayProgress()  # the shift a replay source applied
         self.queue: asyncio.Queue[Item | None] | None = None  # set while the pipeline runs
+        # Another process (`gateway profiles import`, `stock import`, ...) may change the
+        # database under the daemon: seen by SQLite's data_version, at most every few seconds.
+        self.data_check_s = OTHER_WRITERS_CHECK_S
+        self._next_data_check = 0.0
+        self._data_version = self._read_data_version()
 
     # --- the work, delegated -----------------------------------------------------------
 
     def process(self, batch: list[Item]) -> list[PipelineEvent]:
+        self._follow_other_writers()
         return self.work.process(batch)
+
+    def _read_data_version(self) -> int:
+        return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def _follow_other_writers(self) -> None:
+        """Refresh the caches when another connection committed (an import on the command
+        line): an opt-out or a removed identifier is honoured within seconds, not at the
+        next reload. Checking costs one PRAGMA; refreshing only happens on a change."""
+        now = self.clock.monotonic()
+        if now < self._next_data_check:
+            return
+        self._next_data_check = now + self.data_check_s
+        version = self._read_data_version()
+        if version != self._data_version:
+            self._data_version = version
+            log.info("the database was changed by another process: caches refreshed")
+            self.refresh()
 
     def advance(self, now: float) -> list[PipelineEvent]:
         return self.work.advance(now)

@@ -164,9 +164,17 @@ class SchemaError(Exception):
 def private_file(path: Path) -> None:
     """Create `path` (and its directory) readable by its owner only, or make it so."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    existed = path.exists()
     os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
     if path.stat().st_mode & 0o077:
         path.chmod(0o600)
+    if not existed and os.geteuid() == 0:
+        # `sudo gateway …` on an installed box: a file root creates in the service's state
+        # directory must stay the service's, or the daemon cannot open it at its next start
+        # (SQLite itself gives -wal/-shm files the database's owner when run as root).
+        directory = path.parent.stat()
+        if directory.st_uid != 0:
+            os.chown(path, directory.st_uid, directory.st_gid)
 
 
 def connect(path: Path) -> sqlite3.Connection:

@@ -140,18 +140,41 @@ def apply_document(conn: sqlite3.Connection, document: dict[str, Any]) -> str:
     if kind == "delta" and version != current + 1:
         raise DocumentRejected("version_gap", f"delta {version} does not follow {current}")
     writes = _writes(document)
-    with transaction(conn):
-        for sql, rows in writes:
-            if rows is None:
-                conn.execute(sql)
-            else:
-                conn.executemany(sql, rows)
-        conn.execute(
-            "INSERT INTO doc_versions (family, version) VALUES (?, ?) "
-            "ON CONFLICT(family) DO UPDATE SET version = excluded.version",
-            (family, version),
-        )
+    try:
+        with transaction(conn):
+            for sql, rows in writes:
+                if rows is None:
+                    conn.execute(sql)
+                else:
+                    conn.executemany(sql, rows)
+            conn.execute(
+                "INSERT INTO doc_versions (family, version) VALUES (?, ?) "
+                "ON CONFLICT(family) DO UPDATE SET version = excluded.version",
+                (family, version),
+            )
+    except sqlite3.IntegrityError:
+        # An identifier of a profile the document does not name: moving it silently would
+        # hand one shopper's phone or card to another. Nothing was changed (rolled back).
+        raise DocumentRejected(
+            "identifier_conflict",
+            f"an identifier in this document belongs to another profile ({_owners(conn, writes)}); "
+            "name that profile in the same document without it",
+        ) from None
     return "applied"
+
+
+def _owners(conn: sqlite3.Connection, writes: list[Write]) -> str:
+    """The stored owners of the identifiers a document would insert (for the message)."""
+    found: list[str] = []
+    for sql, rows in writes:
+        if "INTO identifiers" in sql and rows:
+            for kind, value, pid in rows:
+                row = conn.execute(
+                    "SELECT profile_id FROM identifiers WHERE kind = ? AND value = ?", (kind, value)
+                ).fetchone()
+                if row is not None and row[0] != pid:
+                    found.append(f"{kind} of {row[0]!r}, given to {pid!r}")
+    return "; ".join(found[:3]) or "unknown"
 
 
 def _head(document: dict[str, Any]) -> tuple[str, str, int]:

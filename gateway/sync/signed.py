@@ -14,14 +14,20 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+import logging
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from gateway.store.db import private_file
 from gateway.sync import wire
 from gateway.sync.canonical import NotCanonical
 from gateway.sync.canonical import canonical as jcs
+
+log = logging.getLogger(__name__)
 
 COMMANDS = ("flush", "diagnose", "reload")
 CLOCK_SKEW_S = 300.0  # how far ahead of this box's clock an issue time may be
@@ -141,6 +147,10 @@ def check_envelope(
         return Rejected("wrong_store", f"for store {store!r}; this is {binding.store!r}")
     if gateway not in (ALL_GATEWAYS, binding.gateway):
         return Rejected("wrong_gateway", f"for gateway {gateway!r}; this is {binding.gateway!r}")
+    if command and gateway == ALL_GATEWAYS:
+        # A command acts on one box: a "*" one, sniffed on any gateway's topic, would run on
+        # every other gateway of the store too (each has its own nonce cache).
+        return Rejected("wrong_gateway", "a command must name its gateway, not '*'")
     try:
         issued, expires = _time(document, "issued_at"), _time(document, "expires_at")
     except ValueError as exc:
@@ -168,11 +178,44 @@ def check_envelope(
 
 class NonceCache:
     """Commands seen and not yet expired (replay protection). Bounded: only correctly signed
-    commands get here, so the bound is a safety net, not the defence."""
+    commands get here, so the bound is a safety net, not the defence. With a `path`, the
+    nonces outlive a restart: a command sniffed before a reboot cannot be replayed after it
+    while it is still valid."""
 
-    def __init__(self, size: int = 4096) -> None:
+    def __init__(self, size: int = 4096, path: Path | None = None) -> None:
         self.seen: OrderedDict[str, float] = OrderedDict()  # nonce -> expires_at
         self.size = size
+        self.path = path
+        if path is not None:
+            self._load(path)
+
+    def _load(self, path: Path) -> None:
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            log.warning("command nonces in %s unreadable (%s); starting empty", path, exc)
+            return
+        if isinstance(stored, dict):
+            valid = [
+                (float(until), nonce)
+                for nonce, until in stored.items()
+                if isinstance(nonce, str) and isinstance(until, (int, float))
+            ]
+            for until, nonce in sorted(valid)[-self.size :]:
+                self.seen[nonce] = until
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        try:
+            temporary = self.path.with_suffix(".tmp")
+            private_file(temporary)
+            temporary.write_text(json.dumps(dict(self.seen)), encoding="utf-8")
+            temporary.replace(self.path)
+        except OSError as exc:  # a full disk: the cache still holds in memory
+            log.warning("command nonces not saved to %s: %s", self.path, exc)
 
     def fresh(self, nonce: str, expires_at: float, now: float) -> str:
         for old, until in list(self.seen.items()):
@@ -184,6 +227,7 @@ class NonceCache:
         self.seen[nonce] = expires_at
         while len(self.seen) > self.size:
             self.seen.popitem(last=False)
+        self._save()
         return ""
 
 

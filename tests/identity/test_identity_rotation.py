@@ -95,3 +95,58 @@ def test_rpa_shopper_is_resolved_by_irk(tmp_path: Path, clock: PinnedClock) -> N
     # A random address of nobody we know is ignored, not tracked.
     stranger = "5B:00:00:00:00:02"
     assert gateway.process([Advert(T0 + 9, "gw-entrance", stranger, -50, mfr=continuity)]) == []
+
+
+def test_a_declined_shoppers_sightings_are_not_shared_with_peers(
+    tmp_path: Path, clock: PinnedClock
+) -> None:
+    from gateway.sim.walkers import ibeacon_ad
+
+    config = parse_config(f"[gateway]\nstate_dir = '{tmp_path}'\n[sinks]\nstdout = false\n")
+    gateway = Gateway(config, quiet_sink=True, clock=clock)
+    gateway.identity.load_seed(json.loads(data_file("demo-profiles.json").read_text()))
+    gateway.refresh()
+    shared: list[Advert] = []
+    gateway.pipeline.share = shared.append
+    uuid = "5f2b7a10-3c4d-4e8f-9a1b-2c3d4e5f6a7b"
+    alice = ibeacon_ad(uuid, 100, 1, -59)  # consented
+    bob = ibeacon_ad(uuid, 100, 2, -59)  # said no: followed under a per-visit alias only
+    stranger = ibeacon_ad(uuid, 100, 99, -59)  # nobody we know: anonymous, shared
+    for i in range(6):
+        t = T0 + i * 0.5
+        gateway.process(
+            [
+                Advert(t, "gw-entrance", "5A:00:00:00:00:01", -50, ad=alice),
+                Advert(t, "gw-entrance", "5A:00:00:00:00:02", -50, ad=bob),
+                Advert(t, "gw-entrance", "5A:00:00:00:00:03", -50, ad=stranger),
+            ]
+        )
+        gateway.pipeline.on_advert(Advert(t + 0.1, "gw-entrance", "5A:00:00:00:00:02", -50, ad=bob))
+    assert {a.address for a in shared} == {"5A:00:00:00:00:01", "5A:00:00:00:00:03"}
+    assert any(a.startswith("visit:") for a in gateway.pipeline.visit_aliases.values())
+
+
+def test_an_opt_out_imported_while_the_daemon_runs_is_honoured_at_once(
+    tmp_path: Path, clock: PinnedClock
+) -> None:
+    """`gateway profiles import` is another process: the daemon sees its commit (SQLite's
+    data_version) and stops recognising the shopper who opted out, EID keys included."""
+    import sqlite3
+
+    from gateway.identity.bulk import import_profiles
+
+    gateway = _gateway(tmp_path, clock)
+    gateway.data_check_s = 0.0  # check at every batch (the daemon: every 2 s)
+    first = gateway.process([_eid_advert(T0, ALICE_IK, -1_000_000_000)])
+    assert [m.profile_id for m in first if isinstance(m, IdentityMatch)] == ["p-alice-3f9c"]
+    alice = json.loads(data_file("demo-profiles.json").read_text())["profiles"][0]
+    alice["opted_out"] = True
+    alice["identifiers"] = [{"kind": "eid_key", "value": f"{ALICE_IK.hex()}:4:-1000000000"}]
+    path = tmp_path / "opt-out.jsonl"
+    path.write_text(json.dumps(alice) + "\n")
+    other = sqlite3.connect(tmp_path / "gateway.db", isolation_level=None)
+    assert import_profiles(other, path).imported == 1
+    other.close()
+    later = gateway.process([_eid_advert(T0 + 1, ALICE_IK, -1_000_000_000)])
+    assert [m for m in later if isinstance(m, IdentityMatch) and m.profile_id] == []
+    assert "p-alice-3f9c" not in gateway.pipeline.profiles.values()

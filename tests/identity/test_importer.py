@@ -205,6 +205,10 @@ def test_csv_with_one_row_per_cart_item(tmp_path: Path, conn: sqlite3.Connection
                 (7, "profile_id"),
             ],
         ),
+        (  # a row cut short is not a row of empty cells
+            "profile_id,proximity_offers,language\np-1,true\np-2,true,de\n",
+            [(2, "language")],
+        ),
     ],
 )
 def test_csv_problems(
@@ -293,3 +297,64 @@ def test_export_round_trips(tmp_path: Path, conn: sqlite3.Connection) -> None:
     out2 = io.StringIO()
     export_profiles(other, out2)
     assert out2.getvalue() == out.getvalue()  # export → import → export is stable
+
+
+def test_an_import_never_moves_an_identifier_to_another_shopper_unasked(
+    tmp_path: Path, conn: sqlite3.Connection
+) -> None:
+    path = tmp_path / "profiles.jsonl"
+    path.write_text(json.dumps(GOOD) + "\n")
+    assert import_profiles(conn, path).imported == 1
+    store = IdentityStore(conn)
+    card = {"kind": "nfc_uid", "value": "04A2246A8B5C80"}  # p-1's card
+    # p-9 claims p-1's card while p-1 is not in the file: refused, nothing written.
+    path.write_text(
+        json.dumps({**GOOD, "profile_id": "p-0", "identifiers": []})
+        + "\n"
+        + json.dumps({**GOOD, "profile_id": "p-9", "identifiers": [card]})
+        + "\n"
+    )
+    report = import_profiles(conn, path)
+    assert report.imported == 0
+    ((line, field, reason),) = report.errors
+    assert (line, field) == (2, "identifiers.nfc_uid") and "'p-1'" in reason
+    assert store.resolve("nfc_uid", "04a2246a8b5c80") == "p-1"
+    assert store.profile("p-0") is None  # all or nothing
+    # The file that says so (p-1 re-imported without the card) moves it.
+    path.write_text(
+        json.dumps({**GOOD, "profile_id": "p-9", "identifiers": [card]})
+        + "\n"
+        + json.dumps({**GOOD, "identifiers": []})
+        + "\n"
+    )
+    assert import_profiles(conn, path).errors == []
+    assert store.resolve("nfc_uid", "04a2246a8b5c80") == "p-9"
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".json"])
+def test_a_file_that_is_not_utf8_is_refused_line_by_line(
+    tmp_path: Path, conn: sqlite3.Connection, suffix: str
+) -> None:
+    names = ["Jörg", "Günter"]
+    if suffix == ".csv":
+        text = "profile_id,proximity_offers,cart_sku,cart_title\n" + "".join(
+            f"p-{i},true,978-{i},{name}\n" for i, name in enumerate(names)
+        )
+    else:
+        lines = [
+            json.dumps({**GOOD, "profile_id": f"p-{i}", "identifiers": [], "cart": [
+                {"sku": f"978-{i}", "title": name}]}, ensure_ascii=False)
+            for i, name in enumerate(names)
+        ]  # fmt: skip
+        joined = ("\n" if suffix == ".jsonl" else ",\n").join(lines)
+        text = joined + "\n" if suffix == ".jsonl" else "[\n" + joined + "\n]\n"
+    path = tmp_path / f"profiles{suffix}"
+    path.write_bytes(text.encode("latin-1"))  # what an old spreadsheet saves
+    report = import_profiles(conn, path)
+    first = 2 if suffix in (".csv", ".json") else 1
+    assert [line for line, _, _ in report.errors] == [first, first + 1]
+    assert "UTF-8" in report.errors[0][2] and _profiles(conn) == 0
+    path.write_bytes(text.encode("utf-8"))
+    assert import_profiles(conn, path).errors == []
+    titles = {c.title for p in ("p-0", "p-1") for c in IdentityStore(conn).cart(p)}
+    assert titles == set(names)

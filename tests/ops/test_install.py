@@ -111,6 +111,9 @@ def test_install_again_uninstall_and_purge(tmp_path: Path) -> None:
     assert wants.is_symlink() and str(wants.readlink()) == f"/etc/systemd/system/{NAME}.service"
     assert (root / "var" / "lib" / NAME).is_dir() and (root / "var" / "log" / NAME).is_dir()
     assert (root / "usr" / "lib" / "sysusers.d" / f"{NAME}.conf").exists()
+    # `gateway` on the PATH, as the docs use it
+    on_path = root / "usr" / "local" / "bin" / "gateway"
+    assert str(on_path.readlink()) == f"/opt/{NAME}/venv/bin/gateway"
     _relocatable_image(root, tmp_path)
     _owned_for_the_service(root)
 
@@ -127,7 +130,7 @@ def test_install_again_uninstall_and_purge(tmp_path: Path) -> None:
     removed = _install(root, "--uninstall")
     assert removed.returncode == 0, removed.stderr
     assert not (root / "opt" / NAME).exists() and not unit.exists() and not wants.is_symlink()
-    assert not (root / "etc" / NAME).exists()
+    assert not (root / "etc" / NAME).exists() and not on_path.is_symlink()
     state = root / "var" / "lib" / NAME
     assert (state / "gateway.db").read_text() == "state"
     assert (state / "config.toml.uninstalled").read_text() == edited

@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import stat
 from pathlib import Path
+
+import pytest
 
 from gateway.identity.store import IdentityStore
 from gateway.sinks.push import LocalPushSink, Push, prune_push_log
@@ -32,6 +35,22 @@ def test_state_files_are_the_owners_only(tmp_path: Path) -> None:
     sink = LocalPushSink(state / "pushes.jsonl", stdout=False)
     sink.push(Push("of-1", "p-1", 1.0, "sku", "PK-AAAA-BBBB", 2.0, "hi"), "10:00")
     assert _mode(state / "pushes.jsonl") == 0o600
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can create files for another user")
+def test_root_on_the_command_line_leaves_the_state_to_the_service(tmp_path: Path) -> None:
+    """`sudo gateway profiles import …` before the daemon ever ran: the database it creates
+    (and SQLite's -wal/-shm) belong to the state directory's owner, not to root."""
+    state = tmp_path / "state"
+    state.mkdir()
+    os.chown(state, 4242, 4343)
+    conn = db.connect(state / "gateway.db")
+    with db.transaction(conn):
+        conn.execute("INSERT INTO stock (sku, title, quantity, zone_id) VALUES ('x','',1,'')")
+    for name in ("gateway.db", "gateway.db-wal", "gateway.db-shm"):
+        owner = (state / name).stat()
+        assert (owner.st_uid, owner.st_gid) == (4242, 4343), name
+    conn.close()
 
 
 def test_the_push_log_forgets_purged_offers(tmp_path: Path) -> None:

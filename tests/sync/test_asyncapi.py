@@ -282,7 +282,12 @@ def _asyncapi_cli() -> Path:
     """The official AsyncAPI CLI from npm, installed once into .venv (kept between runs)."""
     prefix = REPO / ".venv" / "npm" / f"asyncapi-cli-{ASYNCAPI_CLI}"
     binary = prefix / "node_modules" / ".bin" / "asyncapi"
-    if not binary.exists():
+    # Twice at most: npm has been seen to report success with a package half-extracted (no
+    # bin/) when other installs shared its cache; a second, clean install repairs that.
+    for _attempt in range(2):
+        if binary.exists():
+            return binary
+        shutil.rmtree(prefix, ignore_errors=True)
         npm = shutil.which("npm")
         assert npm, "npm is missing (Debian: apt-get install npm)"
         installed = subprocess.run(
@@ -291,6 +296,7 @@ def _asyncapi_cli() -> Path:
             capture_output=True, text=True, timeout=900,
         )  # fmt: skip
         assert installed.returncode == 0, installed.stderr[-2000:]
+    assert binary.exists(), f"npm installed @asyncapi/cli@{ASYNCAPI_CLI} without {binary}"
     return binary
 
 

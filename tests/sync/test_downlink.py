@@ -21,7 +21,7 @@ from gateway.runtime.gateway import Gateway
 from gateway.runtime.loop import run_gateway
 from gateway.store import db
 from gateway.sync import signed
-from gateway.sync.downlink import DocumentRejected, apply_document
+from gateway.sync.downlink import DocumentRejected, apply_document, stored_version
 from gateway.sync.signed import NonceCache, Rejected, sign, verify
 from tests.support.broker import Broker
 from tests.support.fakebluez import wait_for
@@ -166,6 +166,26 @@ def test_profile_delta_replaces_identifiers_and_cart(
         apply_document(conn, typo)
 
 
+def test_a_delta_cannot_hand_one_shoppers_identifier_to_another(
+    conn: sqlite3.Connection, seeded: IdentityStore
+) -> None:
+    owner = seeded.resolve("ibeacon", "5f2b7a10-3c4d-4e8f-9a1b-2c3d4e5f6a7b:100:2")
+    assert owner is not None
+    beacon = {"kind": "ibeacon", "value": "5f2b7a10-3c4d-4e8f-9a1b-2c3d4e5f6a7b:100:2"}
+    others = [p for p in ("p-alice-3f9c", "p-bob-81d2") if p != owner]
+    taker = {"profile_id": others[0], "identifiers": [beacon]}
+    doc = {"family": "profiles", "kind": "delta", "version": 1, "data": {"profiles": [taker]}}
+    with pytest.raises(DocumentRejected) as caught:
+        apply_document(conn, doc)
+    assert caught.value.reason == "identifier_conflict" and owner in caught.value.detail
+    assert seeded.resolve("ibeacon", beacon["value"]) == owner  # nothing changed
+    assert stored_version(conn, "profiles") == 0
+    # Named in the same delta without it, the owner gives it up: the move is explicit.
+    doc["data"] = {"profiles": [taker, {"profile_id": owner, "identifiers": []}]}
+    assert apply_document(conn, doc) == "applied"
+    assert seeded.resolve("ibeacon", beacon["value"]) == others[0]
+
+
 def test_commands_must_be_unique_until_they_expire() -> None:
     nonces = NonceCache(size=2)
     cmd = {"command": "flush", "issued_at": 1000.0, "expires_at": 1300.0, "nonce": "nonce-001"}
@@ -178,6 +198,20 @@ def test_commands_must_be_unique_until_they_expire() -> None:
     # A nonce is forgotten once its command has expired (it could not run again anyway).
     assert signed.check_command(cmd | {"nonce": "nonce-002"}, nonces, now=1400.0) == ""
     assert "nonce-001" not in nonces.seen
+
+
+def test_spent_nonces_outlive_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "command-nonces.json"
+    cmd = {"command": "flush", "issued_at": 1000.0, "expires_at": 1300.0, "nonce": "nonce-001"}
+    assert signed.check_command(cmd, NonceCache(path=path), now=1010.0) == ""
+    assert path.stat().st_mode & 0o077 == 0  # readable by the gateway's user only
+    restarted = NonceCache(path=path)
+    assert signed.check_command(cmd, restarted, now=1020.0) == "replayed"
+    # Expired nonces are dropped as before; an unreadable file starts empty, never fails.
+    assert signed.check_command(cmd | {"nonce": "nonce-002"}, restarted, now=1400.0) == ""
+    assert list(NonceCache(path=path).seen) == ["nonce-002"]
+    path.write_text("{not json", encoding="utf-8")
+    assert NonceCache(path=path).seen == {}
 
 
 def test_envelopes_bind_store_gateway_and_time() -> None:
@@ -206,10 +240,13 @@ def test_envelopes_bind_store_gateway_and_time() -> None:
         KEY,
         {"command": "flush", "nonce": "nonce-123"},
         store="demo-bookstore",
+        gateway="gw-demo-1",
         now=now,
         valid_s=7200,
     )
     assert refused(command, command=True) == "invalid_validity"  # commands: at most 1 h
+    # A command names its gateway: one signed for "*" would run on every gateway of the store.
+    assert refused({**command, "gateway": "*"}, command=True) == "wrong_gateway"
     # The signature covers the binding: moving a document to another store breaks it.
     moved = json.dumps({**doc, "store": "other-store"}).encode()
     assert _reason(verify(KEY, moved)) == "bad_signature"

@@ -179,15 +179,27 @@ async def test_commands_are_bound_answered_and_replies_stay_in_our_subtree(
             now=now,
             valid_s=300,
         )
+        # Signed for every gateway of the store: a command must name one.
+        everyone = signed.sign(KEY, {**mine, "gateway": "*", "nonce": "nonce-all-1"})
         await intruder.publish(f"{MINE}/cmd/diagnose", json.dumps(other), qos=1)
         await intruder.publish(f"{MINE}/cmd/diagnose", b"not signed at all", qos=1)
+        await intruder.publish(f"{MINE}/cmd/diagnose", json.dumps(everyone), qos=1)
+        # The right command on the wrong topic is refused without spending its nonce...
+        await intruder.publish(f"{MINE}/cmd/flush", json.dumps(mine), qos=1)
+        await wait_for(lambda: len(replies) == 4)
+        # ... so the same command on its own topic still runs.
         await intruder.publish(f"{MINE}/cmd/diagnose", json.dumps(mine), qos=1, properties=props)
-        await wait_for(lambda: len(replies) == 3)
+        await wait_for(lambda: len(replies) == 5)
         collector.cancel()
-        assert [topic for topic, _ in replies] == [f"{MINE}/cmd-resp/diagnose"] * 3
+        assert [topic for topic, _ in replies] == [f"{MINE}/cmd-resp/diagnose"] * 3 + [
+            f"{MINE}/cmd-resp/flush",
+            f"{MINE}/cmd-resp/diagnose",
+        ]
         assert [(r["ok"], r["reason"]) for _, r in replies] == [
             (False, "wrong_gateway"),
             (False, "invalid_json"),
+            (False, "wrong_gateway"),
+            (False, "command_mismatch"),
             (True, None),
         ]
 

@@ -80,6 +80,10 @@ def test_sign_refuses_what_a_gateway_would_refuse(tmp_path: Path) -> None:
     short = sign("--key-file", str(key_file), "--store", "s1")
     assert short.returncode == 2 and "too short" in short.stderr
     key_file.write_text(KEY.hex())
+    # Longer than a default gateway accepts (30 days): refused here, not on the box.
+    too_long = sign("--key-file", str(key_file), "--store", "s1", "--valid-for", "31d")
+    assert too_long.returncode == 2 and "invalid_validity" in too_long.stderr
+    assert sign("--key-file", str(key_file), "--store", "s1", "--valid-for", "30d").returncode == 0
     assert "--store" in sign("--key-file", str(key_file)).stderr
     doc.write_text(
         json.dumps({"family": "stock", "kind": "delta", "version": 1, "data": {"itemz": []}})

@@ -119,6 +119,10 @@ def test_share_buffer_is_bounded_never_reshares_and_drops_stale() -> None:
     assert [a.t for a in batch.adverts] == [103.0]
 
 
+SHOPPERS_UUID = "5f2b7a103c4d4e8f9a1b2c3d4e5f6a7b"
+BOB_DECLINED = SHOPPERS_UUID + "00640002"
+
+
 def _split_trace(tmp_path: Path) -> tuple[Path, Path, int]:
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     shopper_a = 0
@@ -127,7 +131,9 @@ def _split_trace(tmp_path: Path) -> tuple[Path, Path, int]:
             obj = json.loads(line)
             if obj["kind"] == "ble" and obj["receiver"] in A_RECEIVERS:
                 fa.write(line + "\n")
-                shopper_a += "5f2b7a103c4d4e8f9a1b2c3d4e5f6a7b" in obj.get("ad", "")
+                ad = obj.get("ad", "").lower()
+                # Bob (major 100, minor 2) declined: his sightings stay on the gateway.
+                shopper_a += SHOPPERS_UUID in ad and BOB_DECLINED not in ad
             else:
                 fb.write(line + "\n")
     return a, b, shopper_a
@@ -210,6 +216,7 @@ async def test_two_gateways_fuse_each_others_receivers(tmp_path: Path, clock: Pi
     assert gw_b.pipeline.presence.rejected["unknown_receiver"] == 0
     # only shopper devices travel, never a MAC address, never a fixed beacon
     assert sniffed and all(b"C0:FF:EE" not in p and b"address" not in p for p in sniffed)
+    assert not any(BOB_DECLINED in p.decode().lower() for p in sniffed)  # he said no
     anchors_uuid = "0f1e2d3c4b5a49788695a4b3c2d1e0f9"
     assert all(anchors_uuid not in p.decode() for p in sniffed)
     # B's own two receivers sit at the back; with A's it places Alice at the entrance and
