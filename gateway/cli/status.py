@@ -21,9 +21,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
     import httpx
 
-    from gateway.config.edges import host_port
     from gateway.config.schema import ConfigError
     from gateway.config.sections import load_config
+    from gateway.config.service import host_port
     from gateway.store.token import read_token
 
     config = load_config(args.config)

@@ -16,16 +16,10 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gateway import resources
-from gateway.config.edges import (
-    ConsoleSection,
-    MqttSection,
-    OutboxSection,
-    ServiceSection,
-    SinksSection,
-    SourcesSection,
-)
+from gateway.config.edges import MqttSection, OutboxSection, SinksSection, SourcesSection
 from gateway.config.schema import ConfigError, build_section, doc, topic_level_problem
 from gateway.config.secrets import secret_problem
+from gateway.config.service import ConsoleSection, ServiceSection
 from gateway.offers.rules import LimitsSection, PickupDiscountSection
 
 DEMO_STORE = "demo-bookstore"  # the shipped demo: the only store the public demo keys may serve

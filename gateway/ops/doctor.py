@@ -21,9 +21,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from gateway.clock import Clock
-from gateway.config.edges import host_port
 from gateway.config.schema import ConfigError
 from gateway.config.sections import Config, load_config
+from gateway.config.service import host_port
 from gateway.humantime import duration, local_datetime
 from gateway.ops.checks import FAIL, PASS, SKIP, WARN, Check
 from gateway.ops.site_checks import check_secrets, check_site

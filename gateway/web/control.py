@@ -15,8 +15,8 @@ import logging
 
 from aiohttp import web
 
-from gateway.config.edges import host_port
 from gateway.config.sections import Config
+from gateway.config.service import host_port
 from gateway.runtime.gateway import Gateway
 from gateway.runtime.metrics import Runtime, exposition
 from gateway.runtime.status import StatusView
