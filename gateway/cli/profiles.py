@@ -4,6 +4,7 @@ from files into the state database, export the profile cache. Formats: docs/data
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,16 +39,30 @@ def _print_report(path: Path, report: ImportReport, what: str, dry_run: bool) ->
     return 0
 
 
+def _state(database: Path, dry_run: bool) -> sqlite3.Connection:
+    """The state database to import into; for a dry run, one that cannot be written: the
+    real one read-only if it exists (its stored identifiers are checked against), else an
+    empty one in memory — a check on a box whose daemon never ran leaves nothing behind."""
+    from gateway.store import db
+
+    if not dry_run:
+        return db.connect(database)
+    if database.exists():
+        return db.read_only(database)
+    conn = sqlite3.connect(":memory:")
+    db.migrate(conn)
+    return conn
+
+
 def _cmd_profiles_import(args: argparse.Namespace) -> int:
     from gateway.config.sections import load_config
     from gateway.identity.bulk import import_profiles
-    from gateway.store import db
 
     config = load_config(args.config)
     path = Path(args.file)
     if not path.is_file():
         return bad_input(f"{path}: no such file")
-    conn = db.connect(config.state_path / "gateway.db")
+    conn = _state(config.state_path / "gateway.db", args.dry_run)
     clock = SystemClock()
     started = clock.monotonic()
     tty = sys.stderr.isatty()
@@ -85,7 +100,6 @@ def _cmd_stock_import(args: argparse.Namespace) -> int:
     from gateway.config.sections import load_config
     from gateway.identity.bulk import import_stock
     from gateway.site.storemap import load_map
-    from gateway.store import db
 
     config = load_config(args.config)
     path = Path(args.file)
@@ -94,7 +108,7 @@ def _cmd_stock_import(args: argparse.Namespace) -> int:
     # Stock names the zone it lies in: checked against the store's map (MapError: exit 2).
     store = load_map(config.resolve(config.map.path))
     zones = {zone.id for zone in store.zones}
-    conn = db.connect(config.state_path / "gateway.db")
+    conn = _state(config.state_path / "gateway.db", args.dry_run)
     try:
         report = import_stock(
             conn, path, form=args.format, dry_run=args.dry_run, replace=args.replace, zones=zones

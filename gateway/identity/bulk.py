@@ -81,8 +81,10 @@ def _profiles(
                 if row is not None and row[0] != pid:
                     stored_elsewhere.append((number, kind, value, str(row[0])))
         yield number, rows
+    refused: set[int] = set()
     for number, kind, value, other in stored_elsewhere:
         if other not in first_line:  # re-imported in this file: the in-file check decides
+            refused.add(number)
             report.errors.append(
                 (
                     number,
@@ -92,6 +94,7 @@ def _profiles(
                 )
             )
     report.errors.sort(key=lambda error: error[0])
+    report.records -= len(refused)  # yielded (and counted) before their owner was known
 
 
 def import_profiles(

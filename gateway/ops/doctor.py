@@ -73,8 +73,19 @@ def run_checks(config_file: str, clock: Clock, timeout_s: float = 5.0) -> list[C
 
 
 def check_state_dir(state: Path) -> Check:
+    if not state.exists():
+        # Not made here: a directory root creates would be root's, and the service could
+        # not write it. The installer makes it; a daemon run by hand creates its own.
+        parent = next((p for p in state.parents if p.exists()), Path("/"))
+        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+            return Check(
+                "state",
+                FAIL,
+                f"{state} does not exist and {parent} is not writable (to create it)",
+                "create it for the service user (scripts/install does), or set gateway.state_dir",
+            )
+        return Check("state", PASS, f"{state} will be created at first start")
     try:
-        state.mkdir(parents=True, exist_ok=True)
         probe = state / f".doctor-{os.getpid()}"
         probe.write_bytes(b"probe")
         probe.unlink()

@@ -98,7 +98,8 @@ class Commands:
             self._reject(now, topic, "family_mismatch", f"{document.get('family')!r} on {topic}")
             return
         try:
-            outcome = downlink.apply_document(gateway.conn, document)
+            zones = frozenset(zone.id for zone in gateway.store_map.zones)
+            outcome = downlink.apply_document(gateway.conn, document, zones)
         except downlink.DocumentRejected as exc:
             self._reject(now, topic, exc.reason, exc.detail)
             if exc.reason == "version_gap":

@@ -189,6 +189,11 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def read_only(path: Path) -> sqlite3.Connection:
+    """The state database opened for reading only (checks that must not write)."""
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5, check_same_thread=False)
+
+
 def migrate(conn: sqlite3.Connection) -> int:
     conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
     row = conn.execute("SELECT max(version) FROM schema_version").fetchone()

@@ -31,6 +31,20 @@ class StateLocked(Exception):
         )
 
 
+class StateOwnedByOther(StateLocked):
+    """Root was about to run a daemon in a state directory that belongs to the service."""
+
+    def __init__(self, state_dir: Path, uid: int) -> None:
+        Exception.__init__(
+            self,
+            f"{state_dir} belongs to uid {uid} (the service), and this is root: a daemon run "
+            "as root would leave files there (the lock, the control token, the console key) "
+            "the service could then not open. Start the service (sudo systemctl start "
+            "proximity-gateway) or run as its user: sudo -u proximity-gateway gateway …",
+        )
+        self.state_dir, self.pid = state_dir, 0
+
+
 class StateLock:
     """The held lock; `release()` (or the end of the process) gives it up."""
 
@@ -58,8 +72,12 @@ def _pid_in(fd: int) -> int:
 
 
 def lock_state(state_dir: Path) -> StateLock:
-    """Take the state directory's lock, or raise StateLocked naming the holder."""
+    """Take the state directory's lock, or raise StateLocked naming the holder (or
+    StateOwnedByOther when root would run a daemon in the service's state directory)."""
     state_dir.mkdir(parents=True, exist_ok=True)
+    owner = state_dir.stat().st_uid
+    if os.geteuid() == 0 and owner != 0:
+        raise StateOwnedByOther(state_dir, owner)
     path = state_dir / LOCK_FILE
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
     try:

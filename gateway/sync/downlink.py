@@ -88,7 +88,9 @@ def _optional_str(obj: dict[str, Any], key: str, where: str) -> str:
     return value
 
 
-def _stock_rows(items: list[Any]) -> list[tuple[str, str, int, str]]:
+def _stock_rows(
+    items: list[Any], zones: frozenset[str] | None = None
+) -> list[tuple[str, str, int, str]]:
     rows = []
     for i, item in enumerate(items):
         where = f"data.items[{i}]"
@@ -98,12 +100,16 @@ def _stock_rows(items: list[Any]) -> list[tuple[str, str, int, str]]:
         quantity = int(_num(item, "quantity", where, integer=True))
         if quantity > MAX_QUANTITY:
             raise ValueError(f"{where}.quantity: at most {MAX_QUANTITY}")
+        zone = _optional_str(item, "zone_id", where)
+        if zones is not None and zone and zone not in zones:
+            known = ", ".join(sorted(zones)[:12]) + (" …" if len(zones) > 12 else "")
+            raise ValueError(f"{where}.zone_id: {zone!r} is not a zone of the map (zones: {known})")
         rows.append(
             (
                 _str(item, "sku", where),
                 _optional_str(item, "title", where),
                 quantity,
-                _optional_str(item, "zone_id", where),
+                zone,
             )
         )
     return rows
@@ -128,9 +134,12 @@ def _ids(data: dict[str, Any], key: str) -> list[str]:
     return values
 
 
-def apply_document(conn: sqlite3.Connection, document: dict[str, Any]) -> str:
+def apply_document(
+    conn: sqlite3.Connection, document: dict[str, Any], zones: frozenset[str] | None = None
+) -> str:
     """Validate and apply one verified document. Returns "applied" or "duplicate", or raises
-    `DocumentRejected` with a reason (nothing is changed then)."""
+    `DocumentRejected` with a reason (nothing is changed then). With the map's `zones`, a
+    stock item must lie in one of them (as `gateway stock import` checks)."""
     family, kind, version = _head(document)
     current = stored_version(conn, family)
     if version == current:
@@ -139,7 +148,7 @@ def apply_document(conn: sqlite3.Connection, document: dict[str, Any]) -> str:
         raise DocumentRejected("stale_version", f"version {version} is older than {current}")
     if kind == "delta" and version != current + 1:
         raise DocumentRejected("version_gap", f"delta {version} does not follow {current}")
-    writes = _writes(document)
+    writes = _writes(document, zones)
     try:
         with transaction(conn):
             for sql, rows in writes:
@@ -188,13 +197,13 @@ def _head(document: dict[str, Any]) -> tuple[str, str, int]:
     return str(family), str(kind), version
 
 
-def _writes(document: dict[str, Any]) -> list[Write]:
+def _writes(document: dict[str, Any], zones: frozenset[str] | None = None) -> list[Write]:
     family, kind, _version = _head(document)
     data = document.get("data")
     if not isinstance(data, dict):
         raise DocumentRejected("invalid_payload", "data must be an object")
     try:
-        return _plan(family, kind, data)
+        return _plan(family, kind, data, zones)
     except ValueError as exc:
         raise DocumentRejected("invalid_payload", str(exc)) from None
 
@@ -208,13 +217,15 @@ def validate_document(document: dict[str, Any]) -> None:
 Write = tuple[str, list[tuple[Any, ...]] | None]
 
 
-def _plan(family: str, kind: str, data: dict[str, Any]) -> list[Write]:
+def _plan(
+    family: str, kind: str, data: dict[str, Any], zones: frozenset[str] | None = None
+) -> list[Write]:
     """Every statement the document needs, built (and so validated) before any runs."""
     writes: list[Write] = []
     if family in DATA_FIELDS:
         _known_fields(data, DATA_FIELDS[family], "data")
     if family == "stock":
-        rows = _stock_rows(_list(data, "items"))
+        rows = _stock_rows(_list(data, "items"), zones)
         if kind == "snapshot":
             writes.append(("DELETE FROM stock", None))
         else:

@@ -64,6 +64,7 @@ class ShareBuffer:
 
     adverts: list[Advert] = field(default_factory=list)
     dropped: int = 0
+    last_sent: float = float("-inf")
 
     def add(self, advert: Advert) -> None:
         if is_peer(advert):
@@ -81,7 +82,10 @@ class ShareBuffer:
         newest = max(a.t for a in self.adverts)
         fresh = [a for a in self.adverts if a.t >= newest - PEER_MAX_AGE_S]
         self.adverts = []
-        return encode(topic, key, fresh, sent_at=now)
+        # Strictly increasing: peers refuse a batch not newer than the last one, and two
+        # takes can see the same time (a replay's store time, a coarse or pinned clock).
+        self.last_sent = max(now, self.last_sent + 0.001)
+        return encode(topic, key, fresh, sent_at=self.last_sent)
 
 
 class PeerTopic(NamedTuple):

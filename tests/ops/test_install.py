@@ -158,6 +158,19 @@ def _relocatable_image(root: Path, tmp_path: Path) -> None:
         head = script.read_bytes()[:200]
         assert str(root).encode() not in head, script  # no build path in any shebang
     assert (venv / "bin" / "gateway").read_text().startswith("#!/bin/sh\n")
+    # The interpreter is the system's (what the target has, and the service user may run),
+    # not the one first on the builder's PATH (here pyenv's, under /root).
+    system = subprocess.run(
+        [
+            "/usr/bin/python3",
+            "-c",
+            "import sys, venv, ensurepip; print(sys.version_info >= (3, 11))",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if system.stdout.strip() == "True":
+        assert os.path.realpath(venv / "bin" / "python") == os.path.realpath("/usr/bin/python3")
     assert str(root) not in (venv / "pyvenv.cfg").read_text()
     moved = tmp_path / "mounted-elsewhere"
     root.rename(moved)

@@ -59,3 +59,25 @@ def test_a_second_daemon_on_the_same_state_is_refused(tmp_path: Path) -> None:
         first.communicate(timeout=60)
     assert first.returncode == 0
     assert state_lock_holder(tmp_path / "st") is None  # gone with its process
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can own files for another user")
+def test_root_does_not_run_a_daemon_in_the_services_state(tmp_path: Path) -> None:
+    """`sudo gateway run` on an installed box would leave root's lock, token and console
+    key in the service's state directory, and the service could never start again."""
+    state = tmp_path / "st"
+    state.mkdir()
+    os.chown(state, 4242, 4242)
+    config = tmp_path / "gw.toml"
+    config.write_text(
+        "[gateway]\nstate_dir = 'st'\n[sinks]\nstdout = false\n[service]\ncontrol_listen = ''\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "gateway", "run", "--config", str(config), "--once"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2 and "sudo -u proximity-gateway" in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr
+    assert sorted(p.name for p in state.iterdir()) == []  # nothing of root's left there

@@ -428,3 +428,15 @@ def test_downlink_profiles_are_validated_like_imports(
     assert info.value.reason == "invalid_payload"
     assert info.value.detail == "data.profiles[0].identifiers.irk: expected 32 hex digits"
     assert seeded.profile("p-eve") is None
+
+
+def test_stock_is_checked_against_the_map_like_an_import(conn: sqlite3.Connection) -> None:
+    zones = frozenset({"aisle-scifi", "entrance"})
+    typo = stock_doc(1, items=[{"sku": "tea-004", "quantity": 1, "zone_id": "aisle-scfi"}])
+    with pytest.raises(DocumentRejected) as caught:
+        apply_document(conn, typo, zones)
+    assert caught.value.reason == "invalid_payload"
+    assert "data.items[0].zone_id: 'aisle-scfi' is not a zone of the map" in caught.value.detail
+    assert conn.execute("SELECT count(*) FROM stock").fetchone()[0] == 0
+    good = stock_doc(1, items=[{"sku": "tea-004", "quantity": 1, "zone_id": "aisle-scifi"}])
+    assert apply_document(conn, good, zones) == "applied"

@@ -117,6 +117,14 @@ def test_share_buffer_is_bounded_never_reshares_and_drops_stale() -> None:
     assert payload is not None
     batch = peers.decode(payload, TOPIC, key=KEY, now=103.0)
     assert [a.t for a in batch.adverts] == [103.0]
+    # Two batches taken at the same time (a pinned clock, a replay's store time) are both
+    # accepted: a sender's sent_at only ever grows.
+    clock = peers.PeerClock()
+    for _ in range(2):
+        buffer.add(Advert(103.0, "r", "AA", -60))
+        again = buffer.take(TOPIC, KEY, 103.0)
+        assert again is not None
+        assert peers.decode(again, TOPIC, key=KEY, now=103.0, clock=clock).adverts
 
 
 SHOPPERS_UUID = "5f2b7a103c4d4e8f9a1b2c3d4e5f6a7b"
