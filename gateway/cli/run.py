@@ -109,6 +109,12 @@ def _cmd_sim(args: argparse.Namespace) -> int:
 
         store = load_map(Path(args.map))  # MapError: exit 2 with the feature and the fix
         lines = map_scenario(store, args.seed, args.shoppers)
+        if not lines:
+            return bad_input(
+                f"{args.map}: no shopper could walk this map (no walkable path between its "
+                "zones within reach of its receivers); `gateway fences check` says why — "
+                "often a map in millimetres or centimetres instead of metres"
+            )
     else:
         from gateway.config.sections import Config
         from gateway.sim.walkers import demo_scenario

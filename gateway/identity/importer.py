@@ -101,7 +101,7 @@ def parse_bool(value: Any, name: str) -> bool:
         "",
     ):
         return value.strip().lower() in ("true", "1", "yes")
-    raise LineError(name, "expected true or false")
+    raise LineError(name, f"{value!r}: expected true/false, yes/no or 1/0")
 
 
 def _json_bool(value: Any, name: str) -> bool:

@@ -247,7 +247,11 @@ def _header(reader: Any, known: tuple[str, ...], required: str) -> LineError | N
 
 def _csv_rows(path: Path, known: tuple[str, ...], required: str) -> Iterator[Record]:
     with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
+        # Comma-separated, or semicolon-separated as spreadsheets save CSV where the decimal
+        # separator is a comma (Germany, France, ...): told apart by the header row.
+        header = f.readline()
+        f.seek(0)
+        reader = csv.DictReader(f, delimiter=";" if header.count(";") > header.count(",") else ",")
         problem = _header(reader, known, required)
         if problem is not None:
             yield 1, problem

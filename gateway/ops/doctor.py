@@ -39,9 +39,13 @@ def run_checks(config_file: str, clock: Clock, timeout_s: float = 5.0) -> list[C
     try:
         config = load_config(config_file)
     except ConfigError as exc:
-        checks.append(
-            Check("config", FAIL, str(exc), "correct the key named above (docs/config.md)")
+        fix = (
+            "correct the key named above (docs/config.md)"
+            if exc.key
+            else "give --config FILE or set $GATEWAY_CONFIG; to start one: "
+            "gateway config-template > FILE (scripts/install writes it)"
         )
+        checks.append(Check("config", FAIL, str(exc), fix))
         for name in ("site", "secrets", "state", "database", "map", "bluetooth", "nfc"):
             checks.append(Check(name, SKIP, "needs a valid config"))
         for name in ("broker", "clock"):

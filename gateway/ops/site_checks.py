@@ -39,6 +39,18 @@ def check_site(config: Config) -> list[Check]:
                 "each [nfc.touchpoints.<id>]",
             )
         )
+    strangers = _receivers_not_on_the_map(config)
+    if strangers:
+        out.append(
+            Check(
+                "site",
+                FAIL,
+                "receivers not on the map (their sightings would be dropped): "
+                + ", ".join(f"{key} = {receiver!r}" for key, receiver in strangers),
+                "set receiver to the id of a `gateway` feature of the map (docs/maps.md), "
+                "or add that feature where the adapter stands",
+            )
+        )
     missing = _zones_not_on_the_map(config)
     if missing:
         out.append(
@@ -51,6 +63,29 @@ def check_site(config: Config) -> list[Check]:
             )
         )
     return out or [Check("site", PASS, f"store {config.gateway.store}, its own map and sources")]
+
+
+def _receivers_not_on_the_map(config: Config) -> list[tuple[str, str]]:
+    """Each BLE adapter's receiver id (its `receiver`, else the gateway id) that the map
+    does not place: a typo there silences the adapter's every sighting."""
+    from gateway.site.storemap import MapError, load_map
+
+    if not config.sources.ble:
+        return []
+    try:
+        placed = set(load_map(config.resolve(config.map.path)).receivers)
+    except (MapError, OSError):
+        return []  # the map check reports it
+    named = [
+        (
+            f"sources.ble.{adapter}.receiver"
+            if settings.receiver
+            else f"sources.ble.{adapter} (no receiver: gateway.id)",
+            settings.receiver or config.gateway.id,
+        )
+        for adapter, settings in config.sources.ble.items()
+    ]
+    return [(key, receiver) for key, receiver in named if receiver not in placed]
 
 
 def _zones_not_on_the_map(config: Config) -> list[tuple[str, str]]:

@@ -37,7 +37,10 @@ OUTDOOR_CATEGORIES = frozenset(("window", "outdoor", "pavement"))
 # Maps are in metres. A shop floor wider than this, or a zone narrower than the other bound,
 # is most likely drawn in other units (millimetres, degrees): positions and dwell would be
 # meaningless even though every geometry is valid.
-LARGEST_PLAUSIBLE_M = 2000.0
+# The largest hypermarkets are ~300 m across: a map wider than this is in another unit (a
+# 12 x 8 m shop drawn in centimetres is 1,200 units wide).
+LARGEST_PLAUSIBLE_M = 500.0
+MIN_RECEIVERS_TO_PLACE = 3  # a 2-D position from distances needs three
 SMALLEST_ZONE_SIDE_M = 0.05
 
 
@@ -291,6 +294,19 @@ def _levels(store: StoreMap) -> list[Finding]:
                     f"level {level}",
                     "has zones but no gateway (receiver) on it: nobody on this level can be "
                     "placed; add a gateway feature with this 'level'",
+                )
+            )
+    for level in sorted(receiver_levels):
+        count = sum(1 for lv in store.receiver_levels.values() if lv == level)
+        zoned = sum(1 for z in store.zones if z.level == level)
+        if count < MIN_RECEIVERS_TO_PLACE and zoned > count:
+            out.append(
+                Finding(
+                    "warning",
+                    f"level {level}",
+                    f"has {count} gateway (receiver) feature(s) for {zoned} zones: a position "
+                    f"needs {MIN_RECEIVERS_TO_PLACE} receivers that hear the shopper, so most "
+                    "zones can never be entered; add receivers (docs/maps.md)",
                 )
             )
     if len(store.levels) > 1:

@@ -358,3 +358,17 @@ def test_a_file_that_is_not_utf8_is_refused_line_by_line(
     assert import_profiles(conn, path).errors == []
     titles = {c.title for p in ("p-0", "p-1") for c in IdentityStore(conn).cart(p)}
     assert titles == set(names)
+
+
+def test_a_semicolon_separated_csv_from_a_german_spreadsheet_imports(
+    tmp_path: Path, conn: sqlite3.Connection
+) -> None:
+    path = tmp_path / "kunden.csv"
+    path.write_text(
+        "profile_id;proximity_offers;language;cart_sku;cart_title\np-1;ja;de;978-1;Bücher, alte\n"
+    )
+    ((line, field, reason),) = import_profiles(conn, path).errors
+    assert (line, field) == (2, "proximity_offers") and "yes/no" in reason
+    path.write_text(path.read_text().replace(";ja;", ";yes;"))
+    assert import_profiles(conn, path).errors == []
+    assert [c.title for c in IdentityStore(conn).cart("p-1")] == ["Bücher, alte"]

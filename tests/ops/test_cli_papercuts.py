@@ -169,3 +169,21 @@ def test_every_config_option_says_what_it_is_and_where_it_defaults_to() -> None:
 
     walk(parser, "gateway")
     assert seen >= 13  # every command that reads a config
+
+
+def test_sim_on_a_map_nobody_can_walk_says_so(tmp_path: Path) -> None:
+    """A shop drawn in millimetres: `sim` used to write 0 lines and exit 0."""
+
+    def scaled(value: object) -> object:
+        if isinstance(value, list):
+            return [scaled(v) for v in value]
+        return value * 1000 if isinstance(value, (int, float)) else value
+
+    store = json.loads(CORNER.read_text())
+    for feature in store["features"]:
+        feature["geometry"]["coordinates"] = scaled(feature["geometry"]["coordinates"])
+    millimetres = tmp_path / "mm.geojson"
+    millimetres.write_text(json.dumps(store))
+    result = _gateway("sim", "--map", str(millimetres), "-o", str(tmp_path / "t.jsonl"))
+    assert result.returncode == 2 and "millimetres" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr

@@ -89,7 +89,7 @@ async def test_good_set_up_passes(
         f"[gateway]\nstate_dir = '{tmp_path / 'state'}'\nstore = 'shop-42'\n"
         f"pseudonym_key = '{'1f' * 32}'\n[map]\npath = '{shop_map}'\n"
         f"[nfc]\nloyalty_key = '{'2e' * 32}'\n"
-        "[sources.ble.hci0]\n"
+        "[sources.ble.hci0]\nreceiver = 'gw-entrance'\n"
         f"[nfc.touchpoints.counter]\nzone = 'pickup-counter'\n"
         f"device = 'udp:127.0.0.1:{free_udp_port()}'\n"
         f"[mqtt]\nenabled = true\nhost = '127.0.0.1'\nport = {broker.port}\ntls = true\n"
@@ -220,3 +220,20 @@ def test_receivers_that_hear_nothing_and_strangers_are_named() -> None:
     assert f"heard nothing: {receivers[0]}" in problem
     assert "not on the map (dropped): hci9" in problem
     assert _receiver_problem(config, dict.fromkeys(receivers, 1)) == ""
+
+
+def test_a_receiver_id_the_map_lacks_fails_before_the_daemon_runs() -> None:
+    from gateway.config.sections import parse_config
+    from gateway.ops.site_checks import check_site
+    from gateway.site.storemap import load_map
+
+    config = parse_config(
+        "[gateway]\nid = 'gw-nowhere'\n[sources.ble.hci0]\nreceiver = 'gw-entrence'\n"
+        "[sources.ble.hci1]\n"
+    )
+    failed = " | ".join(c.detail for c in check_site(config) if c.status == FAIL)
+    assert "sources.ble.hci0.receiver = 'gw-entrence'" in failed
+    assert "sources.ble.hci1 (no receiver: gateway.id) = 'gw-nowhere'" in failed
+    placed = sorted(load_map(config.resolve(config.map.path)).receivers)
+    fixed = parse_config(f"[sources.ble.hci0]\nreceiver = '{placed[0]}'\n")
+    assert "receivers not on the map" not in " ".join(c.detail for c in check_site(fixed))

@@ -232,6 +232,7 @@ def _scaled(value: Any, factor: float) -> Any:
 def test_a_map_in_other_units_is_flagged_and_still_loads_fast() -> None:
     for factor, hint, severity in (
         (1000.0, "millimetres", "warning"),
+        (100.0, "millimetres", "warning"),  # centimetres: the same warning names the cause
         (1e-5, "longitude/latitude", "error"),  # or kilometres: refused (§24)
     ):
         data = _load("demo-bookstore.geojson")
@@ -278,3 +279,14 @@ def test_hostile_maps_are_refused_with_a_reason_not_a_traceback(
     _store, findings = check_data(data, "hostile.geojson")
     errors = [f.line("hostile.geojson") for f in findings if f.severity == "error"]
     assert any(words in line for line in errors), errors
+
+
+def test_a_level_with_fewer_than_three_receivers_is_flagged() -> None:
+    data = _load("demo-bookstore.geojson")
+    gateways = [f for f in data["features"] if f["properties"].get("kind") == "gateway"]
+    data["features"] = [f for f in data["features"] if f not in gateways[2:]]
+    _store, findings = check_data(data, "two.geojson")
+    lines = [f.line("two.geojson") for f in findings if f.severity == "warning"]
+    assert any("has 2 gateway (receiver) feature(s)" in line for line in lines), lines
+    _store, plain = check_data(_load("demo-bookstore.geojson"), "demo.geojson")
+    assert not [f for f in plain if "receiver) feature(s)" in f.problem]
