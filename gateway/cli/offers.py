@@ -40,8 +40,11 @@ def _cmd_offers_why(args: argparse.Namespace) -> int:
 
 def _cmd_offers_redeem(args: argparse.Namespace) -> int:
     """Staff type a shopper's code at the counter: redeem it and queue the attribution."""
+    from gateway.cli.stock import queue_events
     from gateway.config.sections import load_config
     from gateway.offers.engine import redeem_code
+    from gateway.offers.holds import REDEEMED
+    from gateway.offers.pickup import end_offer
     from gateway.store import db
     from gateway.store.outbox import Outbox
     from gateway.sync.envelopes import EnvelopeFactory
@@ -59,6 +62,9 @@ def _cmd_offers_redeem(args: argparse.Namespace) -> int:
                 envelope = envelopes.envelope(redemption)
                 assert envelope is not None
                 Outbox(conn).append([envelope], now)
+                # the unit is sold: its hold and pickup task end (gateway.offers.pickup)
+                ended = end_offer(conn, redemption.offer_id, now, REDEEMED, args.touchpoint)
+                queue_events(conn, config, ended)
     finally:
         conn.close()
     if redemption is None:

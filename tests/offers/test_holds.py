@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from gateway.clock import PinnedClock
 from gateway.config.sections import parse_config
 from gateway.model import HoldEvent, OfferDecision, PickupTaskEvent, PipelineEvent
@@ -208,3 +210,43 @@ def test_a_stock_document_below_the_holds_withdraws_the_newest(
     assert isinstance(hold, HoldEvent) and hold.profile_id == "p-alice" and hold.message is None
     assert isinstance(task, PickupTaskEvent) and task.action == "withdrawn"
     gateway.close()
+
+
+def test_the_command_line_lists_stock_holds_and_tasks(
+    tmp_path: Path, clock: PinnedClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gateway.cli import main
+
+    gateway = _gateway(tmp_path / "state", clock)
+    gateway.identity.load_seed(SEED)
+    gateway.refresh()
+    t0 = clock.wall()  # the commands read the wall clock: the hold is live now
+    _issue(gateway, t0, ALICE_UID)
+    gateway.close()
+    config = tmp_path / "gateway.toml"
+    config.write_text(f"[gateway]\nstate_dir = '{tmp_path / 'state'}'\n")
+    capsys.readouterr()
+    assert main(["stock", "list", "--json", "--config", str(config)]) == 0
+    [item] = [i for i in json.loads(capsys.readouterr().out) if i["sku"] == SKU]
+    assert (item["quantity"], item["held"], item["available"]) == (1, 1, 0)
+    assert main(["holds", "list", "--json", "--config", str(config)]) == 0
+    [hold] = json.loads(capsys.readouterr().out)
+    assert hold["sku"] == SKU and hold["status"] == "active" and "profile_id" not in hold
+    assert main(["tasks", "list", "--json", "--config", str(config)]) == 0
+    [task] = json.loads(capsys.readouterr().out)
+    assert (
+        task["status"] == "open" and task["zone"] == "aisle-scifi" and len(task["code_hint"]) == 4
+    )
+    assert "p-alice" not in json.dumps(task) and "device" not in task
+    assert main(["tasks", "list", "--config", str(config)]) == 0
+    assert "The Left Hand" in capsys.readouterr().out
+    # a stock import with no copy left withdraws the hold (newest first) and says so
+    stock = tmp_path / "stock.jsonl"
+    stock.write_text(
+        json.dumps({"sku": SKU, "title": "The Left Hand", "quantity": 0, "zone_id": "aisle-scifi"})
+        + "\n"
+    )
+    assert main(["stock", "import", str(stock), "--config", str(config)]) == 0
+    assert "1 holds withdrawn" in capsys.readouterr().out
+    assert main(["holds", "list", "--json", "--config", str(config)]) == 0
+    assert json.loads(capsys.readouterr().out) == []
