@@ -250,7 +250,7 @@ class OfferEngine:
                 ),
                 offer_id=offer_id,
             )
-            self._on_issued(decision, stock.zone_id, profile_id)
+            self._on_issued(decision, stock.zone_id)
         self.conn.execute(
             "INSERT INTO decisions (decision_id, t, device, profile_id, campaign, "
             "trigger, issued, reason, offer_id) VALUES (?,?,?,?,?,?,?,?,?)",
@@ -268,11 +268,10 @@ class OfferEngine:
         )
         return decision
 
-    def _on_issued(self, decision: OfferDecision, zone: str, profile_id: str) -> None:
+    def _on_issued(self, decision: OfferDecision, zone: str) -> None:
         """Set the offer's unit aside and open its pickup task (gateway.offers.pickup)."""
         device = pseudonymise(self.key, decision.device)
-        language = self._language(profile_id)
-        self.pending.extend(pickup.on_issued(self.conn, decision, zone, language, device))
+        self.pending.extend(pickup.on_issued(self.conn, decision, zone, device))
         if decision.expires_at is not None:
             self._next_lapse = min(self._next_lapse or decision.expires_at, decision.expires_at)
 

@@ -82,7 +82,7 @@ def _event(task: TaskRow, action: str, t: float, by: str) -> PickupTaskEvent:
 
 
 def on_issued(
-    conn: sqlite3.Connection, decision: OfferDecision, zone: str, language: str, device: str
+    conn: sqlite3.Connection, decision: OfferDecision, zone: str, device: str
 ) -> list[PipelineEvent]:
     """An offer was issued: set its unit aside and open its task. Nothing on a replay."""
     d = decision
@@ -90,6 +90,8 @@ def on_issued(
     hold = holds.place(conn, d.offer_id, d.profile_id, d.sku, d.t, d.expires_at)
     if hold is None:
         return []
+    row = conn.execute("SELECT language FROM profiles WHERE profile_id = ?", (d.profile_id,))
+    language = str((row.fetchone() or ("en",))[0] or "en")
     task = TaskRow(
         task_id_for(d.offer_id), d.sku, d.title or d.sku, zone, d.code[-4:], language,
         device, d.t, OPEN, d.t, GATEWAY,

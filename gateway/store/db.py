@@ -170,7 +170,9 @@ def _v7_holds(db: sqlite_utils.Database) -> None:
     )
     db.execute("CREATE INDEX IF NOT EXISTS holds_sku ON holds (sku, status, expires_at)")
     db.execute("CREATE INDEX IF NOT EXISTS holds_due ON holds (status, expires_at)")
-    db.execute("CREATE INDEX IF NOT EXISTS holds_profile ON holds (profile_id, status)")
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS holds_profile ON holds (profile_id, status, expires_at, sku)"
+    )
     db.execute(
         """CREATE TABLE IF NOT EXISTS pickup_tasks (
                task_id TEXT PRIMARY KEY,
