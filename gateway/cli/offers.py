@@ -13,6 +13,13 @@ if TYPE_CHECKING:
     from gateway.cli._common import Subparsers
 
 
+# Reasons whose code alone does not say enough.
+EXPLAINED = {
+    "held_for_other": "every copy on the shelf was set aside for another shopper's open "
+    "offer; offered again once that hold ends (gateway holds list)",
+}
+
+
 def _cmd_offers_why(args: argparse.Namespace) -> int:
     """Every decision about a shopper, when it happened in the store's time."""
     from zoneinfo import ZoneInfo
@@ -34,7 +41,9 @@ def _cmd_offers_why(args: argparse.Namespace) -> int:
         print(f"no decisions recorded for {args.who}")
     for t, campaign, trigger, issued, reason in rows:
         verdict = "issued" if issued else "suppressed"
-        print(f"{local_datetime(t, tz)}  {campaign} {trigger}: {verdict} ({reason})")
+        why_not = EXPLAINED.get(reason)
+        more = f": {why_not}" if why_not else ""
+        print(f"{local_datetime(t, tz)}  {campaign} {trigger}: {verdict} ({reason}{more})")
     return 0
 
 

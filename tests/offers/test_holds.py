@@ -240,6 +240,11 @@ def test_the_command_line_lists_stock_holds_and_tasks(
     assert "p-alice" not in json.dumps(task) and "device" not in task
     assert main(["tasks", "list", "--config", str(config)]) == 0
     assert "The Left Hand" in capsys.readouterr().out
+    gateway = _gateway(tmp_path / "state", clock)
+    _issue(gateway, t0 + 30, CAROL_UID)  # the last copy is Alice's
+    gateway.close()
+    assert main(["offers", "why", "p-carol", "--config", str(config)]) == 0
+    assert "suppressed (held_for_other: every copy on the shelf" in capsys.readouterr().out
     # a stock import with no copy left withdraws the hold (newest first) and says so
     stock = tmp_path / "stock.jsonl"
     stock.write_text(
