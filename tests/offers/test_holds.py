@@ -255,3 +255,37 @@ def test_the_command_line_lists_stock_holds_and_tasks(
     assert "1 holds withdrawn" in capsys.readouterr().out
     assert main(["holds", "list", "--json", "--config", str(config)]) == 0
     assert json.loads(capsys.readouterr().out) == []
+
+
+def test_a_backend_stock_document_withdraws_holds_and_apologises(
+    tmp_path: Path, clock: PinnedClock
+) -> None:
+    from gateway.sync import downlink
+
+    gateway = _gateway(tmp_path, clock)
+    gateway.identity.load_seed(SEED)
+    gateway.refresh()
+    t0 = clock.wall()
+    _issue(gateway, t0, CAROL_UID)  # Carol (German) holds the one copy
+    document = {
+        "family": "stock",
+        "kind": "delta",
+        "version": 1,
+        "store": "demo-bookstore",
+        "data": {"items": [{"sku": SKU, "title": "The Left Hand", "quantity": 0}]},
+    }
+    assert downlink.apply_document(gateway.conn, document) == "applied"
+    gateway.withdraw_over_held(t0 + 5)  # what the daemon does after a stock document
+    types = gateway.outbox.types()
+    assert "hold.released" in types and "task.withdrawn" in types
+    released = [
+        json.loads(r[0])["data"]
+        for r in gateway.conn.execute("SELECT body FROM outbox WHERE type = 'hold.released'")
+    ]
+    assert [(r["reason"], r["quantity"], r["held"]) for r in released] == [
+        ("withdrawn_stock", 0, 0)
+    ]
+    pushes = [json.loads(x) for x in (tmp_path / "pushes.jsonl").read_text().splitlines()]
+    assert [p["profile_id"] for p in pushes] == ["p-carol", "p-carol"]  # offer, then apology
+    assert pushes[1]["message"].startswith("Entschuldigung") and pushes[1]["code"] == ""
+    gateway.close()
