@@ -65,7 +65,7 @@ def make_app(
     app.router.add_get("/metrics", metrics)
     if console is not None:
         add_console(app, console)  # its guard first: a request it refuses is not even read
-        add_pickup(app, PickupBoard(console.gateway, console.access))
+        add_pickup(app, PickupBoard(console.gateway, console.access, console.view))
     if guard is not None:
         app.middlewares.append(guard.read_body)
     return app

@@ -20,10 +20,10 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.identity.store import pseudonymise
 from gateway.offers import pickup
 from gateway.resources import data_file
 from gateway.runtime.gateway import Gateway
+from gateway.runtime.status import StatusView
 from gateway.store import db
 from gateway.web.access import Access, escape, fill
 
@@ -35,10 +35,11 @@ STAFF_NAME = re.compile(r"[\w .\-]{1,32}")
 class PickupBoard:
     gateway: Gateway
     access: Access
+    view: StatusView  # where shoppers are, and the pipeline's time
 
     def now(self) -> float:
         # holds live in the pipeline's time; a replay may run ahead of the wall clock
-        return max(self.gateway.clock.wall(), self.gateway.pipeline.now)
+        return max(self.view.wall, self.view.trace_time())
 
     def counter(self) -> str:
         """The counter: the zone of the touchpoint that redeems, else a zone named so."""
@@ -47,26 +48,20 @@ class PickupBoard:
         ids = [z.id for z in self.gateway.store_map.zones]
         return zone or next((i for i in ids if "counter" in i), "")
 
-    def _positions(self) -> dict[str, tuple[float, float]]:
-        key = bytes.fromhex(self.gateway.config.gateway.pseudonym_key)
-        out = {}
-        for device, state in self.gateway.pipeline.presence.devices.items():
-            p = state.last_position
-            if p is not None:
-                out[pseudonymise(key, device)] = (p.x, p.y)
-        return out
-
     def tasks(self) -> list[dict[str, Any]]:
         now = self.now()
-        counter = next((z for z in self.gateway.store_map.zones if z.id == self.counter()), None)
+        counter_id = self.counter()
+        counter = next((z for z in self.gateway.store_map.zones if z.id == counter_id), None)
         target = None if counter is None else counter.shape.centroid
-        positions = self._positions()
+        devices = {d["id"]: d for d in self.view.devices()}  # by pseudonym, as tasks keep them
         rows = []
         for task in pickup.tasks(self.gateway.conn):
             eta: float | None = None
-            where = positions.get(task.device)
-            if where is not None and target is not None:
-                eta = math.hypot(where[0] - target.x, where[1] - target.y) / WALK_MPS
+            where = devices.get(task.device)
+            if where is not None and counter_id in where["zones"]:
+                eta = 0.0
+            elif where is not None and target is not None:
+                eta = math.hypot(where["x"] - target.x, where["y"] - target.y) / WALK_MPS
             rows.append(
                 {
                     "task_id": task.task_id,
