@@ -164,7 +164,7 @@ def rows(r: dict[str, float]) -> list[tuple[str, str, str, str]]:
 
 def main() -> int:
     r = bench_holds()
-    print(f"decision latency in ms, {SHOPPERS:,} shoppers, {ITEMS} items (5 campaigns' caps off)")
+    print(f"decision latency in ms, {SHOPPERS:,} shoppers, {ITEMS} items (caps off)")
     for _section, what, value, note in rows(r):
         print(f"  {what:<34} {value:>16}   {note}")
     return 0

@@ -110,7 +110,8 @@ def place(
     """Set a unit aside for an issued offer; None if this offer's hold exists (a replay)
     or no unit is free (the engine checked: never more holds than units)."""
     quantity = _quantity(conn, sku)
-    if quantity - held(conn, sku, t) <= 0:
+    before = held(conn, sku, t)
+    if quantity - before <= 0:
         return None
     hold_id = hold_id_for(offer_id)
     inserted = conn.execute(
@@ -122,7 +123,7 @@ def place(
         return None
     return HoldEvent(
         t, "placed", hold_id, offer_id, profile_id, sku, PLACED, expires_at, quantity,
-        held(conn, sku, t),
+        before + 1,
     )  # fmt: skip
 
 
