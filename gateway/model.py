@@ -296,6 +296,40 @@ class TapEvent:
     token_verified: bool
 
 
+@dataclass(frozen=True, slots=True)
+class HoldEvent:
+    """One unit of an item set aside for the shopper an offer promised it to (`placed`), or
+    no longer (`released`, with why: expired, redeemed, withdrawn_stock, not_found)."""
+
+    t: float
+    kind: str  # "placed" | "released"
+    hold_id: str
+    offer_id: str
+    profile_id: str
+    sku: str
+    reason: str
+    expires_at: float
+    quantity: int  # the item's quantity after this (a redemption sold one)
+    held: int  # active holds on the item after this
+    message: str | None = None  # the apology pushed to a consenting shopper; never uplinked
+
+
+@dataclass(frozen=True, slots=True)
+class PickupTaskEvent:
+    """A pickup task for staff: opened with an offer, then `ready`, `not_found`,
+    `collected` (by a console user) or closed by the gateway (`expired`, `withdrawn`)."""
+
+    t: float
+    action: str
+    task_id: str
+    sku: str
+    title: str
+    zone: str
+    code_hint: str  # the code's last four characters: never the whole bearer code
+    language: str
+    by: str  # the console user; "gateway" for what the gateway did itself
+
+
 # --- fleet ---------------------------------------------------------------------------------
 
 
@@ -319,6 +353,8 @@ PipelineEvent = (
     | OfferDecision
     | Redemption
     | TapEvent
+    | HoldEvent
+    | PickupTaskEvent
     | BeaconHealth
     | AdapterHealth
     | GatewayNotice

@@ -186,7 +186,8 @@ class Pipeline:
         if now <= self.now:
             return []
         self.now = now
-        events: list[PipelineEvent] = []
+        self.offers.lapse_holds(now)  # an expired hold frees its unit before anything else
+        events: list[PipelineEvent] = self.offers.take_events()
         if now >= self._next_expiry:
             # Silence is measured in seconds (stale_after_s): checking twice a second is
             # plenty, and looking at every device on every sighting is not free.
@@ -353,6 +354,7 @@ class Pipeline:
         ):
             out.append(decision)
             self._count(decision)
+        out.extend(self.offers.take_events())  # holds placed, pickup tasks opened
         return out
 
     def _count(self, decision: OfferDecision) -> None:
@@ -407,6 +409,7 @@ class Pipeline:
             ):
                 events.append(decision)
                 self._count(decision)
+        events.extend(self.offers.take_events())
         return events
 
 

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import csv
 import gc
+import importlib
 import json
 import math
 import os
@@ -509,6 +510,9 @@ def main() -> int:
     results["identity"] = bench_identity()
     results["outbox"] = bench_outbox()
     results["console"] = bench_console()
+    # issue 20: decisions with stock holds, and without (its own file: scripts/bench_holds.py)
+    holds = importlib.import_module("scripts.bench_holds")
+    results["holds"] = holds.bench_holds()
     results["footprint"] = bench_footprint(workdir)
     shutil.rmtree(workdir, ignore_errors=True)
 
@@ -583,6 +587,7 @@ def main() -> int:
             f"scrypt N=2^14 r=8 p=5, 16 MiB, in a thread; p=1 was {c['old_check_ms']:.0f}",
         ),
     ]
+    rows += holds.rows(results["holds"])
     f = results["footprint"]
     rows += [
         (

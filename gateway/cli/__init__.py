@@ -27,6 +27,7 @@ from gateway.cli import (
     profiles,
     run,
     status,
+    stock,
     tools,
 )
 from gateway.cli._common import resolve_config
@@ -69,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
         fences.add_fences,
         profiles.add_profiles,
         profiles.add_stock,
+        stock.add_holds,
+        stock.add_tasks,
         offers.add_offers,
         downlink.add_downlink,
         downlink.add_secret,

@@ -13,6 +13,13 @@ if TYPE_CHECKING:
     from gateway.cli._common import Subparsers
 
 
+# Reasons whose code alone does not say enough.
+EXPLAINED = {
+    "held_for_other": "every copy on the shelf was set aside for another shopper's open "
+    "offer; offered again once that hold ends (gateway holds list)",
+}
+
+
 def _cmd_offers_why(args: argparse.Namespace) -> int:
     """Every decision about a shopper, when it happened in the store's time."""
     from zoneinfo import ZoneInfo
@@ -34,14 +41,19 @@ def _cmd_offers_why(args: argparse.Namespace) -> int:
         print(f"no decisions recorded for {args.who}")
     for t, campaign, trigger, issued, reason in rows:
         verdict = "issued" if issued else "suppressed"
-        print(f"{local_datetime(t, tz)}  {campaign} {trigger}: {verdict} ({reason})")
+        why_not = EXPLAINED.get(reason)
+        more = f": {why_not}" if why_not else ""
+        print(f"{local_datetime(t, tz)}  {campaign} {trigger}: {verdict} ({reason}{more})")
     return 0
 
 
 def _cmd_offers_redeem(args: argparse.Namespace) -> int:
     """Staff type a shopper's code at the counter: redeem it and queue the attribution."""
+    from gateway.cli.stock import queue_events
     from gateway.config.sections import load_config
     from gateway.offers.engine import redeem_code
+    from gateway.offers.holds import REDEEMED
+    from gateway.offers.pickup import end_offer
     from gateway.store import db
     from gateway.store.outbox import Outbox
     from gateway.sync.envelopes import EnvelopeFactory
@@ -59,6 +71,9 @@ def _cmd_offers_redeem(args: argparse.Namespace) -> int:
                 envelope = envelopes.envelope(redemption)
                 assert envelope is not None
                 Outbox(conn).append([envelope], now)
+                # the unit is sold: its hold and pickup task end (gateway.offers.pickup)
+                ended = end_offer(conn, redemption.offer_id, now, REDEEMED, args.touchpoint)
+                queue_events(conn, config, ended)
     finally:
         conn.close()
     if redemption is None:

@@ -13,7 +13,10 @@ from gateway.cli._common import BAR_WIDTH, CONFIG, bad_input, bar
 from gateway.clock import SystemClock
 
 if TYPE_CHECKING:
+    import sqlite3
+
     from gateway.cli._common import Subparsers
+    from gateway.config.sections import Config
     from gateway.identity.bulk import ImportReport
 
 FORMAT_HELP = (
@@ -114,12 +117,15 @@ def _cmd_stock_import(args: argparse.Namespace) -> int:
             conn, path, form=args.format, dry_run=args.dry_run, replace=args.replace, zones=zones
         )
         total = conn.execute("SELECT count(*) FROM stock").fetchone()[0]
+        withdrawn = 0 if args.dry_run else _withdraw_over_held(conn, config)
     finally:
         conn.close()
     code = _print_report(path, report, "items", args.dry_run)
     if code:
         return code
     mode = "replacing the whole stock" if args.replace else "adding to and updating the stock"
+    if withdrawn:
+        print(f"{withdrawn} holds withdrawn: fewer units than were promised (newest first)")
     if args.dry_run:
         print(f"dry run: {path} is good: would import {report.records} items, {mode}")
     else:
@@ -129,6 +135,20 @@ def _cmd_stock_import(args: argparse.Namespace) -> int:
             "after `systemctl reload proximity-gateway`"
         )
     return 0
+
+
+def _withdraw_over_held(conn: sqlite3.Connection, config: Config) -> int:
+    """Fewer units than holds after the import: the newest holds are withdrawn (their
+    shoppers told), as a stock document from the backend would (gateway.offers.pickup)."""
+    from gateway.cli.stock import queue_events
+    from gateway.model import HoldEvent
+    from gateway.offers.pickup import reconcile_stock
+    from gateway.store import db
+
+    with db.transaction(conn):
+        events = reconcile_stock(conn, SystemClock().wall())
+        queue_events(conn, config, events)
+    return sum(isinstance(e, HoldEvent) for e in events)
 
 
 def _cmd_profiles_export(args: argparse.Namespace) -> int:
@@ -205,3 +225,6 @@ def add_stock(sub: Subparsers) -> None:
         help="the file is the whole stock: items not in it are removed",
     )
     p.set_defaults(func=_cmd_stock_import)
+    from gateway.cli.stock import add_stock_list
+
+    add_stock_list(stock_sub)

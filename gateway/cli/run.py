@@ -25,7 +25,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             sys.stdout,
             clock=SystemClock(),
             keep_times=args.keep_times,
-            start=args.start or "",
+            start=args.start or ("10:00" if args.last_copy and not args.keep_times else ""),
+            last_copy=args.last_copy,
         )
     except ValueError as exc:
         return bad_input(f"--start {exc}")
@@ -159,6 +160,13 @@ def add_demo(sub: Subparsers) -> None:
         help="replay speed: 1 real time, 0 as fast as possible (default 20)",
     )
     p.add_argument("--state", help="keep the state here instead of a throw-away directory")
+    p.add_argument(
+        "--last-copy",
+        action="store_true",
+        help="one copy of Alice's book, which a second shopper saved too: watch it held for "
+        "Alice, then offered to the other once Alice's offer lapses (offers valid 60 s; "
+        "starts at 10:00 unless --start says otherwise)",
+    )
     _replay_time_options(p)
     p.set_defaults(func=_cmd_demo)
 

@@ -19,7 +19,8 @@ from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from gateway.identity.store import IdentityStore, pseudonymise
-from gateway.model import OfferDecision, Redemption, ZoneEvent
+from gateway.model import OfferDecision, PipelineEvent, Redemption, ZoneEvent
+from gateway.offers import holds, pickup
 from gateway.offers.codes import _stable_id, normalise_code, offer_code
 from gateway.offers.rules import (
     LimitsSection,
@@ -55,6 +56,9 @@ class OfferEngine:
         self.key = key
         self._stocked_zones = identity.stocked_zones()
         _pseudonymise_recorded_devices(conn, key)
+        # Hold and pickup-task events of the last call, for the pipeline (`take_events`).
+        self.pending: list[PipelineEvent] = []
+        self._next_lapse = holds.next_expiry(conn)
 
     def set_campaigns(self, campaigns: list[PickupDiscountSection]) -> None:
         self.campaigns = sorted(campaigns, key=lambda c: (-c.priority, c.campaign))
@@ -94,11 +98,10 @@ class OfferEngine:
         if profile is None:
             return PickupFacts(None, [], [], frozenset(), 0)
         cart = self.identity.cart(profile_id)
-        in_stock = []
-        for item in cart:
-            stock = self.identity.stock(item.sku)
-            if stock is not None and stock.quantity > 0:
-                in_stock.append((item, stock))
+        # Only units not set aside for someone else count (gateway.offers.holds).
+        in_stock, held_for_others, held_for_self = holds.cart_stock(
+            self.conn, self.identity, cart, profile_id, t
+        )
         redeemed = frozenset(
             str(r[0])
             for r in self.conn.execute(
@@ -135,7 +138,8 @@ class OfferEngine:
             since_last_push_s=None if last_any is None else t - float(last_any),
             store_offers_last_hour=int(store_hour),
             minute_of_day=local.hour * 60 + local.minute,
-            offered_today_skus=offered_today,
+            offered_today_skus=offered_today | held_for_self,
+            held_for_others=held_for_others,
         )
 
     def evaluate_all(
@@ -246,6 +250,7 @@ class OfferEngine:
                 ),
                 offer_id=offer_id,
             )
+            self._on_issued(decision, stock.zone_id)
         self.conn.execute(
             "INSERT INTO decisions (decision_id, t, device, profile_id, campaign, "
             "trigger, issued, reason, offer_id) VALUES (?,?,?,?,?,?,?,?,?)",
@@ -262,6 +267,25 @@ class OfferEngine:
             ),
         )
         return decision
+
+    def _on_issued(self, decision: OfferDecision, zone: str) -> None:
+        """Set the offer's unit aside and open its pickup task (gateway.offers.pickup)."""
+        device = pseudonymise(self.key, decision.device)
+        self.pending.extend(pickup.on_issued(self.conn, decision, zone, device))
+        if decision.expires_at is not None:
+            self._next_lapse = min(self._next_lapse or decision.expires_at, decision.expires_at)
+
+    def lapse_holds(self, now: float) -> None:
+        """End the holds whose offers expired before `now` (events wait in `pending`)."""
+        if self._next_lapse is None or now <= self._next_lapse:
+            return
+        self.pending.extend(pickup.expire(self.conn, now))
+        self._next_lapse = holds.next_expiry(self.conn)
+
+    def take_events(self) -> list[PipelineEvent]:
+        """The hold and pickup-task events since the last call, in order."""
+        out, self.pending = self.pending, []
+        return out
 
     def _language(self, profile_id: str) -> str:
         profile = self.identity.profile(profile_id)
@@ -281,10 +305,15 @@ class OfferEngine:
                 (t, offer_id),
             )
             out.append(Redemption(t, profile_id, offer_id, code, sku, reader))
+            self.pending.extend(pickup.end_offer(self.conn, offer_id, t, holds.REDEEMED, reader))
         return out
 
     def redeem_code(self, typed: str, t: float, where: str) -> tuple[Redemption | None, str]:
-        return redeem_code(self.conn, typed, t, where)
+        redemption, outcome = redeem_code(self.conn, typed, t, where)
+        if redemption is not None:  # the unit is sold: its hold and pickup task end
+            ended = pickup.end_offer(self.conn, redemption.offer_id, t, holds.REDEEMED, where)
+            self.pending.extend(ended)
+        return redemption, outcome
 
     def why(self, who: str) -> list[PastDecision]:
         return why(self.conn, who, self.key)
@@ -343,6 +372,8 @@ def redeem_code(
     offer_id, profile_id, sku, status, expires_at, issued_at = row
     if status == "redeemed":
         return None, "already_redeemed"
+    if status == "withdrawn":
+        return None, "withdrawn"  # its copy was not there after all (gateway.offers.pickup)
     if t > float(expires_at) or t < float(issued_at):
         return None, "expired"
     conn.execute(

@@ -148,6 +148,7 @@ class Reason(StrEnum):
     ALREADY_DECLINED = "already_declined"
     CAP_DAY_SHOPPER = "cap_day_shopper"
     SUPERSEDED = "superseded"  # a higher-priority campaign made the offer for this trigger
+    HELD_FOR_OTHER = "held_for_other"  # on the shelf, but every unit is promised to others
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +163,8 @@ class PickupFacts:
     store_offers_last_hour: int = 0
     minute_of_day: int = 12 * 60  # store-local
     offered_today_skus: frozenset[str] = frozenset()  # items already offered this store day
+    # cart items on the shelf with every unit held for other shoppers (gateway.offers.holds)
+    held_for_others: tuple[tuple[CartItem, StockItem], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,12 +213,13 @@ def decide_pickup(
     if not facts.cart:
         return Verdict(Reason.NO_SAVED_CART)
     if not facts.in_stock:
-        return Verdict(Reason.OUT_OF_STOCK)
+        return Verdict(Reason.HELD_FOR_OTHER if facts.held_for_others else Reason.OUT_OF_STOCK)
     candidates = facts.in_stock
     if dwell_zone is not None:
         candidates = [c for c in candidates if c[1].zone_id == dwell_zone]
         if not candidates:
-            return Verdict(Reason.NOT_ITEM_ZONE)
+            held_here = any(s.zone_id == dwell_zone for _, s in facts.held_for_others)
+            return Verdict(Reason.HELD_FOR_OTHER if held_here else Reason.NOT_ITEM_ZONE)
     candidates = [c for c in candidates if c[0].sku not in facts.redeemed_skus]
     if not candidates:
         return Verdict(Reason.ALREADY_REDEEMED)

@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import json
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import TextIO
 from zoneinfo import ZoneInfo
@@ -19,6 +20,7 @@ from gateway.clock import Clock
 from gateway.config.edges import ReplaySection, SourcesSection
 from gateway.config.sections import Config
 from gateway.humantime import local, local_datetime
+from gateway.offers.holds import list_holds
 from gateway.offers.rules import in_quiet_hours
 from gateway.resources import data_file
 from gateway.runtime.commit import RunSummary
@@ -30,15 +32,57 @@ from gateway.sources.replay import first_time
 
 DEMO_TRACE = "demo-trace.jsonl"
 DEMO_PROFILES = "demo-profiles.json"
+# `gateway demo --last-copy` (issue 20): the shop has one copy of the book in Alice's cart,
+# on the fiction table, and the walker the demo otherwise does not know (iBeacon minor 77)
+# is Carol, who saved it too. Offers are valid 70 s, so Alice's hold lapses within the
+# recording: Carol, lingering at the fiction table while it is held for Alice, hears
+# held_for_other; walking out past the entrance after it lapsed, she is offered the copy.
+LAST_COPY_SKU = "978-0441478125"
+LAST_COPY_VALIDITY_S = 70
+LAST_COPY = {
+    "profiles": [
+        {
+            "profile_id": "p-carol-5e1a",
+            "language": "de",
+            "consent": {"proximity_offers": True, "at": "2026-10-02T09:00:00Z", "source": "app"},
+            "identifiers": [
+                {"kind": "ibeacon", "value": "5f2b7a10-3c4d-4e8f-9a1b-2c3d4e5f6a7b:100:77"}
+            ],
+            "cart": [
+                {
+                    "sku": LAST_COPY_SKU,
+                    "title": "The Left Hand of Darkness",
+                    "price": 9.99,
+                    "added_at": "2026-11-20T18:00:00Z",
+                }
+            ],
+        }
+    ],
+    "stock": [
+        {
+            "sku": LAST_COPY_SKU,
+            "title": "The Left Hand of Darkness",
+            "quantity": 1,
+            "zone_id": "aisle-fiction",
+        }
+    ],
+}
 
 
-def demo_config(state_dir: Path, speed: float) -> Config:
+def demo_config(state_dir: Path, speed: float, last_copy: bool = False) -> Config:
     base = Config(base_dir=state_dir)
-    return dataclasses.replace(
+    config = dataclasses.replace(
         base,
         gateway=dataclasses.replace(base.gateway, state_dir=str(state_dir)),
         sources=SourcesSection(replay=ReplaySection(path=str(data_file(DEMO_TRACE)), speed=speed)),
     )
+    if last_copy:
+        offers = config.offers
+        rule = dataclasses.replace(offers.pickup_discount, validity_s=LAST_COPY_VALIDITY_S)
+        config = dataclasses.replace(
+            config, offers=dataclasses.replace(offers, pickup_discount=rule)
+        )
+    return config
 
 
 def run_demo(
@@ -50,11 +94,12 @@ def run_demo(
     clock: Clock,
     keep_times: bool = False,
     start: str = "",
+    last_copy: bool = False,
 ) -> tuple[RunSummary, Gateway]:
     """Raises ValueError for a `start` that cannot be read."""
     with tempfile.TemporaryDirectory(prefix="gateway-demo-") as tmp:
         state = state_dir or Path(tmp)
-        config = demo_config(state, speed)
+        config = demo_config(state, speed, last_copy)
         gateway = Gateway(config, reporter=None, clock=clock)
         try:
             rebase = replay_rebase(gateway, keep_times, start)
@@ -64,6 +109,12 @@ def run_demo(
         reporter = ConsoleReporter(config.gateway.timezone, gateway.pipeline.pseudonym, out)
         gateway.report_to(reporter, out)
         gateway.identity.load_seed(json.loads(data_file(DEMO_PROFILES).read_text()))
+        if last_copy:
+            gateway.identity.load_seed(LAST_COPY)
+            reporter.line(
+                "Last copy: one copy of The Left Hand of Darkness (on the fiction table), "
+                f"saved by Alice and by Carol; offers are valid {LAST_COPY_VALIDITY_S} s"
+            )
         gateway.refresh()
         trace_path = trace or Path(config.sources.replay.path)
         reporter.line(
@@ -132,6 +183,11 @@ def print_summary(gateway: Gateway, summary: RunSummary, reporter: ConsoleReport
         f"  offers       {stats.offers_issued} issued, {summary.pushes} pushed, "
         f"{stats.redemptions} redeemed"
     )
+    ended = Counter(r.status for r in list_holds(gateway.conn))
+    if ended:
+        placed = sum(ended.values())
+        states = ", ".join(f"{k} {v}" for k, v in sorted(ended.items()))
+        p(f"  holds        {placed} placed; now {states}")
     taps = ", ".join(f"{k} {v}" for k, v in sorted(stats.taps_rejected.items()))
     p(f"  NFC          {stats.taps} taps ({taps or 'none ignored'})")
     queued = sum(summary.outbox_added.values())

@@ -113,6 +113,9 @@ class Commands:
                 # The good campaigns apply; each bad one is reported on its own.
                 for where, problem in downlink.campaign_rules(document["data"])[1]:
                     self._reject(now, topic, "invalid_campaign", f"{where}: {problem}")
+            if name == "stock":
+                # fewer units than holds: the newest holds go, their shoppers are told
+                gateway.withdraw_over_held(now)
             gateway.refresh()
             gateway.pipeline.profiles.clear()  # identities may have changed: resolve again
             details: dict[str, object] = {

@@ -25,8 +25,10 @@ from gateway.model import (
     AdapterHealth,
     Advert,
     GatewayNotice,
+    HoldEvent,
     NoticeKind,
     OfferDecision,
+    PickupTaskEvent,
     PipelineEvent,
     Tap,
 )
@@ -125,6 +127,12 @@ class ShopFloor:
                 if self.display is not None and event.sku is not None:
                     stock = self.identity.stock(event.sku)
                     self.display.add(event, stock.zone_id if stock else "")
+            if self.display is not None and isinstance(event, PickupTaskEvent):
+                self.display.task(event)
+            if isinstance(event, HoldEvent) and event.message and (seq is not None or unsaved):
+                # the copy promised to her is gone: she is told (gateway.offers.pickup)
+                self.push.push(Push.apology(event), local_datetime(event.t, self.tz))
+                self.summary.pushes += 1
             if seq is not None and self.reporter is not None:
                 assert envelope is not None
                 self.reporter.outbox(event.t, envelope.type, seq)
@@ -290,6 +298,10 @@ class UnitOfWork:
                 # The push itself waits durably for the webhook's 2xx.
                 assert isinstance(event, OfferDecision)
                 self.outbox.append([push_event(Push.from_decision(event))], now)
+            apology = isinstance(event, HoldEvent) and event.message
+            if added and apology and self.config.sinks.webhook.url:
+                assert isinstance(event, HoldEvent)
+                self.outbox.append([push_event(Push.apology(event), "withdrawn")], now)
         return queued
 
     def _unsaved_envelopes(self, events: list[PipelineEvent]) -> list[Queued]:

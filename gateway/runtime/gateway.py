@@ -22,6 +22,7 @@ from gateway.clock import Clock
 from gateway.config.sections import Config
 from gateway.identity.store import IdentityStore
 from gateway.model import Advert, OfferDecision, PipelineEvent
+from gateway.offers import pickup
 from gateway.offers.engine import OfferEngine
 from gateway.offers.rules import PickupDiscountSection
 from gateway.pipeline import Pipeline
@@ -137,6 +138,12 @@ class Gateway:
 
     def notify(self, notices: list[PipelineEvent]) -> None:
         self.work.notify(notices)
+
+    def withdraw_over_held(self, now: float) -> None:
+        """After new stock: withdraw the holds beyond each item's quantity (newest first),
+        in the pipeline's time (a replay runs ahead of or behind the wall clock)."""
+        with db.transaction(self.conn):
+            self.notify(pickup.reconcile_stock(self.conn, self.pipeline.now or now))
 
     @property
     def reporter(self) -> ConsoleReporter | None:

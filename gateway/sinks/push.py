@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TextIO
 
-from gateway.model import OfferDecision
+from gateway.model import HoldEvent, OfferDecision, PickupTaskEvent
 from gateway.store.db import private_file
 from gateway.store.outbox import OutboxEvent
 
@@ -36,6 +36,13 @@ class Push:
     def from_decision(cls, d: OfferDecision) -> Push:
         assert d.issued and d.offer_id and d.profile_id and d.sku and d.code and d.message
         return cls(d.offer_id, d.profile_id, d.t, d.sku, d.code, d.expires_at or d.t, d.message)
+
+    @classmethod
+    def apology(cls, h: HoldEvent) -> Push:
+        """The shopper's promised copy is gone (gateway.offers.pickup): her code is withdrawn.
+        Only the code's last four characters: the code no longer redeems anyway."""
+        assert h.message is not None
+        return cls(h.offer_id, h.profile_id, h.t, h.sku, "", h.t, h.message)
 
 
 class LocalPushSink:
@@ -68,9 +75,14 @@ class LocalPushSink:
         self.pushed += 1
 
 
-def push_event(push: Push) -> OutboxEvent:
-    """A push as a durable outbox row on the local `push` stream (id stable per offer)."""
-    return OutboxEvent(f"push-{push.offer_id}", "push", "push.offer", 0, push.t, asdict(push))
+def push_event(push: Push, kind: str = "offer") -> OutboxEvent:
+    """A push as a durable outbox row on the local `push` stream (id stable per offer and
+    kind: the offer itself, or the apology for a withdrawn one)."""
+    event_id = f"push-{push.offer_id}" if kind == "offer" else f"push-{kind}-{push.offer_id}"
+    return OutboxEvent(event_id, "push", f"push.{kind}", 0, push.t, asdict(push))
+
+
+TASKS_DISPLAY = "pickup-tasks"  # the display topic's last level for pickup tasks
 
 
 class PickupDisplay:
@@ -100,6 +112,21 @@ class PickupDisplay:
             "issued_at": decision.t,
         }
         self.pending.append((zone or "store", json.dumps(body, ensure_ascii=False).encode()))
+
+    def task(self, event: PickupTaskEvent) -> None:
+        """A pickup task opened or acted on, for the screen at the pickup counter:
+        `…/display/pickup-tasks` (gateway.offers.pickup; the same public fields)."""
+        body = {
+            "task_id": event.task_id,
+            "action": event.action,
+            "zone": event.zone,
+            "title": event.title,
+            "code_hint": "…" + event.code_hint,
+            "language": event.language,
+            "by": event.by,
+            "t": event.t,
+        }
+        self.pending.append((TASKS_DISPLAY, json.dumps(body, ensure_ascii=False).encode()))
 
     def take(self) -> list[tuple[str, bytes]]:
         out = list(self.pending)

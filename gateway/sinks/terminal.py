@@ -12,8 +12,10 @@ from gateway.model import (
     AdapterHealth,
     BeaconHealth,
     GatewayNotice,
+    HoldEvent,
     IdentityMatch,
     OfferDecision,
+    PickupTaskEvent,
     PipelineEvent,
     Redemption,
     TapEvent,
@@ -79,6 +81,19 @@ class ConsoleReporter:
         elif isinstance(event, BeaconHealth):
             extra = f", battery {event.battery_mv} mV" if event.battery_mv else ""
             self._print(event.t, f"BEACON    {event.beacon} {event.status}{extra}")
+        elif isinstance(event, HoldEvent):
+            left = max(event.quantity - event.held, 0)
+            self._print(
+                event.t,
+                f"HOLD      {event.kind:<8} {event.sku} for {event.profile_id} ({event.reason}), "
+                f"{left} of {event.quantity} free",
+            )
+        elif isinstance(event, PickupTaskEvent):
+            self._print(
+                event.t,
+                f"PICKUP    {event.action:<9} {event.title!r} from {event.zone}, "
+                f"code …{event.code_hint} ({event.language}) by {event.by}",
+            )
         elif isinstance(event, Redemption):
             self._print(
                 event.t,

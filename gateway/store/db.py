@@ -153,7 +153,46 @@ def _v6(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6]
+def _v7_holds(db: sqlite_utils.Database) -> None:
+    # Stock holds (gateway.offers.holds) and the pickup tasks staff work through
+    # (gateway.offers.pickup). Idempotent (IF NOT EXISTS): safe whatever number it gets.
+    db.execute(
+        """CREATE TABLE IF NOT EXISTS holds (
+               hold_id TEXT PRIMARY KEY,
+               offer_id TEXT NOT NULL UNIQUE,
+               profile_id TEXT NOT NULL,
+               sku TEXT NOT NULL,
+               placed_at REAL NOT NULL,
+               expires_at REAL NOT NULL,
+               status TEXT NOT NULL,
+               ended_at REAL
+           )"""
+    )
+    db.execute("CREATE INDEX IF NOT EXISTS holds_sku ON holds (sku, status, expires_at)")
+    db.execute("CREATE INDEX IF NOT EXISTS holds_due ON holds (status, expires_at)")
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS holds_profile ON holds (profile_id, status, expires_at, sku)"
+    )
+    db.execute(
+        """CREATE TABLE IF NOT EXISTS pickup_tasks (
+               task_id TEXT PRIMARY KEY,
+               offer_id TEXT NOT NULL UNIQUE,
+               sku TEXT NOT NULL,
+               title TEXT NOT NULL,
+               zone_id TEXT NOT NULL,
+               code_hint TEXT NOT NULL,
+               language TEXT NOT NULL,
+               device TEXT NOT NULL,
+               opened_at REAL NOT NULL,
+               status TEXT NOT NULL,
+               updated_at REAL NOT NULL,
+               updated_by TEXT NOT NULL
+           )"""
+    )
+    db.execute("CREATE INDEX IF NOT EXISTS pickup_tasks_open ON pickup_tasks (status, opened_at)")
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7_holds]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -263,6 +302,13 @@ def purge_expired(conn: sqlite3.Connection, now: float, retention_s: float) -> d
                 (cutoff,),
             ),
             ("dead_letter", "DELETE FROM dead_letter WHERE failed_at < ?", (cutoff,)),
+            # Holds and pickup tasks name an offer (and a shopper): they go with it.
+            ("holds", "DELETE FROM holds WHERE offer_id NOT IN (SELECT offer_id FROM offers)", ()),
+            (
+                "pickup_tasks",
+                "DELETE FROM pickup_tasks WHERE offer_id NOT IN (SELECT offer_id FROM offers)",
+                (),
+            ),
         ):
             count = conn.execute(sql, args).rowcount
             if count:

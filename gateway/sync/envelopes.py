@@ -19,8 +19,10 @@ from gateway.model import (
     AdapterHealth,
     BeaconHealth,
     GatewayNotice,
+    HoldEvent,
     IdentityMatch,
     OfferDecision,
+    PickupTaskEvent,
     PipelineEvent,
     Redemption,
     TapEvent,
@@ -30,7 +32,16 @@ from gateway.store.outbox import OutboxEvent
 
 TYPE_PREFIX = "com.storegate."
 # Lower is more important: what the shop is paid for goes first when the link is thin.
-PRIORITY = {"redemption": 0, "offer": 1, "nfc": 2, "zone": 3, "beacon": 4, "gateway": 4}
+PRIORITY = {
+    "redemption": 0,
+    "offer": 1,
+    "hold": 1,  # the backend's stock view and the tills count on them
+    "task": 2,
+    "nfc": 2,
+    "zone": 3,
+    "beacon": 4,
+    "gateway": 4,
+}
 
 
 def rfc3339(t: float) -> str:
@@ -132,6 +143,44 @@ class EnvelopeFactory:
                     "reader": event.reader,
                 },
                 event.offer_id,
+            )
+        if isinstance(event, HoldEvent):
+            return self._envelope(
+                "hold",
+                event.kind,
+                event.t,
+                event.sku,
+                {
+                    "hold_id": event.hold_id,
+                    "offer_id": event.offer_id,
+                    "profile_id": event.profile_id,
+                    "sku": event.sku,
+                    "reason": event.reason,
+                    "expires_at": rfc3339(event.expires_at),
+                    "quantity": event.quantity,
+                    "held": event.held,
+                    "available": max(event.quantity - event.held, 0),
+                },
+                event.hold_id,
+                event.kind,
+            )
+        if isinstance(event, PickupTaskEvent):
+            return self._envelope(
+                "task",
+                event.action,
+                event.t,
+                event.task_id,
+                {
+                    "task_id": event.task_id,
+                    "sku": event.sku,
+                    "title": event.title,
+                    "zone": event.zone,
+                    "code_hint": event.code_hint,
+                    "language": event.language,
+                    "by": event.by,
+                },
+                event.task_id,
+                event.action,
             )
         if isinstance(event, TapEvent):
             return self._envelope(

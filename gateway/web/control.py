@@ -25,6 +25,7 @@ from gateway.web import auth as consoleauth
 from gateway.web import server
 from gateway.web.access import Access
 from gateway.web.console import Console, Hub, add_console
+from gateway.web.pickup import PickupBoard, add_pickup
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ def make_app(
     app.router.add_get("/metrics", metrics)
     if console is not None:
         add_console(app, console)  # its guard first: a request it refuses is not even read
+        add_pickup(app, PickupBoard(console.gateway, console.access, console.view))
     if guard is not None:
         app.middlewares.append(guard.read_body)
     return app

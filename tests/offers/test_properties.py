@@ -13,7 +13,8 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from gateway.identity.store import IdentityStore
-from gateway.model import ZoneEvent, ZoneEventKind
+from gateway.model import HoldEvent, OfferDecision, ZoneEvent, ZoneEventKind
+from gateway.offers import holds, pickup
 from gateway.offers.engine import OfferEngine
 from gateway.offers.rules import LimitsSection, PickupDiscountSection, Reason, in_quiet_hours
 from gateway.store import db
@@ -177,3 +178,135 @@ def test_quiet_hours_wrap_midnight() -> None:
     assert not in_quiet_hours(quiet, 9 * 60) and not in_quiet_hours(quiet, 19 * 60 + 59)
     assert in_quiet_hours(["12:00", "13:00"], 12 * 60 + 30)
     assert not in_quiet_hours([], 0)
+
+
+# --- holds (issue 20) -----------------------------------------------------------------------
+
+# (what, which shopper or item, trigger, seconds since the previous step, a new quantity)
+Step = tuple[str, int, tuple[ZoneEventKind, str], float, int]
+steps_st = st.lists(
+    st.tuples(
+        st.sampled_from(["trigger"] * 6 + ["redeem", "stock"]),
+        st.integers(0, 50),
+        st.sampled_from(TRIGGERS),
+        st.one_of(st.floats(0, 60), st.floats(0, 1200)),
+        st.sampled_from([0, 1, 1, 2]),
+    ),
+    min_size=10,
+    max_size=60,
+)
+# Few copies and shared wishes: the last copy is often wanted by several shoppers at once.
+scarce_st = st.fixed_dictionaries(
+    {sku: st.tuples(st.sampled_from([1, 1, 2, 0]), st.sampled_from(ZONES[1:])) for sku in SKUS}
+)
+sharing_st = st.lists(
+    st.fixed_dictionaries(
+        {
+            "consent": st.sampled_from([True, True, True, False]),
+            "opted_out": st.sampled_from([False, False, False, True]),
+            "cart": st.lists(st.sampled_from(SKUS[:2]), unique=True, min_size=1, max_size=2),
+            "segments": st.just([]),
+            "declined": st.just([]),
+        }
+    ),
+    min_size=2,
+    max_size=5,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(sharing_st, scarce_st, steps_st)
+def test_holds_keep_the_promise_on_random_walks(
+    profiles: list[Shopper], stock: dict[str, tuple[int, str]], steps: list[Step]
+) -> None:
+    rule = PickupDiscountSection(validity_s=900, max_per_day=3)
+    limits = LimitsSection(quiet_hours=[], cooldown_s=0.0, max_per_day=5, max_per_hour_store=50)
+    engine = _engine(profiles, stock, rule, limits)
+    conn = engine.conn
+    consenting = {f"p{i}" for i, p in enumerate(profiles) if p["consent"] and not p["opted_out"]}
+    t = T0
+    issued: list[OfferDecision] = []
+    hold_events: list[HoldEvent] = []
+    held_for_other = 0
+    for what, pick, (kind, zone), gap, quantity in steps:
+        t += gap
+        who = pick % (len(profiles) + 1) - 1
+        profile = f"p{who}" if who >= 0 else None
+        with db.transaction(conn):
+            engine.lapse_holds(t)  # as the pipeline does before anything else at `t`
+            if what == "trigger":
+                device = f"dev-{who}"
+                for d in engine.evaluate_all(
+                    ZoneEvent(kind, device, zone, t, t - 30, 0.9), device, profile
+                ):
+                    if d.reason == Reason.HELD_FOR_OTHER:
+                        held_for_other += 1
+                        assert d.profile_id in consenting, "held_for_other to a non-consenting"
+                    if d.issued:
+                        issued.append(d)
+            elif what == "redeem" and profile is not None:
+                engine.redeem(profile, t, "counter")
+            elif what == "stock":
+                sku = SKUS[pick % len(SKUS)]
+                conn.execute("UPDATE stock SET quantity = ? WHERE sku = ?", (quantity, sku))
+                engine.pending.extend(pickup.reconcile_stock(conn, t))
+            events = engine.take_events()
+        hold_events.extend(e for e in events if isinstance(e, HoldEvent))
+        for sku in SKUS:
+            on_shelf = conn.execute("SELECT quantity FROM stock WHERE sku = ?", (sku,)).fetchone()
+            units = max(int(on_shelf[0]), 0) if on_shelf else 0
+            assert holds.held(conn, sku, t) <= units, "more active holds than units"
+            open_offers = conn.execute(
+                "SELECT count(*) FROM offers WHERE sku = ? AND status = 'issued' "
+                "AND expires_at >= ?",
+                (sku, t),
+            ).fetchone()[0]
+            assert open_offers <= units, "two open offers on one unit"
+    event(f"holds placed: {min(sum(h.kind == 'placed' for h in hold_events), 3)}")
+    event(f"held_for_other seen: {held_for_other > 0}")
+    event(f"holds released by: {sorted({h.reason for h in hold_events if h.kind == 'released'})}")
+    for d in issued:  # every offer set its unit aside
+        assert d.offer_id is not None
+        assert conn.execute("SELECT 1 FROM holds WHERE offer_id = ?", (d.offer_id,)).fetchone()
+    for h in hold_events:  # nothing about holds reaches a shopper who did not consent
+        assert h.profile_id in consenting
+        assert h.message is None or h.reason in ("withdrawn_stock", "not_found")
+    # every hold ends: expiry at the latest, each at or before its offer's expiry
+    with db.transaction(conn):
+        engine.lapse_holds(t + 3 * 86400)
+    assert holds.list_holds(conn, active_only=True) == []
+    for row in holds.list_holds(conn):
+        assert row.status in holds.RELEASE_REASONS
+        assert row.ended_at is not None and row.placed_at <= row.ended_at <= row.expires_at
+    # ... and an ended hold frees its unit for the next eligible shopper
+    for sku in SKUS:
+        assert holds.held(conn, sku, t + 3 * 86400) == 0
+
+
+def test_an_expired_hold_frees_the_unit_for_the_next_shopper() -> None:
+    shopper: Shopper = {
+        "consent": True,
+        "opted_out": False,
+        "cart": ["s1"],
+        "segments": [],
+        "declined": [],
+    }
+    engine = _engine(
+        [shopper, shopper],
+        {s: (1, "aisle-a") for s in SKUS},
+        PickupDiscountSection(),
+        LimitsSection(quiet_hours=[]),
+    )
+    enter = [ZoneEvent(ZoneEventKind.ENTER, f"d{i}", "entrance", T0 + i, T0, 0.9) for i in (0, 1)]
+    with db.transaction(engine.conn):
+        first = engine.evaluate(enter[0], "d0", "p0")
+        second = engine.evaluate(enter[1], "d1", "p1")
+    assert first is not None and first.issued and first.expires_at is not None
+    assert second is not None and second.reason == Reason.HELD_FOR_OTHER
+    later = first.expires_at + 1
+    with db.transaction(engine.conn):
+        engine.lapse_holds(later)
+        again = engine.evaluate(
+            ZoneEvent(ZoneEventKind.ENTER, "d1", "entrance", later, later, 0.9), "d1", "p1"
+        )
+    assert again is not None and again.issued and again.sku == "s1"

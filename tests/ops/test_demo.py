@@ -108,7 +108,16 @@ def assert_business_outcome(gateway: Gateway) -> None:
         "com.storegate.nfc.tap",
         "com.storegate.redemption.redeemed",
         "com.storegate.beacon.health",  # each fixed beacon reported ok once
+        # her copy set aside with the offer, a pickup task for staff; both end with the sale
+        "com.storegate.hold.placed",
+        "com.storegate.hold.released",
+        "com.storegate.task.opened",
+        "com.storegate.task.collected",
     }
+    released = [e["data"] for e in events if e["type"] == "com.storegate.hold.released"]
+    assert [(r["reason"], r["quantity"], r["available"]) for r in released] == [
+        ("redeemed", 2, 2)  # three copies, one sold
+    ]
     health = [e for e in events if e["type"] == "com.storegate.beacon.health"]
     assert sorted(e["data"]["beacon"] for e in health) == sorted(
         a.id for a in gateway.store_map.anchors
@@ -226,3 +235,25 @@ def test_run_command_with_a_config(tmp_path: Path) -> None:
     )
     # No profiles were seeded in this state dir: everyone is unknown, and Bob has no entry.
     assert "no decisions recorded" in why.stdout
+
+
+def test_the_last_copy_demo(tmp_path: Path) -> None:
+    """`gateway demo --last-copy` (issue 20): one copy, two shoppers who saved it — exactly one
+    offer at a time; Carol hears held_for_other while it is Alice's, then gets it."""
+    out = io.StringIO()
+    _, gateway = run_demo(
+        0, tmp_path, out, clock=PinnedClock(STORE_MORNING), start="10:00", last_copy=True
+    )
+    issued = gateway.conn.execute(
+        "SELECT profile_id, sku FROM offers ORDER BY issued_at"
+    ).fetchall()
+    carol = [r.reason for r in gateway.offers.why("p-carol-5e1a")]
+    gateway.close()
+    assert issued == [(ALICE, "978-0441478125"), ("p-carol-5e1a", "978-0441478125")]
+    assert carol == ["held_for_other", "cart_item_in_stock"]
+    text = out.getvalue()
+    held = text.index("p-carol-5e1a on dwell:aisle-fiction  reason held_for_other")
+    lapsed = text.index("HOLD      released 978-0441478125 for p-alice-3f9c (expired)")
+    offered = text.index("OFFER     issue p-carol-5e1a on enter:entrance")
+    assert held < lapsed < offered
+    assert "holds        2 placed; now expired 2" in text

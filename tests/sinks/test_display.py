@@ -57,7 +57,7 @@ async def test_issued_offers_reach_the_counter_screen(tmp_path: Path, clock: Pin
                     stop,
                 )
             )
-            await wait_for(lambda: len(shown) >= 1, timeout=30)
+            await wait_for(lambda: len(shown) >= 3, timeout=30)
             stop.set()
             with suppress(asyncio.CancelledError):
                 await run
@@ -73,4 +73,11 @@ async def test_issued_offers_reach_the_counter_screen(tmp_path: Path, clock: Pin
     assert offer[1].encode() not in raw and offer[2].encode() not in raw  # no code, no shopper
     schema = {**DOC, "$ref": "#/components/schemas/DisplayOffer"}
     assert Draft202012Validator(schema).is_valid(body)
-    assert len(shown) == 1
+    offers = [m for m in shown if not m[0].endswith("/display/pickup-tasks")]
+    assert len(offers) == 1
+    # the counter screen also follows the pickup task: opened, then collected at the till
+    tasks = [m[1] for m in shown if m[0].endswith("/display/pickup-tasks")]
+    assert [t["action"] for t in tasks] == ["opened", "collected"]
+    task_schema = Draft202012Validator({**DOC, "$ref": "#/components/schemas/DisplayTask"})
+    assert all(task_schema.is_valid(t) for t in tasks)
+    assert all(offer[1].encode() not in m[2] and offer[2].encode() not in m[2] for m in shown)
