@@ -25,6 +25,7 @@ from gateway.cli import (
     nfc,
     offers,
     profiles,
+    report,
     run,
     status,
     tools,
@@ -70,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         profiles.add_profiles,
         profiles.add_stock,
         offers.add_offers,
+        report.add_report,
         downlink.add_downlink,
         downlink.add_secret,
     ):

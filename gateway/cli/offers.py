@@ -34,6 +34,12 @@ def _cmd_offers_why(args: argparse.Namespace) -> int:
         print(f"no decisions recorded for {args.who}")
     for t, campaign, trigger, issued, reason in rows:
         verdict = "issued" if issued else "suppressed"
+        if reason == "holdout":
+            verdict = "held out"
+            reason = (
+                "holdout: eligible, but in the campaign's control group (holdout_percent); "
+                "no push, her outcome is still counted to measure the campaign's uplift"
+            )
         print(f"{local_datetime(t, tz)}  {campaign} {trigger}: {verdict} ({reason})")
     return 0
 

@@ -153,7 +153,44 @@ def _v6(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6]
+def _v7_attribution(db: sqlite_utils.Database) -> None:
+    # Holdouts and attribution (gateway.offers.attribution): one exposure per campaign,
+    # shopper and attribution window (group exposed / holdout, the variant served) and the
+    # outcomes observed (redemptions, counter taps, pickups), each attributed at most once.
+    db.execute(
+        """CREATE TABLE exposures (
+               exposure_id TEXT PRIMARY KEY, campaign TEXT NOT NULL, profile_id TEXT NOT NULL,
+               grp TEXT NOT NULL, variant TEXT NOT NULL, sku TEXT NOT NULL, t REAL NOT NULL,
+               until_t REAL NOT NULL, store_day TEXT NOT NULL, outcome_id TEXT,
+               outcome_kind TEXT, outcome_t REAL
+           )"""
+    )
+    db.execute("CREATE INDEX exposures_profile ON exposures (profile_id, t)")
+    db.execute("CREATE INDEX exposures_campaign ON exposures (campaign, t)")
+    db.execute(
+        """CREATE TABLE outcomes (
+               outcome_id TEXT PRIMARY KEY, kind TEXT NOT NULL, profile_id TEXT NOT NULL,
+               sku TEXT NOT NULL, t REAL NOT NULL, exposure_id TEXT
+           )"""
+    )
+    # The shop-floor insights, aggregated as they happen (never per person): distinct
+    # pseudonymous devices per funnel stage and store day, seconds spent per square metre
+    # and per zone and hour.
+    db.execute(
+        "CREATE TABLE funnel_marks (store_day TEXT NOT NULL, stage TEXT NOT NULL, "
+        "device TEXT NOT NULL, PRIMARY KEY (store_day, stage, device)) WITHOUT ROWID"
+    )
+    db.execute(
+        "CREATE TABLE heat_cells (store_day TEXT NOT NULL, cx INTEGER NOT NULL, "
+        "cy INTEGER NOT NULL, seconds REAL NOT NULL, PRIMARY KEY (store_day, cx, cy))"
+    )
+    db.execute(
+        "CREATE TABLE zone_occupancy (store_day TEXT NOT NULL, zone TEXT NOT NULL, "
+        "hour INTEGER NOT NULL, seconds REAL NOT NULL, PRIMARY KEY (store_day, zone, hour))"
+    )
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7_attribution]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
