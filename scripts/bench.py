@@ -33,6 +33,7 @@ from gateway.decode.ble import decode_payload, parse_ad
 from gateway.model import Advert
 from gateway.resources import data_file
 from gateway.trace import parse_line
+from scripts.bench_bandit import bandit_rows, bench_bandit
 
 if TYPE_CHECKING:  # imported where used: each section loads only what it measures
     from gateway.config.sections import Config
@@ -510,6 +511,7 @@ def main() -> int:
     results["outbox"] = bench_outbox()
     results["console"] = bench_console()
     results["footprint"] = bench_footprint(workdir)
+    results["bandit"] = bench_bandit()
     shutil.rmtree(workdir, ignore_errors=True)
 
     d, p = results["decode"], results["pipeline"]
@@ -593,6 +595,7 @@ def main() -> int:
         ),
         ("", "start → first sighting, s", f"{f['startup_s']:.2f}", "goal < 1"),
     ]
+    rows += bandit_rows(results["bandit"])
     print()
     for section, what, value, note in rows:
         print(f"{section:<9} {what:<28} {value:>16}   {note}")
