@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING
 from gateway.clock import SystemClock
 from gateway.decode.ble import decode_payload, parse_ad
 from gateway.model import Advert
+from gateway.offers.bandit import bandit_rows, bench_bandit
 from gateway.resources import data_file
 from gateway.trace import parse_line
-from scripts.bench_bandit import bandit_rows, bench_bandit
 
 if TYPE_CHECKING:  # imported where used: each section loads only what it measures
     from gateway.config.sections import Config

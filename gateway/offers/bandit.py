@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import statistics
 from dataclasses import dataclass
 
 from gateway.offers.rules import PickupDiscountSection, VariantSection
@@ -91,3 +92,42 @@ def simulate_regret(
         counts[names[i]][0] += 1
         counts[names[i]][1] += int(rng.random() < rates[i])
     return regret, plays
+
+
+# --- the figures scripts/bench prints: three variants of known conversion (5 %, 8 %, 12 %)
+# played for 10,000 offers with the default 10 % floor, without a floor, and uniformly (an
+# A/B/C test), each averaged over 20 seeds.
+
+BENCH_RATES = [0.05, 0.08, 0.12]
+BENCH_STEPS = 10_000
+BENCH_SEEDS = 20
+
+
+def bench_bandit() -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name, floor in (("floor10", 0.10), ("floor0", 0.0), ("uniform", 1 / len(BENCH_RATES))):
+        runs = [
+            simulate_regret(BENCH_RATES, BENCH_STEPS, floor, seed) for seed in range(BENCH_SEEDS)
+        ]
+        out[f"regret_{name}"] = statistics.fmean(r for r, _plays in runs)
+        out[f"best_share_{name}"] = statistics.fmean(p[-1] / BENCH_STEPS for _r, p in runs)
+    out["best_conversions"] = max(BENCH_RATES) * BENCH_STEPS
+    return out
+
+
+def bandit_rows(b: dict[str, float]) -> list[tuple[str, str, str, str]]:
+    return [
+        (
+            "bandit",
+            "regret, 10k offers, floor 10 %",
+            f"{b['regret_floor10']:.0f}",
+            f"conversions lost vs best fixed ({b['best_conversions']:.0f}); best played "
+            f"{100 * b['best_share_floor10']:.0f} %",
+        ),
+        (
+            "",
+            "  no floor / uniform A/B/C",
+            f"{b['regret_floor0']:.0f} / {b['regret_uniform']:.0f}",
+            f"×{b['regret_uniform'] / b['regret_floor10']:.1f} less regret than uniform",
+        ),
+    ]
