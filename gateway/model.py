@@ -71,6 +71,7 @@ class NoticeKind(StrEnum):
     DOWNLINK_REJECTED = "downlink_rejected"
     COMMAND = "command"
     OUTBOX_DROPPED = "outbox_dropped"
+    CAMPAIGN_REPORT = "campaign_report"  # a store day's campaign aggregate (counts only)
 
 
 @dataclass(frozen=True, slots=True)

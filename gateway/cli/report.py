@@ -18,7 +18,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from zoneinfo import ZoneInfo
 
     from gateway.config.sections import load_config
-    from gateway.ops.report import render_text, report_for
+    from gateway.offers.report import render_text, report_for
     from gateway.store import db
     from gateway.sync.downlink import stored_campaigns
 

@@ -188,6 +188,8 @@ def _v7_attribution(db: sqlite_utils.Database) -> None:
         "CREATE TABLE zone_occupancy (store_day TEXT NOT NULL, zone TEXT NOT NULL, "
         "hour INTEGER NOT NULL, seconds REAL NOT NULL, PRIMARY KEY (store_day, zone, hour))"
     )
+    # Store days whose campaign aggregate went upstream (once each).
+    db.execute("CREATE TABLE report_days (store_day TEXT PRIMARY KEY, sent_at REAL NOT NULL)")
 
 
 MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7_attribution]

@@ -20,8 +20,8 @@ from gateway.offers import attribution
 from gateway.offers.bandit import Arm, choose, pick_variant, simulate_regret
 from gateway.offers.holdout import in_holdout
 from gateway.offers.rules import PickupDiscountSection, VariantSection
-from gateway.ops.report import build_report, campaign_result
-from gateway.ops.stats import newcombe, wilson, wilson_plain
+from gateway.offers.report import build_report, campaign_result
+from gateway.offers.stats import newcombe, wilson, wilson_plain
 from gateway.store.db import transaction
 
 SHOPPERS, HOLDOUT, BASE = 10_000, 0.2, 0.10

@@ -13,9 +13,10 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from gateway.offers.attribution import arms
 from gateway.offers.bandit import Arm
 from gateway.offers.rules import PickupDiscountSection
-from gateway.ops.stats import newcombe, relative, wilson
+from gateway.offers.stats import newcombe, relative, wilson
 
 ELIGIBLE = (
     "cart_item_in_stock",
@@ -259,3 +260,45 @@ def report_for(
     return build_report(conn, campaigns, start, FOREVER, start_day, "9999-12-31") | {
         "until": datetime.fromtimestamp(now, tz).date().isoformat()
     }
+
+
+# --- the daily aggregate upstream (com.storegate.gateway.campaign_report) -----------------
+
+
+def daily_reports(
+    conn: sqlite3.Connection,
+    campaigns: list[PickupDiscountSection],
+    tz: ZoneInfo,
+    now: float,
+    days_back: int = 7,
+) -> list[tuple[str, dict[str, Any]]]:
+    """(store day, aggregate) for each ended store day of the last `days_back` not reported
+    yet, oldest first; marks them reported (inside the caller's transaction). Counts only:
+    exposures started that day and their outcomes so far, the funnel, and each variant's
+    posterior over everything recorded (Beta(alpha, beta)) so the backend can pool stores."""
+    today = datetime.fromtimestamp(now, tz).date()
+    sent = {str(r[0]) for r in conn.execute("SELECT store_day FROM report_days")}
+    out: list[tuple[str, dict[str, Any]]] = []
+    for back in range(days_back, 0, -1):
+        day = today - timedelta(days=back)
+        name = day.isoformat()
+        if name in sent:
+            continue
+        start = datetime(day.year, day.month, day.day, tzinfo=tz).timestamp()
+        end_day = day + timedelta(days=1)
+        end = datetime(end_day.year, end_day.month, end_day.day, tzinfo=tz).timestamp()
+        report = build_report(conn, campaigns, start, end, name, end_day.isoformat())
+        conn.execute("INSERT INTO report_days (store_day, sent_at) VALUES (?, ?)", (name, now))
+        if not any(report["funnel"].values()) and not any(
+            c["exposed"] + c["holdout"] for c in report["campaigns"].values()
+        ):
+            continue  # a day without shoppers: nothing to say
+        posteriors = {
+            cid: {
+                (v or "base"): {"alpha": arm.alpha, "beta": arm.beta}
+                for v, arm in sorted(arms(conn, cid).items())
+            }
+            for cid in report["campaigns"]
+        }
+        out.append((name, report | {"store_day": name, "posteriors": posteriors}))
+    return out
