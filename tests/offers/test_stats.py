@@ -19,8 +19,8 @@ import numpy as np
 from gateway.offers import attribution
 from gateway.offers.bandit import Arm, choose, pick_variant, simulate_regret
 from gateway.offers.holdout import in_holdout
-from gateway.offers.rules import PickupDiscountSection, VariantSection
 from gateway.offers.report import build_report, campaign_result
+from gateway.offers.rules import PickupDiscountSection, VariantSection
 from gateway.offers.stats import newcombe, wilson, wilson_plain
 from gateway.store.db import transaction
 
