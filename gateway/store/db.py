@@ -289,6 +289,15 @@ def purge_expired(conn: sqlite3.Connection, now: float, retention_s: float) -> d
                 (cutoff,),
             ),
             ("dead_letter", "DELETE FROM dead_letter WHERE failed_at < ?", (cutoff,)),
+            # Attribution and funnel rows name a profile or a device pseudonym: forgotten
+            # with the decisions, once their attribution window is over (their event time).
+            ("exposures", "DELETE FROM exposures WHERE until_t < ?", (cutoff,)),
+            ("outcomes", "DELETE FROM outcomes WHERE t < ?", (cutoff,)),
+            (
+                "funnel_marks",
+                "DELETE FROM funnel_marks WHERE store_day < date(?, 'unixepoch')",
+                (cutoff,),
+            ),
         ):
             count = conn.execute(sql, args).rowcount
             if count:

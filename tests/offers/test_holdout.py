@@ -182,3 +182,21 @@ def test_holdout_settings_are_validated_where_they_are_written() -> None:
     ):
         with pytest.raises(Exception, match=key.replace(".", r"\.")):
             parse_config(f"[offers.pickup_discount]\n{bad}\n")
+
+
+def test_attribution_rows_are_forgotten_with_the_decisions(tmp_path: Path) -> None:
+    _campaigns(tmp_path, holdout_percent=100)
+    _demo(tmp_path)
+    conn = db.connect(tmp_path / "gateway.db")
+    try:
+        counts = [
+            conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+            for t in ("exposures", "outcomes", "funnel_marks")
+        ]
+        assert all(counts), counts
+        removed = db.purge_expired(conn, STORE_MORNING + 400 * 86400, 30 * 86400)
+        assert {"exposures", "outcomes", "funnel_marks"} <= set(removed)
+        # the aggregates (no person in them) stay for the insights
+        assert conn.execute("SELECT count(*) FROM heat_cells").fetchone()[0] > 0
+    finally:
+        conn.close()
