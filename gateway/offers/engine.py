@@ -71,7 +71,7 @@ class OfferEngine:
     def reconfigure(self, limits: LimitsSection, timezone: str) -> None:
         self.limits = limits
         self.tz = ZoneInfo(timezone)
-        self.floor.tz = self.tz
+        self.floor.set_timezone(self.tz)
 
     def refresh_stock(self) -> None:
         """Re-read where stock lies (after seeding or a downlink update)."""

@@ -15,7 +15,7 @@ import hmac
 import sqlite3
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from gateway.model import Position, ZoneEvent, ZoneEventKind
@@ -41,16 +41,32 @@ class FloorInsights:
         self._heat: dict[tuple[str, int, int], float] = defaultdict(float)
         self._inside: dict[tuple[str, str], float] = {}
         self._flushed_at = 0.0
+        self._day: tuple[float, float, str] = (0.0, -1.0, "")  # [start, end) of a store day
+
+    def set_timezone(self, tz: ZoneInfo) -> None:
+        self.tz, self._day = tz, (0.0, -1.0, "")
 
     def _day_hour(self, t: float) -> tuple[str, int]:
         local = datetime.fromtimestamp(t, self.tz)
         return local.date().isoformat(), local.hour
 
+    def _store_day(self, t: float) -> str:
+        """The store day of `t`, computed once per day (positions come many per second)."""
+        start, end, name = self._day
+        if start <= t < end:
+            return name
+        local = datetime.fromtimestamp(t, self.tz)
+        midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+        begin = midnight.timestamp()
+        nxt = midnight + timedelta(days=1)  # wall-clock arithmetic: the next midnight
+        self._day = (begin, nxt.timestamp(), local.date().isoformat())
+        return self._day[2]
+
     def position(self, position: Position) -> None:
         last = self._last.get(position.device)
         self._last[position.device] = position
         if last is not None and 0 < position.t - last.t <= MAX_GAP_S:
-            day, _hour = self._day_hour(last.t)
+            day = self._store_day(last.t)
             cell = (day, int(last.x // CELL_M), int(last.y // CELL_M))
             self._heat[cell] += position.t - last.t
         if position.t - self._flushed_at >= FLUSH_EVERY_S:

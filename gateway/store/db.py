@@ -162,7 +162,7 @@ def _v7_attribution(db: sqlite_utils.Database) -> None:
                exposure_id TEXT PRIMARY KEY, campaign TEXT NOT NULL, profile_id TEXT NOT NULL,
                grp TEXT NOT NULL, variant TEXT NOT NULL, sku TEXT NOT NULL, t REAL NOT NULL,
                until_t REAL NOT NULL, store_day TEXT NOT NULL, outcome_id TEXT,
-               outcome_kind TEXT, outcome_t REAL
+               outcome_kind TEXT, outcome_t REAL, recorded_at REAL
            )"""
     )
     db.execute("CREATE INDEX exposures_profile ON exposures (profile_id, t)")
@@ -170,7 +170,7 @@ def _v7_attribution(db: sqlite_utils.Database) -> None:
     db.execute(
         """CREATE TABLE outcomes (
                outcome_id TEXT PRIMARY KEY, kind TEXT NOT NULL, profile_id TEXT NOT NULL,
-               sku TEXT NOT NULL, t REAL NOT NULL, exposure_id TEXT
+               sku TEXT NOT NULL, t REAL NOT NULL, exposure_id TEXT, recorded_at REAL
            )"""
     )
     # The shop-floor insights, aggregated as they happen (never per person): distinct
@@ -178,8 +178,12 @@ def _v7_attribution(db: sqlite_utils.Database) -> None:
     # and per zone and hour.
     db.execute(
         "CREATE TABLE funnel_marks (store_day TEXT NOT NULL, stage TEXT NOT NULL, "
-        "device TEXT NOT NULL, PRIMARY KEY (store_day, stage, device)) WITHOUT ROWID"
+        "device TEXT NOT NULL, recorded_at REAL, PRIMARY KEY (store_day, stage, device)) "
+        "WITHOUT ROWID"
     )
+    # Retention counts from the recording (wall clock), as for decisions (`stamp_recorded`).
+    for table in ("exposures", "outcomes", "funnel_marks"):
+        db.execute(f"CREATE INDEX {table}_recorded ON {table} (recorded_at)")
     db.execute(
         "CREATE TABLE heat_cells (store_day TEXT NOT NULL, cx INTEGER NOT NULL, "
         "cy INTEGER NOT NULL, seconds REAL NOT NULL, PRIMARY KEY (store_day, cx, cy))"
@@ -267,7 +271,7 @@ def is_disk_full(exc: BaseException) -> bool:
 def stamp_recorded(conn: sqlite3.Connection, now: float) -> None:
     """Give the decisions and offers written in this transaction their recording time (the
     pipeline itself knows only when things happened, never the wall clock)."""
-    for table in ("decisions", "offers"):
+    for table in ("decisions", "offers", "exposures", "outcomes", "funnel_marks"):
         conn.execute(f"UPDATE {table} SET recorded_at = ? WHERE recorded_at IS NULL", (now,))
 
 
@@ -290,14 +294,10 @@ def purge_expired(conn: sqlite3.Connection, now: float, retention_s: float) -> d
             ),
             ("dead_letter", "DELETE FROM dead_letter WHERE failed_at < ?", (cutoff,)),
             # Attribution and funnel rows name a profile or a device pseudonym: forgotten
-            # with the decisions, once their attribution window is over (their event time).
-            ("exposures", "DELETE FROM exposures WHERE until_t < ?", (cutoff,)),
-            ("outcomes", "DELETE FROM outcomes WHERE t < ?", (cutoff,)),
-            (
-                "funnel_marks",
-                "DELETE FROM funnel_marks WHERE store_day < date(?, 'unixepoch')",
-                (cutoff,),
-            ),
+            # like the decisions (the heat map and occupancy hold no one and stay).
+            ("exposures", "DELETE FROM exposures WHERE recorded_at < ?", (cutoff,)),
+            ("outcomes", "DELETE FROM outcomes WHERE recorded_at < ?", (cutoff,)),
+            ("funnel_marks", "DELETE FROM funnel_marks WHERE recorded_at < ?", (cutoff,)),
         ):
             count = conn.execute(sql, args).rowcount
             if count:
