@@ -200,3 +200,37 @@ def test_attribution_rows_are_forgotten_with_the_decisions(tmp_path: Path) -> No
         assert conn.execute("SELECT count(*) FROM heat_cells").fetchone()[0] > 0
     finally:
         conn.close()
+
+
+def test_report_names_a_bad_since(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(f'[gateway]\nstate_dir = "{tmp_path}"\n')
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "report",
+            "--config",
+            str(config),
+            "--since",
+            "last week",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2
+    assert "--since 'last week': give a store-local date (2026-11-01) or days back (7d)" in (
+        done.stderr
+    )
+    empty = json.loads(_gateway("report", "--config", str(config), "--since", "7d", "--json"))
+    assert empty["campaigns"]["pickup-discount"]["exposed"] == 0
+    assert set(empty["funnel"]) == {
+        "window_passers",
+        "entered",
+        "dwelled_at_item_zone",
+        "eligible",
+        "offered",
+        "held_out",
+        "redeemed",
+    }
