@@ -275,6 +275,7 @@ class OfferDecision:
     message: str | None = None
     offer_id: str | None = None
     decision_id: str = ""
+    variant: str = ""  # the campaign variant served ("": the campaign's own offer)
 
 
 @dataclass(frozen=True, slots=True)

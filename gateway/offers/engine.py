@@ -258,6 +258,7 @@ class OfferEngine:
                     title=title, percent=trial.percent
                 ),
                 offer_id=offer_id,
+                variant=trial.variant,
             )
         self.conn.execute(
             "INSERT INTO decisions (decision_id, t, device, profile_id, campaign, "

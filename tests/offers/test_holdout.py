@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -234,3 +235,26 @@ def test_report_names_a_bad_since(tmp_path: Path) -> None:
         "held_out",
         "redeemed",
     }
+
+
+def test_a_variant_prices_and_words_the_offer_and_is_on_record(conn: sqlite3.Connection) -> None:
+    from gateway.offers.engine import OfferEngine
+    from gateway.offers.rules import PickupDiscountSection, VariantSection
+    from gateway.sync.envelopes import EnvelopeFactory
+    from tests.offers.test_campaigns import NO_LIMITS, _decide, _seed
+
+    store = _seed(conn)
+    only = {"bold": VariantSection(percent=25, message="{title}: {percent} % off, today only")}
+    rule = PickupDiscountSection(variants=only)
+    engine = OfferEngine(conn, store, [rule], "Europe/Berlin", KEY, NO_LIMITS)
+    decision = _decide(engine, "entrance", ALICE)[0]
+    assert decision.issued and decision.variant == "bold" and decision.percent == 25
+    assert decision.message == "The Left Hand of Darkness: 25 % off, today only"
+    row = conn.execute("SELECT grp, variant FROM exposures").fetchall()
+    assert row == [("exposed", "bold")]
+    envelope = EnvelopeFactory("s", "g", lambda d: "dev-0123456789abcdef").envelope(decision)
+    assert envelope is not None and envelope.body["data"]["variant"] == "bold"
+    # the kill switch: the campaign's own offer, no variant named
+    engine.set_campaigns([PickupDiscountSection(variants=only, optimise=False)])
+    carol = _decide(engine, "entrance", "p-carol-77aa")[0]
+    assert carol.issued and carol.variant == "" and carol.percent == 10
