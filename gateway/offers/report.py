@@ -256,10 +256,16 @@ def report_for(
     since: str | None = None,
 ) -> dict[str, Any]:
     """The report from `since` (everything recorded when None) to now."""
-    start, start_day = period_start(since, tz, now) if since else (0.0, "1970-01-01")
-    return build_report(conn, campaigns, start, FOREVER, start_day, "9999-12-31") | {
-        "until": datetime.fromtimestamp(now, tz).date().isoformat()
-    }
+    start, start_day = period_start(since, tz, now) if since else (0.0, "0000-01-01")
+    today = datetime.fromtimestamp(now, tz).date().isoformat()
+    report = build_report(conn, campaigns, start, FOREVER, start_day, "9999-12-31")
+    if not since:  # everything recorded: say from when
+        first = conn.execute(
+            "SELECT min(d) FROM (SELECT min(store_day) AS d FROM exposures "
+            "UNION ALL SELECT min(store_day) FROM funnel_marks)"
+        ).fetchone()[0]
+        report["since"] = str(first or today)
+    return report | {"until": today}
 
 
 # --- the daily aggregate upstream (com.storegate.gateway.campaign_report) -----------------
