@@ -71,6 +71,7 @@ class NoticeKind(StrEnum):
     DOWNLINK_REJECTED = "downlink_rejected"
     COMMAND = "command"
     OUTBOX_DROPPED = "outbox_dropped"
+    CAMPAIGN_REPORT = "campaign_report"  # a store day's campaign aggregate (counts only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +275,7 @@ class OfferDecision:
     message: str | None = None
     offer_id: str | None = None
     decision_id: str = ""
+    variant: str = ""  # the campaign variant served ("": the campaign's own offer)
 
 
 @dataclass(frozen=True, slots=True)

@@ -250,6 +250,7 @@ class Pipeline:
     def _solve_due(self, due: dict[str, float]) -> list[PipelineEvent]:
         events: list[PipelineEvent] = []
         for position in self.presence.positions_many(list(due.items())):
+            self.offers.floor.position(position)  # the heat map (aggregated)
             for zone_event in self.zones.update(position):
                 events.extend(self._on_zone_event(zone_event))
         return events
@@ -298,6 +299,7 @@ class Pipeline:
         )
         if position is None:
             return []
+        self.offers.floor.position(position)  # the heat map (aggregated)
         events: list[PipelineEvent] = []
         for zone_event in self.zones.update(position):
             events.extend(self._on_zone_event(zone_event))

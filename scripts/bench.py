@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 from gateway.clock import SystemClock
 from gateway.decode.ble import decode_payload, parse_ad
 from gateway.model import Advert
+from gateway.offers.bandit import bandit_rows, bench_bandit
 from gateway.resources import data_file
 from gateway.trace import parse_line
 
@@ -514,6 +515,7 @@ def main() -> int:
     holds = importlib.import_module("scripts.bench_holds")
     results["holds"] = holds.bench_holds()
     results["footprint"] = bench_footprint(workdir)
+    results["bandit"] = bench_bandit()
     shutil.rmtree(workdir, ignore_errors=True)
 
     d, p = results["decode"], results["pipeline"]
@@ -598,6 +600,7 @@ def main() -> int:
         ),
         ("", "start → first sighting, s", f"{f['startup_s']:.2f}", "goal < 1"),
     ]
+    rows += bandit_rows(results["bandit"])
     print()
     for section, what, value, note in rows:
         print(f"{section:<9} {what:<28} {value:>16}   {note}")

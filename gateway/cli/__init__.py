@@ -25,6 +25,7 @@ from gateway.cli import (
     nfc,
     offers,
     profiles,
+    report,
     run,
     status,
     stock,
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         stock.add_holds,
         stock.add_tasks,
         offers.add_offers,
+        report.add_report,
         downlink.add_downlink,
         downlink.add_secret,
     ):

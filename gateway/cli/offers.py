@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 EXPLAINED = {
     "held_for_other": "every copy on the shelf was set aside for another shopper's open "
     "offer; offered again once that hold ends (gateway holds list)",
+    "holdout": "eligible, but in the campaign's control group (holdout_percent); no push, "
+    "her outcome is still counted to measure the campaign's uplift",
 }
 
 
@@ -41,6 +43,8 @@ def _cmd_offers_why(args: argparse.Namespace) -> int:
         print(f"no decisions recorded for {args.who}")
     for t, campaign, trigger, issued, reason in rows:
         verdict = "issued" if issued else "suppressed"
+        if reason == "holdout":
+            verdict = "held out"
         why_not = EXPLAINED.get(reason)
         more = f": {why_not}" if why_not else ""
         print(f"{local_datetime(t, tz)}  {campaign} {trigger}: {verdict} ({reason}{more})")

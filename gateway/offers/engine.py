@@ -22,6 +22,8 @@ from gateway.identity.store import IdentityStore, pseudonymise
 from gateway.model import OfferDecision, PipelineEvent, Redemption, ZoneEvent
 from gateway.offers import holds, pickup
 from gateway.offers.codes import _stable_id, normalise_code, offer_code
+from gateway.offers.experiment import experiment, redeemed_outcomes
+from gateway.offers.insights import FloorInsights
 from gateway.offers.rules import (
     LimitsSection,
     PickupDiscountSection,
@@ -55,6 +57,13 @@ class OfferEngine:
         self.tz = ZoneInfo(timezone)
         self.key = key
         self._stocked_zones = identity.stocked_zones()
+        self.floor = FloorInsights(
+            conn,
+            key,
+            self.tz,
+            lambda: {z for c in self.campaigns if c.enabled for z in c.pass_zones},
+            lambda: set(self._stocked_zones),
+        )
         _pseudonymise_recorded_devices(conn, key)
         # Hold and pickup-task events of the last call, for the pipeline (`take_events`).
         self.pending: list[PipelineEvent] = []
@@ -66,6 +75,7 @@ class OfferEngine:
     def reconfigure(self, limits: LimitsSection, timezone: str) -> None:
         self.limits = limits
         self.tz = ZoneInfo(timezone)
+        self.floor.set_timezone(self.tz)
 
     def refresh_stock(self) -> None:
         """Re-read where stock lies (after seeding or a downlink update)."""
@@ -149,6 +159,7 @@ class OfferEngine:
 
         Empty: the event triggers no campaign, or these very decisions were already taken (a
         replay or a restart re-reading the same sightings): nothing is decided twice."""
+        self.floor.zone_event(event)
         dwell_zone = event.zone if event.kind == "dwell" else None
         triggered = [
             (rule, trigger)
@@ -215,6 +226,8 @@ class OfferEngine:
         else:
             facts = self.facts(profile_id, t, rule.campaign)
             verdict = decide_pickup(rule, facts, dwell_zone, self.limits)
+        trial = experiment(self.conn, self.key, rule, verdict, profile_id, decision_id)
+        verdict = trial.verdict
         decision = OfferDecision(
             t=t,
             device=device,
@@ -244,11 +257,12 @@ class OfferEngine:
                 title=title,
                 code=code,
                 expires_at=expires,
-                percent=rule.percent,
-                message=rule.message_for(self._language(profile_id)).format(
-                    title=title, percent=rule.percent
+                percent=trial.percent,
+                message=trial.template(self._language(profile_id)).format(
+                    title=title, percent=trial.percent
                 ),
                 offer_id=offer_id,
+                variant=trial.variant,
             )
             self._on_issued(decision, stock.zone_id)
         self.conn.execute(
@@ -266,6 +280,7 @@ class OfferEngine:
                 decision.offer_id,
             ),
         )
+        trial.record(self.conn, t, self.store_day(t))
         return decision
 
     def _on_issued(self, decision: OfferDecision, zone: str) -> None:
@@ -306,6 +321,7 @@ class OfferEngine:
             )
             out.append(Redemption(t, profile_id, offer_id, code, sku, reader))
             self.pending.extend(pickup.end_offer(self.conn, offer_id, t, holds.REDEEMED, reader))
+        redeemed_outcomes(self.conn, out, profile_id, t, reader)
         return out
 
     def redeem_code(self, typed: str, t: float, where: str) -> tuple[Redemption | None, str]:
@@ -380,4 +396,6 @@ def redeem_code(
         "UPDATE offers SET status = 'redeemed', redeemed_at = ? WHERE offer_id = ?",
         (t, offer_id),
     )
-    return Redemption(t, str(profile_id), str(offer_id), code, str(sku), where), "redeemed"
+    redemption = Redemption(t, str(profile_id), str(offer_id), code, str(sku), where)
+    redeemed_outcomes(conn, [redemption], str(profile_id), t, where)
+    return redemption, "redeemed"

@@ -18,6 +18,18 @@ from gateway.identity.store import CartItem, Profile, StockItem
 
 
 @dataclass(frozen=True, slots=True)
+class VariantSection:
+    percent: int = doc("Discount in percent for this variant (0: the campaign's).", default=0)
+    message: str = doc(
+        "Push text for this variant ({title}, {percent}); empty: the campaign's templates.",
+        default="",
+    )
+    enabled: bool = doc(
+        "Serve this variant (false: switched off, kept for the report).", default=True
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class PickupDiscountSection:
     enabled: bool = doc("Run the pickup-discount campaign.", default=True)
     campaign: str = doc("Campaign id used in events and codes.", default="pickup-discount")
@@ -61,8 +73,51 @@ class PickupDiscountSection:
         },
     )
 
+    holdout_percent: float = doc(
+        "Share of eligible shoppers kept as a control group (0–100): they get no push, the "
+        "decision is recorded with reason 'holdout' and their outcome is still observed. A "
+        "shopper's group is fixed per campaign (keyed hash of profile and campaign id). Above "
+        "50 most shoppers get nothing: meant for tests and short measurement periods.",
+        default=0.0,
+    )
+    attribution_window_days: float = doc(
+        "An outcome (redemption, counter tap, pickup) counts for the decision that preceded it "
+        "within this many days.",
+        default=7.0,
+    )
+    variants: dict[str, VariantSection] = doc(
+        "Variants to learn between (`[offers.campaigns.<id>.variants.<name>]`): Thompson "
+        "sampling with the outcome as reward, after consent, caps, quiet hours and holdout.",
+        default_factory=dict,
+    )
+    optimise: bool = doc(
+        "Kill switch for the variants: false serves the campaign's own percent and message "
+        "to everyone (outcomes are still counted).",
+        default=True,
+    )
+    variant_floor_percent: float = doc(
+        "Every enabled variant keeps at least this share of the offers, however it performs.",
+        default=10.0,
+    )
+
     def validate(self) -> dict[str, str]:
         problems: dict[str, str] = {}
+        if not 0 <= self.holdout_percent <= 100:
+            problems["holdout_percent"] = "must be between 0 and 100"
+        if not 0 < self.attribution_window_days <= 90:
+            problems["attribution_window_days"] = "must be greater than 0 and at most 90"
+        enabled = [v for v in self.variants.values() if v.enabled]
+        if not 0 <= self.variant_floor_percent * max(1, len(enabled)) <= 100:
+            problems["variant_floor_percent"] = "floor × enabled variants must be 0–100 %"
+        for name, variant in self.variants.items():
+            if not (variant.percent == 0 or 1 <= variant.percent <= 90):
+                problems[f"variants.{name}.percent"] = "must be between 1 and 90 (0: campaign's)"
+            try:
+                variant.message.format(title="x", percent=1)
+            except (KeyError, IndexError, ValueError):
+                problems[f"variants.{name}.message"] = (
+                    "only {title} and {percent} may be used as placeholders"
+                )
         if not 1 <= self.percent <= 90:
             problems["percent"] = "must be between 1 and 90"
         if self.validity_s <= 0:
@@ -149,6 +204,7 @@ class Reason(StrEnum):
     CAP_DAY_SHOPPER = "cap_day_shopper"
     SUPERSEDED = "superseded"  # a higher-priority campaign made the offer for this trigger
     HELD_FOR_OTHER = "held_for_other"  # on the shelf, but every unit is promised to others
+    HOLDOUT = "holdout"  # eligible, but in the campaign's control group: no push, observed
 
 
 @dataclass(frozen=True, slots=True)

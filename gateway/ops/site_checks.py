@@ -62,6 +62,18 @@ def check_site(config: Config) -> list[Check]:
                 "use zone ids from the map (`gateway fences check` lists them) or add the zones",
             )
         )
+    held = [c for c in config.offers.all_campaigns() if c.holdout_percent > 50]
+    if held:
+        out.append(
+            Check(
+                "site",
+                WARN,
+                "campaigns hold most eligible shoppers back (holdout_percent > 50): "
+                + ", ".join(f"{c.campaign} {c.holdout_percent:g} %" for c in held),
+                "a control group of 5-20 % measures the uplift; above 50 is for tests and "
+                "short measurement periods (docs/operations.md, campaign results)",
+            )
+        )
     return out or [Check("site", PASS, f"store {config.gateway.store}, its own map and sources")]
 
 

@@ -32,6 +32,7 @@ from gateway.model import (
     PipelineEvent,
     Tap,
 )
+from gateway.offers.report import daily_reports
 from gateway.pipeline import Pipeline
 from gateway.sinks.push import LocalPushSink, PickupDisplay, Push, prune_push_log, push_event
 from gateway.sinks.terminal import ConsoleReporter
@@ -331,6 +332,15 @@ class UnitOfWork:
                 over = free_pages_bytes(self.conn) < LOW_SPACE_RESERVE_BYTES
             self._bound_outbox(every_s=0.0 if over else 10.0)
 
+    def _campaign_reports(self, now: float) -> None:
+        """Each ended store day's campaign aggregate upstream, once (issue 21)."""
+        offers = self.pipeline.offers
+        with db.transaction(self.conn):
+            days = daily_reports(self.conn, offers.campaigns, offers.tz, now)
+        if days:
+            kind = NoticeKind.CAMPAIGN_REPORT
+            self.notify([GatewayNotice(now, kind, day, data) for day, data in days])
+
     def _free_bytes(self) -> float:
         try:
             return float(shutil.disk_usage(self.config.state_path).free)
@@ -356,6 +366,7 @@ class UnitOfWork:
                     log.warning("retention: push log not pruned: %s", exc)
             if purged:
                 log.info("retention: removed %s", purged)
+            self._campaign_reports(now)
         bounds = self.config.outbox
         free = self._free_bytes()
         try:

@@ -10,6 +10,7 @@ read-only view (`status`). Other parts attach to it through its methods (`add_si
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 from collections import Counter
@@ -310,4 +311,6 @@ class Gateway:
         return needs_restart
 
     def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error), db.transaction(self.conn):
+            self.offers.floor.flush(self.pipeline.now)  # the heat map's last seconds
         self.conn.close()

@@ -192,7 +192,50 @@ def _v7_holds(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS pickup_tasks_open ON pickup_tasks (status, opened_at)")
 
 
-MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7_holds]
+def _v8_attribution(db: sqlite_utils.Database) -> None:
+    # Holdouts and attribution (gateway.offers.attribution): one exposure per campaign,
+    # shopper and attribution window (group exposed / holdout, the variant served) and the
+    # outcomes observed (redemptions, counter taps, pickups), each attributed at most once.
+    db.execute(
+        """CREATE TABLE exposures (
+               exposure_id TEXT PRIMARY KEY, campaign TEXT NOT NULL, profile_id TEXT NOT NULL,
+               grp TEXT NOT NULL, variant TEXT NOT NULL, sku TEXT NOT NULL, t REAL NOT NULL,
+               until_t REAL NOT NULL, store_day TEXT NOT NULL, outcome_id TEXT,
+               outcome_kind TEXT, outcome_t REAL, recorded_at REAL
+           )"""
+    )
+    db.execute("CREATE INDEX exposures_profile ON exposures (profile_id, t)")
+    db.execute("CREATE INDEX exposures_campaign ON exposures (campaign, t)")
+    db.execute(
+        """CREATE TABLE outcomes (
+               outcome_id TEXT PRIMARY KEY, kind TEXT NOT NULL, profile_id TEXT NOT NULL,
+               sku TEXT NOT NULL, t REAL NOT NULL, exposure_id TEXT, recorded_at REAL
+           )"""
+    )
+    # The shop-floor insights, aggregated as they happen (never per person): distinct
+    # pseudonymous devices per funnel stage and store day, seconds spent per square metre
+    # and per zone and hour.
+    db.execute(
+        "CREATE TABLE funnel_marks (store_day TEXT NOT NULL, stage TEXT NOT NULL, "
+        "device TEXT NOT NULL, recorded_at REAL, PRIMARY KEY (store_day, stage, device)) "
+        "WITHOUT ROWID"
+    )
+    # Retention counts from the recording (wall clock), as for decisions (`stamp_recorded`).
+    for table in ("exposures", "outcomes", "funnel_marks"):
+        db.execute(f"CREATE INDEX {table}_recorded ON {table} (recorded_at)")
+    db.execute(
+        "CREATE TABLE heat_cells (store_day TEXT NOT NULL, cx INTEGER NOT NULL, "
+        "cy INTEGER NOT NULL, seconds REAL NOT NULL, PRIMARY KEY (store_day, cx, cy))"
+    )
+    db.execute(
+        "CREATE TABLE zone_occupancy (store_day TEXT NOT NULL, zone TEXT NOT NULL, "
+        "hour INTEGER NOT NULL, seconds REAL NOT NULL, PRIMARY KEY (store_day, zone, hour))"
+    )
+    # Store days whose campaign aggregate went upstream (once each).
+    db.execute("CREATE TABLE report_days (store_day TEXT PRIMARY KEY, sent_at REAL NOT NULL)")
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7_holds, _v8_attribution]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -280,7 +323,7 @@ def is_disk_full(exc: BaseException) -> bool:
 def stamp_recorded(conn: sqlite3.Connection, now: float) -> None:
     """Give the decisions and offers written in this transaction their recording time (the
     pipeline itself knows only when things happened, never the wall clock)."""
-    for table in ("decisions", "offers"):
+    for table in ("decisions", "offers", "exposures", "outcomes", "funnel_marks"):
         conn.execute(f"UPDATE {table} SET recorded_at = ? WHERE recorded_at IS NULL", (now,))
 
 
@@ -309,6 +352,11 @@ def purge_expired(conn: sqlite3.Connection, now: float, retention_s: float) -> d
                 "DELETE FROM pickup_tasks WHERE offer_id NOT IN (SELECT offer_id FROM offers)",
                 (),
             ),
+            # Attribution and funnel rows name a profile or a device pseudonym: forgotten
+            # like the decisions (the heat map and occupancy hold no one and stay).
+            ("exposures", "DELETE FROM exposures WHERE recorded_at < ?", (cutoff,)),
+            ("outcomes", "DELETE FROM outcomes WHERE recorded_at < ?", (cutoff,)),
+            ("funnel_marks", "DELETE FROM funnel_marks WHERE recorded_at < ?", (cutoff,)),
         ):
             count = conn.execute(sql, args).rowcount
             if count:

@@ -30,10 +30,11 @@ from gateway.identity.importer import (
     profile_rows,
     row_writes,
 )
+from gateway.offers.attribution import PICKUP_INSERT, attribute_pending, pickup_rows
 from gateway.offers.rules import PickupDiscountSection
 from gateway.store.db import transaction
 
-FAMILIES = ("stock", "profiles", "carts", "campaigns", "config")
+FAMILIES = ("stock", "profiles", "carts", "campaigns", "config", "pickups")
 
 
 # --- validation of document bodies (complete before anything is applied) -----------------
@@ -69,6 +70,7 @@ DATA_FIELDS = {
     "profiles": frozenset({"profiles", "remove"}),
     "carts": frozenset({"carts"}),
     "campaigns": frozenset({"pickup_discount", "campaigns"}),
+    "pickups": frozenset({"pickups"}),
 }
 MAX_QUANTITY = 1_000_000_000
 
@@ -156,6 +158,8 @@ def apply_document(
                     conn.execute(sql)
                 else:
                     conn.executemany(sql, rows)
+            if family == "pickups":
+                attribute_pending(conn)  # each new pickup fact to the decision before it
             conn.execute(
                 "INSERT INTO doc_versions (family, version) VALUES (?, ?) "
                 "ON CONFLICT(family) DO UPDATE SET version = excluded.version",
@@ -281,6 +285,9 @@ def _plan(
         writes.append(
             ("INSERT OR REPLACE INTO documents (family, body) VALUES (?, ?)", [("campaigns", body)])
         )
+    elif family == "pickups":
+        # Facts, never replaced: snapshot and delta both add (a repeated fact is a no-op).
+        writes.append((PICKUP_INSERT, pickup_rows(_list(data, "pickups"))))
     # config: versions are tracked; local config files stay the operator's.
     return writes
 

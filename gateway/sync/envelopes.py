@@ -126,6 +126,8 @@ class EnvelopeFactory:
                     "percent": event.percent,
                     "expires_at": rfc3339(event.expires_at or event.t),
                 }
+                if event.variant:
+                    data["variant"] = event.variant
             kind = "issued" if event.issued else "suppressed"
             subject = event.profile_id or device
             return self._envelope("offer", kind, event.t, subject, data, event.decision_id)

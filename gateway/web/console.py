@@ -8,6 +8,7 @@ Events stream. Every page and API needs a login or the local bearer token, excep
 profile ids, never a MAC address or an NFC UID.
 
 JSON endpoints (all GET unless noted; documented in docs/console.md):
+  /insights?days=N          the insights page (server-rendered SVG, gateway.web.insights)
   /api/session              {"csrf"}
   /api/plan                 {"svg", "projection", "zones", "beacons", "gateways"}
   /api/state                positions, occupancy, beacons, sources, outbox, MQTT, clock
@@ -106,6 +107,12 @@ class Console:
         return web.Response(
             text=body, content_type="text/html", headers={"Cache-Control": "no-store"}
         )
+
+    async def insights(self, request: web.Request) -> web.Response:
+        """Funnel, heat map, occupancy and campaign results (issue 21), server-rendered."""
+        from gateway.web.insights import insights_page
+
+        return insights_page(self.gateway, request)
 
     async def static(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -308,6 +315,7 @@ def add_console(app: web.Application, console: Console) -> None:
     r.add_post("/logout", access.logout)
     r.add_get("/", console.index)
     r.add_get("/static/{name}", console.static)
+    r.add_get("/insights", console.insights)
     r.add_get("/api/session", console.api_session)
     r.add_get("/api/plan", console.api_plan)
     r.add_get("/api/state", console.api_state)

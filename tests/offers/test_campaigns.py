@@ -241,7 +241,16 @@ def test_personal_data_is_forgotten_after_the_retention_window(conn: sqlite3.Con
     stamp_recorded(conn, recorded + 40 * 86400)
     assert old[0].issued and recent[0].issued
     removed = purge_expired(conn, recorded + 41 * 86400, 30 * 86400)
-    assert removed == {"decisions": 1, "offers": 1, "holds": 1, "pickup_tasks": 1}
+    assert removed == {
+        "decisions": 1,
+        "offers": 1,
+        "holds": 1,
+        "pickup_tasks": 1,
+        "exposures": 1,
+        "funnel_marks": 1,
+    }
+    # her exposure and her funnel mark (issue 21) go with her decision
+    assert conn.execute("SELECT profile_id FROM exposures").fetchall() == [("p-carol-77aa",)]
     left = conn.execute("SELECT profile_id FROM decisions").fetchall()
     assert left == [("p-carol-77aa",)]
     assert conn.execute("SELECT profile_id FROM offers").fetchall() == [("p-carol-77aa",)]
