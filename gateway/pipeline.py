@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from gateway.config.sections import Config
 from gateway.decode import ble as decode
@@ -35,6 +37,8 @@ from gateway.model import (
 )
 from gateway.offers.engine import OfferEngine
 from gateway.presence.fleet import Expectation, FleetHealth
+from gateway.presence.sitegrid import grid_model, measurement_sigma
+from gateway.presence.survey import Survey
 from gateway.presence.tracker import PresenceSettings, PresenceTracker
 from gateway.site.hardware import BeaconProfile, load_beacon_profile
 from gateway.site.storemap import StoreMap
@@ -417,10 +421,14 @@ def tracker_for(
     device_profile: BeaconProfile,
     method: str | None = None,
     solve_interval_s: float = 0.0,
+    survey: Survey | None = None,
 ) -> PresenceTracker:
     """The one place a tracker is built from the config and the store map (pipeline,
-    `gateway locate`, accuracy evaluation and the floor-plan renderer all use it)."""
+    `gateway locate`, accuracy evaluation and the floor-plan renderer all use it). The
+    survey: `survey`, else the config's `presence.survey` file."""
     p = config.presence
+    if survey is None and p.survey:
+        survey = load_survey(p.survey)
     b = store.bounds
     settings = PresenceSettings(
         process_noise_db=p.process_noise_db,
@@ -440,10 +448,39 @@ def tracker_for(
         ),
         min_solve_interval_s=solve_interval_s,
     )
+    offsets = receiver_offsets(config.state_path)
+    calibration = dict(store.calibration)
+    if survey is not None:  # measured in this room: it wins over the map's figures
+        for rid, fit in survey.receivers.items():
+            calibration[rid] = (fit.power_dbm, fit.exponent)
+    grid = None
+    if settings.method == "grid":
+        power, exponent = {}, {}
+        for rid in store.receivers:
+            p1m, n = calibration.get(rid, (None, None))
+            power[rid] = (
+                p1m
+                if p1m is not None
+                else (
+                    (p.measured_power or device_profile.measured_power_dbm) + offsets.get(rid, 0.0)
+                )
+            )
+            exponent[rid] = n if n is not None else settings.path_loss_exponent
+        grid = grid_model(
+            store,
+            power,
+            exponent,
+            measurement_sigma(p.shadowing_db, p.measurement_noise_db),
+            survey,
+        )
     return PresenceTracker(
-        settings,
-        store.receivers,
-        store.calibration,
-        store.receiver_levels,
-        receiver_offsets(config.state_path),
+        settings, store.receivers, calibration, store.receiver_levels, offsets, grid
     )
+
+
+def load_survey(path: str | Path) -> Survey:
+    """A survey file (`gateway survey`); ValueError naming the file and what is wrong."""
+    try:
+        return Survey.from_json(json.loads(Path(path).read_text()))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"survey {path}: {e}") from None

@@ -1,0 +1,86 @@
+"""The grid model of a store for map-aware tracking: walkable cells per level from the map,
+and each receiver's expected RSSI over them (the survey's radio map, else log-distance).
+Pure: `gateway.pipeline.tracker_for` hands in the parsed map and survey."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import shapely
+from numpy.typing import NDArray
+
+from gateway.presence.grid import CELL_M, Expect, GridModel, GridSpace, RadioMap
+from gateway.presence.survey import Survey, log_distance
+from gateway.site.storemap import StoreMap
+
+# A person on the stairs is within this of the stairs polygon (cell centres).
+STAIRS_REACH_M = 1.5
+
+
+def _model_expect(
+    receivers: dict[str, tuple[float, float]],
+    power: dict[str, float],
+    exponent: dict[str, float],
+    sigma_db: float,
+) -> Expect:
+    def expect(
+        receiver: str, x: NDArray[np.float64], y: NDArray[np.float64]
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        rx, ry = receivers[receiver]
+        mu = power[receiver] - 10.0 * exponent[receiver] * log_distance(x, y, rx, ry)
+        return mu, np.full_like(mu, sigma_db)
+
+    return expect
+
+
+def survey_expect(survey: Survey, fallback: Expect) -> Expect:
+    def expect(
+        receiver: str, x: NDArray[np.float64], y: NDArray[np.float64]
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        if receiver in survey.receivers:
+            return survey.expected(receiver, x, y)
+        return fallback(receiver, x, y)
+
+    return expect
+
+
+def grid_model(
+    store: StoreMap,
+    power: dict[str, float],
+    exponent: dict[str, float],
+    sigma_db: float,
+    survey: Survey | None = None,
+) -> GridModel:
+    """`power` and `exponent` per receiver: the un-surveyed model (the device profile's power
+    plus the receiver's calibration offset); `sigma_db`: one raw reading's spread about it."""
+    expect = _model_expect(store.receivers, power, exponent, sigma_db)
+    if survey is not None:
+        expect = survey_expect(survey, expect)
+    radios: dict[int, RadioMap] = {}
+    stairs: dict[int, NDArray[np.bool_]] = {}
+    for level in store.levels:
+        floor = store.floors.get(level, store.floor if level == min(store.levels) else None)
+        if floor is not None:
+            b = floor.bounds
+            bounds = (b[0], b[1], b[2], b[3])
+        else:
+            bounds = store.bounds
+        space = GridSpace.build(
+            bounds,
+            floor,
+            [w.shape for w in store.walls if w.level == level],
+            [shape for lv, shape in store.obstacles if lv == level],
+        )
+        radios[level] = RadioMap(space, expect)
+        near = [shape for lv, shape in store.stairs if lv == level]
+        if near:
+            points = shapely.points(space.xs.ravel(), space.ys.ravel())
+            area = shapely.union_all(near).buffer(max(STAIRS_REACH_M, CELL_M))
+            stairs[level] = shapely.covers(area, points).reshape(space.shape)
+    return GridModel(radios, stairs)
+
+
+def measurement_sigma(shadowing_db: float, measurement_noise_db: float) -> float:
+    """One raw reading's spread about the log-distance model."""
+    return math.hypot(shadowing_db, measurement_noise_db)
