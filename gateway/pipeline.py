@@ -37,13 +37,22 @@ from gateway.model import (
 )
 from gateway.offers.engine import OfferEngine
 from gateway.presence.fleet import Expectation, FleetHealth
-from gateway.presence.sitegrid import grid_model, measurement_sigma
+from gateway.presence.selfcal import SelfCalibration
+from gateway.presence.sitegrid import grid_for, measurement_sigma, self_calibration
 from gateway.presence.survey import Survey
 from gateway.presence.tracker import PresenceSettings, PresenceTracker
 from gateway.site.hardware import BeaconProfile, load_beacon_profile
 from gateway.site.storemap import StoreMap
 from gateway.store.calibration import receiver_offsets
 from gateway.zones.tracker import ZoneTracker
+
+
+def _self_calibration(store_map: StoreMap, tracker: PresenceTracker) -> SelfCalibration:
+    """Offsets learned from the fixed beacons, applied by `tracker` once settled."""
+    power = {a.id: load_beacon_profile(a.profile).measured_power_dbm for a in store_map.anchors}
+    selfcal = self_calibration(store_map, tracker, power)
+    tracker.learned_offsets = selfcal.applied
+    return selfcal
 
 
 def _expectations(store_map: StoreMap) -> dict[str, Expectation]:
@@ -114,6 +123,7 @@ class Pipeline:
         self.presence = tracker_for(
             config, store_map, device_profile, solve_interval_s=SOLVE_INTERVAL_S
         )
+        self.selfcal = _self_calibration(store_map, self.presence)
         self.zones = _zone_tracker(config, store_map)
         self.anchor_ids = {a.identity: a.id for a in store_map.anchors}
         self.fleet = FleetHealth(
@@ -153,7 +163,14 @@ class Pipeline:
         self.presence = tracker_for(
             config, store_map, device_profile, solve_interval_s=SOLVE_INTERVAL_S
         )
+        old_selfcal, self.selfcal = self.selfcal, _self_calibration(store_map, self.presence)
+        for r in set(old_selfcal.learned) & set(store_map.receivers):  # keep what was learned
+            self.selfcal.learned[r] = old_selfcal.learned[r]
+            self.selfcal.samples[r] = old_selfcal.samples[r]
+            if r in old_selfcal.applied:
+                self.selfcal.applied[r] = old_selfcal.applied[r]
         for device, state in old_presence.devices.items():
+            state.grid = None  # the grid may have changed with the map
             state.filters = {r: f for r, f in state.filters.items() if r in store_map.receivers}
             self.presence.devices[device] = state
         self.zones = _zone_tracker(config, store_map)
@@ -279,6 +296,7 @@ class Pipeline:
             # A fixed beacon: fleet health, not a shopper.
             self.stats.anchor_adverts[anchor] += 1
             self.fleet.seen(anchor, advert.address, advert.t)
+            self.selfcal.observe(anchor, advert.receiver, advert.rssi)
             return events, None
         alias = self.visit_aliases.get(device)
         if alias is not None:
@@ -455,27 +473,14 @@ def tracker_for(
             calibration[rid] = (fit.power_dbm, fit.exponent)
     grid = None
     if settings.method == "grid":
-        power, exponent = {}, {}
-        for rid in store.receivers:
-            p1m, n = calibration.get(rid, (None, None))
-            power[rid] = (
-                p1m
-                if p1m is not None
-                else (
-                    (p.measured_power or device_profile.measured_power_dbm) + offsets.get(rid, 0.0)
-                )
-            )
-            exponent[rid] = n if n is not None else settings.path_loss_exponent
-        grid = grid_model(
-            store,
-            power,
-            exponent,
-            measurement_sigma(p.shadowing_db, p.measurement_noise_db),
-            survey,
-        )
-    return PresenceTracker(
+        default_power = p.measured_power or device_profile.measured_power_dbm
+        sigma = measurement_sigma(p.shadowing_db, p.measurement_noise_db)
+        grid = grid_for(store, calibration, offsets, default_power, settings, sigma, survey)
+    tracker = PresenceTracker(
         settings, store.receivers, calibration, store.receiver_levels, offsets, grid
     )
+    tracker.survey = survey
+    return tracker
 
 
 def load_survey(path: str | Path) -> Survey:

@@ -11,7 +11,9 @@ import shapely
 from numpy.typing import NDArray
 
 from gateway.presence.grid import CELL_M, Expect, GridModel, GridSpace, RadioMap
+from gateway.presence.selfcal import SelfCalibration
 from gateway.presence.survey import Survey, log_distance
+from gateway.presence.tracker import PresenceSettings, PresenceTracker
 from gateway.site.storemap import StoreMap
 
 # A person on the stairs is within this of the stairs polygon (cell centres).
@@ -81,6 +83,54 @@ def grid_model(
     return GridModel(radios, stairs)
 
 
+def grid_for(
+    store: StoreMap,
+    calibration: dict[str, tuple[float | None, float | None]],
+    offsets: dict[str, float],
+    default_power: float,
+    settings: PresenceSettings,
+    sigma_db: float,
+    survey: Survey | None,
+) -> GridModel:
+    """The grid model with the tracker's own un-surveyed model: the receiver's calibration
+    if any, else the default device power plus the receiver's offset."""
+    power, exponent = {}, {}
+    for rid in store.receivers:
+        p1m, n = calibration.get(rid, (None, None))
+        power[rid] = p1m if p1m is not None else default_power + offsets.get(rid, 0.0)
+        exponent[rid] = n if n is not None else settings.path_loss_exponent
+    return grid_model(store, power, exponent, sigma_db, survey)
+
+
 def measurement_sigma(shadowing_db: float, measurement_noise_db: float) -> float:
     """One raw reading's spread about the log-distance model."""
     return math.hypot(shadowing_db, measurement_noise_db)
+
+
+def self_calibration(
+    store: StoreMap, tracker: PresenceTracker, beacon_power: dict[str, float]
+) -> SelfCalibration:
+    """Self-calibration against the model the tracker itself uses: the survey's radio map
+    when there is one (relative: beacon powers learned alongside), else log-distance with
+    each fixed beacon's profile power and the receiver's calibration."""
+    survey = tracker.survey
+
+    def expected(receiver: str, x: float, y: float, beacon: str) -> float | None:
+        if survey is not None and receiver in survey.receivers:
+            mu, _ = survey.expected(receiver, np.array([x]), np.array([y]))
+            return float(mu[0])
+        if receiver not in store.receivers or beacon not in beacon_power:
+            return None
+        p1m, n = tracker.calibration.get(receiver, (None, None))
+        if p1m is None:
+            p1m = beacon_power[beacon] + tracker.receiver_offsets.get(receiver, 0.0)
+        exponent = n if n is not None else tracker.settings.path_loss_exponent
+        rx, ry = store.receivers[receiver]
+        return float(p1m - 10.0 * exponent * log_distance(x, y, rx, ry))
+
+    return SelfCalibration(
+        {a.id: (a.x, a.y) for a in store.anchors},
+        store.receivers,
+        expected,
+        relative=survey is not None,
+    )

@@ -22,6 +22,7 @@ from gateway.presence.solve import (
     max_likelihood_fit,
     weighted_centroid,
 )
+from gateway.presence.survey import Survey
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +83,10 @@ class PresenceTracker:
         self._locate = METHODS.get(settings.method, weighted_centroid)
         # method "grid": the walkable grid and radio map of every level (`gateway.pipeline`)
         self.grid = grid if settings.method == "grid" else None
+        # Offsets learned online from the fixed beacons (`gateway.presence.selfcal`), dB:
+        # on top of everything else, at every receiver.
+        self.learned_offsets: dict[str, float] = {}
+        self.survey: Survey | None = None  # the site survey in use, if any
 
     def observe(
         self, device: str, receiver: str, t: float, rssi: float, measured_power: float | None
@@ -126,7 +131,7 @@ class PresenceTracker:
             level = self.receiver_levels.get(receiver, 0)
             if state.grid is None:
                 state.grid = self.grid.device(level)
-            state.grid.update(t, receiver, rssi, level)
+            state.grid.update(t, receiver, rssi - self.learned_offsets.get(receiver, 0.0), level)
         state.last_seen = max(state.last_seen, t)
         if t - state.last_solved < s.min_solve_interval_s:
             return False  # folded in; the next solve uses it
@@ -149,6 +154,7 @@ class PresenceTracker:
             power, exponent = self.calibration.get(receiver, (None, None))
             if power is None or s.measured_power_override is not None:
                 power = state.measured_power + self.receiver_offsets.get(receiver, 0.0)
+            power += self.learned_offsets.get(receiver, 0.0)
             n = exponent if exponent is not None else s.path_loss_exponent
             d = rssi_to_distance(flt.level, power, n)
             sigma = distance_sigma(d, flt.sigma, n)
