@@ -122,7 +122,7 @@ def sightings(readings: Iterable[Reading]) -> list[str]:
 
 
 def run(
-    data: Dataset, store: StoreMap, method: str, surveyed: bool
+    data: Dataset, store: StoreMap, method: str, surveys: list[Survey] | None
 ) -> tuple[list[float], list[bool], float]:
     b = store.bounds
     cells = 3
@@ -135,11 +135,8 @@ def run(
     errors: list[float] = []
     zones: list[bool] = []
     spent = 0.0
-    for survey_walks, test in data.folds:
-        survey: Survey | None = None
-        if surveyed:
-            flat = [r for w in survey_walks for r in w]
-            survey = fit_survey(flat, store.receivers, store.bounds)
+    for k, (_, test) in enumerate(data.folds):
+        survey = surveys[k] if surveys is not None else None
         tracker = make_tracker(Config(), store, method, survey)
         truth = {r.t: (r.x, r.y) for r in test}
         start = time.perf_counter()
@@ -167,9 +164,18 @@ def main() -> int:
             f"{'method':<18} {'survey':<7} {'median':>7} {'p90':>7} {'zone':>6} {'n':>6} "
             f"{'µs/reading':>10}"
         )
+        surveys = []
+        for k, (walks, _) in enumerate(data.folds):
+            flat = [r for walk in walks for r in walk]
+            surveys.append(fit_survey(flat, store.receivers, store.bounds))
+            held = ", ".join(f"{m} {v:.1f} dB" for m, v in surveys[-1].held_out.items())
+            print(
+                f"survey {k + 1}: {surveys[-1].readings} readings; held-out RMS {held}; "
+                f"kernel {surveys[-1].bandwidth:g} m"
+            )
         for method in args.methods.split(","):
             for surveyed in (False, True):
-                errors, zones, spent = run(data, store, method, surveyed)
+                errors, zones, spent = run(data, store, method, surveys if surveyed else None)
                 errors.sort()
                 p90 = errors[int(0.9 * (len(errors) - 1))]
                 print(

@@ -63,7 +63,8 @@ def _cmd_survey(args: argparse.Namespace) -> int:
     Path(args.output).write_text(json.dumps(survey.to_json()) + "\n")
     print(
         f"{survey.readings} readings from {survey.walks} walk(s); {bad} bad line(s) skipped; "
-        f"radio map {survey.shape[0]} × {survey.shape[1]} nodes every {survey.step:g} m"
+        f"radio map {survey.shape[0]} × {survey.shape[1]} nodes every {survey.step:g} m, "
+        f"smoothed over {survey.bandwidth:g} m (the width that best predicted held-out stretches)"
     )
     print(f"{'receiver':<16} {'P@1m dBm':>9} {'exponent':>9} {'spread dB':>10} {'readings':>9}")
     for rid, fit in sorted(survey.receivers.items()):

@@ -10,14 +10,16 @@ The fit, per receiver:
    3-D distance (device and receiver heights differ by `HEIGHT_M`): P is the receiver's gain
    for the survey beacon at 1 m, n its path-loss exponent (bounded to 1.5-5).
 2. **Radio map** (fingerprinting): the residuals of that model, smoothed over a grid by a
-   Gaussian kernel (`BANDWIDTH_M`) and shrunk to 0 where the walk did not pass
-   (`PRIOR_WEIGHT` readings' worth of "the model is right"), give the expected RSSI at every
-   grid node; the kernel-weighted spread of the residuals around it, shrunk to the receiver's
-   overall spread, gives the node's standard deviation. Between nodes: bilinear.
+   Gaussian kernel (its width chosen by the held-out check below) and shrunk to 0 where the
+   walk did not pass (`PRIOR_WEIGHT` readings' worth of "the model is right"), give the
+   expected RSSI at every grid node; the kernel-weighted spread of the residuals around it,
+   shrunk to the receiver's overall spread, gives the node's standard deviation. Between
+   nodes: bilinear.
 
 Held-out check: each walk is cut into `FOLDS` stretches of time; every stretch is predicted by
 a fit on the others, and the RMS error in dB is reported for the nominal model, the fitted path
-loss and the radio map. Pure: the caller reads and writes the files.
+loss and the radio map; the kernel width that predicts the held-out stretches best is the
+one the survey keeps (from `BANDWIDTHS_M`). Pure: the caller reads and writes the files.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from numpy.typing import NDArray
 
 HEIGHT_M = 1.0  # receivers on shelves/ceilings, device in a hand or pocket: ~1 m apart
 GRID_STEP_M = 0.5
-BANDWIDTH_M = 1.2
+BANDWIDTH_M = 1.2  # without held-out data to choose by
+BANDWIDTHS_M = (0.6, 0.9, 1.3, 2.0)  # the survey picks the one that predicts its walks best
 PRIOR_WEIGHT = 8.0
 MIN_SPREAD_DB = 2.0
 MIN_READINGS_PER_RECEIVER = 30
@@ -182,6 +185,7 @@ class Survey:
     held_out: dict[str, float] = field(default_factory=dict)
     readings: int = 0
     walks: int = 0
+    bandwidth: float = BANDWIDTH_M
 
     def expected(
         self, receiver: str, x: NDArray[np.float64], y: NDArray[np.float64]
@@ -196,6 +200,7 @@ class Survey:
             "readings": self.readings,
             "walks": self.walks,
             "held_out_rmse_db": self.held_out,
+            "bandwidth_m": self.bandwidth,
             "height_m": HEIGHT_M,
             "grid": {"origin": list(self.origin), "step_m": self.step, "shape": list(self.shape)},
             "receivers": {
@@ -239,6 +244,7 @@ class Survey:
                 {k: float(v) for k, v in doc.get("held_out_rmse_db", {}).items()},
                 int(doc.get("readings", 0)),
                 int(doc.get("walks", 0)),
+                float(doc.get("bandwidth_m", BANDWIDTH_M)),
             )
         except (KeyError, TypeError, AttributeError, IndexError) as e:
             raise ValueError(f"not a survey file ({type(e).__name__}: {e})") from None
@@ -279,6 +285,7 @@ def _fit(
     receivers: dict[str, tuple[float, float]],
     bounds: tuple[float, float, float, float],
     step: float,
+    bandwidth: float = BANDWIDTH_M,
 ) -> Survey:
     min_x, min_y, max_x, max_y = bounds
     nx = max(2, math.ceil((max_x - min_x) / step) + 1)
@@ -300,7 +307,7 @@ def _fit(
         for a in range(0, nodes_x.size, 512):
             dx = nodes_x[a : a + 512, None] - x[None, :]
             dy = nodes_y[a : a + 512, None] - y[None, :]
-            w = np.exp(-(dx * dx + dy * dy) / (2.0 * BANDWIDTH_M**2))
+            w = np.exp(-(dx * dx + dy * dy) / (2.0 * bandwidth**2))
             sw = w.sum(1)
             mu = (w * res).sum(1) / (sw + PRIOR_WEIGHT)
             m[a : a + 512] = mu
@@ -337,21 +344,42 @@ def fit_survey(
             + ", ".join(f"{rid} ({counts[rid]})" for rid in short)
             + f": each needs at least {MIN_READINGS_PER_RECEIVER}; walk closer to them, longer"
         )
-    survey = _fit(readings, receivers, bounds, step)
-    survey.held_out = held_out_rmse(readings, receivers, bounds, nominal, step)
+    held_out, bandwidth = held_out_rmse(readings, receivers, nominal)
+    survey = _fit(readings, receivers, bounds, step, bandwidth)
+    survey.held_out = held_out
+    survey.bandwidth = bandwidth
     survey.readings = len(readings)
     survey.walks = len({r.walk for r in readings})
     return survey
 
 
+def _kernel_residual(
+    x: NDArray[np.float64],
+    y: NDArray[np.float64],
+    tx: NDArray[np.float64],
+    ty: NDArray[np.float64],
+    res: NDArray[np.float64],
+    bandwidth: float,
+) -> NDArray[np.float64]:
+    """The radio map's residual estimate at points (x, y) from training residuals at (tx, ty):
+    the same shrunk kernel mean as the grid nodes get, evaluated at the points themselves."""
+    out = np.empty(len(x))
+    for a in range(0, len(x), 512):
+        dx = x[a : a + 512, None] - tx[None, :]
+        dy = y[a : a + 512, None] - ty[None, :]
+        w = np.exp(-(dx * dx + dy * dy) / (2.0 * bandwidth**2))
+        out[a : a + 512] = (w * res).sum(1) / (w.sum(1) + PRIOR_WEIGHT)
+    return out
+
+
 def held_out_rmse(
     readings: list[Reading],
     receivers: dict[str, tuple[float, float]],
-    bounds: tuple[float, float, float, float],
     nominal: tuple[float, float],
-    step: float,
-) -> dict[str, float]:
-    """RMS error (dB) predicting each held-out stretch of each walk from the other data."""
+) -> tuple[dict[str, float], float]:
+    """RMS error (dB) predicting each held-out stretch of each walk from the other data, for
+    the nominal model, the fitted path loss and the radio map at each candidate bandwidth;
+    and the bandwidth that predicted best (the survey's own choice, from its own walks)."""
     by_walk: dict[int, list[Reading]] = {}
     for r in readings:
         by_walk.setdefault(r.walk, []).append(r)
@@ -361,20 +389,32 @@ def held_out_rmse(
         span = max(t1 - t0, 1e-9)
         for r in walk:
             fold_of[id(r)] = min(FOLDS - 1, int(FOLDS * (r.t - t0) / span))
-    errors: dict[str, list[float]] = {"nominal": [], "path_loss": [], "radio_map": []}
+    errors: dict[str, list[float]] = {"nominal": [], "path_loss": []}
+    per_bandwidth: dict[float, list[float]] = {b: [] for b in BANDWIDTHS_M}
     for fold in range(FOLDS):
         train = [r for r in readings if fold_of[id(r)] != fold]
         test = [r for r in readings if fold_of[id(r)] == fold]
-        if not test:
-            continue
-        model = _fit(train, receivers, bounds, step)
         for rid, (rx, ry) in receivers.items():
             x, y, rssi = _arrays(test, rid)
-            if rid not in model.receivers or not len(rssi):
+            tx, ty, trssi = _arrays(train, rid)
+            if len(trssi) < MIN_READINGS_PER_RECEIVER or not len(rssi):
                 continue
-            f = model.receivers[rid]
+            tld = log_distance(tx, ty, rx, ry)
+            p, n, _ = fit_path_loss(tld, trssi)
             ld = log_distance(x, y, rx, ry)
             errors["nominal"] += list(rssi - (nominal[0] - 10 * nominal[1] * ld))
-            errors["path_loss"] += list(rssi - (f.power_dbm - 10 * f.exponent * ld))
-            errors["radio_map"] += list(rssi - model.expected(rid, x, y)[0])
-    return {k: round(float(np.sqrt(np.mean(np.square(v)))), 2) for k, v in errors.items() if len(v)}
+            path_res = rssi - (p - 10 * n * ld)
+            errors["path_loss"] += list(path_res)
+            train_res = trssi - (p - 10 * n * tld)
+            for b in BANDWIDTHS_M:
+                per_bandwidth[b] += list(path_res - _kernel_residual(x, y, tx, ty, train_res, b))
+
+    def rms(v: list[float]) -> float:
+        return round(float(np.sqrt(np.mean(np.square(v)))), 2)
+
+    out = {k: rms(v) for k, v in errors.items() if v}
+    scored = {b: rms(v) for b, v in per_bandwidth.items() if v}
+    best = min(scored, key=lambda b: scored[b]) if scored else BANDWIDTH_M
+    if scored:
+        out["radio_map"] = scored[best]
+    return out, best
