@@ -12,7 +12,7 @@ from numpy.typing import NDArray
 
 from gateway.presence.grid import CELL_M, Expect, GridModel, GridSpace, RadioMap
 from gateway.presence.selfcal import SelfCalibration
-from gateway.presence.survey import Survey, log_distance
+from gateway.presence.survey import HEIGHT_M, Survey, log_distance
 from gateway.presence.tracker import PresenceSettings, PresenceTracker
 from gateway.site.storemap import StoreMap
 
@@ -126,7 +126,8 @@ def self_calibration(
             p1m = beacon_power[beacon] + tracker.receiver_offsets.get(receiver, 0.0)
         exponent = n if n is not None else tracker.settings.path_loss_exponent
         rx, ry = store.receivers[receiver]
-        return float(p1m - 10.0 * exponent * log_distance(x, y, rx, ry))
+        d2 = (x - rx) ** 2 + (y - ry) ** 2 + HEIGHT_M**2  # as `log_distance`, without numpy
+        return p1m - 5.0 * exponent * math.log10(d2)
 
     return SelfCalibration(
         {a.id: (a.x, a.y) for a in store.anchors},
