@@ -42,7 +42,7 @@ from gateway.presence.sitegrid import grid_for, measurement_sigma, self_calibrat
 from gateway.presence.survey import Survey
 from gateway.presence.tracker import PresenceSettings, PresenceTracker
 from gateway.site.hardware import BeaconProfile, load_beacon_profile
-from gateway.site.storemap import StoreMap
+from gateway.site.storemap import MapError, StoreMap
 from gateway.store.calibration import receiver_offsets
 from gateway.zones.tracker import ZoneTracker
 
@@ -446,7 +446,7 @@ def tracker_for(
     survey: `survey`, else the config's `presence.survey` file."""
     p = config.presence
     if survey is None and p.survey:
-        survey = load_survey(p.survey)
+        survey = load_survey(config.resolve(p.survey, shared=False))
     b = store.bounds
     settings = PresenceSettings(
         process_noise_db=p.process_noise_db,
@@ -484,8 +484,11 @@ def tracker_for(
 
 
 def load_survey(path: str | Path) -> Survey:
-    """A survey file (`gateway survey`); ValueError naming the file and what is wrong."""
+    """A survey file (`gateway survey`); MapError naming the file and what is wrong (a
+    reload keeps the running map and survey)."""
     try:
         return Survey.from_json(json.loads(Path(path).read_text()))
-    except (OSError, ValueError) as e:
-        raise ValueError(f"survey {path}: {e}") from None
+    except OSError as e:
+        raise MapError(str(path), "", f"survey not readable ({e.strerror})") from None
+    except ValueError as e:
+        raise MapError(str(path), "", f"not a survey from `gateway survey` ({e})") from None

@@ -39,7 +39,7 @@ def _cmd_locate(args: argparse.Namespace) -> int:
     from gateway.config.sections import load_config
     from gateway.ops.locate import LocateStats, locate, make_tracker
     from gateway.pipeline import load_survey
-    from gateway.site.storemap import load_map
+    from gateway.site.storemap import MapError, load_map
     from gateway.zones.tracker import ZoneTracker
 
     config = load_config(args.config)
@@ -47,7 +47,7 @@ def _cmd_locate(args: argparse.Namespace) -> int:
     try:
         survey = load_survey(args.survey) if args.survey else None
         tracker = make_tracker(config, store, args.method, survey)
-    except ValueError as e:
+    except MapError as e:
         print(f"gateway locate: {e}", file=sys.stderr)
         return 2
     zones = None

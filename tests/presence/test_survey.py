@@ -286,6 +286,12 @@ def test_survey_command_end_to_end(tmp_path: Path) -> None:
     errors = [math.hypot(e["x"] - truth[e["t"]][0], e["y"] - truth[e["t"]][1]) for e in estimates]
     assert float(np.median(errors)) < 1.5
 
+    # a survey that is not there, or not a survey: said, exit 2
+    for bad in (tmp_path / "missing.json", walk):
+        result = _gateway("locate", "--map", str(room), "--survey", str(bad), stdin=test[0])
+        assert result.returncode == 2
+        assert str(bad) in result.stderr and "survey" in result.stderr
+
     # too few readings for a receiver: said, exit 2, nothing written
     short = tmp_path / "short.jsonl"
     short.write_text("\n".join(x for x in lines if '"r4"' not in x) + "\n")
