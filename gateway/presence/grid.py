@@ -1,15 +1,16 @@
 """Map-aware tracking: a grid forward filter (HMM) over the floor's walkable cells.
 
 The state is the probability of the device being in each cell of a `CELL_M` grid over the
-floor. Cells outside the floor outline or inside an obstacle (shelves, counters) are not
-walkable; moves between neighbouring cells that cross a wall are not allowed. Between two
-readings the probability diffuses over the allowed moves as a walking person would (a
-random walk of `WALK_M2_PER_S` m²/s: about a metre in a second, never through a wall). Every
-reading then multiplies in its likelihood: the receiver's expected RSSI at each cell (the
-survey's radio map, or without a survey the log-distance model) against the heard RSSI, a
-Gaussian of the cell's spread with a floor of outliers (`OUTLIER_P`: body blocking and
-multipath nulls do not wipe out the posterior). The estimate is the posterior mean, its
-uncertainty the posterior's RMS radius.
+floor (coarser on big floors: at most `MAX_CELLS` cells a level, so a hypermarket costs what
+a shop does; positions are good to a metre or so anyway). Cells outside the floor outline or
+inside an obstacle (shelves, counters) are not walkable; moves between neighbouring cells
+that cross a wall are not allowed. Between two readings the probability diffuses over the
+allowed moves as a walking person would (a random walk of `WALK_M2_PER_S` m²/s: about a
+metre in a second, never through a wall). Every reading then multiplies in its likelihood:
+the receiver's expected RSSI at each cell (the survey's radio map, or without a survey the
+log-distance model) against the heard RSSI, a Gaussian of the cell's spread with a floor of
+outliers (`OUTLIER_P`: body blocking and multipath nulls do not wipe out the posterior). The
+estimate is the posterior mean, its uncertainty the posterior's RMS radius.
 
 Raw readings are not independent (the shadowing of a body lasts seconds): each reading's
 log-likelihood is tempered by `TEMPER`, so a burst of readings does not overcommit.
@@ -29,6 +30,7 @@ from numpy.typing import NDArray
 from shapely.geometry.base import BaseGeometry
 
 CELL_M = 0.5
+MAX_CELLS = 2500
 WALK_M2_PER_S = 0.8  # diffusion: variance per axis grows by this per second
 OUTLIER_P = 0.05
 TEMPER = 0.5
@@ -47,6 +49,7 @@ class GridSpace:
 
     origin: tuple[float, float]
     shape: tuple[int, int]
+    cell: float
     walkable: NDArray[np.bool_]  # (nx, ny)
     open_x: NDArray[np.bool_]  # (nx-1, ny): move between (i, j) and (i+1, j) allowed
     open_y: NDArray[np.bool_]  # (nx, ny-1)
@@ -56,8 +59,8 @@ class GridSpace:
     def __post_init__(self) -> None:
         nx, ny = self.shape
         gx, gy = np.meshgrid(
-            self.origin[0] + CELL_M * (np.arange(nx) + 0.5),
-            self.origin[1] + CELL_M * (np.arange(ny) + 0.5),
+            self.origin[0] + self.cell * (np.arange(nx) + 0.5),
+            self.origin[1] + self.cell * (np.arange(ny) + 0.5),
             indexing="ij",
         )
         self.xs, self.ys = gx, gy
@@ -71,17 +74,18 @@ class GridSpace:
         obstacles: list[BaseGeometry] | None = None,
     ) -> GridSpace:
         min_x, min_y, max_x, max_y = bounds
-        nx = max(1, math.ceil((max_x - min_x) / CELL_M))
-        ny = max(1, math.ceil((max_y - min_y) / CELL_M))
+        cell = max(CELL_M, math.sqrt((max_x - min_x) * (max_y - min_y) / MAX_CELLS))
+        nx = max(1, math.ceil((max_x - min_x) / cell))
+        ny = max(1, math.ceil((max_y - min_y) / cell))
         gx, gy = np.meshgrid(
-            min_x + CELL_M * (np.arange(nx) + 0.5),
-            min_y + CELL_M * (np.arange(ny) + 0.5),
+            min_x + cell * (np.arange(nx) + 0.5),
+            min_y + cell * (np.arange(ny) + 0.5),
             indexing="ij",
         )
         points = shapely.points(gx.ravel(), gy.ravel())
         walkable = np.ones(nx * ny, dtype=bool)
         if floor is not None:
-            walkable &= shapely.covers(floor.buffer(CELL_M / 2), points)
+            walkable &= shapely.covers(floor.buffer(cell / 2), points)
         for obstacle in obstacles or []:
             walkable &= ~shapely.contains(obstacle, points)
         walkable_2d = walkable.reshape(nx, ny)
@@ -104,20 +108,20 @@ class GridSpace:
                 )
                 crossing = shapely.intersects(barrier, segs)
                 mask[ii[crossing], jj[crossing]] = False
-        return cls((min_x, min_y), (nx, ny), walkable_2d, open_x, open_y)
+        return cls((min_x, min_y), (nx, ny), cell, walkable_2d, open_x, open_y)
 
     def cell_of(self, x: float, y: float) -> tuple[int, int]:
-        i = int((x - self.origin[0]) / CELL_M)
-        j = int((y - self.origin[1]) / CELL_M)
+        i = int((x - self.origin[0]) / self.cell)
+        j = int((y - self.origin[1]) / self.cell)
         return min(max(i, 0), self.shape[0] - 1), min(max(j, 0), self.shape[1] - 1)
 
     def diffuse(self, p: NDArray[np.float64], variance_m2: float) -> NDArray[np.float64]:
         """Spread `p` by a random walk of `variance_m2` per axis over the allowed moves
         (explicit diffusion steps; probability mass is kept)."""
-        steps = math.ceil(variance_m2 / (0.4 * CELL_M * CELL_M))
+        steps = math.ceil(variance_m2 / (0.4 * self.cell * self.cell))
         if steps <= 0:
             return p
-        a = variance_m2 / (2.0 * steps * CELL_M * CELL_M)  # <= 0.2: stable
+        a = variance_m2 / (2.0 * steps * self.cell * self.cell)  # <= 0.2: stable
         ox, oy = self.open_x, self.open_y
         for _ in range(steps):
             flow_x = np.where(ox, a * (p[1:, :] - p[:-1, :]), 0.0)

@@ -10,7 +10,7 @@ import numpy as np
 import shapely
 from numpy.typing import NDArray
 
-from gateway.presence.grid import CELL_M, Expect, GridModel, GridSpace, RadioMap
+from gateway.presence.grid import Expect, GridModel, GridSpace, RadioMap
 from gateway.presence.selfcal import SelfCalibration
 from gateway.presence.survey import HEIGHT_M, Survey, log_distance
 from gateway.presence.tracker import PresenceSettings, PresenceTracker
@@ -78,7 +78,7 @@ def grid_model(
         near = [shape for lv, shape in store.stairs if lv == level]
         if near:
             points = shapely.points(space.xs.ravel(), space.ys.ravel())
-            area = shapely.union_all(near).buffer(max(STAIRS_REACH_M, CELL_M))
+            area = shapely.union_all(near).buffer(max(STAIRS_REACH_M, space.cell))
             stairs[level] = shapely.covers(area, points).reshape(space.shape)
     return GridModel(radios, stairs)
 
