@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from gateway.config.sections import Config
 from gateway.decode import ble as decode
@@ -34,26 +36,23 @@ from gateway.model import (
     ZoneEvent,
 )
 from gateway.offers.engine import OfferEngine
-from gateway.presence.fleet import Expectation, FleetHealth
+from gateway.presence.fleet import FleetHealth, expectations_for
+from gateway.presence.selfcal import SelfCalibration
+from gateway.presence.sitegrid import grid_for, measurement_sigma, self_calibration
+from gateway.presence.survey import Survey
 from gateway.presence.tracker import PresenceSettings, PresenceTracker
 from gateway.site.hardware import BeaconProfile, load_beacon_profile
-from gateway.site.storemap import StoreMap
+from gateway.site.storemap import MapError, StoreMap
 from gateway.store.calibration import receiver_offsets
 from gateway.zones.tracker import ZoneTracker
 
 
-def _expectations(store_map: StoreMap) -> dict[str, Expectation]:
-    """What each fixed beacon's hardware profile says it should do."""
-    profiles: dict[str, BeaconProfile] = {}
-    out = {}
-    for anchor in store_map.anchors:
-        if anchor.profile not in profiles:
-            profiles[anchor.profile] = load_beacon_profile(anchor.profile)
-        p = profiles[anchor.profile]
-        out[anchor.id] = Expectation(
-            p.advertising_interval_ms / 1000.0, p.battery_min_mv, p.battery_max_mv
-        )
-    return out
+def _self_calibration(store_map: StoreMap, tracker: PresenceTracker) -> SelfCalibration:
+    """Offsets learned from the fixed beacons, applied by `tracker` once settled."""
+    power = {a.id: load_beacon_profile(a.profile).measured_power_dbm for a in store_map.anchors}
+    selfcal = self_calibration(store_map, tracker, power)
+    tracker.learned_offsets = selfcal.applied
+    return selfcal
 
 
 # Adverts without a beacon frame that may still come from a shopper's phone with an RPA
@@ -113,11 +112,12 @@ class Pipeline:
         self.presence = tracker_for(
             config, store_map, device_profile, solve_interval_s=SOLVE_INTERVAL_S
         )
+        self.selfcal = _self_calibration(store_map, self.presence)
         self.zones = _zone_tracker(config, store_map)
         self.anchor_ids = {a.identity: a.id for a in store_map.anchors}
         self.fleet = FleetHealth(
             store_map.anchors,
-            expectations=_expectations(store_map),
+            expectations=expectations_for(store_map.anchors),
             missing_after_s=config.fleet.missing_after_s,
             low_battery_pct=config.fleet.low_battery_pct,
         )
@@ -152,7 +152,14 @@ class Pipeline:
         self.presence = tracker_for(
             config, store_map, device_profile, solve_interval_s=SOLVE_INTERVAL_S
         )
+        old_selfcal, self.selfcal = self.selfcal, _self_calibration(store_map, self.presence)
+        for r in set(old_selfcal.learned) & set(store_map.receivers):  # keep what was learned
+            self.selfcal.learned[r] = old_selfcal.learned[r]
+            self.selfcal.samples[r] = old_selfcal.samples[r]
+            if r in old_selfcal.applied:
+                self.selfcal.applied[r] = old_selfcal.applied[r]
         for device, state in old_presence.devices.items():
+            state.grid = None  # the grid may have changed with the map
             state.filters = {r: f for r, f in state.filters.items() if r in store_map.receivers}
             self.presence.devices[device] = state
         self.zones = _zone_tracker(config, store_map)
@@ -280,6 +287,7 @@ class Pipeline:
             # A fixed beacon: fleet health, not a shopper.
             self.stats.anchor_adverts[anchor] += 1
             self.fleet.seen(anchor, advert.address, advert.t)
+            self.selfcal.observe(anchor, advert.receiver, advert.rssi)
             return events, None
         alias = self.visit_aliases.get(device)
         if alias is not None:
@@ -425,10 +433,14 @@ def tracker_for(
     device_profile: BeaconProfile,
     method: str | None = None,
     solve_interval_s: float = 0.0,
+    survey: Survey | None = None,
 ) -> PresenceTracker:
     """The one place a tracker is built from the config and the store map (pipeline,
-    `gateway locate`, accuracy evaluation and the floor-plan renderer all use it)."""
+    `gateway locate`, accuracy evaluation and the floor-plan renderer all use it). The
+    survey: `survey`, else the config's `presence.survey` file."""
     p = config.presence
+    if survey is None and p.survey:
+        survey = load_survey(config.resolve(p.survey, shared=False))
     b = store.bounds
     settings = PresenceSettings(
         process_noise_db=p.process_noise_db,
@@ -448,10 +460,29 @@ def tracker_for(
         ),
         min_solve_interval_s=solve_interval_s,
     )
-    return PresenceTracker(
-        settings,
-        store.receivers,
-        store.calibration,
-        store.receiver_levels,
-        receiver_offsets(config.state_path),
+    offsets = receiver_offsets(config.state_path)
+    calibration = dict(store.calibration)
+    if survey is not None:  # measured in this room: it wins over the map's figures
+        for rid, fit in survey.receivers.items():
+            calibration[rid] = (fit.power_dbm, fit.exponent)
+    grid = None
+    if settings.method == "grid":
+        default_power = p.measured_power or device_profile.measured_power_dbm
+        sigma = measurement_sigma(p.shadowing_db, p.measurement_noise_db)
+        grid = grid_for(store, calibration, offsets, default_power, settings, sigma, survey)
+    tracker = PresenceTracker(
+        settings, store.receivers, calibration, store.receiver_levels, offsets, grid
     )
+    tracker.survey = survey
+    return tracker
+
+
+def load_survey(path: str | Path) -> Survey:
+    """A survey file (`gateway survey`); MapError naming the file and what is wrong (a
+    reload keeps the running map and survey)."""
+    try:
+        return Survey.from_json(json.loads(Path(path).read_text()))
+    except OSError as e:
+        raise MapError(str(path), "", f"survey not readable ({e.strerror})") from None
+    except ValueError as e:
+        raise MapError(str(path), "", f"not a survey from `gateway survey` ({e})") from None

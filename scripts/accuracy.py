@@ -1,202 +1,190 @@
-"""Positioning accuracy on a labelled RSSI trace, through the same code as `gateway locate`.
+"""Positioning accuracy on real labelled walks, through the same code as `gateway locate`.
 
-Input: a CSV with per-receiver RSSI columns (`rssi_<receiver id>`, empty/NaN = not heard), a
-timestamp column (`ts`, seconds or nanoseconds) and ground truth `x`, `y` in metres; and a
-receivers CSV (`id,x,y[,z]`). Prints mean / median / p90 position error per method, with
-nominal physics (profile defaults) and, when a calibration CSV of the same shape is given,
-with a per-receiver path-loss fit (measured power at 1 m and exponent by least squares of
-RSSI on log10 distance).
+For every method (`gateway locate --method`), without and with a site survey (`gateway
+survey`, fitted in-process by the same code), prints the median and 90th-percentile position
+error and the zone accuracy: how often the estimate falls in the right cell of a 3 × 3 grid
+over the floor (cells of a few metres, about a shop's zone).
 
-    .venv/bin/python scripts/accuracy.py --receivers anchors.csv --test test_robot_df.csv \
-        [--calibration calibration_df.csv] [--floor layout.csv]
+* Kolakowski flat (`../shared/data/kolakowski-flat`): survey = its calibration run (robot
+  with LiDAR ground truth), test = its robot test run.
+* Daniş hall (`../shared/data/danis-tetam`): the three camera-annotated walks,
+  leave-one-walk-out — survey on two, test on the third, errors pooled.
 
-A walk without per-sample ground truth but with its known route (`--path`, a CSV of segments
-`x0,y0,x1,y1`) is scored by each estimate's distance to the route: the cross-track error, a
-lower bound of the true error (a fix on the route but at the wrong place along it scores 0).
-
-    .venv/bin/python scripts/accuracy.py --receivers anchors.csv --test test_walk_df.csv \
-        --path path_reference.csv
+    .venv/bin/python scripts/accuracy.py [--data ../shared/data] [--methods grid,max_likelihood]
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import json
 import math
 import statistics
 import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
-from shapely.geometry import MultiLineString, Point
-
-from gateway.config.sections import Config
+from gateway.config.sections import METHOD_NAMES, Config
 from gateway.ops.locate import LocateStats, locate, make_tracker
-from gateway.site.storemap import parse_map
+from gateway.presence.survey import Reading, Survey, fit_survey
+from gateway.site.storemap import StoreMap, parse_map
 
-METHODS = ["max_likelihood", "least_squares", "weighted_centroid", "nearest"]
-
-
-def read_receivers(path: Path) -> dict[str, tuple[float, float, float]]:
-    with path.open() as f:
-        return {
-            r["id"]: (float(r["x"]), float(r["y"]), float(r.get("z") or 0))
-            for r in csv.DictReader(f)
-        }
+DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 
-def read_rows(path: Path) -> list[dict[str, float]]:
-    rows = []
-    with path.open() as f:
-        for r in csv.DictReader(f):
-            row = {}
-            for k, v in r.items():
-                if k and v not in ("", None):
-                    with contextlib.suppress(ValueError):
-                        row[k] = float(v)
-            rows.append(row)
-    return rows
-
-
-def seconds(ts: float) -> float:
-    return ts / 1e9 if ts > 1e14 else ts
-
-
-def fit_calibration(
-    rows: list[dict[str, float]], receivers: dict[str, tuple[float, float, float]], tag_z: float
-) -> dict[str, tuple[float, float]]:
-    """Per receiver: RSSI = P1m - 10 n log10(d) by least squares on labelled samples."""
-    out = {}
-    for rid, (rx, ry, rz) in receivers.items():
-        xs, ys = [], []
-        for row in rows:
-            rssi = row.get(f"rssi_{rid}")
-            if rssi is None or math.isnan(rssi) or "x" not in row:
-                continue
-            d = math.sqrt((row["x"] - rx) ** 2 + (row["y"] - ry) ** 2 + (tag_z - rz) ** 2)
-            xs.append(math.log10(max(d, 0.1)))
-            ys.append(rssi)
-        if len(xs) < 10:
-            continue
-        mx, my = statistics.fmean(xs), statistics.fmean(ys)
-        slope = sum((a - mx) * (b - my) for a, b in zip(xs, ys, strict=False)) / sum(
-            (a - mx) ** 2 for a in xs
-        )
-        n = min(6.0, max(1.0, -slope / 10))
-        out[rid] = (my + 10 * n * mx, n)
-    return out
+@dataclass
+class Dataset:
+    name: str
+    receivers: dict[str, tuple[float, float]]
+    floor: list[tuple[float, float]]
+    # (survey walks, test walk) pairs; errors are pooled over the pairs
+    folds: list[tuple[list[list[Reading]], list[Reading]]]
 
 
 def make_map(
-    receivers: dict[str, tuple[float, float, float]],
-    floor: list[tuple[float, float]] | None,
-    calibration: dict[str, tuple[float, float]] | None,
-) -> dict[str, object]:
-    features: list[dict[str, object]] = []
-    if floor:
-        ring = [list(p) for p in floor] + [list(floor[0])]
+    receivers: dict[str, tuple[float, float]], floor: list[tuple[float, float]]
+) -> StoreMap:
+    ring = [list(p) for p in floor] + [list(floor[0])]
+    features: list[dict[str, object]] = [
+        {
+            "type": "Feature",
+            "properties": {"kind": "floor"},
+            "geometry": {"type": "Polygon", "coordinates": [ring]},
+        }
+    ]
+    for rid, (x, y) in receivers.items():
         features.append(
             {
                 "type": "Feature",
-                "properties": {"kind": "floor"},
-                "geometry": {"type": "Polygon", "coordinates": [ring]},
-            }
-        )
-    for rid, (x, y, _) in receivers.items():
-        props: dict[str, object] = {"kind": "gateway", "id": rid}
-        if calibration and rid in calibration:
-            props["measured_power"], props["path_loss_exponent"] = calibration[rid]
-        features.append(
-            {
-                "type": "Feature",
-                "properties": props,
+                "properties": {"kind": "gateway", "id": rid},
                 "geometry": {"type": "Point", "coordinates": [x, y]},
             }
         )
-    return {"type": "FeatureCollection", "features": features}
-
-
-def sightings(
-    rows: list[dict[str, float]], receivers: dict[str, tuple[float, float, float]]
-) -> list[str]:
-    lines = []
-    for i, row in enumerate(rows):
-        t = seconds(row["ts"]) if "ts" in row else float(i)
-        for rid in receivers:
-            rssi = row.get(f"rssi_{rid}")
-            if rssi is not None and not math.isnan(rssi):
-                lines.append(
-                    json.dumps({"t": t, "receiver": rid, "device": "tag", "rssi": round(rssi, 2)})
-                )
-    return lines
-
-
-def evaluate(
-    rows: list[dict[str, float]],
-    map_doc: dict[str, object],
-    method: str,
-    receivers: dict[str, tuple[float, float, float]],
-    route: MultiLineString | None = None,
-) -> list[float]:
-    store = parse_map(map_doc, "eval", require_zones=False)
-    tracker = make_tracker(Config(), store, method)
-    truth = {seconds(r["ts"]): (r["x"], r["y"]) for r in rows if "ts" in r and "x" in r}
-    errors: list[float] = []
-    for est in locate(sightings(rows, receivers), tracker, None, LocateStats(), []):
-        if route is not None:
-            errors.append(route.distance(Point(est["x"], est["y"])))
-            continue
-        gt = truth.get(est["t"])
-        if gt is not None:
-            errors.append(math.hypot(est["x"] - gt[0], est["y"] - gt[1]))
-    return errors
-
-
-def read_route(path: Path) -> MultiLineString:
-    segments = [((r["x0"], r["y0"]), (r["x1"], r["y1"])) for r in read_rows(path) if "x0" in r]
-    return MultiLineString(segments)
-
-
-def summary(errors: list[float]) -> str:
-    errors = sorted(errors)
-    return (
-        f"mean {statistics.fmean(errors):.2f} m  median {statistics.median(errors):.2f} m  "
-        f"p90 {errors[int(0.9 * (len(errors) - 1))]:.2f} m  (n={len(errors)})"
+    return parse_map(
+        {"type": "FeatureCollection", "features": features}, "eval", require_zones=False
     )
+
+
+def kolakowski(root: Path) -> Dataset:
+    def rows(name: str) -> list[dict[str, str]]:
+        with (root / name).open() as f:
+            return list(csv.DictReader(f))
+
+    receivers = {r["id"]: (float(r["x"]), float(r["y"])) for r in rows("anchors.csv")}
+    floor = [(float(r["x"]), float(r["y"])) for r in rows("layout.csv")]
+
+    def readings(name: str, walk: int) -> list[Reading]:
+        out = []
+        for r in rows(name):
+            t = float(r["ts"]) / 1e9
+            for rid in receivers:
+                v = r.get(f"rssi_{rid}") or ""
+                if v and not math.isnan(float(v)):
+                    out.append(Reading(t, rid, "tag", float(v), float(r["x"]), float(r["y"]), walk))
+        return out
+
+    return Dataset(
+        "kolakowski-flat (survey: calibration run; test: robot run)",
+        receivers,
+        floor,
+        [([readings("calibration_df.csv", 0)], readings("test_robot_df.csv", 1))],
+    )
+
+
+def danis(root: Path) -> Dataset:
+    dev = (root / "tetam.dev").read_text()
+    dongles = json.loads(dev.split("Dongles:", 1)[1].splitlines()[0])
+    receivers = {mac: (float(v[0][0]), float(v[0][1])) for mac, v in dongles.items()}
+    limits = json.loads((root / "tetam.par").read_text())["limits"]
+    x0, y0, x1, y1 = (float(v) for v in limits)
+    floor = [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
+    walks = []
+    for index, path in enumerate(sorted(root.glob("*_all_sensors.mbd"))):
+        walk = []
+        for line in path.read_text().splitlines():
+            f = line.split(",")
+            if len(f) >= 6:
+                walk.append(
+                    Reading(float(f[0]), f[1], f[2], float(f[3]), float(f[4]), float(f[5]), index)
+                )
+        walks.append(walk)
+    folds = [([w for j, w in enumerate(walks) if j != k], walks[k]) for k in range(len(walks))]
+    return Dataset("danis-tetam hall (leave-one-walk-out over 3 walks)", receivers, floor, folds)
+
+
+def sightings(readings: Iterable[Reading]) -> list[str]:
+    return [
+        json.dumps({"t": r.t, "receiver": r.receiver, "device": r.device, "rssi": r.rssi})
+        for r in readings
+    ]
+
+
+def run(
+    data: Dataset, store: StoreMap, method: str, surveys: list[Survey] | None
+) -> tuple[list[float], list[bool], float]:
+    b = store.bounds
+    cells = 3
+
+    def cell(x: float, y: float) -> tuple[int, int]:
+        cx = min(cells - 1, max(0, int(cells * (x - b[0]) / (b[2] - b[0]))))
+        cy = min(cells - 1, max(0, int(cells * (y - b[1]) / (b[3] - b[1]))))
+        return cx, cy
+
+    errors: list[float] = []
+    zones: list[bool] = []
+    spent = 0.0
+    for k, (_, test) in enumerate(data.folds):
+        survey = surveys[k] if surveys is not None else None
+        tracker = make_tracker(Config(), store, method, survey)
+        truth = {r.t: (r.x, r.y) for r in test}
+        start = time.perf_counter()
+        for est in locate(sightings(test), tracker, None, LocateStats(), []):
+            gx, gy = truth[est["t"]]
+            errors.append(math.hypot(est["x"] - gx, est["y"] - gy))
+            zones.append(cell(est["x"], est["y"]) == cell(gx, gy))
+        spent += time.perf_counter() - start
+    return errors, zones, spent
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--receivers", type=Path, required=True)
-    parser.add_argument("--test", type=Path, required=True)
-    parser.add_argument("--calibration", type=Path)
-    parser.add_argument("--floor", type=Path)
-    parser.add_argument("--tag-height", type=float, default=0.3)
-    parser.add_argument("--path", type=Path, help="route segments x0,y0,x1,y1 (no per-row x,y)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--methods", default=",".join(METHOD_NAMES))
+    parser.add_argument("--sets", default="danis,kolakowski")
     args = parser.parse_args()
-    route = read_route(args.path) if args.path else None
-    if route is not None:
-        print("scoring: distance of each estimate to the known route (cross-track error)")
-    receivers = read_receivers(args.receivers)
-    rows = read_rows(args.test)
-    floor = None
-    if args.floor:
-        floor = [(r["x"], r["y"]) for r in read_rows(args.floor)]
-    runs: list[tuple[str, dict[str, tuple[float, float]] | None]] = [("nominal", None)]
-    if args.calibration:
-        fit = fit_calibration(read_rows(args.calibration), receivers, args.tag_height)
+    loaders = {"danis": (danis, "danis-tetam"), "kolakowski": (kolakowski, "kolakowski-flat")}
+    for key in args.sets.split(","):
+        load, folder = loaders[key]
+        data = load(args.data / folder)
+        store = make_map(data.receivers, data.floor)
+        print(f"\n{data.name}")
         print(
-            "calibration fit (P1m dBm, n):",
-            {k: (round(p, 1), round(n, 2)) for k, (p, n) in fit.items()},
+            f"{'method':<18} {'survey':<7} {'median':>7} {'p90':>7} {'zone':>6} {'n':>6} "
+            f"{'µs/reading':>10}"
         )
-        runs.append(("calibrated", fit))
-    for label, calibration in runs:
-        for method in METHODS:
-            errors = evaluate(
-                rows, make_map(receivers, floor, calibration), method, receivers, route
+        surveys = []
+        for k, (walks, _) in enumerate(data.folds):
+            flat = [r for walk in walks for r in walk]
+            surveys.append(fit_survey(flat, store.receivers, store.bounds))
+            held = ", ".join(f"{m} {v:.1f} dB" for m, v in surveys[-1].held_out.items())
+            print(
+                f"survey {k + 1}: {surveys[-1].readings} readings; held-out RMS {held}; "
+                f"kernel {surveys[-1].bandwidth:g} m"
             )
-            print(f"{label:<10} {method:<18} {summary(errors)}")
+        for method in args.methods.split(","):
+            for surveyed in (False, True):
+                errors, zones, spent = run(data, store, method, surveys if surveyed else None)
+                errors.sort()
+                p90 = errors[int(0.9 * (len(errors) - 1))]
+                print(
+                    f"{method:<18} {'yes' if surveyed else 'no':<7} "
+                    f"{statistics.median(errors):6.2f}m {p90:6.2f}m "
+                    f"{100 * sum(zones) / len(zones):5.1f}% {len(errors):6d} "
+                    f"{1e6 * spent / len(errors):10.0f}",
+                    flush=True,
+                )
     return 0
 
 

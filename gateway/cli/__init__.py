@@ -29,6 +29,7 @@ from gateway.cli import (
     run,
     status,
     stock,
+    survey,
     tools,
 )
 from gateway.cli._common import resolve_config
@@ -66,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         tools.add_config_template,
         contract.add_contract,
         tools.add_locate,
+        survey.add_survey,
         tools.add_decode,
         nfc.add_nfc,
         fences.add_fences,

@@ -65,6 +65,12 @@ def _status_text(data: dict[str, Any], tz: ZoneInfo) -> str:
     lines.append(f"  sources   {rates}")
     for name, state in {**src["ble_adapters"], **src["nfc_readers"]}.items():
         lines.append(f"            {name}: {state}")
+    for receiver, o in src.get("receiver_offsets", {}).items():
+        note = "applied" if o["applied"] else f"learning ({o['samples']} readings)"
+        bound = "; AT THE BOUND: check this receiver" if o["at_bound"] else ""
+        lines.append(
+            f"  offset    {receiver} {o['offset_db']:+.1f} dB from fixed beacons, {note}{bound}"
+        )
     zones = ", ".join(f"{z} {n}" for z, n in data["zones"].items()) or "nobody in a zone"
     lines.append(f"  devices   {data['tracked_devices']} tracked; {zones}")
     for offer in data["last_offers"][:5]:

@@ -38,12 +38,18 @@ def _cmd_locate(args: argparse.Namespace) -> int:
     """Sightings on stdin → one position estimate per device per instant on stdout."""
     from gateway.config.sections import load_config
     from gateway.ops.locate import LocateStats, locate, make_tracker
-    from gateway.site.storemap import load_map
+    from gateway.pipeline import load_survey
+    from gateway.site.storemap import MapError, load_map
     from gateway.zones.tracker import ZoneTracker
 
     config = load_config(args.config)
     store = load_map(Path(args.map), require_zones=False)
-    tracker = make_tracker(config, store, args.method)
+    try:
+        survey = load_survey(args.survey) if args.survey else None
+        tracker = make_tracker(config, store, args.method, survey)
+    except MapError as e:
+        print(f"gateway locate: {e}", file=sys.stderr)
+        return 2
     zones = None
     if store.zones:
         zones = ZoneTracker(store.zones, hysteresis_m=0.0, dwell_s=0.0, min_inside_s=0.0)
@@ -235,9 +241,16 @@ def add_locate(sub: Subparsers) -> None:
     p.add_argument("--map", required=True, help="store map (GeoJSON) with gateway receivers")
     p.add_argument(
         "--method",
-        choices=["max_likelihood", "least_squares", "weighted_centroid", "nearest"],
+        choices=["max_likelihood", "least_squares", "weighted_centroid", "nearest", "grid"],
         default=None,
-        help="default: the config's presence.method (max_likelihood)",
+        help="default: the config's presence.method (max_likelihood); 'grid' tracks over the "
+        "map's walkable grid (walls, obstacles, walking speed)",
+    )
+    p.add_argument(
+        "--survey",
+        metavar="SITE.json",
+        default=None,
+        help="site survey (`gateway survey`); default: the config's presence.survey",
     )
     p.add_argument(
         "--config",

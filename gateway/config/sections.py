@@ -23,7 +23,7 @@ from gateway.config.service import ConsoleSection, ServiceSection
 from gateway.offers.rules import LimitsSection, PickupDiscountSection
 
 DEMO_STORE = "demo-bookstore"  # the shipped demo: the only store the public demo keys may serve
-METHOD_NAMES = ("max_likelihood", "least_squares", "weighted_centroid", "nearest")
+METHOD_NAMES = ("max_likelihood", "least_squares", "weighted_centroid", "nearest", "grid")
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,8 +113,15 @@ class PresenceSection:
     )
     method: str = doc(
         "Position method: 'max_likelihood' (RSSI-domain, resolves mirror images; default), "
-        "'least_squares' (range-domain), 'weighted_centroid' or 'nearest'.",
+        "'least_squares' (range-domain), 'weighted_centroid', 'nearest', or 'grid' (a "
+        "forward filter over the map's walkable grid: walls, obstacles, walking speed; best "
+        "with a survey).",
         default="max_likelihood",
+    )
+    survey: str | None = doc(
+        "Site survey file (`gateway survey ... -o SITE.json`): this room's per-receiver gain, "
+        "path-loss exponent and radio map, used by every method (the radio map by 'grid').",
+        default=None,
     )
     shadowing_db: float = doc(
         "Slow shadowing the filter cannot remove (shelves, bodies), dB: weights receivers "

@@ -20,6 +20,7 @@ from typing import Any
 
 from gateway.config.sections import Config
 from gateway.pipeline import tracker_for
+from gateway.presence.survey import Survey
 from gateway.presence.tracker import PresenceTracker
 from gateway.site.hardware import load_beacon_profile
 from gateway.site.storemap import StoreMap
@@ -37,9 +38,12 @@ class LocateStats:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
 
 
-def make_tracker(config: Config, store: StoreMap, method: str | None = None) -> PresenceTracker:
+def make_tracker(
+    config: Config, store: StoreMap, method: str | None = None, survey: Survey | None = None
+) -> PresenceTracker:
     """Every sighting gets an estimate (no solve throttling: the output is per sighting)."""
-    return tracker_for(config, store, load_beacon_profile(config.presence.device_profile), method)
+    profile = load_beacon_profile(config.presence.device_profile)
+    return tracker_for(config, store, profile, method, survey=survey)
 
 
 def _sighting(text: str) -> tuple[float, str, str, float] | str | None:

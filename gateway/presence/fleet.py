@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from gateway.model import BeaconHealth, EddystoneTLM, Frame
+from gateway.site.hardware import BeaconProfile, load_beacon_profile
 from gateway.site.storemap import Anchor
 
 # Adverts of one anchor closer together than this are one advert heard by several receivers.
@@ -128,3 +129,17 @@ class FleetHealth:
             self._battery_pct(anchor, state.battery_mv),
             state.temperature,
         )
+
+
+def expectations_for(anchors: list[Anchor]) -> dict[str, Expectation]:
+    """What each fixed beacon's hardware profile says it should do."""
+    profiles: dict[str, BeaconProfile] = {}
+    out = {}
+    for anchor in anchors:
+        if anchor.profile not in profiles:
+            profiles[anchor.profile] = load_beacon_profile(anchor.profile)
+        p = profiles[anchor.profile]
+        out[anchor.id] = Expectation(
+            p.advertising_interval_ms / 1000.0, p.battery_min_mv, p.battery_max_mv
+        )
+    return out

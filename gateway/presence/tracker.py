@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 from gateway.model import Position
 from gateway.presence.batch import BATCH_TRACK_MIN, search_batch, track_batch
 from gateway.presence.filter import Range, RssiFilter, distance_sigma, rssi_to_distance
-from gateway.presence.solve import FULL_SEARCH_EVERY_S, MAX_RANGES, METHODS, max_likelihood_fit
+from gateway.presence.grid import GridDevice, GridModel
+from gateway.presence.solve import (
+    FULL_SEARCH_EVERY_S,
+    MAX_RANGES,
+    METHODS,
+    max_likelihood_fit,
+    weighted_centroid,
+)
+from gateway.presence.survey import Survey
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +53,7 @@ class _Device:
     last_fix: tuple[float, float, float, int] | None = None  # x, y, power offset, level
     last_search: float = -math.inf  # last full multi-start search (max likelihood)
     last_position: Position | None = None  # what the console shows
+    grid: GridDevice | None = None  # method "grid": the map-aware forward filter
 
 
 class PresenceTracker:
@@ -57,6 +66,7 @@ class PresenceTracker:
         calibration: dict[str, tuple[float | None, float | None]] | None = None,
         receiver_levels: dict[str, int] | None = None,
         receiver_offsets: dict[str, float] | None = None,
+        grid: GridModel | None = None,
     ):
         self.settings = settings
         self.receivers = receivers
@@ -70,7 +80,13 @@ class PresenceTracker:
         self.calibration = calibration or {}
         self.devices: dict[str, _Device] = {}
         self.rejected: Counter[str] = Counter()
-        self._locate = METHODS[settings.method]
+        self._locate = METHODS.get(settings.method, weighted_centroid)
+        # method "grid": the walkable grid and radio map of every level (`gateway.pipeline`)
+        self.grid = grid if settings.method == "grid" else None
+        # Offsets learned online from the fixed beacons (`gateway.presence.selfcal`), dB:
+        # on top of everything else, at every receiver.
+        self.learned_offsets: dict[str, float] = {}
+        self.survey: Survey | None = None  # the site survey in use, if any
 
     def observe(
         self, device: str, receiver: str, t: float, rssi: float, measured_power: float | None
@@ -110,6 +126,12 @@ class PresenceTracker:
             )
         if not flt.update(t, rssi):
             self.rejected["rssi_outlier"] += 1
+        if self.grid is not None:
+            # the forward filter takes every raw reading (its likelihood is robust itself)
+            level = self.receiver_levels.get(receiver, 0)
+            if state.grid is None:
+                state.grid = self.grid.device(level)
+            state.grid.update(t, receiver, rssi - self.learned_offsets.get(receiver, 0.0), level)
         state.last_seen = max(state.last_seen, t)
         if t - state.last_solved < s.min_solve_interval_s:
             return False  # folded in; the next solve uses it
@@ -132,6 +154,7 @@ class PresenceTracker:
             power, exponent = self.calibration.get(receiver, (None, None))
             if power is None or s.measured_power_override is not None:
                 power = state.measured_power + self.receiver_offsets.get(receiver, 0.0)
+            power += self.learned_offsets.get(receiver, 0.0)
             n = exponent if exponent is not None else s.path_loss_exponent
             d = rssi_to_distance(flt.level, power, n)
             sigma = distance_sigma(d, flt.sigma, n)
@@ -166,6 +189,11 @@ class PresenceTracker:
     def _solve(
         self, device: str, t: float, ranges: list[Range], hint: tuple[float, float, float] | None
     ) -> tuple[float, float, float, float]:
+        state = self.devices[device]
+        if state.grid is not None:
+            estimate = state.grid.filter.estimate()
+            if estimate is not None:
+                return (*estimate, 0.0)
         if self.settings.method != "max_likelihood":
             x, y, uncertainty = self._locate(ranges)
             return x, y, uncertainty, 0.0
@@ -183,6 +211,8 @@ class PresenceTracker:
     ) -> Position:
         x, y, uncertainty, b = fit
         state = self.devices[device]
+        if state.grid is not None:
+            level = state.grid.level
         state.last_fix = (x, y, b, level)
         if self.settings.bounds is not None:
             min_x, min_y, max_x, max_y = self.settings.bounds
@@ -196,6 +226,9 @@ class PresenceTracker:
         if prepared is None:
             return None
         ranges, level, hint = prepared
+        grid = self.devices[device].grid
+        if grid is not None:
+            grid.move_to(level)  # refused away from stairs
         return self._finish(device, t, ranges, level, self._solve(device, t, ranges, hint))
 
     def positions_many(self, due: list[tuple[str, float]]) -> list[Position]:
@@ -239,6 +272,9 @@ class PresenceTracker:
                         self.devices[prepared[i][0]].last_search = prepared[i][1]
         out = []
         for i, (device, t, ranges, level, hint) in enumerate(prepared):
+            grid = self.devices[device].grid
+            if grid is not None:
+                grid.move_to(level)
             fit = fits.get(i)
             if fit is None and i in batched:
                 # the tracked fit did not explain the readings: the full search, exactly as

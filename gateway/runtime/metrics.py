@@ -335,6 +335,13 @@ def exposition(view: StatusView) -> str:
     )
     for anchor, pct in c.beacons_battery_pct.items():
         m("gateway_beacon_battery_percent", "gauge", "", pct, beacon=anchor)
+    out.family(
+        "gateway_receiver_offset_db",
+        "gauge",
+        "A receiver's offset learned online from the fixed beacons, dB (self-calibration).",
+    )
+    for receiver, offset in c.receiver_offsets_db.items():
+        m("gateway_receiver_offset_db", "gauge", "", offset, receiver=receiver)
     out.histogram(
         "gateway_decision_latency_seconds",
         "Seconds from the sighting to the offer decision it caused (wall clock at commit).",

@@ -26,6 +26,8 @@ class SourcesDoc(TypedDict):
     ble_adapters: dict[str, str]
     nfc_readers: dict[str, str]
     taps: int
+    # offsets learned from the fixed beacons (gateway.presence.selfcal), by receiver
+    receiver_offsets: dict[str, dict[str, float | int | bool]]
 
 
 class OutboxDoc(TypedDict):
@@ -115,6 +117,7 @@ class Counters:
     ble_adapters_up: dict[str, bool]  # every configured adapter, False until it scans
     beacons_ok: dict[str, bool]
     beacons_battery_pct: dict[str, float]  # only beacons that reported a battery voltage
+    receiver_offsets_db: dict[str, float]  # learned from the fixed beacons (self-calibration)
     inlet_dropped: int
     decision_latency: Histogram
     delivery_age: Histogram
@@ -155,6 +158,7 @@ class StatusView:
             "ble_adapters": {s.adapter: s.state for s in gateway.ble_sources},
             "nfc_readers": {s.reader: s.state for s in gateway.nfc_sources},
             "taps": gateway.pipeline.stats.taps,
+            "receiver_offsets": gateway.pipeline.selfcal.report(),
         }
 
     def outbox(self) -> OutboxDoc:
@@ -259,6 +263,10 @@ class StatusView:
                 anchor: pct
                 for anchor in sorted(gateway.pipeline.fleet.states)
                 if (pct := gateway.pipeline.fleet.report(anchor, 0.0).battery_pct) is not None
+            },
+            receiver_offsets_db={  # every receiver of the map: 0 until learned
+                r: gateway.pipeline.selfcal.learned.get(r, 0.0)
+                for r in sorted(gateway.store_map.receivers)
             },
             inlet_dropped=gateway.summary.dropped,
             decision_latency=gateway.decision_latency,

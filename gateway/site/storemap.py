@@ -36,7 +36,7 @@ from shapely import geometry
 from shapely.geometry.base import BaseGeometry
 from shapely.validation import explain_validity
 
-KINDS = ("floor", "zone", "gateway", "beacon", "wall")
+KINDS = ("floor", "zone", "gateway", "beacon", "wall", "obstacle", "stairs")
 # Ids travel into SVG ids, HTML, CSS selectors, JSON, MQTT payloads and log lines. A safe
 # alphabet keeps every one of those contexts boring: a map cannot carry markup in an id.
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
@@ -144,6 +144,9 @@ class StoreMap:
     floors: dict[int, BaseGeometry] = field(default_factory=dict)
     receiver_levels: dict[str, int] = field(default_factory=dict)
     walls: list[Wall] = field(default_factory=list)
+    # Map-aware tracking (method "grid"): (level, polygon) not walkable / where levels connect.
+    obstacles: list[tuple[int, BaseGeometry]] = field(default_factory=list)
+    stairs: list[tuple[int, BaseGeometry]] = field(default_factory=list)
     # Where the local origin is on Earth (longitude, latitude, WGS84) and the bearing of the
     # local +y axis in degrees from north: only for placing the store on a fleet map.
     wgs84_origin: tuple[float, float] | None = None
@@ -319,7 +322,7 @@ def _add_feature(store: StoreMap, feature: Any, index: int, file: str, seen: set
     level = props.get("level", 0)
     if isinstance(level, bool) or not isinstance(level, int) or not -10 <= level <= 200:
         raise MapError(file, where, "property 'level' must be an integer floor number")
-    if kind not in ("floor", "wall"):
+    if kind not in ("floor", "wall", "obstacle", "stairs"):
         if not isinstance(fid, str) or not fid:
             raise MapError(file, where, "needs a non-empty string property 'id'")
         if not ID_PATTERN.fullmatch(fid):
@@ -328,7 +331,7 @@ def _add_feature(store: StoreMap, feature: Any, index: int, file: str, seen: set
         if fid in seen:
             raise MapError(file, where, "duplicate id; ids must be unique in a map")
         seen.add(fid)
-    if kind in ("floor", "zone"):
+    if kind in ("floor", "zone", "obstacle", "stairs"):
         if shape.geom_type not in ("Polygon", "MultiPolygon"):
             raise MapError(file, where, f"a {kind} must be a Polygon or MultiPolygon")
         if not shape.is_valid:
@@ -341,6 +344,8 @@ def _add_feature(store: StoreMap, feature: Any, index: int, file: str, seen: set
         if level in store.floors:
             raise MapError(file, where, f"a second floor outline for level {level}; merge them")
         store.floors[level] = shape
+    elif kind in ("obstacle", "stairs"):  # not walkable (shelves); where levels connect
+        (store.obstacles if kind == "obstacle" else store.stairs).append((level, shape))
     elif kind == "wall":
         if shape.geom_type not in ("LineString", "MultiLineString"):
             raise MapError(file, where, "a wall must be a LineString or MultiLineString")

@@ -118,54 +118,35 @@ def test_bad_lines_are_reported_and_skipped() -> None:
 
 
 def _accuracy(*args: str) -> str:
-    """scripts/accuracy.py on the Kolakowski flat (6 receivers); its stdout."""
-    folder = shared_data("kolakowski-flat/anchors.csv").parent
-    named = [str(folder / a) if a.endswith(".csv") else a for a in args]
+    """scripts/accuracy.py over the shared real sets; its stdout."""
     result = subprocess.run(
         [
             sys.executable,
             str(REPO / "scripts" / "accuracy.py"),
-            "--receivers",
-            str(folder / "anchors.csv"),
-            *named,
+            "--data",
+            str(shared_data("kolakowski-flat/anchors.csv").parent.parent),
+            *args,
         ],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
         check=True,
     )
     return result.stdout
 
 
-def test_real_flat_with_calibration() -> None:
-    """Kolakowski flat (6 receivers, robot ground truth): the evaluator runs the locate code."""
-    stdout = _accuracy(
-        "--test",
-        "test_robot_df.csv",
-        "--calibration",
-        "calibration_df.csv",
-        "--floor",
-        "layout.csv",
-    )
-    means = {}
+def test_real_flat_with_survey() -> None:
+    """Kolakowski flat (6 receivers, robot ground truth), its calibration run as the survey:
+    the evaluator runs the locate code for each method, without and with the survey."""
+    stdout = _accuracy("--sets", "kolakowski", "--methods", "max_likelihood,nearest,grid")
+    medians = {}
     for line in stdout.splitlines():
         parts = line.split()
-        if parts and parts[0] in ("nominal", "calibrated"):
-            means[(parts[0], parts[1])] = float(parts[3])
-    assert len(means) == 8
-    # A flat of 9 × 7 m: calibrated multilateration must beat "nearest receiver".
-    assert means[("calibrated", "max_likelihood")] < 2.5
-    assert means[("calibrated", "least_squares")] < means[("calibrated", "nearest")]
-
-
-def test_real_flat_walk_scored_against_its_route() -> None:
-    """The person-carried walk has no per-sample truth, only its route: cross-track error."""
-    stdout = _accuracy("--test", "test_walk_df.csv", "--path", "path_reference.csv")
-    assert "cross-track" in stdout
-    rows = [x.split() for x in stdout.splitlines() if x.startswith("nominal")]
-    means = {parts[1]: float(parts[3]) for parts in rows}
-    counts = {parts[-1] for parts in rows}
-    assert set(means) == {"max_likelihood", "least_squares", "weighted_centroid", "nearest"}
-    assert counts == {"(n=876)"}  # one estimate per sample of the walk
-    # every estimate within ~1 m of the route on average: off-route fixes would show here
-    assert means["max_likelihood"] < 1.2
+        if parts and parts[0] in ("max_likelihood", "nearest", "grid"):
+            medians[(parts[0], parts[1])] = float(parts[2].rstrip("m"))
+            assert parts[5] == "719"  # one estimate per instant of the robot run
+    assert len(medians) == 6
+    # A flat of 9 × 7 m: the surveyed grid filter beats "nearest receiver" and the
+    # un-surveyed fit.
+    assert medians[("grid", "yes")] < medians[("nearest", "yes")]
+    assert medians[("grid", "yes")] < medians[("max_likelihood", "no")]

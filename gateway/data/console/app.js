@@ -100,6 +100,8 @@ function showState(state) {
     row(["outbox", outboxText(state.outbox)]),
     row(["MQTT", state.mqtt.enabled ? (state.mqtt.connected ? "connected" : "DISCONNECTED " + state.mqtt.last_error) : "off"]),
     row(["event loop lag", `${state.loop_lag_ms} ms`]),
+    ...Object.entries(state.sources.receiver_offsets || {}).map(([r, o]) =>
+      row([`offset ${r}`, `${o.offset_db > 0 ? "+" : ""}${o.offset_db} dB from fixed beacons, ${o.applied ? "applied" : `learning (${o.samples} readings)`}${o.at_bound ? " AT THE BOUND: check this receiver" : ""}`])),
   );
   const beacons = document.querySelector("#beacons tbody");
   beacons.replaceChildren(...Object.entries(state.beacons).map(([id, b]) =>
