@@ -70,7 +70,7 @@ class Console:
     calibration: CalibrationHelper = field(init=False)
     wording: Wording = field(init=False)
     wording_basis: tuple[object, object] = field(init=False)
-    titles: dict[tuple[str, str | None], str | None] = field(default_factory=dict)
+    titles: dict[tuple[str, str | None], str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.view = StatusView(self.gateway, self.runtime)
@@ -96,19 +96,23 @@ class Console:
         return self.wording
 
     def title_of(self, sku: str, profile_id: str | None) -> str | None:
-        """An item's title as the offer used it: the shopper's cart, else the stock list."""
+        """An item's title as the offer used it: the shopper's cart, else the stock list.
+        Titles found are remembered; an unknown item is looked up again next time (stock
+        may arrive by downlink meanwhile)."""
         key = (sku, profile_id)
-        if key not in self.titles:
-            identity = self.gateway.identity
-            cart = identity.cart(profile_id) if profile_id else []
-            title = next((i.title for i in cart if i.sku == sku and i.title), None)
-            if title is None:
-                stock = identity.stock(sku)
-                title = stock.title if stock is not None and stock.title else None
+        if key in self.titles:
+            return self.titles[key]
+        identity = self.gateway.identity
+        cart = identity.cart(profile_id) if profile_id else []
+        title = next((i.title for i in cart if i.sku == sku and i.title), None)
+        if title is None:
+            stock = identity.stock(sku)
+            title = stock.title if stock is not None and stock.title else None
+        if title is not None:
             if len(self.titles) >= MAX_TITLES:
                 self.titles.clear()
             self.titles[key] = title
-        return self.titles[key]
+        return title
 
     # --- pages --------------------------------------------------------------------------
 
@@ -182,24 +186,22 @@ class Console:
         return web.json_response(self.state())
 
     async def api_events(self, request: web.Request) -> web.Response:
+        return web.json_response(self._recent(request))
+
+    def _recent(self, request: web.Request) -> list[dict[str, Any]]:
+        """The last `limit` events of `kind` (all kinds without one), oldest first."""
+        kind = request.query.get("kind", "")
         try:
             limit = max(1, min(MAX_EVENTS, int(request.query.get("limit", "100"))))
         except ValueError:
             raise web.HTTPBadRequest(text="limit: expected a number") from None
-        return web.json_response(self._recent(request)[-limit:])
-
-    def _recent(self, request: web.Request) -> list[dict[str, Any]]:
-        kind = request.query.get("kind", "")
-        return [e for e in self.hub.events if not kind or e["type"].startswith(_prefix(kind))]
+        events = [e for e in self.hub.events if not kind or e["type"].startswith(_prefix(kind))]
+        return events[-limit:]
 
     async def api_feed(self, request: web.Request) -> web.Response:
         """The recent events as the page lists them: sentences in store time."""
-        try:
-            limit = max(1, min(MAX_EVENTS, int(request.query.get("limit", "100"))))
-        except ValueError:
-            raise web.HTTPBadRequest(text="limit: expected a number") from None
-        events = self._recent(request)[-limit:]
-        return web.json_response([self.words().line(e).as_dict() for e in events])
+        words = self.words()
+        return web.json_response([words.line(e).as_dict() for e in self._recent(request)])
 
     async def api_stream(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(
