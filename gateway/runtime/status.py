@@ -191,6 +191,10 @@ class StatusView:
             for anchor, state in pipeline.fleet.states.items()
         }
 
+    def beacon_intervals(self) -> dict[str, float | None]:
+        """Each fixed beacon's advertising interval as heard here (None: not heard yet)."""
+        return {a: s.interval for a, s in self._gateway.pipeline.fleet.states.items()}
+
     def devices(self) -> list[DeviceDoc]:
         """Every tracked shopper device with a position, by pseudonym."""
         pipeline = self._gateway.pipeline

@@ -106,6 +106,7 @@ def plan_scene(
         "margin": MARGIN,
         "top": TITLE,
         "levels": levels,
+        "panel_h": panel_h,  # the legend is below: live markers stay above it
     }
     scene.shapes.append(Shape("rect", ((0, 0), (scene.width, scene.height)), fill="#ffffff"))
     for panel, level in enumerate(levels):

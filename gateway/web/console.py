@@ -13,10 +13,11 @@ JSON endpoints (all GET unless noted; documented in docs/console.md):
   /api/plan                 {"svg", "projection", "zones", "beacons", "gateways"}
   /api/state                positions, occupancy, beacons, sources, outbox, MQTT, clock
   /api/events?kind=K&limit= recent events (CloudEvents, as sent upstream), newest last
-  /api/events/stream        SSE: "event" per pipeline event, "state" every second
+  /api/feed?kind=K&limit=   the same events as sentences in store time (`wording`)
+  /api/events/stream        SSE: "event" per pipeline event, "state" every second;
+                            with ?view=lines a "line" (a `wording.Line`) instead of "event"
   /api/health               the doctor's checks
-  /api/calibration          GET progress; POST {"beacon","distance","seconds"} starts;
-  /api/calibration/save     POST: save the finished measurement
+  /api/calibration/...      the calibration helper (`calibrate`)
 """
 
 from __future__ import annotations
@@ -28,22 +29,22 @@ from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from gateway.clock import Clock
-from gateway.decode import ble as decode
 from gateway.model import Advert
-from gateway.presence import calibration
 from gateway.resources import data_file
 from gateway.runtime.gateway import Gateway
 from gateway.runtime.metrics import Runtime
 from gateway.runtime.status import StatusView
 from gateway.site.render import plan_scene, to_svg
-from gateway.store import calibration as calibration_file
 from gateway.web.access import Access, escape, fill
+from gateway.web.calibrate import CalibrationHelper
+from gateway.web.wording import Wording
 
 MAX_EVENTS = 500
+MAX_TITLES = 1000  # item titles remembered for the event list
 
 
 @dataclass(slots=True)
@@ -61,34 +62,58 @@ class Hub:
 
 
 @dataclass(slots=True)
-class CalibrationRun:
-    calibrator: calibration.Calibrator
-    identity: str
-    clock: Clock
-    started: float  # monotonic: the run's length is a duration
-    seconds: float
-    series: deque[tuple[float, str, int]] = field(default_factory=lambda: deque(maxlen=600))
-    saved: str = ""
-
-    @property
-    def done(self) -> bool:
-        return self.elapsed() >= self.seconds
-
-    def elapsed(self) -> float:
-        return self.clock.monotonic() - self.started
-
-
-@dataclass(slots=True)
 class Console:
     gateway: Gateway
     runtime: Runtime
     hub: Hub
     access: Access
-    run: CalibrationRun | None = None
     view: StatusView = field(init=False)
+    calibration: CalibrationHelper = field(init=False)
+    wording: Wording = field(init=False)
+    wording_basis: tuple[object, object] = field(init=False)
+    titles: dict[tuple[str, str | None], str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.view = StatusView(self.gateway, self.runtime)
+        self.calibration = CalibrationHelper(self.gateway, self.view)
+        self.wording = self._wording()
+        self.wording_basis = (self.gateway.store_map, self.gateway.config)
+
+    def _wording(self) -> Wording:
+        config = self.gateway.config
+        return Wording(
+            ZoneInfo(config.gateway.timezone),
+            {z.id: z.name for z in self.gateway.store_map.zones},
+            {r: t.zone for r, t in config.nfc.touchpoints.items()},
+            self.title_of,
+        )
+
+    def words(self) -> Wording:
+        """The store's wording, made again when a reload (SIGHUP) brought a new map or config."""
+        basis = (self.gateway.store_map, self.gateway.config)
+        if any(new is not old for new, old in zip(basis, self.wording_basis, strict=True)):
+            self.wording, self.wording_basis = self._wording(), basis
+            self.titles.clear()
+        return self.wording
+
+    def title_of(self, sku: str, profile_id: str | None) -> str | None:
+        """An item's title as the offer used it: the shopper's cart, else the stock list.
+        Titles found are remembered; an unknown item is looked up again next time (stock
+        may arrive by downlink meanwhile)."""
+        key = (sku, profile_id)
+        if key in self.titles:
+            return self.titles[key]
+        identity = self.gateway.identity
+        cart = identity.cart(profile_id) if profile_id else []
+        title = next((i.title for i in cart if i.sku == sku and i.title), None)
+        if title is None:
+            stock = identity.stock(sku)
+            title = stock.title if stock is not None and stock.title else None
+        if title is not None:
+            if len(self.titles) >= MAX_TITLES:
+                self.titles.clear()
+            self.titles[key] = title
+        return title
 
     # --- pages --------------------------------------------------------------------------
 
@@ -168,23 +193,35 @@ class Console:
         return web.json_response(self.state())
 
     async def api_events(self, request: web.Request) -> web.Response:
+        return web.json_response(self._recent(request))
+
+    def _recent(self, request: web.Request) -> list[dict[str, Any]]:
+        """The last `limit` events of `kind` (all kinds without one), oldest first."""
         kind = request.query.get("kind", "")
         try:
             limit = max(1, min(MAX_EVENTS, int(request.query.get("limit", "100"))))
         except ValueError:
             raise web.HTTPBadRequest(text="limit: expected a number") from None
         events = [e for e in self.hub.events if not kind or e["type"].startswith(_prefix(kind))]
-        return web.json_response(events[-limit:])
+        return events[-limit:]
+
+    async def api_feed(self, request: web.Request) -> web.Response:
+        """The recent events as the page lists them: sentences in store time."""
+        words = self.words()
+        return web.json_response([words.line(e).as_dict() for e in self._recent(request)])
 
     async def api_stream(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"}
         )
+        lines = request.query.get("view") == "lines"
         await response.prepare(request)
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
         self.hub.subscribers.add(queue)
         try:
             async for name, body in self._stream_items(queue):
+                if lines and name == "event":
+                    name, body = "line", self.words().line(body).as_dict()
                 await response.write(f"event: {name}\ndata: {json.dumps(body)}\n\n".encode())
         except (ConnectionResetError, asyncio.CancelledError):
             pass
@@ -214,92 +251,8 @@ class Console:
         checks = await asyncio.to_thread(run_checks, config_file, self.gateway.clock, 3.0)
         return web.json_response([c.as_dict() for c in checks if c.name != "daemon"])
 
-    # --- calibration --------------------------------------------------------------------
-
     def on_advert(self, advert: Advert) -> None:
-        run = self.run
-        if run is None or run.done:
-            return
-        frame, _reason = decode.decode_advert(advert)
-        if frame is not None and frame.identity == run.identity:
-            run.calibrator.add(advert.receiver, advert.rssi)
-            run.series.append((round(run.elapsed(), 2), advert.receiver, advert.rssi))
-
-    async def calibration_status(self, request: web.Request) -> web.Response:
-        run = self.run
-        if run is None:
-            return web.json_response({"running": False})
-        result = run.calibrator.result()
-        return web.json_response(
-            {
-                "running": not run.done,
-                "beacon": run.calibrator.beacon,
-                "elapsed_s": round(min(run.elapsed(), run.seconds), 1),
-                "seconds": run.seconds,
-                "readings": run.calibrator.count(),
-                "series": list(run.series)[-300:],
-                "result": None
-                if result is None
-                else {
-                    "receiver": result.receiver,
-                    "samples": result.samples,
-                    "median_dbm": result.median_dbm,
-                    "spread_db": result.spread_db,
-                    "measured_power_dbm": result.measured_power_dbm,
-                    "offset_db": result.offset_db,
-                    "problems": result.problems(),
-                },
-                "saved": run.saved,
-            }
-        )
-
-    async def calibration_start(self, request: web.Request) -> web.Response:
-        from gateway.site.hardware import load_beacon_profile
-
-        try:
-            body = await request.json()
-            beacon, distance = str(body["beacon"]), float(body.get("distance", 1.0))
-            seconds = float(body.get("seconds", 30.0))
-        except (ValueError, KeyError, TypeError):
-            raise web.HTTPBadRequest(
-                text='{"error": "expected beacon, distance, seconds"}',
-                content_type="application/json",
-            ) from None
-        anchor = next((a for a in self.gateway.store_map.anchors if a.id == beacon), None)
-        if anchor is None or not 0 < distance <= 20 or not 5 <= seconds <= 300:
-            raise web.HTTPBadRequest(
-                text='{"error": "unknown beacon or out-of-range values"}',
-                content_type="application/json",
-            )
-        profile = load_beacon_profile(anchor.profile)
-        self.run = CalibrationRun(
-            calibration.Calibrator(
-                anchor.id, distance, profile.measured_power_dbm, profile.path_loss_exponent
-            ),
-            anchor.identity,
-            self.gateway.clock,
-            self.gateway.clock.monotonic(),
-            seconds,
-        )
-        return web.json_response({"started": True, "beacon": anchor.id})
-
-    async def calibration_save(self, request: web.Request) -> web.Response:
-        run = self.run
-        result = None if run is None else run.calibrator.result()
-        if run is None or not run.done or result is None:
-            raise web.HTTPConflict(
-                text='{"error": "no finished measurement to save"}', content_type="application/json"
-            )
-        if result.problems():
-            raise web.HTTPConflict(
-                text=json.dumps({"error": "; ".join(result.problems())}),
-                content_type="application/json",
-            )
-        path = calibration_file.save(
-            self.gateway.config.state_path, result, self.gateway.clock.wall()
-        )
-        run.saved = str(path)
-        return web.json_response({"saved": str(path), "offset_db": result.offset_db})
+        self.calibration.on_advert(advert)
 
 
 def _prefix(kind: str) -> str:
@@ -322,6 +275,5 @@ def add_console(app: web.Application, console: Console) -> None:
     r.add_get("/api/events", console.api_events)
     r.add_get("/api/events/stream", console.api_stream)
     r.add_get("/api/health", console.api_health)
-    r.add_get("/api/calibration", console.calibration_status)
-    r.add_post("/api/calibration", console.calibration_start)
-    r.add_post("/api/calibration/save", console.calibration_save)
+    r.add_get("/api/feed", console.api_feed)
+    console.calibration.add_routes(app)

@@ -403,7 +403,7 @@ async def test_behind_a_trusted_tls_proxy(tmp_path: Path, clock: PinnedClock) ->
             sid = reply.cookies["gw_session"]
             client.cookies.set("gw_session", sid)
             csrf = (await client.get(f"{daemon.url}/api/session")).json()["csrf"]
-            body = {"beacon": "bcn-counter", "distance": 1.0, "seconds": 5}
+            body = {"beacon": "bcn-counter", "distance": 1.0, "seconds": 20}
             post = await client.post(
                 f"{daemon.url}/api/calibration",
                 json=body,

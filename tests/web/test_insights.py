@@ -48,7 +48,7 @@ async def test_insights_in_the_browser(daemon: Daemon) -> None:
             driver.find_element(By.ID, "password").send_keys("shop-floor-2026")
             driver.find_element(By.ID, "login").click()
             _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "a.insights-link"))
-            driver.find_element(By.CSS_SELECTOR, "a.insights-link").click()
+            driver.find_element(By.CSS_SELECTOR, "a.insights-link[href='/insights']").click()
             _wait(driver, lambda d: d.find_elements(By.ID, "funnel-entered"))
             driver.get(f"{daemon.url}/insights?days=1")
             _wait(driver, lambda d: d.find_elements(By.ID, "funnel-entered"))

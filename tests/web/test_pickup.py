@@ -58,7 +58,7 @@ async def daemon(tmp_path: Path, clock: PinnedClock) -> AsyncIterator[Daemon]:
                     break
             await asyncio.sleep(0.05)
     try:
-        yield Daemon(url, service, go, tmp_path / "state")
+        yield Daemon(url, service, go, tmp_path / "state", asyncio.Event())
     finally:
         service.stop.set()
         await asyncio.wait_for(task, 30)
