@@ -39,6 +39,8 @@ from gateway.presence.tracker import PresenceSettings, PresenceTracker
 from gateway.site.hardware import BeaconProfile, load_beacon_profile
 from gateway.site.storemap import StoreMap
 from gateway.store.calibration import receiver_offsets
+from gateway.zones import handover
+from gateway.zones.handover import HandedOver
 from gateway.zones.tracker import ZoneTracker
 
 
@@ -90,6 +92,8 @@ class PipelineStats:
     offers_issued: int = 0
     redemptions: int = 0
     taps_rejected: Counter[str] = field(default_factory=Counter)
+    not_owned: int = 0  # shopper sightings left to their owner gateway (work sharing)
+    taken_over: int = 0  # devices continued from their previous owner's state
 
 
 class Pipeline:
@@ -133,6 +137,10 @@ class Pipeline:
         self.rpas = RpaResolver()
         # Shopper sightings to share with peer gateways ([mqtt] share_sightings), else None.
         self.share: Callable[[Advert], None] | None = None
+        # Work sharing in a fleet (`gateway.sync.ownership`): is this gateway the device's
+        # owner? None: no fleet, every device is ours. Peers' latest state of their devices.
+        self.owns: Callable[[str], bool] | None = None
+        self.handed_over: dict[str, HandedOver] = {}
         self._eid_checked = 0.0
         self.reload_identities()
 
@@ -276,6 +284,8 @@ class Pipeline:
             self.stats.anchor_adverts[anchor] += 1
             self.fleet.seen(anchor, advert.address, advert.t)
             return events, None
+        if self.owns is not None and not self._owned(device, advert):
+            return events, None
         alias = self.visit_aliases.get(device)
         if alias is not None:
             device = alias
@@ -320,12 +330,35 @@ class Pipeline:
         if profile_id is None:
             return []
         device = f"profile:{profile_id}"
+        if self.owns is not None and not self._owned(device, advert):
+            return []
         events: list[PipelineEvent] = []
         if device not in self.profiles:
             self.profiles[device] = profile_id
             events.append(IdentityMatch(device, advert.t, "rpa", profile_id))
         events.extend(self._track(device, advert, None))
         return events
+
+    # --- work sharing ------------------------------------------------------------------------
+
+    def _owned(self, device: str, advert: Advert) -> bool:
+        """Ours to solve? If not, only forward it to the owner; if it has just become ours,
+        go on from the state its previous owner published."""
+        assert self.owns is not None
+        if not self.owns(device):
+            self.stats.not_owned += 1
+            if self.share is not None:
+                self.share(advert)
+            return False
+        if device not in self.visit_aliases and device not in self.profiles:
+            state = self.handed_over.pop(device, None)
+            if state is not None:
+                if state.tracked != device:
+                    self.visit_aliases[device] = state.tracked
+                self.profiles[state.tracked] = state.profile
+                handover.adopt(self.zones, state)
+                self.stats.taken_over += 1
+        return True
 
     def _resolve(self, device: str, t: float) -> IdentityMatch:
         kind, value = device.split(":", 1)

@@ -64,6 +64,7 @@ class ShareBuffer:
 
     adverts: list[Advert] = field(default_factory=list)
     dropped: int = 0
+    last_sent: float = float("-inf")
 
     def add(self, advert: Advert) -> None:
         if is_peer(advert):
@@ -81,7 +82,11 @@ class ShareBuffer:
         newest = max(a.t for a in self.adverts)
         fresh = [a for a in self.adverts if a.t >= newest - PEER_MAX_AGE_S]
         self.adverts = []
-        return encode(topic, key, fresh, sent_at=now)
+        # Strictly increasing, or a peer takes the next batch for a replay: the time `now`
+        # comes from may stand still between two batches (sightings at one instant).
+        sent_at = max(now, self.last_sent + 1e-3)
+        self.last_sent = sent_at
+        return encode(topic, key, fresh, sent_at=sent_at)
 
 
 class PeerTopic(NamedTuple):

@@ -212,11 +212,19 @@ async def test_two_gateways_fuse_each_others_receivers(tmp_path: Path, clock: Pi
     assert sniffed and all(b"C0:FF:EE" not in p and b"address" not in p for p in sniffed)
     anchors_uuid = "0f1e2d3c4b5a49788695a4b3c2d1e0f9"
     assert all(anchors_uuid not in p.decode() for p in sniffed)
-    # B's own two receivers sit at the back; with A's it places Alice at the entrance and
-    # makes the same offer the single-gateway demo makes.
-    issued = gw_b.pipeline.stats.offers_issued
-    assert issued == 1, gw_b.pipeline.stats.decisions
-    assert gw_b.pipeline.stats.zone_events["enter"] >= 4
+    # Work sharing: both know the fleet, one of them owns Alice. The owner fuses both halves
+    # of the receivers (the other forwards what it hears of her) and makes the same offer the
+    # single-gateway demo makes; store-wide it is made once.
+    assert gw_a.fleet_work is not None and gw_b.fleet_work is not None
+    assert gw_a.fleet_work.fleet.live == gw_b.fleet_work.fleet.live == {"gw-a", "gw-b"}
+    alice = ALICE + ":100:1"  # her device: the iBeacon UUID, major and minor
+    owner_id = gw_a.fleet_work.fleet.owner(alice)
+    assert gw_b.fleet_work.fleet.owner(alice) == owner_id
+    owner, other = (gw_a, gw_b) if owner_id == "gw-a" else (gw_b, gw_a)
+    assert owner.pipeline.stats.offers_issued == 1, owner.pipeline.stats.decisions
+    assert other.pipeline.stats.offers_issued == 0, other.pipeline.stats.decisions
+    assert owner.pipeline.stats.zone_events["enter"] >= 4
+    assert other.pipeline.stats.not_owned > 0
     gw_a.close()
     gw_b.close()
 
