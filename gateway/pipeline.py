@@ -219,7 +219,7 @@ class Pipeline:
         if shopper is not None:
             device, power = shopper
             events.extend(self._track(device, advert, power))
-            if self.share is not None:
+            if self.share is not None and self.owns is None:
                 self.share(advert)
         return events
 
@@ -245,7 +245,7 @@ class Pipeline:
             device, power = shopper
             if self.presence.fold(device, advert.receiver, advert.t, advert.rssi, power):
                 due[device] = advert.t
-            if self.share is not None:
+            if self.share is not None and self.owns is None:  # in a fleet: what we own stays
                 self.share(advert)
         if due:
             events.extend(self._solve_due(due))

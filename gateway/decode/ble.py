@@ -20,8 +20,8 @@ Formats (field layouts from the public specifications):
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 from gateway.model import (
     Advert,
@@ -252,11 +252,12 @@ def decode_advert(advert: Advert) -> tuple[Frame | None, str]:
 # Adverts repeat (a beacon sends the same bytes ten times a second; 2,315 distinct payloads
 # among 27,697 real captures), so the decode of a raw payload is cached on its bytes, as Home
 # Assistant's parser does. Frames are immutable, so a cached one is safe to hand out again.
+# The cache is a dict whose `__getitem__` is the decoder: a hit is one dict lookup in C, with
+# no Python frame (functools.lru_cache wraps a bytes argument in a key tuple on every call).
 DECODE_CACHE_SIZE = 4096
 
 
-@lru_cache(maxsize=DECODE_CACHE_SIZE)
-def decode_payload(payload: bytes) -> tuple[Frame | None, str]:
+def _decode_payload(payload: bytes) -> tuple[Frame | None, str]:
     """Raw advertising data → (frame, "" or `ad_trailing_garbage`) or (None, reason)."""
     fields, note = parse_ad(payload)
     if fields is None:
@@ -266,6 +267,23 @@ def decode_payload(payload: bytes) -> tuple[Frame | None, str]:
         # Garbage after the whole structures most likely cut the beacon's own structure.
         return None, "ad_truncated" if note else reason
     return frame, note
+
+
+class DecodeCache(dict[bytes, tuple[Frame | None, str]]):
+    """Decoded payloads by their raw bytes, bounded (emptied when full: cheap, and the
+    payloads of the devices present come back within a second)."""
+
+    def __missing__(self, payload: bytes) -> tuple[Frame | None, str]:
+        decoded = _decode_payload(payload)
+        if len(self) >= DECODE_CACHE_SIZE:
+            self.clear()
+        self[payload] = decoded
+        return decoded
+
+
+DECODE_CACHE = DecodeCache()
+# Raw advertising data (bytes) → (frame, "" or `ad_trailing_garbage`) or (None, reason).
+decode_payload: Callable[[bytes], tuple[Frame | None, str]] = DECODE_CACHE.__getitem__
 
 
 def company_of(payload: bytes) -> int | None:
