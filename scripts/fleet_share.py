@@ -37,11 +37,13 @@ SLICE_S = 0.2
 def _gateways(config_file: Path, n: int, workdir: Path) -> list[Gateway]:
     base = config_file.read_text()
     state = config_file.parent / "state"
+    pristine = config_file.parent / "state-before-runs"  # offers and decisions not yet made
     out = []
     for i in range(n):
         folder = workdir / f"gw-{i}"
         shutil.rmtree(folder, ignore_errors=True)
-        shutil.copytree(state, folder, ignore=shutil.ignore_patterns("*.lock"))
+        source = pristine if pristine.exists() else state
+        shutil.copytree(source, folder, ignore=shutil.ignore_patterns("*.lock"))
         text = base.replace(f"state_dir = '{state}'", f"state_dir = '{folder}'")
         text = text.replace("[gateway]\n", f"[gateway]\nid = 'gw-{i}'\n", 1)
         if n > 1:
