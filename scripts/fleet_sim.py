@@ -160,7 +160,22 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--host")
     parser.add_argument("--port", type=int, default=1883)
+    parser.add_argument(
+        "--share-work",
+        action="store_true",
+        help="instead: N gateways sharing one busy store's work (scripts/fleet_share.py)",
+    )
     args = parser.parse_args()
+    if args.share_work:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import bench
+        import fleet_share
+
+        workdir = Path(tempfile.mkdtemp(prefix="fleet-share-"))
+        print("preparing the busy store (100k profiles, 500 phones, 200 zones) ...", flush=True)
+        config_file, trace = bench.busy_state(workdir)
+        fleet_share.sweep(config_file, trace, args.gateways, workdir / "fleet")
+        return 0
     broker = None
     host, port = args.host, args.port
     if host is None:

@@ -19,18 +19,32 @@ def _cmd_decode(args: argparse.Namespace) -> int:
     from gateway.decode.ble import decode_payload
     from gateway.decode.frames import frame_json
 
+    # Payloads repeat: each distinct input line is decoded and encoded once (bounded memory),
+    # and output is written in blocks rather than one write per line.
+    seen: dict[str, str] = {
+        "": json.dumps({"frame": None, "reason": "empty"}) + "\n",
+    }
+    not_hex = json.dumps({"frame": None, "reason": "not_hex"}) + "\n"
+    out: list[str] = []
+    write = sys.stdout.write
     for raw in sys.stdin:  # exactly one output line per input line, blank ones included
         text = raw.strip()
-        if not text:
-            print(json.dumps({"frame": None, "reason": "empty"}))
-            continue
-        try:
-            payload = bytes.fromhex(text)
-        except ValueError:
-            print(json.dumps({"frame": None, "reason": "not_hex"}), flush=False)
-            continue
-        frame, reason = decode_payload(payload)
-        print(json.dumps(frame_json(frame, reason)))
+        line = seen.get(text)
+        if line is None:
+            try:
+                payload = bytes.fromhex(text)
+            except ValueError:
+                line = not_hex
+            else:
+                line = json.dumps(frame_json(*decode_payload(payload))) + "\n"
+            if len(seen) >= 65536:
+                seen = {"": seen[""]}
+            seen[text] = line
+        out.append(line)
+        if len(out) >= 4096:
+            write("".join(out))
+            out.clear()
+    write("".join(out))
     return 0
 
 
@@ -38,7 +52,7 @@ def _cmd_locate(args: argparse.Namespace) -> int:
     """Sightings on stdin → one position estimate per device per instant on stdout."""
     from gateway.config.sections import load_config
     from gateway.ops.locate import LocateStats, locate, make_tracker
-    from gateway.pipeline import load_survey
+    from gateway.pipeline.tracking import load_survey
     from gateway.site.storemap import MapError, load_map
     from gateway.zones.tracker import ZoneTracker
 

@@ -3,7 +3,8 @@
 A stable interface: conformance checks drive it. Field names follow the specifications:
 uuid (8-4-4-4-12, lower case), major, minor, tx_power (dBm, as carried: at 1 m for iBeacon
 and AltBeacon, at 0 m for Eddystone), namespace and instance (hex), url, voltage (mV),
-temperature (°C), adv_count, sec_count (0.1 s units) and uptime (s), eid (hex).
+temperature (°C), adv_count, sec_count (0.1 s units) and uptime (s), eid (hex); `note` when
+a frame was decoded from the whole leading structures of a payload with trailing garbage.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ def frame_json(frame: Frame | None, reason: str) -> dict[str, Any]:
     if frame is None:
         return {"frame": None, "reason": reason}
     out: dict[str, Any] = {"frame": frame.kind}
+    if reason:  # decoded all the same, with a remark (ad_trailing_garbage)
+        out["note"] = reason
     if isinstance(frame, IBeacon):
         out |= {
             "uuid": frame.uuid,

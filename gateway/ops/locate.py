@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.config.sections import Config
-from gateway.pipeline import tracker_for
+from gateway.pipeline.tracking import tracker_for
 from gateway.presence.survey import Survey
 from gateway.presence.tracker import PresenceTracker
 from gateway.site.hardware import load_beacon_profile

@@ -8,7 +8,7 @@ from pathlib import Path
 from gateway.config.sections import Config
 from gateway.decode import ble as decode
 from gateway.model import Advert
-from gateway.pipeline import tracker_for
+from gateway.pipeline.tracking import tracker_for
 from gateway.site.hardware import load_beacon_profile
 from gateway.site.render import Track
 from gateway.site.storemap import StoreMap

@@ -5,5 +5,5 @@ from its ranges (the scalar reference solvers), `batch` is their numpy twin for 
 once, `tracker` keeps each device's state and decides when to solve, `calibration` fits a
 receiver's offset from a calibration measurement, `fleet` watches the fixed beacons' health.
 Nothing here does I/O: the calibration file is `gateway.store.calibration`, and
-`gateway.pipeline.tracker_for` builds a tracker from the config.
+`gateway.pipeline.tracking.tracker_for` builds a tracker from the config.
 """

@@ -1,6 +1,6 @@
 """The grid model of a store for map-aware tracking: walkable cells per level from the map,
 and each receiver's expected RSSI over them (the survey's radio map, else log-distance).
-Pure: `gateway.pipeline.tracker_for` hands in the parsed map and survey."""
+Pure: `gateway.pipeline.tracking.tracker_for` hands in the parsed map and survey."""
 
 from __future__ import annotations
 

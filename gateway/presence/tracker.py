@@ -2,7 +2,8 @@
 
 Pure and synchronous: the tracker is fed sightings with their own timestamps and answers
 with positions; time only moves when a caller says so (`expire`). Nothing here does I/O:
-the receivers' calibration offsets come in as data (`gateway.pipeline.tracker_for` reads them).
+the receivers' calibration offsets come in as data (read by
+`gateway.pipeline.tracking.tracker_for`).
 """
 
 from __future__ import annotations

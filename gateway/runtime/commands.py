@@ -71,6 +71,13 @@ class Commands:
             if gateway.config.mqtt.peer_sightings:
                 self.on_peer_sightings(incoming.name, payload)
             return
+        if incoming.kind in (Inbound.STATUS, Inbound.HANDOVER):
+            fleet = gateway.fleet_work
+            if fleet is not None and incoming.kind is Inbound.STATUS:
+                fleet.on_status(incoming.name, topic, payload)
+            elif fleet is not None:
+                fleet.on_handover(incoming.name, topic, payload)
+            return
         name = incoming.name
         mqtt = gateway.config.mqtt
         key = bytes.fromhex(mqtt.downlink_key)

@@ -29,6 +29,7 @@ from gateway.offers.rules import PickupDiscountSection
 from gateway.pipeline import Pipeline
 from gateway.runtime.commands import Commands
 from gateway.runtime.commit import EventSink, Item, Queued, RunSummary, ShopFloor, UnitOfWork
+from gateway.runtime.fleet import FleetWork
 from gateway.runtime.metrics import DECISION_BUCKETS, DELIVERY_BUCKETS, Histogram
 from gateway.runtime.reload import plan_reload
 from gateway.sinks.terminal import ConsoleReporter
@@ -98,6 +99,9 @@ class Gateway:
         if config.mqtt.share_sightings:
             self.share = ShareBuffer()
             self.pipeline.share = self.share.add
+        self.fleet_work: FleetWork | None = None  # one owner per shopper device (work sharing)
+        if config.mqtt.share_sightings and config.mqtt.peer_sightings:
+            self.fleet_work = FleetWork(self)
         self.ble_sources: list[BleSource] = []
         self.nfc_sources: list[NfcSource] = []
         self.sources_up = asyncio.Event()  # set each time a radio source comes up
@@ -244,6 +248,9 @@ class Gateway:
                 return [] if payload is None else [Publication(topics.sightings, payload, 0)]
 
             feeds.append(sightings)
+        fleet_work = self.fleet_work
+        if fleet_work is not None:
+            feeds.append(lambda: fleet_work.publications(topics))
         display = self.shop_floor.display
         if display is not None:
 

@@ -82,10 +82,11 @@ class ShareBuffer:
         newest = max(a.t for a in self.adverts)
         fresh = [a for a in self.adverts if a.t >= newest - PEER_MAX_AGE_S]
         self.adverts = []
-        # Strictly increasing: peers refuse a batch not newer than the last one, and two
-        # takes can see the same time (a replay's store time, a coarse or pinned clock).
-        self.last_sent = max(now, self.last_sent + 0.001)
-        return encode(topic, key, fresh, sent_at=self.last_sent)
+        # Strictly increasing, or a peer takes the next batch for a replay: the time `now`
+        # comes from may stand still between two batches (sightings at one instant).
+        sent_at = max(now, self.last_sent + 1e-3)
+        self.last_sent = sent_at
+        return encode(topic, key, fresh, sent_at=sent_at)
 
 
 class PeerTopic(NamedTuple):

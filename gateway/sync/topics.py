@@ -33,6 +33,8 @@ class Inbound(StrEnum):
     SIGHTINGS = "sightings"  # a peer gateway's shopper sightings
     DOCUMENT = "document"  # a signed document for the store or for this gateway
     COMMAND = "command"  # a signed command for this gateway
+    STATUS = "status"  # a gateway's retained birth/will (fleet membership)
+    HANDOVER = "handover"  # a peer's state of the devices it owns (work sharing)
 
 
 class Incoming(NamedTuple):
@@ -95,8 +97,17 @@ class Topics:
         )
 
     @property
+    def handover(self) -> str:
+        return f"{self.base}/handover"
+
+    @property
     def peer_sightings_filter(self) -> str:
         return f"{self.prefix}/{self.store}/+/sightings"
+
+    @property
+    def fleet_filters(self) -> list[str]:
+        """Work sharing: the store's gateways' statuses and their devices' hand-over state."""
+        return [f"{self.prefix}/{self.store}/+/status", f"{self.prefix}/{self.store}/+/handover"]
 
     @property
     def downlink_filters(self) -> list[str]:
@@ -112,6 +123,12 @@ class Topics:
         if matches(self.peer_sightings_filter, topic):
             peer = topic.split("/")[-2]
             return Incoming(Inbound.SIGHTINGS, peer) if peer else None
+        for kind, topic_filter in zip(
+            (Inbound.STATUS, Inbound.HANDOVER), self.fleet_filters, strict=True
+        ):
+            if matches(topic_filter, topic):
+                peer = topic.split("/")[-2]
+                return Incoming(kind, peer) if peer else None
         store_docs, own_docs, commands = self.downlink_filters
         if matches(store_docs, topic) or matches(own_docs, topic):
             return Incoming(Inbound.DOCUMENT, name)

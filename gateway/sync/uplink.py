@@ -40,6 +40,7 @@ from gateway.clock import Clock
 from gateway.config.edges import MqttSection
 from gateway.config.sections import Config
 from gateway.store.outbox import Outbox, QueuedEvent
+from gateway.sync.ownership import status_signature
 from gateway.sync.topics import LocalFeed, Topics
 
 log = logging.getLogger(__name__)
@@ -165,18 +166,20 @@ class Uplink:
         return Topics(self.config.mqtt.topic_prefix, g.store, g.id)
 
     def _status(self, state: str) -> bytes:
-        return json.dumps(
-            {
-                "state": state,
-                "gateway": self.config.gateway.id,
-                "store": self.config.gateway.store,
-                "version": __version__,
-                "started_at": self.started,
-                "uptime_s": round(self.clock.wall() - self.started, 1),
-                "config_hash": config_hash(self.config),
-            },
-            separators=(",", ":"),
-        ).encode()
+        status: dict[str, object] = {
+            "state": state,
+            "gateway": self.config.gateway.id,
+            "store": self.config.gateway.store,
+            "version": __version__,
+            "started_at": self.started,
+            "uptime_s": round(self.clock.wall() - self.started, 1),
+            "config_hash": config_hash(self.config),
+        }
+        mqtt = self.config.mqtt
+        if mqtt.share_sightings and mqtt.peer_sightings:  # a member of the store's fleet
+            key = bytes.fromhex(mqtt.peer_key)
+            status["fleet"] = status_signature(key, self.topics.status, state, self.started)
+        return json.dumps(status, separators=(",", ":")).encode()
 
     def notify(self) -> None:
         """New events were committed: drain now instead of at the next poll."""
@@ -228,6 +231,9 @@ class Uplink:
                 await client.subscribe(topic, qos=1)
             if self.config.mqtt.peer_sightings:
                 await client.subscribe(self.topics.peer_sightings_filter, qos=0)
+                if self.config.mqtt.share_sightings:
+                    for topic in self.topics.fleet_filters:
+                        await client.subscribe(topic, qos=1)
             _still_wanted()
             self.stats.subscribed = True
             task = asyncio.current_task()

@@ -10,7 +10,15 @@ import sys
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.decode.ble import DecodeStats, decode_advert, decode_payload, parse_ad
+from gateway.decode.ble import (
+    DECODE_CACHE,
+    DECODE_CACHE_SIZE,
+    DecodeStats,
+    decode_advert,
+    decode_payload,
+    parse_ad,
+)
+from gateway.decode.frames import frame_json
 from gateway.model import Advert, IBeacon
 from gateway.sim.walkers import ibeacon_ad
 from tests.conftest import shared_data
@@ -51,6 +59,34 @@ def test_malformed_payloads_give_reasons() -> None:
     other = bytes.fromhex("02010605ff59000102")
     assert decode_payload(other) == (None, "unknown_manufacturer")
     assert decode_payload(b"") == (None, "no_beacon_data")
+
+
+def test_trailing_garbage_keeps_the_whole_leading_structures() -> None:
+    """A trailing RSSI byte (as some scanners append it), or any structure running past the
+    end after whole ones: the whole structures are decoded and the remark is kept."""
+    whole, _ = decode_payload(bytes.fromhex(AIRLOCATE))
+    assert whole is not None
+    for tail in ("c5", "1aff4c00", "05ff"):
+        frame, reason = decode_payload(bytes.fromhex(AIRLOCATE + tail))
+        assert (frame, reason) == (whole, "ad_trailing_garbage")
+        assert frame_json(frame, reason)["note"] == "ad_trailing_garbage"
+    # Garbage from the first byte on is still malformed: nothing whole to keep.
+    assert decode_payload(bytes.fromhex("1aff4c000215")) == (None, "ad_truncated")
+    stats = DecodeStats()
+    stats.record(*decode_payload(bytes.fromhex(AIRLOCATE + "c5")))
+    assert stats.lenient == {"ad_trailing_garbage": 1} and not stats.rejected
+
+
+def test_decode_of_a_repeated_payload_is_cached_on_its_bytes() -> None:
+    payload = bytes.fromhex(AIRLOCATE)
+    first = decode_payload(payload)
+    assert payload in DECODE_CACHE
+    assert decode_payload(bytes(bytearray(payload))) is first  # equal bytes, another object
+    for i in range(DECODE_CACHE_SIZE + 10):  # bounded
+        decode_payload(i.to_bytes(4, "big"))
+    assert len(DECODE_CACHE) <= DECODE_CACHE_SIZE
+    advert = Advert(1.0, "r1", "AA:BB:CC:DD:EE:FF", -60, payload)
+    assert decode_advert(advert) == first
 
 
 def test_zero_length_structure_ends_the_payload() -> None:

@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 
 from gateway.config.sections import parse_config
-from gateway.pipeline import tracker_for
+from gateway.pipeline.tracking import tracker_for
 from gateway.presence.calibration import Calibrator
 from gateway.sim.walkers import ANCHOR_UUID, Channel, Walker, ibeacon_ad, simulate
 from gateway.site.hardware import load_beacon_profile

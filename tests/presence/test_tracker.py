@@ -153,7 +153,7 @@ def test_solving_many_devices_at_once_gives_the_one_by_one_fits(seed: int) -> No
     most 1 % of the fixes (seen: ~1 in 1,000), and then only within the fixes' own stated
     uncertainty — two answers the tracker itself calls equally good."""
     from gateway.config.sections import Config
-    from gateway.pipeline import tracker_for
+    from gateway.pipeline.tracking import tracker_for
     from gateway.sim import busystore
     from gateway.site.hardware import load_beacon_profile
     from gateway.site.storemap import parse_map

@@ -16,7 +16,7 @@ import pytest
 
 from gateway.config.sections import Config
 from gateway.ops.tracks import trace_tracks
-from gateway.pipeline import tracker_for
+from gateway.pipeline.tracking import tracker_for
 from gateway.sim.walkers import Channel, Walker, ibeacon_ad, simulate
 from gateway.site.check import check_data
 from gateway.site.hardware import load_beacon_profile

@@ -73,6 +73,7 @@ def test_the_code_uses_exactly_the_documented_topics() -> None:
         topics.status,
         topics.resync,
         topics.sightings,
+        topics.handover,
         topics.display("{zone}"),
         f"{topics.base}/cmd-resp/{{command}}",
         *(
@@ -190,6 +191,51 @@ def test_shared_sightings_match_the_contract() -> None:
     assert validator.is_valid(body), list(validator.iter_errors(body))
     body["sightings"][0]["address"] = "C0:FF:EE:00:00:02"
     assert not validator.is_valid(body)  # the contract forbids MACs too
+
+
+def test_handover_state_and_a_members_status_match_the_contract() -> None:
+    from gateway.sync import ownership
+    from gateway.zones.handover import HandedOver, VisitState
+
+    offer = {
+        "offer_id": "of-1",
+        "profile_id": "p-alice-3f9c",
+        "campaign": "pickup-discount",
+        "sku": "978-0441478125",
+        "code": "K7QS0W7",
+        "store_day": "2031-06-17",
+        "status": "issued",
+        "issued_at": 10.0,
+        "expires_at": 7210.0,
+    }
+    state = HandedOver(
+        "ibeacon:x:1:2",
+        "visit:0123",
+        None,
+        12.0,
+        [VisitState("entrance", 2.0, True, False, None)],
+        [offer],
+    )
+    topic = "storegate/v1/demo-bookstore/gw-a/handover"
+    payload = ownership.encode_handover(topic, b"k" * 16, "gw-a", [state], sent_at=12.5)
+    header, _, raw = payload.partition(b"\n")
+    assert header.startswith(b"PGH1 ") and len(header) == 5 + 64
+    validator = _validator("HandoverState")
+    body = json.loads(raw)
+    assert validator.is_valid(body), list(validator.iter_errors(body))
+    body["devices"][0]["visits"][0][2] = "yes"
+    assert not validator.is_valid(body)
+    status = {
+        "state": "online",
+        "gateway": "gw-a",
+        "store": "s",
+        "version": "1",
+        "started_at": 1.0,
+        "uptime_s": 0.0,
+        "config_hash": "x",
+        "fleet": ownership.status_signature(b"k" * 16, "t", "online", 1.0),
+    }
+    assert _validator("Status").is_valid(status)
 
 
 def test_every_offer_reason_is_in_the_contract() -> None:

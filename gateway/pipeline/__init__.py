@@ -4,7 +4,7 @@
     tap ──── touchpoint ─ identity ─ (redemption with a verified token)
 
 Each call takes one input with its own timestamp and returns the events it caused, in
-order. The caller (the asyncio shell in `daemon.py`) owns the transaction around it and
+order. The caller (the asyncio shell, `gateway.runtime`) owns the transaction around it and
 routes the events to the outbox and the sinks. Time moves only through the inputs and
 `advance`, so a replayed trace gives the same result however fast it is played.
 """
@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from gateway.config.sections import Config
 from gateway.decode import ble as decode
@@ -36,24 +34,13 @@ from gateway.model import (
     ZoneEvent,
 )
 from gateway.offers.engine import OfferEngine
+from gateway.pipeline.tracking import self_calibration_for, tracker_for
 from gateway.presence.fleet import FleetHealth, expectations_for
-from gateway.presence.selfcal import SelfCalibration
-from gateway.presence.sitegrid import grid_for, measurement_sigma, self_calibration
-from gateway.presence.survey import Survey
-from gateway.presence.tracker import PresenceSettings, PresenceTracker
-from gateway.site.hardware import BeaconProfile, load_beacon_profile
-from gateway.site.storemap import MapError, StoreMap
-from gateway.store.calibration import receiver_offsets
+from gateway.site.hardware import BeaconProfile
+from gateway.site.storemap import StoreMap
+from gateway.zones import handover
+from gateway.zones.handover import HandedOver
 from gateway.zones.tracker import ZoneTracker
-
-
-def _self_calibration(store_map: StoreMap, tracker: PresenceTracker) -> SelfCalibration:
-    """Offsets learned from the fixed beacons, applied by `tracker` once settled."""
-    power = {a.id: load_beacon_profile(a.profile).measured_power_dbm for a in store_map.anchors}
-    selfcal = self_calibration(store_map, tracker, power)
-    tracker.learned_offsets = selfcal.applied
-    return selfcal
-
 
 # Adverts without a beacon frame that may still come from a shopper's phone with an RPA
 # (iPhones advertise Apple Continuity data, Android phones service data or nothing).
@@ -66,6 +53,12 @@ SOLVE_INTERVAL_S = 0.25
 # A shopper who declined is followed under a per-visit alias (counted, never identified), and
 # her sightings stay on this gateway: peers would otherwise see her beacon id on the broker.
 VISIT_ALIAS_PREFIX = "visit:"
+
+
+def _aliased(device: str) -> bool:
+    return device.startswith(VISIT_ALIAS_PREFIX)
+
+
 # How often silent devices are looked for.
 EXPIRY_CHECK_S = 0.5
 
@@ -92,6 +85,8 @@ class PipelineStats:
     offers_issued: int = 0
     redemptions: int = 0
     taps_rejected: Counter[str] = field(default_factory=Counter)
+    not_owned: int = 0  # shopper sightings left to their owner gateway (work sharing)
+    taken_over: int = 0  # devices continued from their previous owner's state
 
 
 class Pipeline:
@@ -112,7 +107,7 @@ class Pipeline:
         self.presence = tracker_for(
             config, store_map, device_profile, solve_interval_s=SOLVE_INTERVAL_S
         )
-        self.selfcal = _self_calibration(store_map, self.presence)
+        self.selfcal = self_calibration_for(store_map, self.presence)
         self.zones = _zone_tracker(config, store_map)
         self.anchor_ids = {a.identity: a.id for a in store_map.anchors}
         self.fleet = FleetHealth(
@@ -136,6 +131,11 @@ class Pipeline:
         self.rpas = RpaResolver()
         # Shopper sightings to share with peer gateways ([mqtt] share_sightings), else None.
         self.share: Callable[[Advert], None] | None = None
+        # Work sharing in a fleet (`gateway.sync.ownership`): is this gateway the device's
+        # owner? None: no fleet, every device is ours. Peers' latest state of their devices.
+        self.owns: Callable[[str], bool] | None = None
+        self.declined: dict[str, bool] = {}  # device -> its shopper declined (fleet forwarding)
+        self.handed_over: dict[str, HandedOver] = {}
         self._eid_checked = 0.0
         self.reload_identities()
 
@@ -152,7 +152,7 @@ class Pipeline:
         self.presence = tracker_for(
             config, store_map, device_profile, solve_interval_s=SOLVE_INTERVAL_S
         )
-        old_selfcal, self.selfcal = self.selfcal, _self_calibration(store_map, self.presence)
+        old_selfcal, self.selfcal = self.selfcal, self_calibration_for(store_map, self.presence)
         for r in set(old_selfcal.learned) & set(store_map.receivers):  # keep what was learned
             self.selfcal.learned[r] = old_selfcal.learned[r]
             self.selfcal.samples[r] = old_selfcal.samples[r]
@@ -182,6 +182,7 @@ class Pipeline:
         self.rpas = RpaResolver(irks)
         self.key_problems = problems
         self.profiles.clear()
+        self.declined.clear()
 
     def pseudonym(self, identity: str) -> str:
         return pseudonymise(self.key, identity)
@@ -222,7 +223,7 @@ class Pipeline:
         if shopper is not None:
             device, power = shopper
             events.extend(self._track(device, advert, power))
-            if self.share is not None and not device.startswith(VISIT_ALIAS_PREFIX):
+            if self.share is not None and self.owns is None and not _aliased(device):
                 self.share(advert)
         return events
 
@@ -248,7 +249,8 @@ class Pipeline:
             device, power = shopper
             if self.presence.fold(device, advert.receiver, advert.t, advert.rssi, power):
                 due[device] = advert.t
-            if self.share is not None and not device.startswith(VISIT_ALIAS_PREFIX):
+            # In a fleet, what we own stays here; a declined shopper's sightings never leave.
+            if self.share is not None and self.owns is None and not _aliased(device):
                 self.share(advert)
         if due:
             events.extend(self._solve_due(due))
@@ -288,6 +290,8 @@ class Pipeline:
             self.stats.anchor_adverts[anchor] += 1
             self.fleet.seen(anchor, advert.address, advert.t)
             self.selfcal.observe(anchor, advert.receiver, advert.rssi)
+            return events, None
+        if self.owns is not None and not self._owned(device, advert):
             return events, None
         alias = self.visit_aliases.get(device)
         if alias is not None:
@@ -334,12 +338,47 @@ class Pipeline:
         if profile_id is None:
             return []
         device = f"profile:{profile_id}"
+        if self.owns is not None and not self._owned(device, advert):
+            return []
         events: list[PipelineEvent] = []
         if device not in self.profiles:
             self.profiles[device] = profile_id
             events.append(IdentityMatch(device, advert.t, "rpa", profile_id))
         events.extend(self._track(device, advert, None))
         return events
+
+    # --- work sharing ------------------------------------------------------------------------
+
+    def _owned(self, device: str, advert: Advert) -> bool:
+        """Ours to solve? If not, only forward it to the owner; if it has just become ours,
+        go on from the state its previous owner published."""
+        assert self.owns is not None
+        if not self.owns(device):
+            self.stats.not_owned += 1
+            if self.share is not None and not self._declined(device):
+                self.share(advert)
+            return False
+        if device not in self.visit_aliases and device not in self.profiles:
+            state = self.handed_over.pop(device, None)
+            if state is not None:
+                if state.tracked != device:
+                    self.visit_aliases[device] = state.tracked
+                self.profiles[state.tracked] = state.profile
+                handover.adopt(self.zones, state)
+                self.stats.taken_over += 1
+        return True
+
+    def _declined(self, device: str) -> bool:
+        """Did this device's shopper decline (no consent, opted out)? Her sightings are not
+        forwarded to the owner: peers would see her beacon id on the broker."""
+        known = self.declined.get(device)
+        if known is None:
+            kind, _, value = device.partition(":")
+            known = kind != "profile" and self.identity.resolve_consenting(kind, value)[1]
+            if len(self.declined) >= 10_000:
+                self.declined.clear()  # bounded: random addresses must not grow it
+            self.declined[device] = known
+        return known
 
     def _resolve(self, device: str, t: float) -> IdentityMatch:
         kind, value = device.split(":", 1)
@@ -421,68 +460,3 @@ class Pipeline:
                 self._count(decision)
         events.extend(self.offers.take_events())
         return events
-
-
-# placed outside (and leave the entrance zone), not clamped onto the threshold.
-OUTSIDE_MARGIN_M = 15.0
-
-
-def tracker_for(
-    config: Config,
-    store: StoreMap,
-    device_profile: BeaconProfile,
-    method: str | None = None,
-    solve_interval_s: float = 0.0,
-    survey: Survey | None = None,
-) -> PresenceTracker:
-    """The one place a tracker is built from the config and the store map (pipeline,
-    `gateway locate`, accuracy evaluation and the floor-plan renderer all use it). The
-    survey: `survey`, else the config's `presence.survey` file."""
-    p = config.presence
-    if survey is None and p.survey:
-        survey = load_survey(config.resolve(p.survey, shared=False))
-    b = store.bounds
-    settings = PresenceSettings(
-        process_noise_db=p.process_noise_db,
-        measurement_noise_db=p.measurement_noise_db,
-        outlier_sigma=p.outlier_sigma,
-        stale_after_s=p.stale_after_s,
-        method=method or p.method,
-        path_loss_exponent=p.path_loss_exponent or device_profile.path_loss_exponent,
-        default_measured_power=device_profile.measured_power_dbm,
-        measured_power_override=p.measured_power,
-        shadowing_db=p.shadowing_db,
-        bounds=(
-            b[0] - OUTSIDE_MARGIN_M,
-            b[1] - OUTSIDE_MARGIN_M,
-            b[2] + OUTSIDE_MARGIN_M,
-            b[3] + OUTSIDE_MARGIN_M,
-        ),
-        min_solve_interval_s=solve_interval_s,
-    )
-    offsets = receiver_offsets(config.state_path)
-    calibration = dict(store.calibration)
-    if survey is not None:  # measured in this room: it wins over the map's figures
-        for rid, fit in survey.receivers.items():
-            calibration[rid] = (fit.power_dbm, fit.exponent)
-    grid = None
-    if settings.method == "grid":
-        default_power = p.measured_power or device_profile.measured_power_dbm
-        sigma = measurement_sigma(p.shadowing_db, p.measurement_noise_db)
-        grid = grid_for(store, calibration, offsets, default_power, settings, sigma, survey)
-    tracker = PresenceTracker(
-        settings, store.receivers, calibration, store.receiver_levels, offsets, grid
-    )
-    tracker.survey = survey
-    return tracker
-
-
-def load_survey(path: str | Path) -> Survey:
-    """A survey file (`gateway survey`); MapError naming the file and what is wrong (a
-    reload keeps the running map and survey)."""
-    try:
-        return Survey.from_json(json.loads(Path(path).read_text()))
-    except OSError as e:
-        raise MapError(str(path), "", f"survey not readable ({e.strerror})") from None
-    except ValueError as e:
-        raise MapError(str(path), "", f"not a survey from `gateway survey` ({e})") from None

@@ -1,0 +1,161 @@
+"""Work sharing simulated: N gateways sharing one busy store (`scripts/fleet-sim --share-work`).
+
+Each gateway is the real `Gateway` (its own SQLite state with the 100k cached profiles, the
+real pipeline, ownership and hand-over code) and hears the receivers of its own part of the
+floor (the store's receivers split into N strips). Every 0.2 s of store time (the peers'
+`share_interval_s`) each gateway processes what it heard, publishes its shared sightings as a
+real signed `PGS2` batch, and every other gateway authenticates and reads that batch, keeping
+the sightings of devices it owns. The broker is left out (its cost is the broker's, measured
+by the event figures of scripts/fleet-sim); one process runs the gateways one after the other,
+so each one's work is its own time, measured.
+
+Figures per N: sightings/s per gateway (the store's sightings over the slowest gateway's
+busy time), each gateway's share of the solving work (its time / the single gateway's),
+decisions store-wide, and duplicates (one device, trigger and campaign decided by two
+gateways) — which must be 0.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+
+from gateway.clock import SystemClock
+from gateway.config.sections import load_config
+from gateway.model import Advert, OfferDecision, PipelineEvent
+from gateway.runtime.commit import Queued
+from gateway.runtime.gateway import Gateway
+from gateway.sim import busystore
+from gateway.sync import peers
+
+KEY_HEX = "5e" * 32
+SLICE_S = 0.2
+
+
+def _gateways(config_file: Path, n: int, workdir: Path) -> list[Gateway]:
+    base = config_file.read_text()
+    state = config_file.parent / "state"
+    pristine = config_file.parent / "state-before-runs"  # offers and decisions not yet made
+    out = []
+    for i in range(n):
+        folder = workdir / f"gw-{i}"
+        shutil.rmtree(folder, ignore_errors=True)
+        source = pristine if pristine.exists() else state
+        shutil.copytree(source, folder, ignore=shutil.ignore_patterns("*.lock"))
+        text = base.replace(f"state_dir = '{state}'", f"state_dir = '{folder}'")
+        text = text.replace("[gateway]\n", f"[gateway]\nid = 'gw-{i}'\n", 1)
+        if n > 1:
+            text += (
+                f"[mqtt]\nshare_sightings = true\npeer_sightings = true\npeer_key = '{KEY_HEX}'\n"
+            )
+        path = workdir / f"gw-{i}.toml"
+        path.write_text(text)
+        gateway = Gateway(load_config(str(path)), quiet_sink=True, clock=SystemClock())
+        gateway.refresh()
+        out.append(gateway)
+    if n > 1:
+        ids = {g.config.gateway.id for g in out}
+        for g in out:
+            assert g.fleet_work is not None
+            g.fleet_work.fleet.live = set(ids)
+            g.fleet_work.fleet.ready = True
+    return out
+
+
+def run(config_file: Path, adverts: list[Advert], n: int, workdir: Path) -> dict[str, float]:
+    gateways = _gateways(config_file, n, workdir)
+    xs = busystore.receivers()
+    strips = sorted(xs, key=lambda r: xs[r])
+    home = {r: min(i * n // len(strips), n - 1) for i, r in enumerate(strips)}
+    busy = [0.0] * n
+    decided: list[Counter[tuple[str, str, str]]] = [Counter() for _ in range(n)]
+    for i, g in enumerate(gateways):
+
+        def record(events: list[PipelineEvent], _q: list[Queued], i: int = i) -> None:
+            for e in events:
+                if isinstance(e, OfferDecision):
+                    decided[i][(e.device, e.trigger, e.campaign)] += 1
+
+        g.add_sink(record)
+    topics = [
+        peers.PeerTopic("storegate/v1", g.config.gateway.store, g.config.gateway.id)
+        for g in gateways
+    ]
+    key = bytes.fromhex(KEY_HEX)
+    start = adverts[0].t
+    index = 0
+    slice_end = start + SLICE_S
+    while index < len(adverts):
+        local: list[list[Advert]] = [[] for _ in range(n)]
+        while index < len(adverts) and adverts[index].t < slice_end:
+            a = adverts[index]
+            local[home[a.receiver]].append(a)
+            index += 1
+        batches: list[tuple[int, bytes]] = []
+        for i, g in enumerate(gateways):
+            t0 = time.perf_counter()
+            for k in range(0, len(local[i]), 256):
+                g.process(list(local[i][k : k + 256]))
+            if g.share is not None:
+                payload = g.share.take(topics[i], key, slice_end)
+                if payload is not None:
+                    batches.append((i, payload))
+            busy[i] += time.perf_counter() - t0
+        for i, g in enumerate(gateways):
+            t0 = time.perf_counter()
+            for sender, payload in batches:
+                if sender == i:
+                    continue
+                batch = peers.decode(payload, topics[sender], key=key, now=slice_end)
+                if batch.adverts:
+                    g.process(list(batch.adverts))
+            busy[i] += time.perf_counter() - t0
+        slice_end += SLICE_S
+    span = adverts[-1].t - adverts[0].t
+    everything: Counter[tuple[str, str, str]] = Counter()
+    for d in decided:
+        everything.update(d.keys())
+    duplicates = sum(1 for c in everything.values() if c > 1)
+    owned = [g.pipeline.stats.adverts - g.pipeline.stats.not_owned for g in gateways]
+    for g in gateways:
+        g.close()
+    slowest = max(busy)
+    return {
+        "gateways": float(n),
+        "sightings_per_s_per_gateway": len(adverts) / slowest,
+        "busy_s_max": slowest,
+        "busy_s": sum(busy) / n,
+        "decisions": float(len(everything)),
+        "duplicates": float(duplicates),
+        "owned_sightings_share_max": max(owned) / max(1, sum(owned)),
+        "store_sightings_per_s": len(adverts) / span,
+    }
+
+
+def sweep(config_file: Path, trace: Path, counts: list[int], workdir: Path) -> dict[str, float]:
+    from gateway.trace import parse_line
+
+    adverts = []
+    with trace.open() as lines:
+        for i, line in enumerate(lines):
+            item = parse_line(line, i + 1)
+            if isinstance(item, Advert):
+                adverts.append(item)
+    results: dict[str, float] = {}
+    single = None
+    for n in counts:
+        r = run(config_file, adverts, n, workdir)
+        if single is None:
+            single = r["busy_s_max"]
+        r["work_share_max"] = r["busy_s_max"] / single
+        for k, v in r.items():
+            results[f"{k}_{n}"] = v
+        print(
+            f"  {n} gateway(s): {r['sightings_per_s_per_gateway']:,.0f} sightings/s per gateway, "
+            f"busiest does {r['work_share_max']:.0%} of one gateway's work, "
+            f"decisions {r['decisions']:.0f}, duplicates {r['duplicates']:.0f}",
+            flush=True,
+        )
+    return results
