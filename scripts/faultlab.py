@@ -723,26 +723,32 @@ def _scaled(data: Any, factor: float, inside: bool = False) -> Any:
 
 
 def measured(args: list[str], stdin: bytes = b"", timeout: float = 60) -> Figures:
-    """Run a command; its wall time, peak RSS (MB), exit code, tracebacks."""
-    started = time.monotonic()
-    proc = subprocess.Popen(
-        args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO
-    )
-    try:
-        out, err = proc.communicate(stdin, timeout=timeout)
-        hung = False
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        hung = True
-    # the child is reaped: its peak RSS is in RUSAGE_CHILDREN only as a maximum over all,
-    # so read it from /usr/bin/time-free accounting: ru_maxrss of the biggest child so far.
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    text = (err + out).decode(errors="replace")
+    """Run a command; its wall time, its own peak RSS (MB), exit code, tracebacks."""
+    with tempfile.TemporaryFile() as given, tempfile.TemporaryFile() as output:
+        given.write(stdin)
+        given.seek(0)
+        started = time.monotonic()
+        proc = subprocess.Popen(args, stdin=given, stdout=output, stderr=output, cwd=REPO)
+        peak_kb = 0
+        status: int | None = None
+        while status is None:
+            pid, code, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                status, peak_kb = code, usage.ru_maxrss
+            elif time.monotonic() - started > timeout:
+                proc.kill()
+                _, _, usage = os.wait4(proc.pid, 0)
+                peak_kb = usage.ru_maxrss
+                break
+            else:
+                time.sleep(0.02)
+        proc.returncode = -1  # reaped here: keep Popen from waiting again
+        output.seek(0)
+        text = output.read().decode(errors="replace")
     return {
         "s": round(time.monotonic() - started, 2),
-        "children_peak_rss_mb": round(peak),
-        "exit": None if hung else proc.returncode,
+        "peak_rss_mb": round(peak_kb / 1024),
+        "exit": None if status is None else os.waitstatus_to_exitcode(status),
         "tracebacks": tracebacks(text),
         "first_line": text.strip().splitlines()[0][:160] if text.strip() else "",
     }
@@ -898,14 +904,16 @@ async def scenario_maps(work: Path, rng: random.Random, fuzzed: int) -> Figures:
 
 # --- F: hostile configs, maps, timestamps, peers --------------------------------------------
 
-CONFIG_CASES: list[tuple[str, str]] = [
+CONFIG_CASES: list[tuple[str, str]] = [  # (what, TOML): doctor names `what`'s first word
     ("process_noise_db = nan", "[presence]\nprocess_noise_db = nan\n"),
     ("cooldown_s = nan", "[offers.limits]\ncooldown_s = nan\n"),
     ("dwell_s = 1e30", "[zones]\ndwell_s = 1e30\n"),
     ("stale_after_s = inf", "[presence]\nstale_after_s = inf\n"),
-    ("timezone with NUL", "[gateway]\ntimezone = 'Europe/Berlin\\u0000'\n"),
+    ("timezone with NUL", '[gateway]\ntimezone = "Europe/Berlin\\u0000"\n'),
     ("timezone 5000 chars", "[gateway]\ntimezone = '" + "x" * 5000 + "'\n"),
-    ("state_dir with NUL", "[gateway]\nstate_dir = 'state\\u0000x'\n"),
+    ("state_dir with NUL", '[gateway]\nstate_dir = "state\\u0000x"\n'),
+    ("map.path 5000 chars", "[map]\npath = '" + "m" * 5000 + "'\n"),
+    ("quiet_hours with NUL", '[offers.limits]\nquiet_hours = ["20:00\\u0000", "09:00"]\n'),
     ("device_profile 300 chars", "[presence]\ndevice_profile = '" + "p" * 300 + "'\n"),
     ("device_profile ../", "[presence]\ndevice_profile = '../../../etc/passwd'\n"),
     ("gateway.store = 'shop/+'", "[gateway]\nstore = 'shop/+'\n"),
@@ -991,19 +999,28 @@ MAP_CASES: list[tuple[str, Callable[[dict[str, Any]], None]]] = [
 ]
 
 
-def _clean_refusal(done: subprocess.CompletedProcess[str]) -> Figures:
+def _clean_refusal(done: subprocess.CompletedProcess[str], key: str = "") -> Figures:
+    """Exit code, tracebacks, and the line that names `key` (else the first line)."""
     text = (done.stderr + done.stdout).strip()
+    lines = text.splitlines() or [""]
+    named = [line for line in lines if (key in line and "FAIL" in line) or "gateway:" in line]
     return {
         "exit": done.returncode,
         "tracebacks": tracebacks(text),
-        "message": (text.splitlines() or [""])[0][:150],
+        "message": (named or lines)[0][:220],
     }
 
 
 async def scenario_inputs(work: Path, rng: random.Random) -> Figures:
     del rng
     figures: Figures = {}
-    base = write_config(work / "base", work / "state", free_port(), control=free_port())
+    base = write_config(
+        work / "base",
+        work / "state",
+        free_port(),
+        control=free_port(),
+        extra=f"[sources.replay]\npath = '{DEMO_TRACE}'\n",
+    )
     base_text = base.read_text()
     configs: dict[str, Figures] = {}
     for label, override in CONFIG_CASES:
@@ -1013,7 +1030,14 @@ async def scenario_inputs(work: Path, rng: random.Random) -> Figures:
         cfg.write_text(_merge(base_text, override))
         doctor = gw("doctor", "--config", str(cfg), timeout=60)
         start = gw("run", "--once", "--config", str(cfg), timeout=60)
-        configs[label] = {"doctor": _clean_refusal(doctor), "run": _clean_refusal(start)}
+        key = label.split()[0].split("_")[0]
+        configs[label] = {
+            "doctor": _clean_refusal(doctor, key),
+            "run": _clean_refusal(start, key),
+            "doctor_names_it": any(
+                key in line and "FAIL" in line for line in doctor.stdout.splitlines()
+            ),
+        }
     figures["configs"] = configs
     maps: dict[str, Figures] = {}
     for label, change in MAP_CASES:
@@ -1064,7 +1088,8 @@ async def scenario_inputs(work: Path, rng: random.Random) -> Figures:
     }
     figures["peers"] = await _peers(work / "peers")
     ok_configs = all(
-        c["doctor"]["tracebacks"] == 0
+        c["doctor_names_it"]
+        and c["doctor"]["tracebacks"] == 0
         and c["run"]["tracebacks"] == 0
         and c["run"]["exit"] not in (0, None)
         for c in configs.values()
@@ -1080,6 +1105,15 @@ async def scenario_inputs(work: Path, rng: random.Random) -> Figures:
         and peers["ok"]
     )
     return figures
+
+
+def _metric(text: str, prefix: str, contains: str = "") -> float:
+    """The sum of the samples of a Prometheus exposition whose line starts with `prefix`."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(prefix) and contains in line
+    )
 
 
 def _absurd_peer_batches(key: bytes) -> list[tuple[str, bytes]]:
@@ -1109,7 +1143,7 @@ async def _peers(work: Path) -> Figures:
     trace = lap_trace(work.parent / "peer-laps.jsonl", 1)
     counts: list[int] = []
     connects: list[int] = []
-    rejected_logged = 0
+    rejected = 0.0
     text_all = ""
     async with broker_and_consumer(work / "broker") as (broker, _consumer):
         for hostile in (False, True):
@@ -1131,8 +1165,10 @@ async def _peers(work: Path) -> Figures:
                         await client.publish(topic, payload, qos=0)
                         await asyncio.sleep(0.05)
             doc_before_end: dict[str, Any] | None = None
+            metrics = ""
             while proc.returncode is None:
                 doc_before_end = status(port, state) or doc_before_end
+                metrics = control_get(port, state, "/metrics") or metrics
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(proc.wait(), 0.5)
             _, text = await finish(proc, 60)
@@ -1142,19 +1178,23 @@ async def _peers(work: Path) -> Figures:
                 int(query(db, "SELECT count(*) FROM outbox")[0][0])
                 + int(query(db, "SELECT count(*) FROM delivered")[0][0])
             )
-            connects.append(
-                int(doc_before_end["mqtt"].get("connects", 0)) if doc_before_end else -1
-            )
+            connects.append(int(_metric(metrics, "gateway_mqtt_connects_total")))
             if hostile:
-                rejected_logged = text.count("peer")
+                rejected = _metric(metrics, "gateway_peer_sightings_total{", "rejected")
     figures: Figures = {
         "events_clean": counts[0],
         "events_with_absurd_peers": counts[1],
+        "absurd_batches_sent": len(_absurd_peer_batches(bytes.fromhex(key))),
+        "peer_rejections_counted": int(rejected),
         "broker_connects": connects,
-        "peer_log_lines": rejected_logged,
         "tracebacks": tracebacks(text_all),
     }
-    figures["ok"] = counts[0] == counts[1] > 0 and figures["tracebacks"] == 0
+    figures["ok"] = (
+        counts[0] == counts[1] > 0
+        and figures["tracebacks"] == 0
+        and rejected > 0
+        and connects[1] == connects[0] == 1  # the session was never dropped
+    )
     return figures
 
 
@@ -1165,31 +1205,46 @@ async def scenario_shutdown(work: Path, rng: random.Random, cancels: int) -> Fig
     figures: Figures = {}
     trace = day_trace(work / "trace.jsonl", 2)
     async with broker_and_consumer(work / "broker") as (broker, _consumer):
-        exits: dict[str, int] = {}
-        hung = 0
-        slowest = 0.0
-        text_all = ""
-        for n in range(cancels):
-            cfg = write_config(work / f"c{n}", work / f"state-{n}", broker.port)
-            proc = await spawn(replay_args(cfg, trace, 30))
-            await asyncio.sleep(rng.uniform(0.0, 2.5))
-            sent = time.monotonic()
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            rc, text = await finish(proc, 20)
-            text_all += text
-            if rc is None:
-                hung += 1
-            else:
-                slowest = max(slowest, time.monotonic() - sent)
-            exits[str(rc)] = exits.get(str(rc), 0) + 1
-        figures["replay_sigterm"] = {
-            "runs": cancels,
-            "hung": hung,
-            "exit_codes": exits,
-            "slowest_exit_s": round(slowest, 2),
-            "tracebacks": tracebacks(text_all),
-        }
+        # `replay` interrupted (SIGINT: asyncio cancels the main task, the path a pipeline
+        # error takes too) and `run` stopped (SIGTERM: its handler, the bounded drain), each
+        # at a random point of its first seconds: connecting, handshake, subscribing, draining.
+        for how, sig in (("replay_sigint", signal.SIGINT), ("run_sigterm", signal.SIGTERM)):
+            exits: dict[str, int] = {}
+            hung = 0
+            slowest = 0.0
+            text_all = ""
+            for n in range(cancels):
+                state = work / f"{how}-state-{n}"
+                if how == "replay_sigint":
+                    cfg = write_config(work / f"{how}-{n}", state, broker.port)
+                    args = replay_args(cfg, trace, 30)
+                else:
+                    cfg = write_config(
+                        work / f"{how}-{n}",
+                        state,
+                        broker.port,
+                        extra=f"[sources.replay]\npath = '{trace}'\n",
+                    )
+                    args = [*GATEWAY, "run", "--config", str(cfg)]
+                proc = await spawn(args)
+                await asyncio.sleep(rng.uniform(0.0, 3.0))
+                sent = time.monotonic()
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(sig)
+                rc, text = await finish(proc, 20)
+                text_all += text
+                if rc is None:
+                    hung += 1
+                else:
+                    slowest = max(slowest, time.monotonic() - sent)
+                exits[str(rc)] = exits.get(str(rc), 0) + 1
+            figures[how] = {
+                "runs": cancels,
+                "hung": hung,
+                "exit_codes": exits,
+                "slowest_exit_s": round(slowest, 2),
+                "tracebacks": tracebacks(text_all),
+            }
         # run --once with a radio configured: ends with the replay (the radio is stopped)
         cfg = write_config(
             work / "radio",
@@ -1210,6 +1265,7 @@ async def scenario_shutdown(work: Path, rng: random.Random, cancels: int) -> Fig
             await spawn([*GATEWAY, "run", "--once", "--config", str(cfg2)]), 30
         )
         figures["run_once_with_radio"] = {
+            "log_if_hung": "" if rc is not None else text[-1500:],
             "exit": rc,
             "s": round(time.monotonic() - started, 1),
             "tracebacks": tracebacks(text),
@@ -1221,8 +1277,8 @@ async def scenario_shutdown(work: Path, rng: random.Random, cancels: int) -> Fig
         figures["ready"] = await _ready(work, broker.port, 8)
     g = figures
     figures["ok"] = (
-        g["replay_sigterm"]["hung"] == 0
-        and g["replay_sigterm"]["tracebacks"] == 0
+        g["replay_sigint"]["hung"] == g["run_sigterm"]["hung"] == 0
+        and g["replay_sigint"]["tracebacks"] == g["run_sigterm"]["tracebacks"] == 0
         and g["run_once_with_radio"]["exit"] is not None
         and g["run_once_with_radio"]["radios_only_exit"] not in (0, None)
         and g["ready"]["not_listening_at_ready"] == 0
@@ -1271,6 +1327,16 @@ async def _ready(work: Path, broker_port: int, starts: int) -> Figures:
 # --- the table ------------------------------------------------------------------------------
 
 SCENARIOS = ("kills", "broker", "crashloop", "disk", "maps", "inputs", "shutdown")
+# What each re-runs of issue 23 ("core": the delivery core's guarantees).
+ITEMS = {
+    "kills": "A core",
+    "broker": "B core",
+    "crashloop": "C 7",
+    "disk": "D 2,5",
+    "maps": "E 1",
+    "inputs": "F 3,6,8",
+    "shutdown": "G 4,8",
+}
 
 
 async def run_scenario(name: str, work: Path, rng: random.Random, quick: bool) -> Figures:
@@ -1290,40 +1356,70 @@ async def run_scenario(name: str, work: Path, rng: random.Random, quick: bool) -
     return await scenario_shutdown(work, rng, 10 if quick else 24)
 
 
-def summary(name: str, figures: Figures) -> str:
-    keys = {
-        "kills": (
-            "kills",
-            "events",
-            "lost",
-            "reordered",
-            "double_offers",
-            "copies",
-            "integrity_ok",
-            "integrity_checks",
-        ),
-        "broker": (
-            "broker_kills",
-            "kills_mid_drain",
-            "events",
-            "lost",
-            "reordered",
-            "copies",
-            "offline_consumer_lost_by_broker",
-        ),
-        "crashloop": (
-            "backlog",
-            "runs",
-            "progress_min",
-            "progress_max",
-            "runs_without_progress",
-            "lost",
-            "reordered",
-        ),
-    }.get(name)
-    if keys:
-        return ", ".join(f"{k} {figures.get(k)}" for k in keys)
-    return json.dumps({k: v for k, v in figures.items() if k != "ok"}, default=str)[:400]
+def summary(name: str, f: Figures) -> str:
+    """One line of figures per scenario."""
+    if "error" in f or "skipped" in f:
+        return str(f.get("error") or f.get("skipped"))
+    if name == "kills":
+        return (
+            f"{f['kills']} SIGKILLs, {f['events']} events, {f['offers_issued']} offers: lost "
+            f"{f['lost']}, reordered {f['reordered']}, double offers {f['double_offers']}, "
+            f"copies {f['copies']}; integrity ok {f['integrity_ok']}/{f['integrity_checks']}"
+        )
+    if name == "broker":
+        return (
+            f"{f['broker_kills']} broker kill -9 ({f['kills_mid_drain']} mid-drain), "
+            f"{f['events']} events: lost {f['lost']}, reordered {f['reordered']}, double offers "
+            f"{f['double_offers']}; consumer offline, lost by the broker: "
+            f"{f['offline_consumer_lost_by_broker']}"
+        )
+    if name == "crashloop":
+        return (
+            f"backlog {f['backlog']}, {f['runs']} runs killed ~1 s after connecting: progress "
+            f"{f['progress_min']}..{f['progress_max']} per run, {f['runs_without_progress']} "
+            f"without; then lost {f['lost']}, reordered {f['reordered']}"
+        )
+    if name == "disk":
+        floor, full = f["floor"], f["full"]
+        return (
+            f"floor: shed {floor['shed']}, disk full {floor['disk_full_seen']}, lowest free "
+            f"{floor['lowest_free_kb']} kB; full: degraded after {full['degraded_after_s']} s, "
+            f"/healthz {full['healthz_while_full']}, doctor 'disk is full' "
+            f"{full['doctor_says_full']}, saved again {full['recovered_after_s']} s after room, "
+            f"alive {full['alive_until_sigterm']}, tracebacks {full['tracebacks']}"
+        )
+    if name == "maps":
+        mm, loc, fz = f["mm_fences_check"], f["mm_locate"], f["fuzzed"]
+        return (
+            f"mm map: check warns {f['mm_warned']} ({mm['s']} s), locate {loc['s']} s "
+            f"{loc['peak_rss_mb']} MB; {fz.get('maps')} fuzzed: ok {fz.get('ok')}, refused "
+            f"{fz.get('refused')}, hung {fz.get('hung')}, crashed {fz.get('crashed')}, slowest "
+            f"{fz.get('slowest_s')} s, peak {fz.get('peak_rss_mb')} MB"
+        )
+    if name == "inputs":
+        cfgs, maps = f["configs"].values(), f["maps"].values()
+        refused = sum(1 for c in cfgs if c["run"]["exit"] not in (0, None))
+        named = sum(1 for c in cfgs if c["doctor_names_it"])
+        map_refused = sum(1 for m in maps for r in m.values() if r["exit"] not in (0, None))
+        ts, peers = f["trace_timestamps"], f["peers"]
+        return (
+            f"configs refused {refused}/{len(cfgs)} (doctor names it {named}); maps refused "
+            f"{map_refused}/{3 * len(maps)}; trace: {ts['rejected_lines_reported']}/"
+            f"{ts['hostile_lines']} absurd lines rejected, events {ts['events_with_hostile']} "
+            f"= {ts['events_clean']}; peers: {peers['peer_rejections_counted']} rejections, "
+            f"events {peers['events_with_absurd_peers']} = {peers['events_clean']}, broker "
+            f"connects {peers['broker_connects']}"
+        )
+    if name == "shutdown":
+        r, t, o, rd = f["replay_sigint"], f["run_sigterm"], f["run_once_with_radio"], f["ready"]
+        listening = rd["ready_seen"] - rd["not_listening_at_ready"]
+        return (
+            f"replay SIGINT: hung {r['hung']}/{r['runs']}, slowest {r['slowest_exit_s']} s; "
+            f"run SIGTERM: hung {t['hung']}/{t['runs']}, slowest {t['slowest_exit_s']} s; "
+            f"run --once with a radio: exit {o['exit']} in {o['s']} s, radios only: exit "
+            f"{o['radios_only_exit']}; READY while listening {listening}/{rd['starts']}"
+        )
+    return json.dumps(f, default=str)[:300]
 
 
 def main() -> int:
@@ -1342,6 +1438,7 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown scenario {unknown[0]!r}; choose from {', '.join(SCENARIOS)}")
     results: dict[str, Figures] = {}
+    print(f"{'scenario':<10} {'issue':<8} {'result':<6} {'time':>7}  figures")
     with tempfile.TemporaryDirectory(prefix="faultlab-") as tmp:
         for name in chosen:
             rng = random.Random(f"{args.seed}-{name}")
@@ -1353,7 +1450,10 @@ def main() -> int:
             figures["seconds"] = round(time.monotonic() - started, 1)
             results[name] = figures
             verdict = "PASS" if figures.get("ok") else "FAIL"
-            print(f"{name:<10} {verdict}  {figures['seconds']:>6.1f} s  {summary(name, figures)}")
+            print(
+                f"{name:<10} {ITEMS[name]:<8} {verdict:<6} {figures['seconds']:>5.0f} s  "
+                f"{summary(name, figures)}"
+            )
             sys.stdout.flush()
     Path(args.json).write_text(json.dumps(results, indent=1, default=str) + "\n")
     print(f"wrote {args.json}")
