@@ -51,7 +51,12 @@ def run_checks(config_file: str, clock: Clock, timeout_s: float = 5.0) -> list[C
         for name in ("broker", "clock"):
             checks.append(Check(name, SKIP, "needs a valid config"))
         return checks
-    checks.append(Check("config", PASS, f"{config_file} is valid"))
+    profile_problem = _device_profile_problem(config)
+    if profile_problem:
+        fix = "name a file of firmware_profiles/beacons/, without .toml (docs/config.md)"
+        checks.append(Check("config", FAIL, profile_problem, fix))
+    else:
+        checks.append(Check("config", PASS, f"{config_file} is valid"))
     state = config.state_path
 
     def guarded(name: str, check: Callable[[], Check | list[Check]]) -> None:
@@ -74,6 +79,18 @@ def run_checks(config_file: str, clock: Clock, timeout_s: float = 5.0) -> list[C
     guarded("clock", lambda: check_clock(clock.wall(), ZoneInfo(config.gateway.timezone)))
     guarded("daemon", lambda: check_daemon(config, timeout_s))
     return checks
+
+
+def _device_profile_problem(config: Config) -> str | None:
+    """The daemon loads the shoppers' device profile at start-up and refuses to start
+    without it: a string the schema accepts may name no profile, or not be a name at all."""
+    from gateway.site.hardware import load_beacon_profile
+
+    try:
+        load_beacon_profile(config.presence.device_profile)
+    except ConfigError as exc:
+        return f"presence.device_profile: {exc}"
+    return None
 
 
 def check_state_dir(state: Path) -> Check:

@@ -52,10 +52,13 @@ async def run_pipeline(
     gateway.queue = queue
     inlet = Inlet(queue)
 
+    ending: set[asyncio.Task[None] | None] = set()  # past their source: never cancelled
+
     async def source_task(source: Source) -> None:
         try:
             await source(inlet)
         finally:
+            ending.add(asyncio.current_task())
             # The consumer counts one end marker per source; never block here on a full queue.
             while True:
                 try:
@@ -85,9 +88,16 @@ async def run_pipeline(
         while not all(t.done() for t in tasks):
             with suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.25)
-                for t in tasks:
+                break
+        # Cancelled until they end: a source can lose one cancel (Python 3.11's wait_for
+        # drops a cancel that lands as its inner await completes, e.g. a BLE scanner's
+        # stop during a restart), and `run --once` with a radio then never ended (the
+        # fault lab, decisions §30).
+        while not all(t.done() for t in tasks):
+            for t in tasks:
+                if t not in ending:
                     t.cancel()
-                return
+            await asyncio.wait([t for t in tasks if not t.done()], timeout=0.25)
 
     async with asyncio.TaskGroup() as tg:
         tg.create_task(consume(len(sources)))

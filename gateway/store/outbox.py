@@ -207,7 +207,22 @@ def enforce_bounds(
             over = max(over, LOW_SPACE_RESERVE_BYTES - free_pages_bytes(conn))
         for key, n in shed_bytes(conn, over).items():
             dropped[key] = dropped.get(key, 0) + n
+    if free_bytes is not None and free_bytes < min_free_bytes:
+        give_back_wal(conn)
     return dropped
+
+
+def give_back_wal(conn: sqlite3.Connection) -> None:
+    """Move the write-ahead log into the database and truncate it to nothing.
+
+    In WAL mode every change, a reused free page or not, is first appended to the -wal file,
+    which grows until a checkpoint (about 4 MB by default) and never shrinks: short of space,
+    that file, not the database, is what fills the disk (the fault lab, docs/decisions.md
+    §30). After the checkpoint the database's free pages take new rows and the log holds one
+    commit's pages at a time. Not possible inside a transaction (the next pass does it).
+    """
+    if not conn.in_transaction:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
 
 def shed_bytes(conn: sqlite3.Connection, nbytes: int) -> dict[str, int]:

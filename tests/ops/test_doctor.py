@@ -171,6 +171,14 @@ async def test_no_bus_unwritable_state_and_bad_config(
     assert code == 1 and named["config"][0]["status"] == "fail"
     assert "zones.dwell_s" in named["config"][0]["detail"]
     assert {c["status"] for c in checks if c["name"] != "config"} == {"skip"}
+    # a device profile the daemon would refuse to start with: a failed config check (it
+    # said "valid" before, and the daemon then refused to start)
+    for name in ("../../../etc/passwd", "p" * 300, "no-such-profile"):
+        bad = _write(tmp_path, f"[presence]\ndevice_profile = '{name}'\n")
+        code, checks = await _doctor(bad)
+        config_check = _by_name(checks)["config"][0]
+        assert code == 1 and config_check["status"] == "fail", config_check
+        assert "presence.device_profile" in config_check["detail"] and config_check["fix"]
 
 
 def test_a_clock_in_the_past_fails() -> None:

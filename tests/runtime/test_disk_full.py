@@ -101,3 +101,31 @@ def test_doctor_names_a_full_disk_and_its_fix(small_disk: Path) -> None:
     check = check_state_dir(state)
     assert check.status == "fail" and "disk is full" in check.detail, check
     assert "free space" in check.fix and "chown" not in check.fix
+
+
+def test_below_the_floor_the_write_ahead_log_does_not_fill_the_disk(
+    small_disk: Path, clock: PinnedClock
+) -> None:
+    """Below `outbox.min_free_mb` the outbox sheds before the disk fills. In WAL mode every
+    change, a reused free page too, is appended to the -wal file, which grows until a
+    checkpoint (~4 MB) and never shrinks: it filled the disk while the database itself kept
+    its reserve of free pages (the fault lab, decisions §30)."""
+    state = small_disk / "state"
+    config = parse_config(
+        f"[gateway]\nstate_dir = '{state}'\n[sinks]\nstdout = false\n[outbox]\nmin_free_mb = 2\n",
+        "t.toml",
+        small_disk,
+    )
+    gateway = Gateway(config, quiet_sink=True, clock=clock)
+    with (small_disk / "filler").open("wb") as out:
+        out.write(b"\0" * max(0, shutil.disk_usage(small_disk).free - 1_200_000))
+    items = _trace(clock, laps=12)
+    for start in range(0, len(items), 256):
+        gateway.process(items[start : start + 256])
+        assert not gateway.work.degraded, dict(gateway.outbox_dropped)
+    dropped = dict(gateway.outbox_dropped)
+    assert not any(k.startswith("disk_full:") for k in dropped), dropped
+    assert any(k.startswith("shed:") for k in dropped), dropped  # shed before it was full
+    assert shutil.disk_usage(small_disk).free > 100_000
+    assert gateway.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    gateway.close()
