@@ -413,6 +413,8 @@ async def attack_2(lab: Path) -> Result:
     probe = Daemon(folder, {"map": [f"path = '{ids_map}'"]}, profiles=False)
     run = gateway_cli("run", "--config", str(probe.config), timeout=60)
     first = (run.stderr or run.stdout).strip().splitlines()[:1]
+    doctor = gateway_cli("doctor", "--config", str(probe.config), timeout=120)
+    doctor_map = [x for x in doctor.stdout.splitlines() if x.split()[1:2] == ["map"]]
     # (b) hostile names, categories and store name (free text): shown as text in Chromium
     for feature, payload in zip(zones, PWN, strict=False):
         feature["properties"]["name"] = payload
@@ -431,12 +433,16 @@ async def attack_2(lab: Path) -> Result:
         "fences_check_exit": fences.returncode,
         "fences_check_says": (fences.stdout + fences.stderr).strip().splitlines()[:2],
         "run_exit": run.returncode,
+        "doctor_exit": doctor.returncode,
+        "doctor_map": doctor_map[:1],
         "run_says": first,
         **facts,
     }
     held = (
         fences.returncode != 0
         and run.returncode != 0
+        and bool(doctor_map)
+        and doctor_map[0].startswith("FAIL")
         and facts.get("pwned") is None
         and facts.get("handlers") == 0
         and facts.get("csp_violations") == 0
@@ -445,7 +451,8 @@ async def attack_2(lab: Path) -> Result:
         "2 stored XSS through map ids",
         "zone id with tabindex autofocus onfocus ran on page load, read the CSRF token and "
         "/status, started a calibration; fences check and doctor passed the map",
-        f"hostile ids: fences check exit {fences.returncode}, gateway run exit {run.returncode}; "
+        f"hostile ids: fences check exit {fences.returncode}, gateway run exit {run.returncode}, "
+        f"doctor {(doctor_map or ['no map line'])[0].split()[0]} map (exit {doctor.returncode}); "
         f"hostile names/categories/store name in Chromium: {facts.get('payloads_shown')} shown as "
         f"text, window.__pwned={facts.get('pwned')}, {facts.get('handlers')} on* attributes, "
         f"{facts.get('csp_violations')} CSP reports, {facts.get('calibrations')} calibrations",
