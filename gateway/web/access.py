@@ -47,8 +47,11 @@ class Access:
     )
     proxies: consoleauth.Proxies = field(default_factory=consoleauth.Proxies)
     origins: tuple[str, ...] = ()
-    # One scrypt at a time: each takes 16 MiB and a core for ~0.2 s.
+    # One scrypt at a time: each takes 16 MiB and a core for ~0.2 s. Browsers that logged in
+    # here before have a lane of their own, so staff never queue behind a guesser's hashes
+    # (scripts/attacklab.py: 14-22 s on a loaded box); at most two hashes, 32 MiB, at once.
     hashing: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
+    known_hashing: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
 
     # --- access -------------------------------------------------------------------------
 
@@ -160,15 +163,16 @@ class Access:
         password = str(form.get("password", ""))[:MAX_PASSWORD]
         stored = self.passwords.current
         verdict = consoleauth.Verdict(False, False)
+        lane = self.hashing if device is None else self.known_hashing
         if stored:
-            async with self.hashing:
+            async with lane:
                 # blocking and slow by design: in a worker thread, never on the event loop
                 verdict = await asyncio.to_thread(consoleauth.verify_password, stored, password)
         if not verdict.ok:
             return await self.login_page(request, "Wrong password.", 401)
         self.limiter.give_back(keys, clock.monotonic())
         if verdict.outdated:
-            async with self.hashing:
+            async with lane:
                 try:
                     where = await asyncio.to_thread(self.passwords.upgrade, password)
                 except OSError as exc:  # kept in memory; the next start upgrades again

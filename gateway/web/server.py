@@ -81,18 +81,27 @@ class ConnectionGuard:
     busy: set[RequestHandler] = field(default_factory=set)
     evicted: int = 0
     refused: int = 0
+    pending: list[RequestHandler] = field(default_factory=list)  # made, not yet connected
 
     def factory(self) -> asyncio.Protocol:
         assert self.server is not None, "set up the runner first"
-        open_now = self.server.connections  # oldest first
-        if len(open_now) >= self.cap:
+        # asyncio accepts a burst of connections (up to the backlog) and makes their
+        # protocols before any of them is connected or any evicted one is gone from the
+        # server's list (it stays there without a transport until its task ends): count this
+        # burst's, skip those closed already, so that each accept closes another idle one.
+        open_now = [c for c in self.server.connections if c.transport is not None]
+        if len(open_now) + len(self.pending) >= self.cap:
             idle = next((c for c in open_now if c not in self.busy), None)
             if idle is None:
                 self.refused += 1
                 return _Refused()
             idle.force_close()
             self.evicted += 1
-        return self.server()
+        if not self.pending:  # connected by the next loop iteration, after this clears
+            asyncio.get_running_loop().call_soon(self.pending.clear)
+        handler = self.server()
+        self.pending.append(handler)
+        return handler
 
     @web.middleware
     async def track(

@@ -4,6 +4,7 @@ them by itself."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import resource
 import signal
@@ -68,3 +69,37 @@ def test_three_hundred_idle_connections_at_a_200_file_limit(tmp_path: Path) -> N
     assert "at most 136 connections" in text  # 200 files less the 64 kept for the rest
     assert text.count("Too many open files") == 0, text[-2000:]
     assert len(text.splitlines()) < 50, text[-2000:]
+
+
+async def test_each_accept_of_a_burst_evicts_another_idle_connection() -> None:
+    """asyncio accepts up to `backlog` connections per wake-up before an evicted one is gone
+    from the server's list: each accept must make room by closing a different connection
+    (found by scripts/attacklab.py: the same one was closed 16 times, and 200 idle
+    connections at a 200-file limit met EMFILE)."""
+    from aiohttp import web
+
+    from gateway.web import server
+
+    guard = server.ConnectionGuard(cap=4, read_timeout_s=1.0)
+    runner = await server.setup(web.Application(), guard, idle_timeout_s=60.0)
+    port = free_port()
+    listener = await server.listen(guard, "127.0.0.1", port)
+    clients = [await asyncio.open_connection("127.0.0.1", port) for _ in range(4)]
+    try:
+        assert guard.server is not None
+        for _ in range(200):
+            if len(guard.server.connections) == 4:
+                break
+            await asyncio.sleep(0.01)
+        assert len(guard.server.connections) == 4
+        for _ in range(4):  # one burst: nothing runs in between
+            guard.factory()
+        assert guard.evicted == 4 and guard.refused == 0
+        assert all(c.transport is None for c in guard.server.connections)
+        for reader, _writer in clients:  # every client sees its connection closed
+            assert await asyncio.wait_for(reader.read(), 10) == b""
+    finally:
+        for _reader, writer in clients:
+            writer.close()
+        listener.close()
+        await runner.cleanup()
