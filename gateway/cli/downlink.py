@@ -174,8 +174,32 @@ async def _publish(config: Config, sealed: dict[str, Any], retain: bool, wait_s:
     payload = json.dumps(sealed, ensure_ascii=False, separators=(",", ":")).encode()
     async with aiomqtt.Client(**settings) as client:
         if "command" not in sealed:
+            # The gateway answers a document with a notice on its gateway event stream
+            # (downlink_applied, or downlink_rejected with the reason): wait for it.
+            notices = Topics(config.mqtt.topic_prefix, config.gateway.store, config.gateway.id)
+            await client.subscribe(notices.events("gateway"), qos=1)
             await client.publish(topic, payload, qos=1, retain=retain)
             print(f"published {sealed['family']} v{sealed['version']} to {topic}")
+            try:
+                async with asyncio.timeout(wait_s):
+                    async for message in client.messages:
+                        kind, data = _notice(message)
+                        if data.get("topic") != topic:
+                            continue
+                        if kind == "downlink_applied" and data.get("version") == sealed["version"]:
+                            print(f"{config.gateway.id}: applied")
+                            return 0
+                        if kind == "downlink_rejected":
+                            reason, detail = data.get("reason"), data.get("detail")
+                            print(f"{config.gateway.id}: rejected: {reason}: {detail}")
+                            return 1
+            except TimeoutError:
+                pass
+            print(
+                f"{config.gateway.id} has not confirmed it within {wait_s:g} s (offline, or "
+                "its notices are held back); a retained document reaches it when it connects",
+                file=sys.stderr,
+            )
             return 0
         base = Topics(config.mqtt.topic_prefix, str(sealed["store"]), str(sealed["gateway"])).base
         reply_topic = f"{base}/cmd-resp/{sealed['command']}"
@@ -193,6 +217,27 @@ async def _publish(config: Config, sealed: dict[str, Any], retain: bool, wait_s:
             pass
     print(f"gateway: no answer on {reply_topic} within {wait_s:g} s", file=sys.stderr)
     return 1
+
+
+def _notice(message: Any) -> tuple[str, dict[str, Any]]:
+    """(kind, data) of a gateway notice read from the event stream, in either CloudEvents
+    mode (structured: the event is the payload; binary: data is, the type a User
+    Property); ("", {}) for anything else."""
+    body = message.payload if isinstance(message.payload, bytes) else b""
+    try:
+        event = json.loads(body or b"{}")
+    except ValueError:
+        return "", {}
+    if not isinstance(event, dict):
+        return "", {}
+    kind = event.get("type")
+    data = event.get("data")
+    if kind is None:  # binary mode
+        properties = dict(getattr(message.properties, "UserProperty", None) or [])
+        kind, data = properties.get("type"), event
+    if not isinstance(kind, str) or not isinstance(data, dict):
+        return "", {}
+    return kind.rsplit(".", 1)[-1], data
 
 
 def _cmd_publish(args: argparse.Namespace) -> int:
@@ -270,7 +315,11 @@ def add_downlink(sub: Subparsers) -> None:
         "--retain", action="store_true", help="retain the document (snapshots for new gateways)"
     )
     p.add_argument(
-        "--wait", type=float, default=10.0, help="seconds to wait for a command's answer"
+        "--wait",
+        type=float,
+        default=10.0,
+        help="seconds to wait for the gateway's answer (a command's reply, a document's "
+        "downlink_applied/rejected notice)",
     )
     p.set_defaults(func=_cmd_publish)
 

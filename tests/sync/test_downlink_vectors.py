@@ -123,7 +123,14 @@ async def test_gateway_downlink_publish_reaches_a_running_gateway(
 
         rc, out = await gateway_cli(str(doc), "--retain")
         assert rc == 0 and "demo-bookstore/down/stock" in out, out
+        assert "gw-demo-1: applied" in out, out  # the gateway's own word, not just "sent"
         await wait_for(lambda: _quantity(gateway) == 9)
+        gap = tmp_path / "gap.json"
+        gap.write_text(
+            json.dumps({"family": "stock", "kind": "delta", "version": 3, "data": {"items": []}})
+        )
+        rc, out = await gateway_cli(str(gap))
+        assert rc == 1 and "gw-demo-1: rejected: version_gap" in out, out
         command = tmp_path / "cmd.json"
         command.write_text(json.dumps({"command": "diagnose"}))
         rc, out = await gateway_cli(str(command), "--gateway", "gw-demo-1")
