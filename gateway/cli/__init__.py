@@ -81,7 +81,23 @@ def build_parser() -> argparse.ArgumentParser:
         downlink.add_secret,
     ):
         add(sub)
+    _describe(sub)
     return parser
+
+
+def _describe(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`gateway X --help` opens with the line `gateway --help` lists for X, when X has no
+    description of its own (and so on for sub-commands). argparse keeps those lines only in
+    its private `_choices_actions`."""
+    for action in sub._choices_actions:
+        command = sub.choices.get(action.dest)
+        if command is None:
+            continue
+        if not command.description and action.help:
+            command.description = action.help[0].upper() + action.help[1:] + "."
+        for inner in command._actions:
+            if isinstance(inner, argparse._SubParsersAction):
+                _describe(inner)
 
 
 def _is_bad_input(exc: Exception) -> bool:

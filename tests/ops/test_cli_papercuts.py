@@ -187,3 +187,25 @@ def test_sim_on_a_map_nobody_can_walk_says_so(tmp_path: Path) -> None:
     result = _gateway("sim", "--map", str(millimetres), "-o", str(tmp_path / "t.jsonl"))
     assert result.returncode == 2 and "millimetres" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_every_command_says_what_it_does_in_its_own_help() -> None:
+    """`gateway console-password --help` had no description; every command, nested ones
+    too, opens its help with a sentence."""
+
+    def commands(
+        parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+    ) -> list[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+        found = []
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, command in action.choices.items():
+                    found.append(((*path, name), command))
+                    found += commands(command, (*path, name))
+        return found
+
+    listed = commands(build_parser())
+    assert len(listed) > 25
+    missing = [" ".join(path) for path, command in listed if not command.description]
+    assert missing == []
+    assert "Hash a staff password" in _gateway("console-password", "--help").stdout
