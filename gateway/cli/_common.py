@@ -30,6 +30,18 @@ CONFIG = argparse.ArgumentParser(add_help=False)
 CONFIG.add_argument("--config", metavar="FILE", default=None, help=CONFIG_HELP)
 
 
+def add_optional_config(parser: argparse.ArgumentParser, what: str) -> None:
+    """`--config` for a command that falls back to the built-in defaults without one;
+    `what` says what the file is for there (e.g. "the presence settings")."""
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None,
+        help=f"config for {what}; default: ${CONFIG_ENV}, else {INSTALLED_CONFIG} if present, "
+        "else the built-in defaults",
+    )
+
+
 class NoConfig(Exception):
     """No --config, no $GATEWAY_CONFIG, no installed config: bad input (exit 2)."""
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gateway.cli._common import CONFIG_ENV, INSTALLED_CONFIG, bad_input
+from gateway.cli._common import add_optional_config, bad_input
 
 if TYPE_CHECKING:
     from gateway.cli._common import Subparsers
@@ -108,12 +108,7 @@ def add_fences(sub: Subparsers) -> None:
     p.add_argument("-o", "--output", required=True, help="plan.svg or plan.png")
     p.add_argument("--trace", help="a recorded trace: draw the estimated device tracks")
     # Optional: without one the plan is drawn with the built-in presence settings.
-    p.add_argument(
-        "--config",
-        metavar="FILE",
-        help=f"config for the presence settings; default: ${CONFIG_ENV}, else {INSTALLED_CONFIG} "
-        "if present, else the built-in defaults",
-    )
+    add_optional_config(p, "the presence settings")
     p.add_argument("--scale", type=float, help="pixels per metre (default: fit ~900 px)")
     p.set_defaults(func=_cmd_fences_render, config_mode="optional")
     p = fences_sub.add_parser(

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gateway.cli._common import CONFIG_ENV, INSTALLED_CONFIG
+from gateway.cli._common import add_optional_config
 
 if TYPE_CHECKING:
     from gateway.cli._common import Subparsers
@@ -96,11 +96,5 @@ def add_survey(sub: Subparsers) -> None:
         help="keep only this device's readings (the surveyed tag or phone, as the trace "
         "names it); default: every reading",
     )
-    p.add_argument(
-        "--config",
-        metavar="FILE",
-        default=None,
-        help=f"config for the presence settings; default: ${CONFIG_ENV}, else {INSTALLED_CONFIG} "
-        "if present, else the built-in defaults",
-    )
+    add_optional_config(p, "the presence settings")
     p.set_defaults(func=_cmd_survey, config_mode="optional")

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gateway.cli._common import CONFIG_ENV, INSTALLED_CONFIG, bad_input
+from gateway.cli._common import add_optional_config, bad_input
 
 if TYPE_CHECKING:
     from gateway.cli._common import Subparsers
@@ -266,13 +266,7 @@ def add_locate(sub: Subparsers) -> None:
         default=None,
         help="site survey (`gateway survey`); default: the config's presence.survey",
     )
-    p.add_argument(
-        "--config",
-        metavar="FILE",
-        default=None,
-        help=f"config for the presence settings; default: ${CONFIG_ENV}, else {INSTALLED_CONFIG} "
-        "if present, else the built-in defaults",
-    )
+    add_optional_config(p, "the presence settings")
     p.set_defaults(func=_cmd_locate, config_mode="optional")
 
 
