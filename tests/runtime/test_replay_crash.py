@@ -112,6 +112,8 @@ async def test_sigkill_with_a_full_outbox_then_rerun(tmp_path: Path) -> None:
     proc = _replay(cfg, trace)
     db_path = state / "gateway.db"
 
+    queued: set[str] = set()
+
     def outbox_full() -> bool:
         import sqlite3
 
@@ -120,14 +122,25 @@ async def test_sigkill_with_a_full_outbox_then_rerun(tmp_path: Path) -> None:
         with suppress(sqlite3.Error):
             conn = sqlite3.connect(db_path)
             try:
-                return bool(conn.execute("SELECT count(*) FROM outbox").fetchone()[0] == len(want))
+                queued.clear()
+                queued.update(str(r[0]) for r in conn.execute("SELECT event_id FROM outbox"))
+                return queued >= want
             finally:
                 conn.close()
         return False
 
-    await wait_for(outbox_full, timeout=120)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.communicate()  # reaps it and closes its pipes
+    try:
+        await wait_for(outbox_full, timeout=120)
+    except TimeoutError:
+        raise AssertionError(
+            f"outbox never held every expected event: {len(queued & want)} of {len(want)}, "
+            f"{len(queued - want)} unexpected ({sorted(queued - want)[:5]})"
+        ) from None
+    finally:
+        with suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate()  # reaps it and closes its pipes
+    assert queued == want, sorted(queued ^ want)[:10]  # nothing invented either
 
     broker.start()
     consumer = Consumer(broker.port)
