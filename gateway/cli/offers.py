@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from gateway.cli._common import CONFIG
+from gateway.cli._common import CONFIG, bad_input
 from gateway.clock import SystemClock
 
 if TYPE_CHECKING:
@@ -37,8 +37,19 @@ def _cmd_offers_why(args: argparse.Namespace) -> int:
     conn = db.connect(config.state_path / "gateway.db")
     try:
         rows = why(conn, args.who, key)
+        known = conn.execute("SELECT 1 FROM profiles WHERE profile_id = ?", (args.who,)).fetchone()
+        offers = conn.execute(
+            "SELECT code, sku, status, issued_at, redeemed_at FROM offers WHERE profile_id = ? "
+            "ORDER BY issued_at",
+            (args.who,),
+        ).fetchall()
     finally:
         conn.close()
+    if not rows and not known and not args.who.startswith("dev-"):
+        return bad_input(
+            f"{args.who}: no decisions, and not a profile id of this gateway's cache; give a "
+            "profile id or the dev-… pseudonym the console and events show"
+        )
     if not rows:
         print(f"no decisions recorded for {args.who}")
     for t, campaign, trigger, issued, reason in rows:
@@ -48,6 +59,13 @@ def _cmd_offers_why(args: argparse.Namespace) -> int:
         why_not = EXPLAINED.get(reason)
         more = f": {why_not}" if why_not else ""
         print(f"{local_datetime(t, tz)}  {campaign} {trigger}: {verdict} ({reason}{more})")
+    for code, sku, status, issued_at, redeemed_at in offers:
+        # What became of each offer: the code's last four, as staff see it on the console.
+        when = f" at {local_datetime(redeemed_at, tz)}" if redeemed_at else ""
+        print(
+            f"offer …{str(code)[-4:]} for {sku} (issued {local_datetime(issued_at, tz)}): "
+            f"{status}{when}"
+        )
     return 0
 
 

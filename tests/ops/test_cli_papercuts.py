@@ -144,7 +144,8 @@ def test_commands_find_the_config_or_say_where_they_looked(tmp_path: Path) -> No
     config = tmp_path / "gw.toml"
     config.write_text("[gateway]\nstate_dir = 'st'\n")
     found = _gateway("offers", "why", "p-1", **{CONFIG_ENV: str(config)})
-    assert found.returncode == 0 and found.stdout == "no decisions recorded for p-1\n"
+    # it read that config's state: no such profile there (a typo is not "no decisions")
+    assert found.returncode == 2 and "p-1: no decisions, and not a profile id" in found.stderr
     assert (tmp_path / "st" / "gateway.db").exists()  # it used that config's state
     # doctor reports a missing config as its failed first check instead of stopping
     doctor = _gateway("doctor", "--json", **{CONFIG_ENV: str(tmp_path / "nope.toml")})
