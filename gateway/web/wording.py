@@ -88,6 +88,21 @@ class Line:
         }
 
 
+HOLD_ENDS = {
+    "expired": "the offer expired",
+    "redeemed": "sold",
+    "withdrawn_stock": "the stock went down, offer withdrawn",
+    "not_found": "staff could not find the copy, offer withdrawn",
+}
+TASK_ACTIONS = {
+    "ready": "is ready at the counter",
+    "not_found": "could not be found",
+    "collected": "was collected",
+    "expired": "lapsed with the offer",
+    "withdrawn": "was withdrawn",
+}
+
+
 def short_device(pseudonym: str) -> str:
     """'dev-c933eb06aeb2bc75' → 'dev-…bc75': enough to tell shoppers apart on one screen and
     to match a dot on the plan (labelled '…bc75'); the full pseudonym stays in the data."""
@@ -255,9 +270,34 @@ class Wording:
             return self._beacon(data)
         if stream == "gateway":
             return self._gateway(kind, data, event)
+        if stream == "hold":
+            return self._hold(kind, data), ""
+        if stream == "task":
+            return self._task(kind, data), ""
         subject = _text(event, "subject")
         about = f" about {short_device(subject)}" if subject else ""
         return f"{stream or 'unknown'} event ({kind or 'no type'}){about}", ""
+
+    def _hold(self, kind: str, data: Mapping[str, Any]) -> str:
+        item, who = self.item(data), self.shopper(data)
+        stock = _number(data, "available")
+        left = "" if stock is None else f" ({stock:.0f} left for others)"
+        if kind == "placed":
+            return f"{item} set aside for {who}{left}"
+        why = HOLD_ENDS.get(_text(data, "reason"), _text(data, "reason") or "ended")
+        return f"{item} no longer set aside for {who}: {why}{left}"
+
+    def _task(self, kind: str, data: Mapping[str, Any]) -> str:
+        title = _text(data, "title")
+        item = f"“{title}”" if title else self.item(data)
+        code = _text(data, "code_hint")
+        pickup = f"pickup of {item}" + (f" (code …{code})" if code else "")
+        by = _text(data, "by")
+        staff = f" (by {by})" if by and by != "gateway" else ""
+        if kind == "opened":
+            return f"New {pickup}: fetch it from {self.zone(_text(data, 'zone'))}"
+        done = TASK_ACTIONS.get(kind, kind or "updated")
+        return f"{pickup[:1].upper()}{pickup[1:]} {done}{staff}"
 
     def _zone(self, kind: str, data: Mapping[str, Any]) -> str:
         who = self.shopper({"device": data.get("device")})

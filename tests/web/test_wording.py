@@ -239,3 +239,34 @@ def test_short_forms() -> None:
     assert short_device("dev-c933eb06aeb2bc75") == "dev-…bc75"
     assert short_device("dev-ab") == "dev-ab"
     assert code_tail("PK-BX52-6SEV") == "…6SEV" and code_tail("--") == ""
+
+
+def test_holds_and_pickup_tasks_read_as_sentences() -> None:
+    from gateway.model import HoldEvent, PickupTaskEvent
+
+    t = at("2026-06-01T08:00:00")
+    placed = HoldEvent(
+        t, "placed", "hd-1", "of-1", "p-alice-3f9c", "978-0441478125", "offer", t + 600, 1, 1
+    )
+    line = wording().line(body(placed))
+    assert line.text == (
+        "“The Left Hand of Darkness” set aside for shopper p-alice-3f9c (0 left for others)"
+    )
+    gone = HoldEvent(
+        t, "released", "hd-1", "of-1", "p-alice-3f9c", "978-0441478125", "expired", t, 1, 0
+    )
+    assert wording().line(body(gone)).text.endswith(": the offer expired (1 left for others)")
+    opened = PickupTaskEvent(
+        t, "opened", "tk-1", "978-0441478125", "The Left Hand of Darkness", "aisle-fiction",
+        "6SEV", "en", "gateway",
+    )  # fmt: skip
+    assert wording().line(body(opened)).text == (
+        "New pickup of “The Left Hand of Darkness” (code …6SEV): fetch it from Fiction"
+    )
+    ready = PickupTaskEvent(
+        t, "ready", "tk-1", "978-0441478125", "The Left Hand of Darkness", "aisle-fiction",
+        "6SEV", "en", "Maria",
+    )  # fmt: skip
+    assert wording().line(body(ready)).text == (
+        "Pickup of “The Left Hand of Darkness” (code …6SEV) is ready at the counter (by Maria)"
+    )
