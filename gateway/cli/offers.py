@@ -60,12 +60,10 @@ def _cmd_offers_why(args: argparse.Namespace) -> int:
         more = f": {why_not}" if why_not else ""
         print(f"{local_datetime(t, tz)}  {campaign} {trigger}: {verdict} ({reason}{more})")
     for code, sku, status, issued_at, redeemed_at in offers:
-        # What became of each offer: the code's last four, as staff see it on the console.
+        # What became of each offer, listed at its issue time; the code's last four, as staff
+        # see it on the console.
         when = f" at {local_datetime(redeemed_at, tz)}" if redeemed_at else ""
-        print(
-            f"offer …{str(code)[-4:]} for {sku} (issued {local_datetime(issued_at, tz)}): "
-            f"{status}{when}"
-        )
+        print(f"{local_datetime(issued_at, tz)}  offer …{str(code)[-4:]} for {sku}: {status}{when}")
     return 0
 
 
