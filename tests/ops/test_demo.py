@@ -233,8 +233,9 @@ def test_run_command_with_a_config(tmp_path: Path) -> None:
         text=True,
         timeout=60,
     )
-    # No profiles were seeded in this state dir: everyone is unknown, and Bob has no entry.
-    assert "no decisions recorded" in why.stdout
+    # No profiles were seeded in this state dir: everyone is unknown, and Bob is no profile
+    # of this gateway's cache — said as such, not as "no decisions".
+    assert why.returncode == 2 and "not a profile id of this gateway's cache" in why.stderr
 
 
 def test_the_last_copy_demo(tmp_path: Path) -> None:
