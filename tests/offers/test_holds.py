@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from gateway.clock import PinnedClock
+from gateway.clock import PinnedClock, SystemClock
 from gateway.config.sections import parse_config
 from gateway.model import HoldEvent, OfferDecision, PickupTaskEvent, PipelineEvent
 from gateway.offers import holds, pickup
@@ -220,7 +220,9 @@ def test_the_command_line_lists_stock_holds_and_tasks(
     gateway = _gateway(tmp_path / "state", clock)
     gateway.identity.load_seed(SEED)
     gateway.refresh()
-    t0 = clock.wall()  # the commands read the wall clock: the hold is live now
+    # The list commands read the system's wall clock: the offer (and its hold) must be live
+    # at the real now, whatever day the suite runs on (the pinned clock is in 2031).
+    t0 = SystemClock().wall()
     _issue(gateway, t0, ALICE_UID)
     gateway.close()
     config = tmp_path / "gateway.toml"
