@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 
 HANDOVER_VERSION = 1
 MAGIC = b"PGH1 "
-SIGNATURE_HEX = 64
 MAX_HANDOVER_BYTES = 256 * 1024
 MAX_DEVICES = 500  # device states in one message
 MAX_KEPT = 20_000  # device states kept from peers (the oldest go first)
@@ -160,7 +159,7 @@ class HandoverRejected(ValueError):
 
 
 def _mac(key: bytes, topic: str, body: bytes) -> bytes:
-    return hmac.new(key, topic.encode() + b"\n" + body, hashlib.sha256).hexdigest().encode()
+    return wire.frame_mac(key, topic, body)
 
 
 def encode_handover(
@@ -175,7 +174,7 @@ def encode_handover(
         },
         separators=(",", ":"),
     ).encode()
-    return MAGIC + _mac(key, topic, body) + b"\n" + body
+    return wire.seal_frame(MAGIC, key, topic, body)
 
 
 def state_object(state: HandedOver) -> dict[str, Any]:
@@ -198,12 +197,10 @@ def decode_handover(
     """Authenticate and read a peer's device states; a malformed one refuses the message."""
     if len(payload) > MAX_HANDOVER_BYTES:
         raise HandoverRejected("too_large", f"{len(payload)} bytes")
-    header_end = len(MAGIC) + SIGNATURE_HEX
-    if not payload.startswith(MAGIC) or payload[header_end : header_end + 1] != b"\n":
-        raise HandoverRejected("unsigned", f"expected {MAGIC.decode()}<signature>")
-    body_bytes = payload[header_end + 1 :]
-    if not hmac.compare_digest(payload[len(MAGIC) : header_end], _mac(key, topic, body_bytes)):
-        raise HandoverRejected("bad_signature", "does not match the store's peer key")
+    try:
+        body_bytes = wire.open_frame(MAGIC, key, topic, payload)
+    except wire.WireRejected as exc:
+        raise HandoverRejected(exc.reason, exc.detail) from None
     try:
         body: Any = wire.parse(body_bytes, max_bytes=MAX_HANDOVER_BYTES, max_depth=8)
     except wire.WireRejected as exc:

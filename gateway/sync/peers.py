@@ -26,8 +26,6 @@ captured batch cannot be played again.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -38,7 +36,6 @@ from gateway.trace import TraceError, advert_object, parse_object
 
 FORMAT_VERSION = 2
 MAGIC = b"PGS2 "
-SIGNATURE_HEX = 64
 SENT_WINDOW_S = 10.0  # a batch's sent_at within this of our time (peers share NTP)
 PEER_ADDRESS_PREFIX = "peer:"  # the Advert.address of a shared sighting: never a MAC
 PEER_MAX_AGE_S = 2.0
@@ -102,8 +99,7 @@ class PeerTopic(NamedTuple):
 
 
 def _mac(key: bytes, topic: PeerTopic, body: bytes) -> bytes:
-    message = topic.topic.encode() + b"\n" + body
-    return hmac.new(key, message, hashlib.sha256).hexdigest().encode()
+    return wire.frame_mac(key, topic.topic, body)
 
 
 def encode(topic: PeerTopic, key: bytes, adverts: list[Advert], *, sent_at: float) -> bytes:
@@ -116,7 +112,7 @@ def encode(topic: PeerTopic, key: bytes, adverts: list[Advert], *, sent_at: floa
         },
         separators=(",", ":"),
     ).encode()
-    return MAGIC + _mac(key, topic, body) + b"\n" + body
+    return wire.seal_frame(MAGIC, key, topic.topic, body)
 
 
 class PeerClock:
@@ -158,12 +154,10 @@ def decode(
         raise PeerRejected("too_large", f"{len(payload)} bytes; at most {MAX_PAYLOAD_BYTES}")
     if not key:
         raise PeerRejected("no_peer_key", "mqtt.peer_key is not configured")
-    header_end = len(MAGIC) + SIGNATURE_HEX
-    if not payload.startswith(MAGIC) or payload[header_end : header_end + 1] != b"\n":
-        raise PeerRejected("unsigned", f"expected {MAGIC.decode()}<signature> and a new line")
-    body_bytes = payload[header_end + 1 :]
-    if not hmac.compare_digest(payload[len(MAGIC) : header_end], _mac(key, topic, body_bytes)):
-        raise PeerRejected("bad_signature", "does not match the store's peer key")
+    try:
+        body_bytes = wire.open_frame(MAGIC, key, topic.topic, payload)
+    except wire.WireRejected as exc:
+        raise PeerRejected(exc.reason, exc.detail) from None
     try:
         body: Any = wire.parse(body_bytes, max_bytes=MAX_PAYLOAD_BYTES, max_depth=8)
     except wire.WireRejected as exc:
