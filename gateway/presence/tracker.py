@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from gateway.model import Position
-from gateway.presence.batch import BATCH_TRACK_MIN, search_batch, track_batch
+from gateway.presence.batch import BATCH_TRACK_MIN, range_rows, receiver_table, solve_rows
 from gateway.presence.filter import Range, RssiFilter, distance_sigma, rssi_to_distance
 from gateway.presence.grid import GridDevice, GridModel
 from gateway.presence.solve import (
@@ -206,7 +206,7 @@ class PresenceTracker:
         self,
         device: str,
         t: float,
-        ranges: list[Range],
+        heard: int,
         level: int,
         fit: tuple[float, float, float, float],
     ) -> Position:
@@ -218,7 +218,7 @@ class PresenceTracker:
         if self.settings.bounds is not None:
             min_x, min_y, max_x, max_y = self.settings.bounds
             x, y = min(max(x, min_x), max_x), min(max(y, min_y), max_y)
-        position = Position(device, t, x, y, uncertainty, self.settings.method, len(ranges), level)
+        position = Position(device, t, x, y, uncertainty, self.settings.method, heard, level)
         state.last_position = position
         return position
 
@@ -230,60 +230,93 @@ class PresenceTracker:
         grid = self.devices[device].grid
         if grid is not None:
             grid.move_to(level)  # refused away from stairs
-        return self._finish(device, t, ranges, level, self._solve(device, t, ranges, hint))
+        return self._finish(device, t, len(ranges), level, self._solve(device, t, ranges, hint))
 
     def positions_many(self, due: list[tuple[str, float]]) -> list[Position]:
-        """Solve several devices at once: the tracked ones (most of them) in one vectorised
-        Gauss-Newton (`track_batch`), the rest — and any the tracked fit does not explain —
-        one by one. The same fits as `position` would give, device by device."""
-        prepared = []
+        """Solve several devices at once: the same fixes as `position` would give, device by
+        device. With the maximum-likelihood method on one level (a busy store's case) the
+        filtered levels go straight into arrays and one vectorised fit solves every device
+        (`gateway.presence.batch`); otherwise, and for a handful of devices, one by one."""
+        if (
+            len(due) < BATCH_TRACK_MIN
+            or self.settings.method != "max_likelihood"
+            or self.receiver_levels
+        ):
+            return [p for p in (self.position(d, t) for d, t in due) if p is not None]
+        return self._positions_arrays(due)
+
+    def _positions_arrays(self, due: list[tuple[str, float]]) -> list[Position]:
+        import numpy as np
+
+        s = self.settings
+        stale = s.stale_after_s
+        columns: dict[str, int] = {}
+        row_of: list[int] = []
+        entries: list[int] = []
+        levels: list[float] = []
+        variances: list[float] = []
+        solved: list[tuple[str, float, _Device]] = []
+        hints: list[tuple[float, float, float]] = []
+        tracked: list[bool] = []
         for device, t in due:
-            p = self._prepare(device, t)
-            if p is not None:
-                prepared.append((device, t, *p))
-        tracked = [
-            i
-            for i, (_, _, ranges, _, hint) in enumerate(prepared)
-            if hint is not None and len(ranges) >= 3
-        ]
-        fits: dict[int, tuple[float, float, float, float]] = {}
-        batched = set(tracked) if len(tracked) >= BATCH_TRACK_MIN else set()
-        if batched:
-            results = track_batch(
-                [prepared[i][2] for i in tracked],
-                [prepared[i][4] for i in tracked],  # type: ignore[misc]
+            state = self.devices.get(device)
+            if state is None:
+                continue
+            row = len(solved)
+            heard = False
+            for receiver, flt in state.filters.items():
+                if t - flt.t <= stale:
+                    column = columns.get(receiver)
+                    if column is None:
+                        column = columns[receiver] = len(columns)
+                    row_of.append(row)
+                    entries.append(column)
+                    levels.append(flt.level)
+                    variances.append(flt.variance)
+                    heard = True
+            if not heard:
+                continue
+            solved.append((device, t, state))
+            fix = state.last_fix
+            hinted = fix is not None and fix[3] == 0 and t - state.last_search < FULL_SEARCH_EVERY_S
+            hints.append(
+                (fix[0], fix[1], fix[2]) if hinted and fix is not None else (0.0, 0.0, 0.0)
             )
-            for i, fit in zip(tracked, results, strict=True):
-                if fit is not None:
-                    fits[i] = fit
-        if self.settings.method == "max_likelihood":
-            # Full searches (untracked devices, and tracked fits that did not explain the
-            # readings), vectorised too when there are enough of them.
-            search = [
-                i
-                for i, p in enumerate(prepared)
-                if i not in fits and len(p[2]) >= 3 and (i in batched or p[4] is None)
-            ]
-            if len(search) >= BATCH_TRACK_MIN:
-                for i, fit in zip(
-                    search, search_batch([prepared[i][2] for i in search]), strict=True
-                ):
-                    fits[i] = fit
-                    if prepared[i][4] is None:  # as `_solve` does: a planned full search
-                        self.devices[prepared[i][0]].last_search = prepared[i][1]
+            tracked.append(hinted)
+        if not solved:
+            return []
+        table = receiver_table(
+            list(columns),
+            self.receivers,
+            self.calibration,
+            self.receiver_offsets,
+            self.learned_offsets,
+            s.path_loss_exponent,
+            s.measured_power_override is not None,
+        )
+        rows = range_rows(
+            row_of,
+            entries,
+            levels,
+            variances,
+            table,
+            [state.measured_power for _, _, state in solved],
+            len(solved),
+            s.shadowing_db,
+        )
+        hint = np.array(hints)
+        x, y, unc, b, searched = solve_rows(
+            rows, hint[:, 0], hint[:, 1], hint[:, 2], np.array(tracked)
+        )
         out = []
-        for i, (device, t, ranges, level, hint) in enumerate(prepared):
-            grid = self.devices[device].grid
-            if grid is not None:
-                grid.move_to(level)
-            fit = fits.get(i)
-            if fit is None and i in batched:
-                # the tracked fit did not explain the readings: the full search, exactly as
-                # `max_likelihood_fit` does after a failed hint (no planned-search mark)
-                fit = max_likelihood_fit(ranges)
-            elif fit is None:
-                fit = self._solve(device, t, ranges, hint)
-            out.append(self._finish(device, t, ranges, level, fit))
+        counts = rows.count.tolist()
+        for i, (fx, fy, fu, fb, planned) in enumerate(
+            zip(x.tolist(), y.tolist(), unc.tolist(), b.tolist(), searched.tolist(), strict=True)
+        ):
+            device, t, state = solved[i]
+            if planned:
+                state.last_search = t
+            out.append(self._finish(device, t, counts[i], 0, (fx, fy, fu, fb)))
         return out
 
     def expire(self, now: float) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 import statistics
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -143,10 +144,14 @@ def test_tracker_rejects_bad_readings_and_forgets_silent_devices(demo_map: Store
 # Fixed seeds: random ones found fits up to 20 m apart, beyond their stated uncertainty (seed
 # 964; seeds 11 and 37 within it) — a real disagreement of the batched solver with the scalar
 # one on rare multi-modal fits, open (docs/decisions.md §20). The test keeps what holds today.
+@pytest.mark.parametrize("compiled", [True, False], ids=["kernel", "numpy"])
 @pytest.mark.parametrize("seed", [0, 1, 5, 7])
-def test_solving_many_devices_at_once_gives_the_one_by_one_fits(seed: int) -> None:
+def test_solving_many_devices_at_once_gives_the_one_by_one_fits(
+    seed: int, compiled: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The vectorised tracker (`positions_many`) against `position`, device by device, on a
-    busy simulated floor: the same fixes to the millimetre, the same fallbacks.
+    busy simulated floor: the same fixes to the millimetre, the same fallbacks — with the
+    compiled kernel and with the numpy path a box without a C compiler uses.
 
     Where the cost surface is flat or has two minima (three receivers for three unknowns, or a
     shallow valley) the two float paths may stop at different points of it: allowed for at
@@ -154,10 +159,13 @@ def test_solving_many_devices_at_once_gives_the_one_by_one_fits(seed: int) -> No
     uncertainty — two answers the tracker itself calls equally good."""
     from gateway.config.sections import Config
     from gateway.pipeline.tracking import tracker_for
+    from gateway.presence import batch as solver_batch
     from gateway.sim import busystore
     from gateway.site.hardware import load_beacon_profile
     from gateway.site.storemap import parse_map
 
+    if not compiled:
+        monkeypatch.setattr(solver_batch, "KERNEL", None)
     store = parse_map(busystore.store_map(), "busy")
     profile = load_beacon_profile("phone-app-ibeacon")
     one, many = (tracker_for(Config(), store, profile, solve_interval_s=0.25) for _ in range(2))
@@ -186,3 +194,34 @@ def test_solving_many_devices_at_once_gives_the_one_by_one_fits(seed: int) -> No
     assert compared > 500
     assert len(apart) <= compared // 100, (seed, apart)
     assert all(distance <= uncertainty for distance, uncertainty in apart), (seed, apart)
+
+
+def test_the_solver_kernel_is_built_where_there_is_a_c_compiler() -> None:
+    """The install compiles `_kernel.c` when it can (setup.py); a silent fallback to numpy
+    on a box that has a compiler would cost the busy store most of its speed."""
+    import shutil
+    import sysconfig
+
+    from gateway.presence import batch as solver_batch
+
+    headers = Path(sysconfig.get_paths()["include"]) / "Python.h"
+    if shutil.which("cc") is None or not headers.exists():
+        assert solver_batch.KERNEL is None or callable(solver_batch.KERNEL.gauss_newton)
+        return
+    assert solver_batch.KERNEL is not None, "the C kernel was not built: run scripts/setup again"
+
+
+def test_the_solver_kernel_refuses_buffers_of_the_wrong_size() -> None:
+    """The kernel trusts nothing about its arguments' sizes: a mismatch is an error."""
+    import numpy as np
+
+    from gateway.presence import batch as solver_batch
+
+    if solver_batch.KERNEL is None:
+        pytest.skip("no C compiler on this box: the numpy path is tested above")
+    rows, width = np.zeros((2, 3)), 3
+    out = [np.zeros(2) for _ in range(5)]
+    with pytest.raises(ValueError, match="rows x width"):
+        solver_batch.KERNEL.gauss_newton(rows, rows, rows, rows, np.zeros(5), *out, width, 15, 3.0)
+    with pytest.raises(ValueError, match="rows x width"):
+        solver_batch.KERNEL.gauss_newton(rows, rows, rows, rows, rows, *out, 0, 15, 3.0)
