@@ -72,7 +72,7 @@ class ZoneTracker:
         events: list[ZoneEvent] = []
         visits = self.visits.setdefault(pos.device, {})
         inside = set(self.containing(pos.x, pos.y, pos.level))
-        point = shapely.Point(pos.x, pos.y)
+        point = None  # built only for a distance (most fixes need none)
         for index in inside:
             zone = self.zones[index]
             visit = visits.get(index)
@@ -83,6 +83,7 @@ class ZoneTracker:
                 visit.confirmed = True
                 due = visit.first_inside + self._dwell(zone)
                 heapq.heappush(self._dwell_due, (due, pos.device, index, visit.first_inside))
+                point = point or shapely.Point(pos.x, pos.y)
                 depth = (
                     zone.shape.exterior.distance(point)
                     if zone.shape.geom_type == "Polygon"
@@ -105,7 +106,11 @@ class ZoneTracker:
                 del visits[index]  # never entered for real: forget the pending visit
                 continue
             # Another level is "outside" however close the footprint.
-            outside_by = zone.shape.distance(point) if zone.level == pos.level else math.inf
+            if zone.level == pos.level:
+                point = point or shapely.Point(pos.x, pos.y)
+                outside_by = zone.shape.distance(point)
+            else:
+                outside_by = math.inf
             if outside_by <= self._hysteresis(zone):
                 visit.outside_since = None
                 continue
