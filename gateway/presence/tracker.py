@@ -255,6 +255,9 @@ class PresenceTracker:
         entries: list[int] = []
         levels: list[float] = []
         variances: list[float] = []
+        # bound once: this loop runs for every fresh filter of every device due
+        add_row, add_column = row_of.append, entries.append
+        add_level, add_variance = levels.append, variances.append
         solved: list[tuple[str, float, _Device]] = []
         hints: list[tuple[float, float, float]] = []
         tracked: list[bool] = []
@@ -269,10 +272,10 @@ class PresenceTracker:
                     column = columns.get(receiver)
                     if column is None:
                         column = columns[receiver] = len(columns)
-                    row_of.append(row)
-                    entries.append(column)
-                    levels.append(flt.level)
-                    variances.append(flt.variance)
+                    add_row(row)
+                    add_column(column)
+                    add_level(flt.level)
+                    add_variance(flt.variance)
                     heard = True
             if not heard:
                 continue
