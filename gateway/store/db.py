@@ -14,10 +14,12 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import sqlite_utils
+if TYPE_CHECKING:  # imported by `migrate` only when a migration is due: it costs ~0.1 s
+    import sqlite_utils
 
-Migration = Callable[[sqlite_utils.Database], None]
+Migration = Callable[["sqlite_utils.Database"], None]
 
 
 def _v1(db: sqlite_utils.Database) -> None:
@@ -285,6 +287,10 @@ def migrate(conn: sqlite3.Connection) -> int:
             f"state database is at schema {current}, newer than this gateway ({SCHEMA_VERSION});"
             " upgrade the gateway or point state_dir elsewhere"
         )
+    if current == SCHEMA_VERSION:
+        return SCHEMA_VERSION  # every start but the first: no migration, no sqlite_utils
+    import sqlite_utils
+
     db = sqlite_utils.Database(conn)
     for version in range(current + 1, SCHEMA_VERSION + 1):
         with transaction(conn):
