@@ -184,10 +184,13 @@ def busy_state(folder: Path) -> tuple[Path, Path]:
     return config, trace
 
 
-def bench_pipeline(folder: Path) -> dict[str, float]:
+def bench_pipeline(folder: Path, compiled: bool = True) -> dict[str, float]:
     """The busy store through every stage (decode → filter → position → zones → identity →
-    offers → outbox), as `gateway run` does it: batches of 256 in one transaction each."""
+    offers → outbox), as `gateway run` does it: batches of 256 in one transaction each.
+    `compiled=False`: as on a box where the install found no C compiler (the solver's numpy
+    path instead of its kernel)."""
     from gateway.config.sections import load_config
+    from gateway.presence import batch as solver
     from gateway.runtime.commit import Item
     from gateway.runtime.gateway import Gateway
 
@@ -200,6 +203,9 @@ def bench_pipeline(folder: Path) -> dict[str, float]:
                 items.append(item)
     gateway = Gateway(load_config(str(config_file)), quiet_sink=True, clock=SystemClock())
     gateway.refresh()
+    kernel = solver.KERNEL
+    if not compiled:
+        solver.KERNEL = None
 
     def batches(adverts: list[Advert]) -> list[list[Item]]:
         return [list(adverts[i : i + 256]) for i in range(0, len(adverts), 256)]
@@ -227,6 +233,7 @@ def bench_pipeline(folder: Path) -> dict[str, float]:
             pipeline.on_advert(moved)
             single.append((time.perf_counter() - t0) * 1000)
     gateway.close()
+    solver.KERNEL = kernel
     single.sort()
     span = items[-1].t - items[0].t
     return {
@@ -528,6 +535,9 @@ def main() -> int:
     # The fleet section starts from the state before any run decided anything.
     shutil.copytree(workdir / "state", workdir / "state-before-runs")
     results["pipeline"] = best_of(3, lambda: bench_pipeline(workdir), "sightings_per_s")
+    results["pipeline"]["numpy_sightings_per_s"] = best_of(
+        2, lambda: bench_pipeline(workdir, compiled=False), "sightings_per_s"
+    )["sightings_per_s"]
     results["burst"] = bench_speed.burst_latency(config_file, trace)
     print("fleet: gateways sharing the busy store ...", flush=True)
     results["fleet"] = fleet_share.sweep(config_file, trace, args.fleet, workdir / "fleet")
@@ -596,7 +606,14 @@ def main() -> int:
             f"goal ≥ 50,000; the store makes {p['store_sightings_per_s']:,.0f}/s "
             f"(×{p['sightings_per_s'] / p['store_sightings_per_s']:.1f} real time)",
         ),
-        ("", "latency p50 / p99 ms", f"{p['p50_ms']:.3f} / {p['p99_ms']:.3f}", "goal p99 < 5"),
+        ("", "latency p50 / p99 ms", f"{p['p50_ms']:.3f} / {p['p99_ms']:.3f}", "goal p99 < 2"),
+        (
+            "",
+            "  solver without its C kernel",
+            f"{p['numpy_sightings_per_s']:,.0f}",
+            "sightings/s where the install had no C compiler (numpy path): "
+            f"the kernel ×{p['sightings_per_s'] / p['numpy_sightings_per_s']:.2f}",
+        ),
     ]
     b = results["burst"]
     rows.append(
