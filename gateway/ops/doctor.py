@@ -26,7 +26,7 @@ from gateway.config.sections import Config, load_config
 from gateway.config.service import host_port
 from gateway.humantime import duration, local_datetime
 from gateway.ops.checks import FAIL, PASS, SKIP, WARN, Check
-from gateway.ops.site_checks import check_secrets, check_site
+from gateway.ops.site_checks import check_secrets, check_site, check_solver
 
 MIN_FREE_MB = 50
 LOW_FREE_MB = 500
@@ -73,6 +73,7 @@ def run_checks(config_file: str, clock: Clock, timeout_s: float = 5.0) -> list[C
     guarded("state", lambda: check_state_dir(state))
     guarded("database", lambda: check_database(state / "gateway.db"))
     guarded("map", lambda: check_map(config))
+    guarded("solver", check_solver)
     guarded("bluetooth", lambda: asyncio.run(check_bluetooth(config, timeout_s)))
     guarded("nfc", lambda: check_nfc(config))
     guarded("broker", lambda: asyncio.run(check_broker(config, timeout_s, clock)))

@@ -147,3 +147,20 @@ def check_secrets(config: Config, config_file: Path) -> list[Check]:
             )
         )
     return out or [Check("secrets", PASS, "keys set and readable by the owner and group only")]
+
+
+def check_solver() -> Check:
+    """Whether the install compiled the position solver's inner loop (setup.py builds it
+    where there is a C compiler; without it the numpy path gives the same positions, slower)."""
+    from gateway.presence import batch
+
+    if batch.KERNEL is not None:
+        return Check("solver", PASS, "position solver compiled (presence/_kernel.c)")
+    return Check(
+        "solver",
+        WARN,
+        "position solver without its compiled kernel: the same positions, but a busy "
+        "store's sightings take about twice the CPU (docs/decisions.md §28)",
+        "sudo apt-get install gcc python3-dev, then install again (scripts/install, or "
+        "rm .venv/.installed-* && scripts/setup)",
+    )

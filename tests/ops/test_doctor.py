@@ -245,3 +245,20 @@ def test_a_receiver_id_the_map_lacks_fails_before_the_daemon_runs() -> None:
     placed = sorted(load_map(config.resolve(config.map.path)).receivers)
     fixed = parse_config(f"[sources.ble.hci0]\nreceiver = '{placed[0]}'\n")
     assert "receivers not on the map" not in " ".join(c.detail for c in check_site(fixed))
+
+
+def test_the_solver_check_says_whether_the_kernel_was_compiled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Staff learn from doctor that an install without a C compiler runs the slow path,
+    and how to get the fast one."""
+    from gateway.ops.checks import PASS, WARN
+    from gateway.ops.site_checks import check_solver
+    from gateway.presence import batch
+
+    compiled = check_solver()
+    assert compiled.status == (PASS if batch.KERNEL is not None else WARN)
+    monkeypatch.setattr(batch, "KERNEL", None)
+    fallback = check_solver()
+    assert fallback.status == WARN and "compiled kernel" in fallback.detail
+    assert "gcc python3-dev" in fallback.fix
