@@ -39,6 +39,7 @@ from gateway.trace import parse_line
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sections beside this file
 import bench_speed
 import fleet_share
+from bench_speed import best_rate
 
 if TYPE_CHECKING:  # imported where used: each section loads only what it measures
     from gateway.config.sections import Config
@@ -57,17 +58,6 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def best_rate(n_items: int, run: Callable[[], object], repeats: int) -> float:
-    """Items per second of the fastest of `repeats` runs (least disturbed by the machine)."""
-    best = float("inf")
-    for _ in range(repeats):
-        gc.collect()
-        start = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - start)
-    return n_items / best
 
 
 def load_payloads() -> tuple[list[bytes], str]:

@@ -52,6 +52,7 @@ sys.stdout.write("\\n".join(out) + ("\\n" if out else ""))
 
 
 def best_rate(n_items: int, run: Callable[[], object], repeats: int) -> float:
+    """Items per second of the fastest of `repeats` runs (least disturbed by the machine)."""
     best = float("inf")
     for _ in range(repeats):
         gc.collect()
