@@ -162,20 +162,28 @@ def import_stock(
     rows: list[tuple[str, str, int, str]] = []
     first_line: dict[str, int] = {}
     for number, doc in read_records(path, report.form, "stock", report.notes):
-        try:
-            if isinstance(doc, LineError):
-                raise doc
-            row = stock_row(doc)
-            sku, zone = row[0], row[3]
-            if sku in first_line:
-                raise LineError("sku", f"{sku!r} is already on line {first_line[sku]}")
-            if zones is not None and zone and zone not in zones:
-                known = ", ".join(sorted(zones)[:12]) + (" …" if len(zones) > 12 else "")
-                raise LineError("zone_id", f"{zone!r} is not a zone of the map (zones: {known})")
-        except LineError as exc:
-            report.errors.append((number, exc.field, exc.reason))
+        if isinstance(doc, LineError):
+            report.errors.extend((number, e.field, e.reason) for e in doc.each)
             continue
-        first_line[sku] = number
+        problems: list[LineError] = []
+        try:
+            row: tuple[str, str, int, str] | None = stock_row(doc)
+        except LineError as exc:
+            problems, row = exc.each, None
+        if row is not None and row[0] in first_line:
+            problems.append(LineError("sku", f"{row[0]!r} is already on line {first_line[row[0]]}"))
+        # the zone is checked even when other cells are wrong: the row is fixed once
+        zone = doc.get("zone_id") if isinstance(doc, dict) else None
+        zone = zone.strip() if isinstance(zone, str) else ""
+        if zones is not None and zone and zone not in zones:
+            known = ", ".join(sorted(zones)[:12]) + (" …" if len(zones) > 12 else "")
+            problems.append(
+                LineError("zone_id", f"{zone!r} is not a zone of the map (zones: {known})")
+            )
+        if problems or row is None:
+            report.errors.extend((number, e.field, e.reason) for e in problems)
+            continue
+        first_line[row[0]] = number
         rows.append(row)
     report.records = len(rows)
     if report.errors or dry_run:

@@ -28,6 +28,24 @@ class LineError(Exception):
         super().__init__(f"{field}: {reason}")
         self.field, self.reason = field, reason
 
+    @property
+    def each(self) -> list[LineError]:
+        """Every problem of the record (one here; `LineErrors` has several)."""
+        return [self]
+
+
+class LineErrors(LineError):
+    """Several fields of one record are wrong: a row of a spreadsheet is fixed once, so the
+    report names every bad cell, not only the first."""
+
+    def __init__(self, problems: list[LineError]) -> None:
+        super().__init__(problems[0].field, "; ".join(str(p) for p in problems))
+        self.problems = problems
+
+    @property
+    def each(self) -> list[LineError]:
+        return list(self.problems)
+
 
 @dataclass(slots=True)
 class Rows:
@@ -179,19 +197,39 @@ def cart_rows(profile_id: str, items: Any, prefix: str = "cart") -> list[tuple[A
     return rows
 
 
+MAX_QUANTITY = 1_000_000_000
+
+
 def stock_row(obj: Any) -> tuple[str, str, int, str]:
     """One validated stock item: (sku, title, quantity, zone_id)."""
     if not isinstance(obj, dict):
         raise LineError("", "expected an object {sku, title, quantity, zone_id}")
-    _only(obj, STOCK_FIELDS)
+    problems: list[LineError] = []
+    try:
+        _only(obj, STOCK_FIELDS)
+    except LineError as exc:
+        problems.append(exc)
     sku = obj.get("sku")
     if not isinstance(sku, str) or not sku.strip():
-        raise LineError("sku", "expected a non-empty string")
+        problems.append(LineError("sku", "expected a non-empty string"))
     quantity = obj.get("quantity")
     if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 0:
-        raise LineError("quantity", "expected a whole number, 0 or more")
-    zone = _opt_text(obj, "zone_id", "zone_id", 128) or ""
-    return sku.strip(), _opt_text(obj, "title", "title") or "", quantity, zone.strip()
+        problems.append(LineError("quantity", "expected a whole number, 0 or more"))
+    elif quantity > MAX_QUANTITY:  # SQLite's integers end at 2**63; no shelf holds this
+        problems.append(LineError("quantity", f"{quantity} is more than {MAX_QUANTITY:,}"))
+    zone = title = None
+    try:
+        zone = _opt_text(obj, "zone_id", "zone_id", 128)
+    except LineError as exc:
+        problems.append(exc)
+    try:
+        title = _opt_text(obj, "title", "title")
+    except LineError as exc:
+        problems.append(exc)
+    if problems:
+        raise problems[0] if len(problems) == 1 else LineErrors(problems)
+    assert isinstance(sku, str) and isinstance(quantity, int)
+    return sku.strip(), title or "", quantity, (zone or "").strip()
 
 
 def profile_rows(obj: Any, rows: Rows) -> None:

@@ -375,15 +375,16 @@ def _csv_stock(path: Path) -> Iterator[Record]:
             yield number, row
             continue
         quantity = row.get("quantity", "")
-        if not quantity.isdigit():
-            yield number, LineError("quantity", "expected a whole number, 0 or more")
-            continue
         yield (
             number,
             {
                 "sku": row.get("sku", ""),
                 "title": row.get("title", ""),
-                "quantity": int(quantity),
+                # not a number: left as text for `stock_row` to report with the row's other
+                # problems (ASCII only: '²'.isdigit() is true and int('²') fails)
+                "quantity": int(quantity)
+                if quantity.isascii() and quantity.isdigit()
+                else quantity,
                 "zone_id": row.get("zone_id", ""),
             },
         )

@@ -166,8 +166,12 @@ class IdentityStore:
                     else:
                         stock.append(stock_row(document))
                 except LineError as exc:
-                    where = f"{key}[{index}]" + (f".{exc.field}" if exc.field else "")
-                    raise ValueError(f"{where}: {exc.reason}") from None
+                    raise ValueError(
+                        "; ".join(
+                            f"{key}[{index}]" + (f".{e.field}" if e.field else "") + f": {e.reason}"
+                            for e in exc.each
+                        )
+                    ) from None
         with transaction(self.conn):
             for sql, params in row_writes(rows):
                 if params:

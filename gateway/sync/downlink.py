@@ -24,6 +24,7 @@ from typing import Any
 from gateway.config.schema import ConfigError, build_section
 from gateway.identity.importer import (
     CART_INSERT,
+    MAX_QUANTITY,
     LineError,
     Rows,
     cart_rows,
@@ -72,7 +73,6 @@ DATA_FIELDS = {
     "campaigns": frozenset({"pickup_discount", "campaigns"}),
     "pickups": frozenset({"pickups"}),
 }
-MAX_QUANTITY = 1_000_000_000
 
 
 def _known_fields(obj: dict[str, Any], allowed: frozenset[str], where: str) -> None:

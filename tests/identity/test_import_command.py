@@ -97,6 +97,31 @@ def test_stock_import_checks_zones_against_the_configured_map(tmp_path: Path) ->
     assert _count(tmp_path, "stock") == 1
 
 
+def test_a_stock_row_with_several_bad_cells_names_each(tmp_path: Path) -> None:
+    """A spreadsheet row is fixed once: every bad cell of it is named, not only the first;
+    a superscript digit or a count beyond SQLite's integers is an error, not a crash."""
+    config = _config(tmp_path)
+    path = tmp_path / "stock.csv"
+    path.write_text(
+        "sku,title,quantity,zone_id\n"
+        "1,A,2,aisle-scifi\n"
+        ",B,-1,aisle-scfi\n"
+        "3,C,\u00b2,\n"
+        "4,D,99999999999999999999999,\n"
+    )
+    result = _gateway("stock", "import", str(path), "--config", str(config))
+    assert result.returncode == 2, result.stderr
+    assert f"{path}:3: sku: expected a non-empty string" in result.stderr
+    assert f"{path}:3: quantity: expected a whole number, 0 or more" in result.stderr
+    assert f"{path}:3: zone_id: 'aisle-scfi' is not a zone of the map" in result.stderr
+    assert f"{path}:4: quantity: expected a whole number, 0 or more" in result.stderr
+    assert f"{path}:5: quantity: 99999999999999999999999 is more than 1,000,000,000" in (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr
+    assert _count(tmp_path, "stock") == 0
+
+
 def test_first_day_demo_data_in_offer_out_and_why_by_pseudonym(tmp_path: Path) -> None:
     """The shipped demo data through the command line alone, the daemon on the demo trace,
     and the decisions found again by the device pseudonym the daemon printed."""
