@@ -8,7 +8,8 @@ The fit, per receiver:
 
 1. **Path loss**: RSSI = P + 10 n log10(1/d) by robust (Huber) least squares on the log of the
    3-D distance (device and receiver heights differ by `HEIGHT_M`): P is the receiver's gain
-   for the survey beacon at 1 m, n its path-loss exponent (bounded to 1.5-5).
+   for the survey beacon at 1 m, n its path-loss exponent (bounded to 1.5-5) — or one
+   exponent for the whole room (`room_exponent`), when the walks say so (below).
 2. **Radio map** (fingerprinting): the residuals of that model, smoothed over a grid by a
    Gaussian kernel (its width chosen by the held-out check below) and shrunk to 0 where the
    walk did not pass (`PRIOR_WEIGHT` readings' worth of "the model is right"), give the
@@ -19,7 +20,11 @@ The fit, per receiver:
 Held-out check: each walk is cut into `FOLDS` stretches of time; every stretch is predicted by
 a fit on the others, and the RMS error in dB is reported for the nominal model, the fitted path
 loss and the radio map; the kernel width that predicts the held-out stretches best is the
-one the survey keeps (from `BANDWIDTHS_M`). Pure: the caller reads and writes the files.
+one the survey keeps (from `BANDWIDTHS_M`). A walk covers each receiver over a narrow range of
+distances, where gain and exponent trade off; a route the walk did not take is far from it.
+So with two walks or more, each whole walk is predicted from the others with per-receiver and
+with one room-wide exponent, and the better one is kept (with one walk, the held-out
+stretches decide). Pure: the caller reads and writes the files.
 """
 
 from __future__ import annotations
