@@ -8,7 +8,8 @@ The fit, per receiver:
 
 1. **Path loss**: RSSI = P + 10 n log10(1/d) by robust (Huber) least squares on the log of the
    3-D distance (device and receiver heights differ by `HEIGHT_M`): P is the receiver's gain
-   for the survey beacon at 1 m, n its path-loss exponent (bounded to 1.5-5).
+   for the survey beacon at 1 m, n its path-loss exponent (bounded to 1.5-5) — or one
+   exponent for the whole room (`room_exponent`), when the walks say so (below).
 2. **Radio map** (fingerprinting): the residuals of that model, smoothed over a grid by a
    Gaussian kernel (its width chosen by the held-out check below) and shrunk to 0 where the
    walk did not pass (`PRIOR_WEIGHT` readings' worth of "the model is right"), give the
@@ -19,7 +20,11 @@ The fit, per receiver:
 Held-out check: each walk is cut into `FOLDS` stretches of time; every stretch is predicted by
 a fit on the others, and the RMS error in dB is reported for the nominal model, the fitted path
 loss and the radio map; the kernel width that predicts the held-out stretches best is the
-one the survey keeps (from `BANDWIDTHS_M`). Pure: the caller reads and writes the files.
+one the survey keeps (from `BANDWIDTHS_M`). A walk covers each receiver over a narrow range of
+distances, where gain and exponent trade off; a route the walk did not take is far from it.
+So with two walks or more, each whole walk is predicted from the others with per-receiver and
+with one room-wide exponent, and the better one is kept (with one walk, the held-out
+stretches decide). Pure: the caller reads and writes the files.
 """
 
 from __future__ import annotations
@@ -152,24 +157,53 @@ def log_distance(x: Any, y: Any, rx: float, ry: float) -> Any:
     return 0.5 * np.log10((x - rx) ** 2 + (y - ry) ** 2 + HEIGHT_M**2)
 
 
-def fit_path_loss(ld: NDArray[np.float64], rssi: NDArray[np.float64]) -> tuple[float, float, float]:
-    """(P, n, RMS residual) of RSSI = P - 10 n ld, Huber-weighted, n bounded."""
+def _huber(res: NDArray[np.float64]) -> NDArray[np.float64]:
+    scale = max(1.0, 1.4826 * float(np.median(np.abs(res))))
+    k = 1.5 * scale
+    return np.where(np.abs(res) <= k, 1.0, k / np.maximum(np.abs(res), 1e-9))
+
+
+def fit_path_loss(
+    ld: NDArray[np.float64], rssi: NDArray[np.float64], exponent: float | None = None
+) -> tuple[float, float, float]:
+    """(P, n, RMS residual) of RSSI = P - 10 n ld, Huber-weighted, n bounded; with
+    `exponent` given (the room's), only the gain P is fitted."""
     w = np.ones_like(rssi)
-    p, n = float(np.median(rssi)), 2.0
+    p, n = float(np.median(rssi)), 2.0 if exponent is None else exponent
     for _ in range(8):
-        a = np.stack([np.ones_like(ld), -10.0 * ld], axis=1)
-        sw = np.sqrt(w)
-        sol, *_ = np.linalg.lstsq(a * sw[:, None], rssi * sw, rcond=None)
-        p, n = float(sol[0]), float(sol[1])
+        if exponent is None:
+            a = np.stack([np.ones_like(ld), -10.0 * ld], axis=1)
+            sw = np.sqrt(w)
+            sol, *_ = np.linalg.lstsq(a * sw[:, None], rssi * sw, rcond=None)
+            p, n = float(sol[0]), float(sol[1])
+        else:
+            p = float(np.sum(w * (rssi + 10.0 * n * ld)) / np.sum(w))
         if not EXPONENT_BOUNDS[0] <= n <= EXPONENT_BOUNDS[1]:
             n = min(max(n, EXPONENT_BOUNDS[0]), EXPONENT_BOUNDS[1])
             p = float(np.sum(w * (rssi + 10.0 * n * ld)) / np.sum(w))
-        res = rssi - (p - 10.0 * n * ld)
-        scale = max(1.0, 1.4826 * float(np.median(np.abs(res))))
-        k = 1.5 * scale
-        w = np.where(np.abs(res) <= k, 1.0, k / np.maximum(np.abs(res), 1e-9))
+        w = _huber(rssi - (p - 10.0 * n * ld))
     res = rssi - (p - 10.0 * n * ld)
     return p, n, float(np.sqrt(np.mean(res * res)))
+
+
+def room_exponent(per_receiver: list[tuple[NDArray[np.float64], NDArray[np.float64]]]) -> float:
+    """One path-loss exponent for the whole room (each receiver keeps its own gain):
+    Huber-weighted least squares of every receiver's readings about its own weighted mean
+    (the gains drop out), alternated with the gains; bounded like a receiver's own."""
+    n = 2.0
+    for _ in range(6):
+        num = den = 0.0
+        for ld, rssi in per_receiver:
+            p, _, _ = fit_path_loss(ld, rssi, n)
+            w = _huber(rssi - (p - 10.0 * n * ld))
+            lc = ld - float(np.sum(w * ld) / np.sum(w))
+            rc = rssi - float(np.sum(w * rssi) / np.sum(w))
+            num += float(np.sum(w * lc * rc))
+            den += float(np.sum(w * lc * lc))
+        if den <= 0:
+            break
+        n = min(max(-num / (10.0 * den), EXPONENT_BOUNDS[0]), EXPONENT_BOUNDS[1])
+    return n
 
 
 @dataclass(slots=True)
@@ -186,6 +220,7 @@ class Survey:
     readings: int = 0
     walks: int = 0
     bandwidth: float = BANDWIDTH_M
+    room_exponent: float | None = None  # one exponent for the room, if the walks chose it
 
     def expected(
         self, receiver: str, x: NDArray[np.float64], y: NDArray[np.float64]
@@ -201,6 +236,7 @@ class Survey:
             "walks": self.walks,
             "held_out_rmse_db": self.held_out,
             "bandwidth_m": self.bandwidth,
+            "room_exponent": self.room_exponent,
             "height_m": HEIGHT_M,
             "grid": {"origin": list(self.origin), "step_m": self.step, "shape": list(self.shape)},
             "receivers": {
@@ -245,6 +281,7 @@ class Survey:
                 int(doc.get("readings", 0)),
                 int(doc.get("walks", 0)),
                 float(doc.get("bandwidth_m", BANDWIDTH_M)),
+                None if doc.get("room_exponent") is None else float(doc["room_exponent"]),
             )
         except (KeyError, TypeError, AttributeError, IndexError) as e:
             raise ValueError(f"not a survey file ({type(e).__name__}: {e})") from None
@@ -286,18 +323,23 @@ def _fit(
     bounds: tuple[float, float, float, float],
     step: float,
     bandwidth: float = BANDWIDTH_M,
+    room: bool = False,
 ) -> Survey:
+    """`room`: one path-loss exponent for every receiver (`room_exponent`), else each its own."""
     min_x, min_y, max_x, max_y = bounds
     nx = max(2, math.ceil((max_x - min_x) / step) + 1)
     ny = max(2, math.ceil((max_y - min_y) / step) + 1)
     gx, gy = np.meshgrid(min_x + step * np.arange(nx), min_y + step * np.arange(ny), indexing="ij")
     fits, mean, spread = {}, {}, {}
+    data = {}
     for rid, (rx, ry) in receivers.items():
         x, y, rssi = _arrays(readings, rid)
-        if len(rssi) < MIN_READINGS_PER_RECEIVER:
-            continue
-        ld = log_distance(x, y, rx, ry)
-        p, n, rms = fit_path_loss(ld, rssi)
+        if len(rssi) >= MIN_READINGS_PER_RECEIVER:
+            data[rid] = (x, y, rssi, log_distance(x, y, rx, ry))
+    shared = room_exponent([(d[3], d[2]) for d in data.values()]) if room and data else None
+    for rid, (x, y, rssi, ld) in data.items():
+        rx, ry = receivers[rid]
+        p, n, rms = fit_path_loss(ld, rssi, shared)
         fits[rid] = ReceiverFit(p, n, rms, len(rssi))
         res = rssi - (p - 10.0 * n * ld)
         # Gaussian kernel from every node to every reading, chunked over nodes.
@@ -318,7 +360,9 @@ def _fit(
         model = p - 10.0 * n * log_distance(nodes_x, nodes_y, rx, ry)
         mean[rid] = (model + m).reshape(nx, ny)
         spread[rid] = np.maximum(np.sqrt(v), MIN_SPREAD_DB).reshape(nx, ny)
-    return Survey(fits, (min_x, min_y), step, (nx, ny), mean, spread)
+    survey = Survey(fits, (min_x, min_y), step, (nx, ny), mean, spread)
+    survey.room_exponent = shared
+    return survey
 
 
 def fit_survey(
@@ -344,8 +388,8 @@ def fit_survey(
             + ", ".join(f"{rid} ({counts[rid]})" for rid in short)
             + f": each needs at least {MIN_READINGS_PER_RECEIVER}; walk closer to them, longer"
         )
-    held_out, bandwidth = held_out_rmse(readings, receivers, nominal)
-    survey = _fit(readings, receivers, bounds, step, bandwidth)
+    held_out, bandwidth, room = held_out_rmse(readings, receivers, nominal)
+    survey = _fit(readings, receivers, bounds, step, bandwidth, room)
     survey.held_out = held_out
     survey.bandwidth = bandwidth
     survey.readings = len(readings)
@@ -372,14 +416,44 @@ def _kernel_residual(
     return out
 
 
+def _prediction_errors(
+    train: list[Reading],
+    test: list[Reading],
+    receivers: dict[str, tuple[float, float]],
+    room: bool,
+    bandwidths: tuple[float, ...],
+) -> dict[float, list[float]]:
+    """Errors (dB) predicting `test` from `train`: the fitted path loss (key 0.0) and the
+    radio map at each bandwidth; `room`: one exponent for every receiver."""
+    data = {}
+    for rid, (rx, ry) in receivers.items():
+        x, y, rssi = _arrays(test, rid)
+        tx, ty, trssi = _arrays(train, rid)
+        if len(trssi) >= MIN_READINGS_PER_RECEIVER and len(rssi):
+            data[rid] = (x, y, rssi, tx, ty, trssi, log_distance(tx, ty, rx, ry))
+    out: dict[float, list[float]] = {b: [] for b in (0.0, *bandwidths)}
+    shared = room_exponent([(d[6], d[5]) for d in data.values()]) if room and data else None
+    for rid, (x, y, rssi, tx, ty, trssi, tld) in data.items():
+        p, n, _ = fit_path_loss(tld, trssi, shared)
+        path_res = rssi - (p - 10 * n * log_distance(x, y, *receivers[rid]))
+        out[0.0] += list(path_res)
+        train_res = trssi - (p - 10 * n * tld)
+        for b in bandwidths:
+            out[b] += list(path_res - _kernel_residual(x, y, tx, ty, train_res, b))
+    return out
+
+
 def held_out_rmse(
     readings: list[Reading],
     receivers: dict[str, tuple[float, float]],
     nominal: tuple[float, float],
-) -> tuple[dict[str, float], float]:
+) -> tuple[dict[str, float], float, bool]:
     """RMS error (dB) predicting each held-out stretch of each walk from the other data, for
-    the nominal model, the fitted path loss and the radio map at each candidate bandwidth;
-    and the bandwidth that predicted best (the survey's own choice, from its own walks)."""
+    the nominal model, the fitted path loss (each receiver its own exponent, or one for the
+    room) and the radio map at each candidate bandwidth; and the survey's own choices, from
+    its own walks: the bandwidth that predicts held-out stretches best, and whether the room
+    shares one exponent — with two walks or more, by predicting each whole walk from the
+    others (a route the others did not take is what an exponent must extrapolate to)."""
     by_walk: dict[int, list[Reading]] = {}
     for r in readings:
         by_walk.setdefault(r.walk, []).append(r)
@@ -389,32 +463,37 @@ def held_out_rmse(
         span = max(t1 - t0, 1e-9)
         for r in walk:
             fold_of[id(r)] = min(FOLDS - 1, int(FOLDS * (r.t - t0) / span))
-    errors: dict[str, list[float]] = {"nominal": [], "path_loss": []}
-    per_bandwidth: dict[float, list[float]] = {b: [] for b in BANDWIDTHS_M}
+    nominal_errors: list[float] = []
+    stretch: dict[bool, dict[float, list[float]]] = {False: {}, True: {}}
     for fold in range(FOLDS):
         train = [r for r in readings if fold_of[id(r)] != fold]
         test = [r for r in readings if fold_of[id(r)] == fold]
         for rid, (rx, ry) in receivers.items():
             x, y, rssi = _arrays(test, rid)
-            tx, ty, trssi = _arrays(train, rid)
-            if len(trssi) < MIN_READINGS_PER_RECEIVER or not len(rssi):
-                continue
-            tld = log_distance(tx, ty, rx, ry)
-            p, n, _ = fit_path_loss(tld, trssi)
             ld = log_distance(x, y, rx, ry)
-            errors["nominal"] += list(rssi - (nominal[0] - 10 * nominal[1] * ld))
-            path_res = rssi - (p - 10 * n * ld)
-            errors["path_loss"] += list(path_res)
-            train_res = trssi - (p - 10 * n * tld)
-            for b in BANDWIDTHS_M:
-                per_bandwidth[b] += list(path_res - _kernel_residual(x, y, tx, ty, train_res, b))
+            nominal_errors += list(rssi - (nominal[0] - 10 * nominal[1] * ld))
+        for room in (False, True):
+            for b, e in _prediction_errors(train, test, receivers, room, BANDWIDTHS_M).items():
+                stretch[room].setdefault(b, []).extend(e)
 
     def rms(v: list[float]) -> float:
-        return round(float(np.sqrt(np.mean(np.square(v)))), 2)
+        return round(float(np.sqrt(np.mean(np.square(v)))), 3) if v else math.inf
 
-    out = {k: rms(v) for k, v in errors.items() if v}
-    scored = {b: rms(v) for b, v in per_bandwidth.items() if v}
-    best = min(scored, key=lambda b: scored[b]) if scored else BANDWIDTH_M
-    if scored:
-        out["radio_map"] = scored[best]
-    return out, best
+    out = {"nominal": rms(nominal_errors), "path_loss": rms(stretch[False].get(0.0, []))}
+    out["path_loss_room"] = rms(stretch[True].get(0.0, []))
+    scored = {(room, b): rms(stretch[room].get(b, [])) for room in stretch for b in BANDWIDTHS_M}
+    room, best = min(scored, key=lambda c: (scored[c], c[0]))
+    if len(by_walk) >= 2:
+        across: dict[bool, list[float]] = {False: [], True: []}
+        for w, test in by_walk.items():
+            train = [r for v in by_walk if v != w for r in by_walk[v]]
+            for c in across:
+                across[c] += _prediction_errors(train, test, receivers, c, (best,))[best]
+        out["radio_map_other_walks"] = rms(across[False])
+        out["radio_map_other_walks_room"] = rms(across[True])
+        room = rms(across[True]) <= rms(across[False])
+        best = min(BANDWIDTHS_M, key=lambda b: scored[room, b])
+    out["radio_map"] = scored[room, best]
+    if not math.isfinite(out["radio_map"]):
+        best, room = BANDWIDTH_M, False
+    return {k: v for k, v in out.items() if math.isfinite(v)}, best, room

@@ -311,3 +311,56 @@ def test_the_tracker_uses_the_survey_for_every_method(tmp_path: Path) -> None:
     assert grid.grid is not None
     i, j = grid.grid.radios[0].space.cell_of(2.5, 4.0)
     assert not grid.grid.radios[0].space.walkable[i, j]
+
+
+def _line_walk(
+    y: float, walk: int, rng: random.Random, truth: dict[str, tuple[float, float]], exponent: float
+) -> list[Reading]:
+    """A straight walk across the room at height `y` (0.35 m/s, a reading every 0.25 s per
+    receiver): each receiver hears it over a narrow range of distances only."""
+    out = []
+    for k in range(int(10.0 / (0.35 * 0.25))):
+        t, x = 1000.0 * walk + 0.25 * k, 1.0 + 0.35 * 0.25 * k
+        for rid, (rx, ry) in _positions().items():
+            d = math.sqrt((x - rx) ** 2 + (y - ry) ** 2 + HEIGHT_M**2)
+            rssi = truth[rid][0] - 10 * exponent * math.log10(d) + rng.gauss(0, 3.0)
+            out.append(Reading(t, rid, "tag", round(rssi, 1), x, y, walk))
+    return out
+
+
+def test_survey_shares_one_exponent_when_other_walks_say_so() -> None:
+    """One exponent for the room (2.2), different gains; two walks along lines that give
+    each receiver a narrow range of distances. Predicting each walk from the other prefers
+    the room's exponent: it is recovered, and the gains with it; the map then predicts the
+    room's middle, where no one walked, within the noise."""
+    gains = {"r1": (-52.0, 0.0), "r2": (-61.0, 0.0), "r3": (-57.0, 0.0), "r4": (-65.0, 0.0)}
+    rng = random.Random(5)
+    readings = _line_walk(2.0, 0, rng, gains, 2.2) + _line_walk(8.0, 1, rng, gains, 2.2)
+    survey = fit_survey(readings, _positions(), ROOM)
+    assert survey.room_exponent == pytest.approx(2.2, abs=0.15)
+    assert survey.held_out["radio_map_other_walks_room"] < survey.held_out["radio_map_other_walks"]
+    for rid, (power, _) in gains.items():
+        assert survey.receivers[rid].power_dbm == pytest.approx(power, abs=1.0), rid
+        assert survey.receivers[rid].exponent == survey.room_exponent
+    for rid, ((rx, ry), _, _) in TRUE.items():
+        mu, _ = survey.expected(rid, np.array([6.0]), np.array([5.0]))
+        true_mu = gains[rid][0] - 22.0 * math.log10(math.sqrt((6 - rx) ** 2 + (5 - ry) ** 2 + 1))
+        assert float(mu[0]) == pytest.approx(true_mu, abs=1.5), rid
+    again = Survey.from_json(json.loads(json.dumps(survey.to_json())))
+    assert again.room_exponent == survey.room_exponent
+
+
+def test_survey_keeps_each_receivers_exponent_when_they_differ() -> None:
+    """The simulated room's receivers have exponents 1.8-3.2: two full walks over it, each
+    predicted from the other, keep each receiver's own exponent."""
+    rng = random.Random(9)
+    first = _walk(rng)
+    second = [
+        Reading(r.t + 1000.0, r.receiver, r.device, _rssi(r.receiver, r.x, r.y, rng), r.x, r.y, 1)
+        for r in first
+    ]
+    survey = fit_survey(first + second, _positions(), ROOM)
+    assert survey.room_exponent is None
+    assert survey.held_out["radio_map_other_walks"] < survey.held_out["radio_map_other_walks_room"]
+    for rid, (_, _, exponent) in TRUE.items():
+        assert survey.receivers[rid].exponent == pytest.approx(exponent, abs=0.15), rid
