@@ -290,6 +290,10 @@ class OfferEngine:
         if decision.expires_at is not None:
             self._next_lapse = min(self._next_lapse or decision.expires_at, decision.expires_at)
 
+    def lapse_due(self, now: float) -> bool:
+        """Whether `lapse_holds(now)` would end a hold."""
+        return self._next_lapse is not None and now > self._next_lapse
+
     def lapse_holds(self, now: float) -> None:
         """End the holds whose offers expired before `now` (events wait in `pending`)."""
         if self._next_lapse is None or now <= self._next_lapse:

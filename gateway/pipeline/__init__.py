@@ -29,6 +29,7 @@ from gateway.model import (
     IdentityMatch,
     OfferDecision,
     PipelineEvent,
+    Position,
     Tap,
     TapEvent,
     ZoneEvent,
@@ -194,8 +195,15 @@ class Pipeline:
         if now <= self.now:
             return []
         self.now = now
+        events: list[PipelineEvent] = []
+        if self.presence.deferred and (
+            self.offers.lapse_due(now) or now >= self._next_expiry or self.zones.dwell_due(now)
+        ):
+            # What happens at `now` comes after the fixes of the sightings before it, as it
+            # does one sighting at a time: the waiting solves first.
+            events += self._solve_deferred()
         self.offers.lapse_holds(now)  # an expired hold frees its unit before anything else
-        events: list[PipelineEvent] = self.offers.take_events()
+        events += self.offers.take_events()
         if now >= self._next_expiry:
             # Silence is measured in seconds (stale_after_s): checking twice a second is
             # plenty, and looking at every device on every sighting is not free.
@@ -228,37 +236,47 @@ class Pipeline:
         return events
 
     def on_adverts(self, adverts: list[Advert]) -> list[PipelineEvent]:
-        """A run of sightings in time order, as `on_advert` one by one would, except that
-        the positions due within each slice of `SOLVE_INTERVAL_S` of store time are solved
-        together at the slice's end (`positions_many`: one vectorised fit for the tracked
-        devices of a busy shop). A position is then at most one slice late — the interval
-        at which positions are solved anyway."""
+        """A run of sightings in time order, with the events `on_advert` one by one gives:
+        a position due is taken at its sighting (`PresenceTracker.defer`: the filters, the
+        hint) and solved with the others of the run in one vectorised fit at its end — or
+        earlier, when something at a later sighting must come after it (the same device
+        due again, a dwell timer, a device timing out, a hold lapsing). The fixes, and so
+        the zone events and decisions, do not depend on where a run is cut."""
         events: list[PipelineEvent] = []
-        due: dict[str, float] = {}
-        slice_end = -math.inf
         for advert in adverts:
-            if advert.t >= slice_end:
-                if due:
-                    events.extend(self._solve_due(due))
-                    due = {}
-                slice_end = advert.t + SOLVE_INTERVAL_S
             found, shopper = self._sighting(advert)
             events.extend(found)
             if shopper is None:
                 continue
             device, power = shopper
             if self.presence.fold(device, advert.receiver, advert.t, advert.rssi, power):
-                due[device] = advert.t
+                events.extend(self._position_due(device, advert.t))
             # In a fleet, what we own stays here; a declined shopper's sightings never leave.
             if self.share is not None and self.owns is None and not _aliased(device):
                 self.share(advert)
-        if due:
-            events.extend(self._solve_due(due))
+        events.extend(self._solve_deferred())
         return events
 
-    def _solve_due(self, due: dict[str, float]) -> list[PipelineEvent]:
+    def _position_due(self, device: str, t: float) -> list[PipelineEvent]:
+        presence = self.presence
+        if not presence.deferrable:
+            position = presence.position(device, t)
+            return [] if position is None else self._positioned([position])
+        if presence.defer(device, t):
+            return []
+        events = self._solve_deferred()  # its previous fix is this solve's starting point
+        presence.defer(device, t)
+        return events
+
+    def _solve_deferred(self) -> list[PipelineEvent]:
+        if not self.presence.deferred:
+            return []
+        return self._positioned(self.presence.solve_deferred())
+
+    def _positioned(self, positions: list[Position]) -> list[PipelineEvent]:
+        """Positions → the heat map and zone events (and the offers they trigger)."""
         events: list[PipelineEvent] = []
-        for position in self.presence.positions_many(list(due.items())):
+        for position in positions:
             self.offers.floor.position(position)  # the heat map (aggregated)
             for zone_event in self.zones.update(position):
                 events.extend(self._on_zone_event(zone_event))
@@ -305,17 +323,12 @@ class Pipeline:
     def _track(
         self, device: str, advert: Advert, measured_power: int | None
     ) -> list[PipelineEvent]:
-        """Presence → position → zone events (and the offers they trigger)."""
+        """Presence → position → zone events (and the offers they trigger), at once."""
+        events = self._solve_deferred()  # a run's waiting solves come first
         position = self.presence.observe(
             device, advert.receiver, advert.t, advert.rssi, measured_power
         )
-        if position is None:
-            return []
-        self.offers.floor.position(position)  # the heat map (aggregated)
-        events: list[PipelineEvent] = []
-        for zone_event in self.zones.update(position):
-            events.extend(self._on_zone_event(zone_event))
-        return events
+        return events + ([] if position is None else self._positioned([position]))
 
     def _resolve_eid(self, eid_hex: str, t: float) -> str | None:
         """An ephemeral id → the stable device `profile:<id>` (tracking survives rotation)."""
@@ -415,7 +428,7 @@ class Pipeline:
 
     def on_tap(self, tap: Tap) -> list[PipelineEvent]:
         self.stats.taps += 1
-        events = self.advance(tap.t)
+        events = self._solve_deferred() + self.advance(tap.t)
         touchpoint = self.config.nfc.touchpoints.get(tap.reader)
         if touchpoint is None:
             self.stats.taps_rejected["unknown_reader"] += 1

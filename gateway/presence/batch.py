@@ -30,8 +30,6 @@ def _compiled_kernel() -> Any:
 
 KERNEL = _compiled_kernel()
 
-# Below this many devices due at once, solving one by one is cheaper than array set-up.
-BATCH_TRACK_MIN = 8
 # Where a full search starts besides the weighted centroid: six points on the circle of
 # each of the two nearest receivers' estimated range (as `solve._best_starts`).
 _START_ANGLES = [math.radians(a) for a in range(0, 360, 60)]
@@ -57,6 +55,7 @@ def range_rows(
     columns: list[int],
     level: list[float],
     variance: list[float],
+    learned: list[float],
     receiver_constants: Any,
     row_power: list[float],
     rows: int,
@@ -65,8 +64,9 @@ def range_rows(
     """Rows of ranges from the fresh filters of `rows` devices, given entry by entry
     (entries of a row contiguous, in the tracker's order): the row, the receiver's column in
     `receiver_constants` (x, y, exponent, power at 1 m or NaN for "the device's", the
-    receiver's offset added to the device's power), the filtered level and its variance.
-    `row_power` is each device's measured power. As `PresenceTracker.ranges` then
+    receiver's offset added to the device's power), the filtered level, its variance and the
+    receiver's learned offset when the entry was taken. `row_power` is each device's
+    measured power. As `PresenceTracker.ranges` then
     `solve._terms`: the loudest `MAX_RANGES` kept, ties in the tracker's order."""
     import numpy as np
 
@@ -87,9 +87,9 @@ def range_rows(
         width = MAX_RANGES
     valid = np.arange(width)[None, :] < counts[:, None]
     constants = receiver_constants[np.asarray(columns, dtype=np.intp)[entry]]
-    rx, ry, exponent, fixed_power, offset, learned = np.moveaxis(constants, -1, 0)
+    rx, ry, exponent, fixed_power, offset = np.moveaxis(constants, -1, 0)
     own = np.asarray(row_power)[:, None] + offset
-    power = np.where(np.isnan(fixed_power), own, fixed_power) + learned
+    power = np.where(np.isnan(fixed_power), own, fixed_power) + np.asarray(learned)[entry]
     exponent = np.where(valid, exponent, 1.0)
     levels = np.where(valid, levels, 0.0)
     distance = np.where(valid, 10.0 ** ((power - levels) / (10.0 * exponent)), np.inf)
@@ -115,21 +115,20 @@ def receiver_table(
     receivers: dict[str, tuple[float, float]],
     calibration: dict[str, tuple[float | None, float | None]],
     offsets: dict[str, float],
-    learned: dict[str, float],
     default_exponent: float,
     power_override: bool,
 ) -> Any:
-    """Per receiver: x, y, path-loss exponent, its own power at 1 m (NaN: the device's),
-    its calibration offset, its learned offset — `receiver_constants` for `range_rows`."""
+    """Per receiver: x, y, path-loss exponent, its own power at 1 m (NaN: the device's) and
+    its calibration offset — `receiver_constants` for `range_rows`."""
     import numpy as np
 
-    table = np.empty((len(names), 6))
+    table = np.empty((len(names), 5))
     for i, name in enumerate(names):
         power, exponent = calibration.get(name, (None, None))
         x, y = receivers[name]
         own = math.nan if power is None or power_override else power
         n = exponent if exponent is not None else default_exponent
-        table[i] = (x, y, n, own, offsets.get(name, 0.0), learned.get(name, 0.0))
+        table[i] = (x, y, n, own, offsets.get(name, 0.0))
     return table
 
 

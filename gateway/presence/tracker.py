@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from gateway.model import Position
-from gateway.presence.batch import BATCH_TRACK_MIN, range_rows, receiver_table, solve_rows
+from gateway.presence.batch import range_rows, receiver_table, solve_rows
 from gateway.presence.filter import Range, RssiFilter, distance_sigma, rssi_to_distance
 from gateway.presence.grid import GridDevice, GridModel
 from gateway.presence.solve import (
@@ -57,6 +57,23 @@ class _Device:
     grid: GridDevice | None = None  # method "grid": the map-aware forward filter
 
 
+@dataclass(slots=True)
+class _Deferred:
+    """Solves taken by `PresenceTracker.defer`, waiting for one vectorised fit: per solve
+    (device, t, state, measured power), hint and whether it tracks; per fresh filter its
+    solve's row, receiver, level, variance and the receiver's learned offset then."""
+
+    solves: list[tuple[str, float, _Device, float]] = field(default_factory=list)
+    devices: set[str] = field(default_factory=set)
+    hints: list[tuple[float, float, float]] = field(default_factory=list)
+    tracked: list[bool] = field(default_factory=list)
+    row_of: list[int] = field(default_factory=list)
+    receivers: list[str] = field(default_factory=list)
+    levels: list[float] = field(default_factory=list)
+    variances: list[float] = field(default_factory=list)
+    learned: list[float] = field(default_factory=list)
+
+
 class PresenceTracker:
     """Tracks every device heard by the store's receivers and positions it."""
 
@@ -88,6 +105,7 @@ class PresenceTracker:
         # on top of everything else, at every receiver.
         self.learned_offsets: dict[str, float] = {}
         self.survey: Survey | None = None  # the site survey in use, if any
+        self._deferred = _Deferred()  # solves waiting for one vectorised fit (`defer`)
 
     def observe(
         self, device: str, receiver: str, t: float, rssi: float, measured_power: float | None
@@ -232,95 +250,110 @@ class PresenceTracker:
             grid.move_to(level)  # refused away from stairs
         return self._finish(device, t, len(ranges), level, self._solve(device, t, ranges, hint))
 
-    def positions_many(self, due: list[tuple[str, float]]) -> list[Position]:
-        """Solve several devices at once: the same fixes as `position` would give, device by
-        device. With the maximum-likelihood method on one level (a busy store's case) the
-        filtered levels go straight into arrays and one vectorised fit solves every device
-        (`gateway.presence.batch`); otherwise, and for a handful of devices, one by one."""
-        if (
-            len(due) < BATCH_TRACK_MIN
-            or self.settings.method != "max_likelihood"
-            or self.receiver_levels
-        ):
-            return [p for p in (self.position(d, t) for d, t in due) if p is not None]
-        return self._positions_arrays(due)
+    @property
+    def deferrable(self) -> bool:
+        """Whether due solves can wait for one vectorised fit (`defer`): the maximum-
+        likelihood method on one level, a busy store's case; the others solve at once."""
+        return self.settings.method == "max_likelihood" and not self.receiver_levels
 
-    def _positions_arrays(self, due: list[tuple[str, float]]) -> list[Position]:
+    def defer(self, device: str, t: float) -> bool:
+        """Take what the solve of `device` at `t` needs *now* — its fresh filters, power,
+        the learned offsets and the tracking hint — for the next `solve_deferred`, so that
+        the fix is the one `position(device, t)` gives now, whenever it is solved. False
+        (nothing taken) when the device's previous solve still waits: its fix is this
+        one's hint, so `solve_deferred` first. True also when nothing fresh is heard (no
+        fix, as `position` gives none)."""
+        waiting = self._deferred
+        if device in waiting.devices:
+            return False
+        state = self.devices.get(device)
+        if state is None:
+            return True
+        stale = self.settings.stale_after_s
+        learned = self.learned_offsets
+        row = len(waiting.solves)
+        before = len(waiting.row_of)
+        for receiver, flt in state.filters.items():
+            if t - flt.t <= stale:
+                waiting.row_of.append(row)
+                waiting.receivers.append(receiver)
+                waiting.levels.append(flt.level)
+                waiting.variances.append(flt.variance)
+                waiting.learned.append(learned.get(receiver, 0.0))
+        if len(waiting.row_of) == before:
+            return True
+        waiting.devices.add(device)
+        waiting.solves.append((device, t, state, state.measured_power))
+        fix = state.last_fix
+        if fix is not None and fix[3] == 0 and t - state.last_search < FULL_SEARCH_EVERY_S:
+            waiting.hints.append((fix[0], fix[1], fix[2]))
+            waiting.tracked.append(True)
+        else:
+            waiting.hints.append((0.0, 0.0, 0.0))
+            waiting.tracked.append(False)
+        return True
+
+    @property
+    def deferred(self) -> int:
+        """Solves waiting for `solve_deferred`."""
+        return len(self._deferred.solves)
+
+    def solve_deferred(self) -> list[Position]:
+        """Every waiting solve in one vectorised fit (`gateway.presence.batch`), in the
+        order they became due: the fixes `position` gave at each one's time."""
         import numpy as np
 
-        s = self.settings
-        stale = s.stale_after_s
-        columns: dict[str, int] = {}
-        row_of: list[int] = []
-        entries: list[int] = []
-        levels: list[float] = []
-        variances: list[float] = []
-        # bound once: this loop runs for every fresh filter of every device due
-        add_row, add_column = row_of.append, entries.append
-        add_level, add_variance = levels.append, variances.append
-        solved: list[tuple[str, float, _Device]] = []
-        hints: list[tuple[float, float, float]] = []
-        tracked: list[bool] = []
-        for device, t in due:
-            state = self.devices.get(device)
-            if state is None:
-                continue
-            row = len(solved)
-            heard = False
-            for receiver, flt in state.filters.items():
-                if t - flt.t <= stale:
-                    column = columns.get(receiver)
-                    if column is None:
-                        column = columns[receiver] = len(columns)
-                    add_row(row)
-                    add_column(column)
-                    add_level(flt.level)
-                    add_variance(flt.variance)
-                    heard = True
-            if not heard:
-                continue
-            solved.append((device, t, state))
-            fix = state.last_fix
-            hinted = fix is not None and fix[3] == 0 and t - state.last_search < FULL_SEARCH_EVERY_S
-            hints.append(
-                (fix[0], fix[1], fix[2]) if hinted and fix is not None else (0.0, 0.0, 0.0)
-            )
-            tracked.append(hinted)
-        if not solved:
+        waiting, self._deferred = self._deferred, _Deferred()
+        if not waiting.solves:
             return []
+        s = self.settings
+        columns: dict[str, int] = {}
+        entries = [columns.setdefault(r, len(columns)) for r in waiting.receivers]
         table = receiver_table(
             list(columns),
             self.receivers,
             self.calibration,
             self.receiver_offsets,
-            self.learned_offsets,
             s.path_loss_exponent,
             s.measured_power_override is not None,
         )
         rows = range_rows(
-            row_of,
+            waiting.row_of,
             entries,
-            levels,
-            variances,
+            waiting.levels,
+            waiting.variances,
+            waiting.learned,
             table,
-            [state.measured_power for _, _, state in solved],
-            len(solved),
+            [power for *_, power in waiting.solves],
+            len(waiting.solves),
             s.shadowing_db,
         )
-        hint = np.array(hints)
+        hint = np.array(waiting.hints)
         x, y, unc, b, searched = solve_rows(
-            rows, hint[:, 0], hint[:, 1], hint[:, 2], np.array(tracked)
+            rows, hint[:, 0], hint[:, 1], hint[:, 2], np.array(waiting.tracked)
         )
         out = []
         counts = rows.count.tolist()
-        for i, (fx, fy, fu, fb, planned) in enumerate(
-            zip(x.tolist(), y.tolist(), unc.tolist(), b.tolist(), searched.tolist(), strict=True)
-        ):
-            device, t, state = solved[i]
+        fits = zip(x.tolist(), y.tolist(), unc.tolist(), b.tolist(), searched.tolist(), strict=True)
+        for i, (fx, fy, fu, fb, planned) in enumerate(fits):
+            device, t, state, _power = waiting.solves[i]
             if planned:
                 state.last_search = t
             out.append(self._finish(device, t, counts[i], 0, (fx, fy, fu, fb)))
         return out
+
+    def positions_many(self, due: list[tuple[str, float]]) -> list[Position]:
+        """Solve several devices due now: deferred and solved together where the method
+        allows it (`defer`), else one by one — the same fixes as `position`, device by
+        device."""
+        if not self.deferrable:
+            return [p for p in (self.position(d, t) for d, t in due) if p is not None]
+        out: list[Position] = []
+        for device, t in due:
+            if not self.defer(device, t):
+                out += self.solve_deferred()
+                self.defer(device, t)
+        return out + self.solve_deferred()
 
     def expire(self, now: float) -> list[str]:
         """Forget devices silent for longer than the stale timeout; return their ids."""

@@ -139,6 +139,10 @@ class ZoneTracker:
                 due = visit.first_inside + self._dwell(self.zones[index])
                 heapq.heappush(self._dwell_due, (due, device, index, visit.first_inside))
 
+    def dwell_due(self, now: float) -> bool:
+        """Whether `due_dwells(now)` has a dwell to fire."""
+        return bool(self._dwell_due) and self._dwell_due[0][0] <= now
+
     def due_dwells(self, now: float) -> list[ZoneEvent]:
         """Dwell events of every device whose dwell time has come (time passing without a
         fix): a heap of deadlines, so the cost does not grow with the people in the shop."""
