@@ -154,7 +154,7 @@ def test_outbox_bounds_count_queue_time_in_a_running_gateway(tmp_path: Path) -> 
     clock.advance(86400 + 60)
     gateway.work._last_bound = 0.0
     gateway.work._bound_outbox()
-    assert gateway.outbox_dropped == {"expired:beacon": 6, "expired:zone": 34}
+    assert gateway.outbox_dropped == {"expired:beacon": 6, "expired:zone": 36}
     assert "beacon.health" not in gateway.outbox.depth_by_type()
     assert gateway.outbox.depth_by_type()["offer.issued"] == 1  # 30-day TTL
     gateway.close()

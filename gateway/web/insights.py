@@ -96,9 +96,12 @@ def heat_svg(store: StoreMap, cells: list[tuple[int, int, float]]) -> str:
     min_x, max_y = float(p["min_x"]), float(p["max_y"])
     peak = max((s for _x, _y, s in cells), default=0.0)
     shapes = []
+    bounds = store.bounds
     for cx, cy, seconds in cells:
         if seconds <= 0 or peak <= 0:
             continue
+        if not (bounds[0] - 1 < cx < bounds[2] and bounds[1] - 1 < cy < bounds[3]):
+            continue  # a fix beyond the walls (a shopper walking out): not on the plan
         level = min(len(HEAT) - 1, int(len(HEAT) * (seconds / peak) ** 0.5))
         x0 = margin + (cx - min_x) * scale
         y0 = top + margin + (max_y - (cy + 1)) * scale
