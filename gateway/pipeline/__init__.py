@@ -34,11 +34,12 @@ from gateway.model import (
     ZoneEvent,
 )
 from gateway.offers.engine import OfferEngine
+from gateway.pipeline import sharing
+from gateway.pipeline.sharing import Forwarded
 from gateway.pipeline.tracking import self_calibration_for, tracker_for
 from gateway.presence.fleet import FleetHealth, expectations_for
 from gateway.site.hardware import BeaconProfile
 from gateway.site.storemap import StoreMap
-from gateway.zones import handover
 from gateway.zones.handover import HandedOver
 from gateway.zones.tracker import ZoneTracker
 
@@ -86,6 +87,8 @@ class PipelineStats:
     redemptions: int = 0
     taps_rejected: Counter[str] = field(default_factory=Counter)
     not_owned: int = 0  # shopper sightings left to their owner gateway (work sharing)
+    forwarded_in: int = 0  # readings peers forwarded to us, the owner (folded, not decoded)
+    misrouted: int = 0  # forwarded readings of devices we do not own (membership in flux)
     taken_over: int = 0  # devices continued from their previous owner's state
 
 
@@ -136,6 +139,15 @@ class Pipeline:
         self.owns: Callable[[str], bool] | None = None
         self.declined: dict[str, bool] = {}  # device -> its shopper declined (fleet forwarding)
         self.handed_over: dict[str, HandedOver] = {}
+        # In a fleet: a reading of a device we do not own goes to its owner already decoded
+        # (device key, power, t, receiver, rssi); None: the raw advert is shared instead.
+        self.forward: Callable[[str, int | None, float, str, int], None] | None = None
+        # Forwarded readings waiting for the next batch (folded in its transaction).
+        self.inbox: list[Forwarded] = []
+        # The owner's jitter buffer: a due solve waits this long (store time) so the readings
+        # peers forward (every share interval) are folded first. 0: solve at once.
+        self.solve_delay_s = 0.0
+        self._deferred: dict[str, float] = {}  # tracked device -> when its solve became due
         self._eid_checked = 0.0
         self.reload_identities()
 
@@ -200,6 +212,8 @@ class Pipeline:
             # Silence is measured in seconds (stale_after_s): checking twice a second is
             # plenty, and looking at every device on every sighting is not free.
             self._next_expiry = now + EXPIRY_CHECK_S
+            if self._deferred:  # the owner's jitter buffer, when no batch came to flush it
+                events.extend(self._solve_due({}))
             expired = self.presence.expire(now)
             for device in expired:
                 for zone_event in self.zones.leave_all(device, now):
@@ -257,6 +271,8 @@ class Pipeline:
         return events
 
     def _solve_due(self, due: dict[str, float]) -> list[PipelineEvent]:
+        if self.solve_delay_s > 0.0:
+            due = sharing.jitter(self, due)
         events: list[PipelineEvent] = []
         for position in self.presence.positions_many(list(due.items())):
             self.offers.floor.position(position)  # the heat map (aggregated)
@@ -291,7 +307,7 @@ class Pipeline:
             self.fleet.seen(anchor, advert.address, advert.t)
             self.selfcal.observe(anchor, advert.receiver, advert.rssi)
             return events, None
-        if self.owns is not None and not self._owned(device, advert):
+        if self.owns is not None and not self._owned(device, advert, frame.measured_power):
             return events, None
         alias = self.visit_aliases.get(device)
         if alias is not None:
@@ -338,7 +354,7 @@ class Pipeline:
         if profile_id is None:
             return []
         device = f"profile:{profile_id}"
-        if self.owns is not None and not self._owned(device, advert):
+        if self.owns is not None and not self._owned(device, advert, None):
             return []
         events: list[PipelineEvent] = []
         if device not in self.profiles:
@@ -347,38 +363,19 @@ class Pipeline:
         events.extend(self._track(device, advert, None))
         return events
 
-    # --- work sharing ------------------------------------------------------------------------
+    # --- work sharing (gateway.pipeline.sharing) ---------------------------------------------
 
-    def _owned(self, device: str, advert: Advert) -> bool:
-        """Ours to solve? If not, only forward it to the owner; if it has just become ours,
-        go on from the state its previous owner published."""
-        assert self.owns is not None
-        if not self.owns(device):
-            self.stats.not_owned += 1
-            if self.share is not None and not self._declined(device):
-                self.share(advert)
-            return False
-        if device not in self.visit_aliases and device not in self.profiles:
-            state = self.handed_over.pop(device, None)
-            if state is not None:
-                if state.tracked != device:
-                    self.visit_aliases[device] = state.tracked
-                self.profiles[state.tracked] = state.profile
-                handover.adopt(self.zones, state)
-                self.stats.taken_over += 1
-        return True
+    def _owned(self, device: str, advert: Advert, power: int | None) -> bool:
+        return sharing.owned(self, device, advert, power)
 
-    def _declined(self, device: str) -> bool:
-        """Did this device's shopper decline (no consent, opted out)? Her sightings are not
-        forwarded to the owner: peers would see her beacon id on the broker."""
-        known = self.declined.get(device)
-        if known is None:
-            kind, _, value = device.partition(":")
-            known = kind != "profile" and self.identity.resolve_consenting(kind, value)[1]
-            if len(self.declined) >= 10_000:
-                self.declined.clear()  # bounded: random addresses must not grow it
-            self.declined[device] = known
-        return known
+    def on_forwarded(self, devices: list[Forwarded]) -> list[PipelineEvent]:
+        """Readings peers forwarded of devices we own (`sharing.on_forwarded`)."""
+        return sharing.on_forwarded(self, devices)
+
+    def take_inbox(self) -> list[PipelineEvent]:
+        """Fold the forwarded readings waiting in the inbox (the runtime's batch calls it)."""
+        inbox, self.inbox = self.inbox, []
+        return sharing.on_forwarded(self, inbox)
 
     def _resolve(self, device: str, t: float) -> IdentityMatch:
         kind, value = device.split(":", 1)
