@@ -148,6 +148,11 @@ def run(config_file: Path, adverts: list[Advert], n: int, workdir: Path) -> dict
         "unsolved_s_max": max(rest),  # the busiest's time outside the solver
         "cpu_s_max": max(cpu),
         "decisions": float(len(everything)),
+        # of shoppers who did not decline (a declined shopper's readings stay with the gateway
+        # that heard them, so her owner solves her from its own receivers only)
+        "decisions_consenting": float(
+            sum(1 for d, _, _ in everything if not d.startswith("visit:"))
+        ),
         "duplicates": float(duplicates),
         "owned_sightings_share_max": max(owned) / max(1, sum(owned)),
         "store_sightings_per_s": len(adverts) / span,
