@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from itertools import pairwise
 from pathlib import Path
 
 from gateway.clock import ManualClock
@@ -146,7 +147,7 @@ def test_the_jitter_buffer_waits_one_interval_and_misrouted_readings_are_left_ou
         g.process([a])
     assert solved and min(solved) >= SLICE_S - 1e-9  # never before one interval has passed
     # and at the latest at the next solve or the next half-second check after that
-    gap = max(b.t - a.t for a, b in zip(adverts, adverts[1:], strict=False))
+    gap = max(b.t - a.t for a, b in pairwise(adverts))
     assert max(solved) <= SLICE_S + 0.5 + gap
     # A reading forwarded for a device this gateway does not own is counted, not folded.
     g.fleet_work.fleet.live = {"gw-a", "gw-z"}
