@@ -365,8 +365,7 @@ class Pipeline:
 
     # --- work sharing (gateway.pipeline.sharing) ---------------------------------------------
 
-    def _owned(self, device: str, advert: Advert, power: int | None) -> bool:
-        return sharing.owned(self, device, advert, power)
+    _owned = sharing.owned  # (self, device, advert, power): ours, or forwarded to its owner
 
     def on_forwarded(self, devices: list[Forwarded]) -> list[PipelineEvent]:
         """Readings peers forwarded of devices we own (`sharing.on_forwarded`)."""

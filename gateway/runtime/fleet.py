@@ -60,6 +60,9 @@ class FleetWork:
         fleet = self.fleet
         if not fleet.ready:
             fleet.tick(self.gateway.clock.monotonic())
+            if not fleet.ready:
+                return False
+        self.gateway.pipeline.owns = fleet.owns  # ready for good: ask the fleet directly
         return fleet.owns(device)
 
     def _changed(self, events: list[PipelineEvent], _queued: list[Queued]) -> None:

@@ -151,7 +151,7 @@ def test_the_jitter_buffer_waits_one_interval_and_misrouted_readings_are_left_ou
     assert max(solved) <= SLICE_S + 0.5 + gap
     # A reading forwarded for a device this gateway does not own is counted, not folded.
     g.fleet_work.fleet.live = {"gw-a", "gw-z"}
-    g.fleet_work.fleet._owner.clear()
+    g.fleet_work.fleet.forget()
     theirs = next(d for d in (f"ibeacon:x:1:{i}" for i in range(100)) if not g.fleet_work.owns(d))
     t = adverts[-1].t
     pipeline.inbox.append((theirs, -59, [(t, "gw-entrance", -60)]))
