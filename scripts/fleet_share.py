@@ -12,9 +12,10 @@ scripts/fleet-sim); one process runs the gateways one after the other, so each o
 its own time, measured.
 
 Figures per N: sightings/s per gateway (the store's sightings over the slowest gateway's
-busy time), each gateway's share of the solving work (its time / the single gateway's),
-decisions store-wide, and duplicates (one device, trigger and campaign decided by two
-gateways) — which must be 0.
+busy time), each gateway's share of the solving work (its time / the single gateway's; also
+in CPU time, and outside the solver: what the share tends to once solving is fast),
+decisions store-wide (and those of shoppers who did not decline), and duplicates (one
+device, trigger and campaign decided by two gateways) — which must be 0.
 """
 
 from __future__ import annotations
