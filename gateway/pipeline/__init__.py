@@ -35,11 +35,12 @@ from gateway.model import (
     ZoneEvent,
 )
 from gateway.offers.engine import OfferEngine
+from gateway.pipeline import sharing
+from gateway.pipeline.sharing import Forwarded
 from gateway.pipeline.tracking import self_calibration_for, tracker_for
 from gateway.presence.fleet import FleetHealth, expectations_for
 from gateway.site.hardware import BeaconProfile
 from gateway.site.storemap import StoreMap
-from gateway.zones import handover
 from gateway.zones.handover import HandedOver
 from gateway.zones.tracker import ZoneTracker
 
@@ -87,6 +88,8 @@ class PipelineStats:
     redemptions: int = 0
     taps_rejected: Counter[str] = field(default_factory=Counter)
     not_owned: int = 0  # shopper sightings left to their owner gateway (work sharing)
+    forwarded_in: int = 0  # readings peers forwarded to us, the owner (folded, not decoded)
+    misrouted: int = 0  # forwarded readings of devices we do not own (membership in flux)
     taken_over: int = 0  # devices continued from their previous owner's state
 
 
@@ -137,6 +140,16 @@ class Pipeline:
         self.owns: Callable[[str], bool] | None = None
         self.declined: dict[str, bool] = {}  # device -> its shopper declined (fleet forwarding)
         self.handed_over: dict[str, HandedOver] = {}
+        # In a fleet: a reading of a device we do not own goes to its owner already decoded
+        # (device key, power, t, receiver, rssi); None: the raw advert is shared instead.
+        self.forward: Callable[[str, int | None, float, str, int], None] | None = None
+        # Forwarded readings waiting for the next batch (folded in its transaction).
+        self.inbox: list[Forwarded] = []
+        # The owner's jitter buffer: a due solve waits this long (store time) so the readings
+        # peers forward (every share interval) are folded first. 0: solve at once.
+        self.solve_delay_s = 0.0
+        # the jitter buffer: tracked device -> when its solve became due (`sharing.jitter`)
+        self._waiting_peers: dict[str, float] = {}
         self._eid_checked = 0.0
         self.reload_identities()
 
@@ -208,6 +221,8 @@ class Pipeline:
             # Silence is measured in seconds (stale_after_s): checking twice a second is
             # plenty, and looking at every device on every sighting is not free.
             self._next_expiry = now + EXPIRY_CHECK_S
+            if self._waiting_peers:  # the owner's jitter buffer, when no batch came to flush it
+                events.extend(self._solve_due({}))
             expired = self.presence.expire(now)
             for device in expired:
                 for zone_event in self.zones.leave_all(device, now):
@@ -255,10 +270,16 @@ class Pipeline:
             if self.share is not None and self.owns is None and not _aliased(device):
                 self.share(advert)
         events.extend(self._solve_deferred())
+        if self._waiting_peers:
+            events.extend(self._solve_due({}))
         return events
 
     def _position_due(self, device: str, t: float) -> list[PipelineEvent]:
         presence = self.presence
+        if self.solve_delay_s > 0.0:
+            # In a fleet the owner waits for its peers' forwarded readings (`_solve_due`).
+            self._waiting_peers.setdefault(device, t)
+            return []
         if not presence.deferrable:
             position = presence.position(device, t)
             return [] if position is None else self._positioned([position])
@@ -272,6 +293,14 @@ class Pipeline:
         if not self.presence.deferred:
             return []
         return self._positioned(self.presence.solve_deferred())
+
+    def _solve_due(self, due: dict[str, float]) -> list[PipelineEvent]:
+        """In a fleet: the solves the owner's jitter buffer releases (due at least
+        `solve_delay_s` ago, `sharing.jitter`), with the filters as they are now — peers'
+        readings of the same moment folded in."""
+        ready = sharing.jitter(self, due) if self.solve_delay_s > 0.0 else due
+        events = self._solve_deferred()
+        return events + self._positioned(self.presence.positions_many(list(ready.items())))
 
     def _positioned(self, positions: list[Position]) -> list[PipelineEvent]:
         """Positions → the heat map and zone events (and the offers they trigger)."""
@@ -309,7 +338,7 @@ class Pipeline:
             self.fleet.seen(anchor, advert.address, advert.t)
             self.selfcal.observe(anchor, advert.receiver, advert.rssi)
             return events, None
-        if self.owns is not None and not self._owned(device, advert):
+        if self.owns is not None and not self._owned(device, advert, frame.measured_power):
             return events, None
         alias = self.visit_aliases.get(device)
         if alias is not None:
@@ -351,7 +380,7 @@ class Pipeline:
         if profile_id is None:
             return []
         device = f"profile:{profile_id}"
-        if self.owns is not None and not self._owned(device, advert):
+        if self.owns is not None and not self._owned(device, advert, None):
             return []
         events: list[PipelineEvent] = []
         if device not in self.profiles:
@@ -360,38 +389,18 @@ class Pipeline:
         events.extend(self._track(device, advert, None))
         return events
 
-    # --- work sharing ------------------------------------------------------------------------
+    # --- work sharing (gateway.pipeline.sharing) ---------------------------------------------
 
-    def _owned(self, device: str, advert: Advert) -> bool:
-        """Ours to solve? If not, only forward it to the owner; if it has just become ours,
-        go on from the state its previous owner published."""
-        assert self.owns is not None
-        if not self.owns(device):
-            self.stats.not_owned += 1
-            if self.share is not None and not self._declined(device):
-                self.share(advert)
-            return False
-        if device not in self.visit_aliases and device not in self.profiles:
-            state = self.handed_over.pop(device, None)
-            if state is not None:
-                if state.tracked != device:
-                    self.visit_aliases[device] = state.tracked
-                self.profiles[state.tracked] = state.profile
-                handover.adopt(self.zones, state)
-                self.stats.taken_over += 1
-        return True
+    _owned = sharing.owned  # (self, device, advert, power): ours, or forwarded to its owner
 
-    def _declined(self, device: str) -> bool:
-        """Did this device's shopper decline (no consent, opted out)? Her sightings are not
-        forwarded to the owner: peers would see her beacon id on the broker."""
-        known = self.declined.get(device)
-        if known is None:
-            kind, _, value = device.partition(":")
-            known = kind != "profile" and self.identity.resolve_consenting(kind, value)[1]
-            if len(self.declined) >= 10_000:
-                self.declined.clear()  # bounded: random addresses must not grow it
-            self.declined[device] = known
-        return known
+    def on_forwarded(self, devices: list[Forwarded]) -> list[PipelineEvent]:
+        """Readings peers forwarded of devices we own (`sharing.on_forwarded`)."""
+        return sharing.on_forwarded(self, devices)
+
+    def take_inbox(self) -> list[PipelineEvent]:
+        """Fold the forwarded readings waiting in the inbox (the runtime's batch calls it)."""
+        inbox, self.inbox = self.inbox, []
+        return sharing.on_forwarded(self, inbox)
 
     def _resolve(self, device: str, t: float) -> IdentityMatch:
         kind, value = device.split(":", 1)

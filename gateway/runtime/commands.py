@@ -71,6 +71,10 @@ class Commands:
             if gateway.config.mqtt.peer_sightings:
                 self.on_peer_sightings(incoming.name, payload)
             return
+        if incoming.kind is Inbound.FORWARDED:
+            if gateway.fleet_work is not None:
+                gateway.fleet_work.on_forwarded(incoming.name, payload)
+            return
         if incoming.kind in (Inbound.STATUS, Inbound.HANDOVER):
             fleet = gateway.fleet_work
             if fleet is not None and incoming.kind is Inbound.STATUS:

@@ -234,6 +234,8 @@ class UnitOfWork:
     def _run(self, batch: list[Item], events: list[PipelineEvent]) -> None:
         """The batch through the stages, appending to `events` as they come (so a failure
         in the transaction still leaves what was decided)."""
+        if self.pipeline.inbox:  # readings peers forwarded to us, their devices' owner
+            events.extend(self.pipeline.take_inbox())
         run: list[Advert] = []  # consecutive sightings go through the pipeline together
         for item in batch:
             if isinstance(item, Advert):

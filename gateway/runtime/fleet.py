@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 
 from gateway.model import OfferDecision, PipelineEvent, ZoneEvent
 from gateway.store.db import transaction
-from gateway.sync import ownership
+from gateway.sync import forward, ownership
+from gateway.sync.peers import PeerClock
 from gateway.sync.topics import Publication, Topics
 from gateway.zones.handover import HandedOver, visits_of
 
@@ -48,11 +49,20 @@ class FleetWork:
         self._next_publish = 0.0
         gateway.pipeline.owns = self.owns
         gateway.add_sink(self._changed)
+        # Readings of devices others own go to their owner decoded, one frame per owner per
+        # share interval; the owner waits that long before solving (its jitter buffer).
+        self.outgoing = forward.ForwardBuffer()
+        gateway.pipeline.forward = self.outgoing.add
+        gateway.pipeline.solve_delay_s = config.mqtt.share_interval_s
+        self.forward_clock = PeerClock()
 
     def owns(self, device: str) -> bool:
         fleet = self.fleet
         if not fleet.ready:
             fleet.tick(self.gateway.clock.monotonic())
+            if not fleet.ready:
+                return False
+        self.gateway.pipeline.owns = fleet.owns  # ready for good: ask the fleet directly
         return fleet.owns(device)
 
     def _changed(self, events: list[PipelineEvent], _queued: list[Queued]) -> None:
@@ -108,9 +118,67 @@ class FleetWork:
         while len(kept) > ownership.MAX_KEPT:
             kept.pop(next(iter(kept)))
 
+    def on_forwarded(self, peer: str, payload: bytes, *, idle: bool | None = None) -> None:
+        """A peer's readings of devices we own: into the pipeline's inbox, folded with the
+        loop's next batch (in its transaction), or at once when the loop is idle (its queue
+        empty: no batch is coming, and the box has time for a transaction of its own)."""
+        gateway = self.gateway
+        mqtt = gateway.config.mqtt
+        if peer == self.fleet.me:
+            return
+        wall = gateway.clock.wall()
+        whose = forward.ForwardTopic(
+            mqtt.topic_prefix, gateway.config.gateway.store, peer, self.fleet.me
+        )
+        try:
+            batch = forward.decode(
+                payload,
+                whose,
+                key=bytes.fromhex(mqtt.peer_key),
+                now=max(wall, gateway.pipeline.now),
+                clock=self.forward_clock,
+            )
+        except forward.ForwardRejected as exc:
+            self.stats[f"forward_rejected_{exc.reason}"] += 1
+            if self.stats[f"forward_rejected_{exc.reason}"] <= 10:
+                log.warning("forwarded sightings from %.64r rejected: %s", peer, exc)
+            return
+        if batch.errors:
+            self.stats["forward_rejected_reading"] += len(batch.errors)
+            for error in batch.errors[:3]:
+                log.warning("forwarded sightings from %s: %s", peer, error)
+        self.stats["forwarded_received"] += batch.readings
+        inbox = gateway.pipeline.inbox
+        inbox.extend(batch.devices)
+        if len(inbox) > forward.MAX_DEVICES * 4:  # the loop is stuck: the oldest go
+            self.stats["forward_dropped"] += len(inbox) - forward.MAX_DEVICES * 4
+            del inbox[: len(inbox) - forward.MAX_DEVICES * 4]
+        if idle is None:
+            idle = gateway.queue is None or gateway.queue.empty()
+        if idle:
+            gateway.process([])
+
     # --- to the broker -------------------------------------------------------------------------
 
+    def forwards(self, topics: Topics) -> list[Publication]:
+        """This interval's readings of devices others own, one signed frame per owner."""
+        gateway = self.gateway
+        mqtt = gateway.config.mqtt
+        store, me = gateway.config.gateway.store, self.fleet.me
+        frames = self.outgoing.take(
+            self.fleet.owner,
+            lambda owner: forward.ForwardTopic(mqtt.topic_prefix, store, me, owner),
+            bytes.fromhex(mqtt.peer_key),
+            max(gateway.clock.wall(), gateway.pipeline.now),
+        )
+        self.stats["forward_frames_sent"] += len(frames)
+        return [Publication(topics.forwarded(t.owner), payload, 0) for t, payload in frames]
+
     def publications(self, topics: Topics) -> list[Publication]:
+        forwards = self.forwards(topics)
+        return forwards + self._handovers(topics)
+
+    def _handovers(self, topics: Topics) -> list[Publication]:
         gateway = self.gateway
         tick = gateway.clock.monotonic()
         if tick < self._next_publish:

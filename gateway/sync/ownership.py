@@ -68,6 +68,7 @@ class Fleet:
     ready: bool = False
     changes: int = 0  # membership changes seen (a metric and a test hook)
     _owner: dict[str, str] = field(default_factory=dict)
+    _mine: dict[str, bool] = field(default_factory=dict)  # owns(), once ready
 
     def __post_init__(self) -> None:
         self.live.add(self.me)
@@ -99,7 +100,7 @@ class Fleet:
             self.live.add(gateway)
         else:
             self.live.discard(gateway)
-        self._owner.clear()
+        self.forget()
         self.changes += 1
         return True
 
@@ -124,8 +125,23 @@ class Fleet:
             self._owner[device] = owner
         return owner
 
+    def forget(self) -> None:
+        """The members changed: every owner is computed again."""
+        self._owner.clear()
+        self._mine.clear()
+
     def owns(self, device: str) -> bool:
-        return self.ready and self.owner(device) == self.me
+        """Is `device` ours? One dict look-up per sighting once known (never cached before
+        ready: until then nothing is ours)."""
+        mine = self._mine.get(device)
+        if mine is None:
+            if not self.ready:
+                return False
+            mine = self.owner(device) == self.me
+            if len(self._mine) > 100_000:
+                self._mine.clear()
+            self._mine[device] = mine
+        return mine
 
 
 def tracked_keys(pipeline: Pipeline) -> dict[str, str]:

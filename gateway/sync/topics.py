@@ -31,6 +31,7 @@ class Inbound(StrEnum):
     """What an incoming message is, by its topic."""
 
     SIGHTINGS = "sightings"  # a peer gateway's shopper sightings
+    FORWARDED = "forwarded"  # a fleet member's decoded readings of devices this gateway owns
     DOCUMENT = "document"  # a signed document for the store or for this gateway
     COMMAND = "command"  # a signed command for this gateway
     STATUS = "status"  # a gateway's retained birth/will (fleet membership)
@@ -79,6 +80,15 @@ class Topics:
     def sightings(self) -> str:
         return f"{self.base}/sightings"
 
+    def forwarded(self, owner: str) -> str:
+        """Readings of `owner`'s devices that this gateway heard (work sharing, PGS3)."""
+        return f"{self.base}/sightings/{owner}"
+
+    @property
+    def forwarded_filter(self) -> str:
+        """What the store's other gateways forward to this one."""
+        return f"{self.prefix}/{self.store}/+/sightings/{self.gateway}"
+
     def display(self, zone: str) -> str:
         return f"{self.base}/display/{zone}"
 
@@ -123,6 +133,9 @@ class Topics:
         if matches(self.peer_sightings_filter, topic):
             peer = topic.split("/")[-2]
             return Incoming(Inbound.SIGHTINGS, peer) if peer else None
+        if matches(self.forwarded_filter, topic):
+            peer = topic.split("/")[-3]
+            return Incoming(Inbound.FORWARDED, peer) if peer else None
         for kind, topic_filter in zip(
             (Inbound.STATUS, Inbound.HANDOVER), self.fleet_filters, strict=True
         ):

@@ -234,6 +234,7 @@ class Uplink:
                 if self.config.mqtt.share_sightings:
                     for topic in self.topics.fleet_filters:
                         await client.subscribe(topic, qos=1)
+                    await client.subscribe(self.topics.forwarded_filter, qos=0)
             _still_wanted()
             self.stats.subscribed = True
             task = asyncio.current_task()

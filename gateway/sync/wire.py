@@ -100,9 +100,17 @@ def _lone_surrogate(value: Any) -> bool:
     return False
 
 
-def parse(payload: bytes, *, max_bytes: int, max_depth: int = MAX_DEPTH) -> Any:
+def parse(
+    payload: bytes, *, max_bytes: int, max_depth: int = MAX_DEPTH, checked_numbers: bool = False
+) -> Any:
     """The JSON value of `payload`, or WireRejected with one of: too_large, too_deep,
-    invalid_utf8, invalid_json, invalid_number, duplicate_member."""
+    invalid_utf8, invalid_json, invalid_number, duplicate_member.
+
+    `checked_numbers`: the caller range-checks every number it reads (forwarded sightings,
+    thousands of numbers a frame), so they are parsed in C without the per-number bounds
+    above; `NaN`/`Infinity` literals are still refused, an integer is still bounded by
+    Python's digit limit (a ValueError here), and a float beyond a double's range comes back
+    as an infinity that no range check lets through."""
     if len(payload) > max_bytes:
         raise WireRejected("too_large", f"{len(payload)} bytes; at most {max_bytes}")
     problem = nesting_problem(payload, max_depth)
@@ -115,13 +123,18 @@ def parse(payload: bytes, *, max_bytes: int, max_depth: int = MAX_DEPTH) -> Any:
     except UnicodeDecodeError as exc:
         raise WireRejected("invalid_utf8", f"byte {exc.start}: not UTF-8") from None
     try:
-        value = json.loads(
-            text,
-            parse_constant=_refuse_constant,
-            parse_int=_bounded_int,
-            parse_float=_bounded_float,
-            object_pairs_hook=_unique_members,
-        )
+        if checked_numbers:
+            value = json.loads(
+                text, parse_constant=_refuse_constant, object_pairs_hook=_unique_members
+            )
+        else:
+            value = json.loads(
+                text,
+                parse_constant=_refuse_constant,
+                parse_int=_bounded_int,
+                parse_float=_bounded_float,
+                object_pairs_hook=_unique_members,
+            )
     except WireRejected:
         raise
     except json.JSONDecodeError as exc:

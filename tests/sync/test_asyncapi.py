@@ -74,6 +74,7 @@ def test_the_code_uses_exactly_the_documented_topics() -> None:
         topics.resync,
         topics.sightings,
         topics.handover,
+        topics.forwarded("{owner}"),
         topics.display("{zone}"),
         f"{topics.base}/cmd-resp/{{command}}",
         *(
@@ -191,6 +192,22 @@ def test_shared_sightings_match_the_contract() -> None:
     assert validator.is_valid(body), list(validator.iter_errors(body))
     body["sightings"][0]["address"] = "C0:FF:EE:00:00:02"
     assert not validator.is_valid(body)  # the contract forbids MACs too
+
+
+def test_forwarded_readings_match_the_contract() -> None:
+    from gateway.sync import forward
+
+    topic = forward.ForwardTopic("storegate/v1", "demo-bookstore", "gw-a", "gw-b")
+    readings = [(1795424400.07, "gw-sw", -85), (1795424400.5, "gw-nw", -77)]
+    devices: list[forward.DeviceReadings] = [("ibeacon:x:1:2", -59, readings)]
+    payload = forward.encode(topic, b"k" * 16, devices, sent_at=1795424400.6)
+    header, _, raw = payload.partition(b"\n")
+    assert header.startswith(b"PGS3 ") and len(header) == 5 + 64
+    body = json.loads(raw)
+    validator = _validator("ForwardedReadings")
+    assert validator.is_valid(body), list(validator.iter_errors(body))
+    body["devices"][0][2][0][2] = -130.5
+    assert not validator.is_valid(body)
 
 
 def test_handover_state_and_a_members_status_match_the_contract() -> None:

@@ -10,7 +10,7 @@ import random
 import sqlite3
 from typing import Any
 
-from gateway.sync import downlink, peers, signed, wire
+from gateway.sync import downlink, forward, peers, signed, wire
 
 KEY = bytes.fromhex("6b" * 32)
 TOPIC = peers.PeerTopic("storegate/v1", "demo-bookstore", "gw-a")
@@ -123,6 +123,36 @@ def test_peer_batches() -> None:
                 key = exc.reason
             outcomes[key] = outcomes.get(key, 0) + 1
     assert outcomes.get("bad_signature", 0) > 100 and outcomes.get("malformed", 0) > 100, outcomes
+
+
+def test_forwarded_frames() -> None:
+    """Forwarded readings (PGS3) are parsed without per-number hooks: every number is
+    range-checked by the reader instead, so a mutated number must still never get through
+    as anything but a refused frame or reading."""
+    rng = random.Random(1604)
+    topic = forward.ForwardTopic("storegate/v1", "demo-bookstore", "gw-a", "gw-b")
+    readings = [(NOW, "gw-sw", -60), (NOW + 0.1, "gw-nw", -71)]
+    raw = forward.encode(topic, KEY, [("ibeacon:u:1:2", -59, readings)], sent_at=NOW)
+    body = raw.split(b"\n", 1)[1]
+    outcomes: dict[str, int] = {}
+    for _ in range(3000):
+        mutated = _mutate(rng, body)
+        framed = forward.MAGIC + wire.frame_mac(KEY, topic.topic, mutated) + b"\n" + mutated
+        for payload in (framed, _mutate(rng, framed)):
+            try:
+                batch = forward.decode(payload, topic, key=KEY, now=NOW)
+            except forward.ForwardRejected as exc:
+                key = exc.reason
+            else:
+                key = f"accepted:{batch.readings}"
+                for _device, power, rs in batch.devices:
+                    assert power is None or -127 <= power <= 127
+                    for t, receiver, rssi in rs:
+                        assert abs(t - NOW) <= 3600 and -127 <= rssi <= -1
+                        assert isinstance(receiver, str)
+            outcomes[key] = outcomes.get(key, 0) + 1
+    assert outcomes.get("bad_signature", 0) > 100 and outcomes.get("malformed", 0) > 100, outcomes
+    assert outcomes.get("accepted:2", 0) > 10, outcomes
 
 
 def test_the_bounded_parser_alone() -> None:

@@ -183,6 +183,8 @@ async def test_two_gateways_fuse_each_others_receivers(tmp_path: Path, clock: Pi
     try:
         async with aiomqtt.Client("127.0.0.1", broker.port, identifier="sniffer") as sniffer:
             await sniffer.subscribe("storegate/v1/demo-bookstore/+/sightings")
+            # in a fleet: forwarded to the owner, decoded (PGS3)
+            await sniffer.subscribe("storegate/v1/demo-bookstore/+/sightings/+")
 
             async def sniff() -> None:
                 async for message in sniffer.messages:
@@ -230,6 +232,8 @@ async def test_two_gateways_fuse_each_others_receivers(tmp_path: Path, clock: Pi
     # only shopper devices travel, never a MAC address, never a fixed beacon
     assert sniffed and all(b"C0:FF:EE" not in p and b"address" not in p for p in sniffed)
     assert not any(BOB_DECLINED in p.decode().lower() for p in sniffed)  # he said no
+    assert not any(f"{ALICE}:100:2".encode() in p for p in sniffed)  # nor as a device key
+    assert all(p.startswith(b"PGS3 ") for p in sniffed)  # members forward decoded readings
     anchors_uuid = "0f1e2d3c4b5a49788695a4b3c2d1e0f9"
     assert all(anchors_uuid not in p.decode() for p in sniffed)
     # Work sharing: both know the fleet, one of them owns Alice. The owner fuses both halves
@@ -246,9 +250,13 @@ async def test_two_gateways_fuse_each_others_receivers(tmp_path: Path, clock: Pi
     assert owner.pipeline.stats.zone_events["enter"] >= 4
     assert other.pipeline.stats.not_owned > 0
     # in a fleet a gateway forwards only what it does not own: the owner got (nearly) every
-    # sighting of Alice that the other heard (QoS 0: a batch may be lost)
+    # sighting of Alice that the other heard (QoS 0: a frame may be lost), decoded
     heard_by_other = alice_adverts[other.config.gateway.id]
-    assert owner.peer_stats["accepted"] >= 0.9 * heard_by_other > 0
+    assert owner.pipeline.stats.forwarded_in >= 0.9 * heard_by_other > 0
+    assert owner.pipeline.stats.misrouted == 0
+    work = owner.fleet_work
+    assert work is not None and work.stats["forward_frames_sent"] == 0  # it owns Alice
+    assert not any(k.startswith("forward_rejected") for k in work.stats), work.stats
     gw_a.close()
     gw_b.close()
 
