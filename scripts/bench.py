@@ -524,7 +524,7 @@ def main() -> int:
     config_file, trace = busy_state(workdir)
     # The fleet section starts from the state before any run decided anything.
     shutil.copytree(workdir / "state", workdir / "state-before-runs")
-    results["pipeline"] = best_of(3, lambda: bench_pipeline(workdir), "sightings_per_s")
+    results["pipeline"] = best_of(5, lambda: bench_pipeline(workdir), "sightings_per_s")
     results["pipeline"]["numpy_sightings_per_s"] = best_of(
         2, lambda: bench_pipeline(workdir, compiled=False), "sightings_per_s"
     )["sightings_per_s"]

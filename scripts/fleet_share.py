@@ -78,16 +78,16 @@ def run(config_file: Path, adverts: list[Advert], n: int, workdir: Path) -> dict
     solving = [0.0] * n  # the part of `busy` spent solving positions
     cpu = [0.0] * n  # `busy` without waiting (for the disk: a commit is synchronous=FULL)
     for i, g in enumerate(gateways):
-        solve = g.pipeline.presence.positions_many
+        solve = g.pipeline.presence.solve_deferred  # every solve of a busy store's goes here
 
-        def timed(due: list[tuple[str, float]], i: int = i, solve: Any = solve) -> Any:
+        def timed(i: int = i, solve: Any = solve) -> Any:
             t0 = time.perf_counter()
             try:
-                return solve(due)
+                return solve()
             finally:
                 solving[i] += time.perf_counter() - t0
 
-        g.pipeline.presence.positions_many = timed  # type: ignore[method-assign]
+        g.pipeline.presence.solve_deferred = timed  # type: ignore[method-assign]
     decided: list[Counter[tuple[str, str, str]]] = [Counter() for _ in range(n)]
     for i, g in enumerate(gateways):
 

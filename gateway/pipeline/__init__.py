@@ -150,6 +150,7 @@ class Pipeline:
         self.solve_delay_s = 0.0
         # the jitter buffer: tracked device -> when its solve became due (`sharing.jitter`)
         self._waiting_peers: dict[str, float] = {}
+        self.released_to = -math.inf  # store time up to which it was released
         self._eid_checked = 0.0
         self.reload_identities()
 

@@ -10,6 +10,7 @@ become ours goes on from the state its previous owner published (`take_over`).
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from gateway.model import Advert, PipelineEvent
@@ -17,6 +18,9 @@ from gateway.zones import handover
 
 if TYPE_CHECKING:
     from gateway.pipeline import Pipeline
+
+# The owner's jitter buffer releases its solves in steps of this much store time.
+RELEASE_STEP_S = 0.1
 
 Forwarded = tuple[str, int | None, list[tuple[float, str, int]]]
 
@@ -89,7 +93,12 @@ def jitter(p: Pipeline, due: dict[str, float]) -> dict[str, float]:
     deferred = p._waiting_peers
     for device, t in due.items():
         deferred.setdefault(device, t)
-    horizon = p.now - p.solve_delay_s
+    # Released in steps of store time, not at every call (each batch, each peer frame):
+    # one vectorised solve per step for all that became ready, not many small ones.
+    horizon = math.floor((p.now - p.solve_delay_s) / RELEASE_STEP_S) * RELEASE_STEP_S
+    if horizon <= p.released_to:
+        return {}
+    p.released_to = horizon
     devices = p.presence.devices
     ready = {d: t for d, t in deferred.items() if t <= horizon and d in devices}
     if ready or len(deferred) > len(devices):

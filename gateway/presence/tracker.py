@@ -61,14 +61,14 @@ class _Device:
 class _Deferred:
     """Solves taken by `PresenceTracker.defer`, waiting for one vectorised fit: per solve
     (device, t, state, measured power), hint and whether it tracks; per fresh filter its
-    solve's row, receiver, level, variance and the receiver's learned offset then."""
+    solve's row, receiver column, level, variance and the receiver's learned offset then."""
 
     solves: list[tuple[str, float, _Device, float]] = field(default_factory=list)
     devices: set[str] = field(default_factory=set)
     hints: list[tuple[float, float, float]] = field(default_factory=list)
     tracked: list[bool] = field(default_factory=list)
     row_of: list[int] = field(default_factory=list)
-    receivers: list[str] = field(default_factory=list)
+    columns: list[int] = field(default_factory=list)  # the receiver's, `PresenceTracker._columns`
     levels: list[float] = field(default_factory=list)
     variances: list[float] = field(default_factory=list)
     learned: list[float] = field(default_factory=list)
@@ -106,6 +106,7 @@ class PresenceTracker:
         self.learned_offsets: dict[str, float] = {}
         self.survey: Survey | None = None  # the site survey in use, if any
         self._deferred = _Deferred()  # solves waiting for one vectorised fit (`defer`)
+        self._columns: dict[str, int] = {}  # receiver → its column in the solver's tables
 
     def observe(
         self, device: str, receiver: str, t: float, rssi: float, measured_power: float | None
@@ -125,7 +126,7 @@ class PresenceTracker:
         if receiver not in self.receivers:
             self.rejected["unknown_receiver"] += 1
             return False
-        if not (-127.0 <= rssi < 0.0) or math.isnan(rssi):
+        if not -127.0 <= rssi < 0.0:  # NaN fails every comparison
             self.rejected["rssi_out_of_range"] += 1
             return False
         state = self.devices.get(device)
@@ -151,7 +152,8 @@ class PresenceTracker:
             if state.grid is None:
                 state.grid = self.grid.device(level)
             state.grid.update(t, receiver, rssi - self.learned_offsets.get(receiver, 0.0), level)
-        state.last_seen = max(state.last_seen, t)
+        if t > state.last_seen:
+            state.last_seen = t
         if t - state.last_solved < s.min_solve_interval_s:
             return False  # folded in; the next solve uses it
         state.last_solved = t
@@ -270,16 +272,24 @@ class PresenceTracker:
         if state is None:
             return True
         stale = self.settings.stale_after_s
-        learned = self.learned_offsets
+        learned = self.learned_offsets.get
+        columns = self._columns
         row = len(waiting.solves)
         before = len(waiting.row_of)
+        # bound once: this loop runs for every fresh filter of every solve due
+        add_row, add_column = waiting.row_of.append, waiting.columns.append
+        add_level, add_variance = waiting.levels.append, waiting.variances.append
+        add_learned = waiting.learned.append
         for receiver, flt in state.filters.items():
             if t - flt.t <= stale:
-                waiting.row_of.append(row)
-                waiting.receivers.append(receiver)
-                waiting.levels.append(flt.level)
-                waiting.variances.append(flt.variance)
-                waiting.learned.append(learned.get(receiver, 0.0))
+                column = columns.get(receiver)
+                if column is None:
+                    column = columns[receiver] = len(columns)
+                add_row(row)
+                add_column(column)
+                add_level(flt.level)
+                add_variance(flt.variance)
+                add_learned(learned(receiver, 0.0))
         if len(waiting.row_of) == before:
             return True
         waiting.devices.add(device)
@@ -307,10 +317,8 @@ class PresenceTracker:
         if not waiting.solves:
             return []
         s = self.settings
-        columns: dict[str, int] = {}
-        entries = [columns.setdefault(r, len(columns)) for r in waiting.receivers]
         table = receiver_table(
-            list(columns),
+            list(self._columns),  # built afresh: a reload may have moved a receiver
             self.receivers,
             self.calibration,
             self.receiver_offsets,
@@ -319,7 +327,7 @@ class PresenceTracker:
         )
         rows = range_rows(
             waiting.row_of,
-            entries,
+            waiting.columns,
             waiting.levels,
             waiting.variances,
             waiting.learned,
