@@ -211,7 +211,9 @@ class Pipeline:
         self.now = now
         events: list[PipelineEvent] = []
         if self.presence.deferred and (
-            self.offers.lapse_due(now) or now >= self._next_expiry or self.zones.dwell_due(now)
+            self.offers.lapse_due(now)
+            or self.zones.dwell_due(now)
+            or (now >= self._next_expiry and self.presence.any_silent(now))
         ):
             # What happens at `now` comes after the fixes of the sightings before it, as it
             # does one sighting at a time: the waiting solves first.

@@ -363,6 +363,11 @@ class PresenceTracker:
                 self.defer(device, t)
         return out + self.solve_deferred()
 
+    def any_silent(self, now: float) -> bool:
+        """Whether `expire(now)` would forget a device."""
+        limit = now - self.settings.stale_after_s
+        return any(state.last_seen < limit for state in self.devices.values())
+
     def expire(self, now: float) -> list[str]:
         """Forget devices silent for longer than the stale timeout; return their ids."""
         limit = now - self.settings.stale_after_s
