@@ -160,7 +160,7 @@ def check_solver() -> Check:
         "solver",
         WARN,
         "position solver without its compiled kernel: the same positions, but a busy "
-        "store's sightings take about twice the CPU (docs/decisions.md §28)",
+        "store's sightings take up to twice the CPU (docs/decisions.md §28)",
         "sudo apt-get install gcc python3-dev, then install again (scripts/install, or "
         "rm .venv/.installed-* && scripts/setup)",
     )
