@@ -143,24 +143,13 @@ def busy_state(folder: Path) -> tuple[Path, Path]:
     """A state directory with 100k cached profiles (500 of them the busy store's phones)
     and stock, the busy store's map, a config, and the busy trace; returns (config, trace).
     Built once per bench run and shared by the pipeline and footprint sections."""
-    from gateway.identity.bulk import import_profiles
     from gateway.sim import busystore
-    from gateway.store import db
     from gateway.trace import advert_line
 
     config = folder / "gateway.toml"
     if config.exists():
         return config, folder / "busy-trace.jsonl"
-    (folder / "busy.geojson").write_text(json.dumps(busystore.store_map()))
-    profiles = folder / "profiles.jsonl"
-    busystore.write_profiles(str(profiles), CACHED_PROFILES, BUSY_DEVICES)
-    conn = db.connect(folder / "state" / "gateway.db")
-    import_profiles(conn, profiles)
-    conn.executemany(
-        "INSERT OR REPLACE INTO stock (sku, title, quantity, zone_id) VALUES (?,?,?,?)",
-        [(s["sku"], s["title"], s["quantity"], s["zone_id"]) for s in busystore.stock()],
-    )
-    conn.close()
+    busystore.seed_state(folder, CACHED_PROFILES, BUSY_DEVICES)
     trace = folder / "busy-trace.jsonl"
     with trace.open("w") as out:
         for advert in busystore.adverts(BUSY_DEVICES, BUSY_SECONDS):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from gateway.model import Advert
@@ -175,3 +176,21 @@ def write_profiles(path: str, n: int, devices: int) -> None:
     with open(path, "w", encoding="utf-8") as out:
         for document in profiles(n, devices):
             out.write(json.dumps(document) + "\n")
+
+
+def seed_state(folder: Path, n_profiles: int, devices: int) -> None:
+    """The busy store in `folder`: its map (busy.geojson), `n_profiles` cached profiles (the
+    first `devices` the walking phones' of `adverts`) and its stock in state/gateway.db."""
+    from gateway.identity.bulk import import_profiles
+    from gateway.store import db
+
+    (folder / "busy.geojson").write_text(json.dumps(store_map()))
+    profiles_file = folder / "profiles.jsonl"
+    write_profiles(str(profiles_file), n_profiles, devices)
+    conn = db.connect(folder / "state" / "gateway.db")
+    import_profiles(conn, profiles_file)
+    conn.executemany(
+        "INSERT OR REPLACE INTO stock (sku, title, quantity, zone_id) VALUES (?,?,?,?)",
+        [(s["sku"], s["title"], s["quantity"], s["zone_id"]) for s in stock()],
+    )
+    conn.close()

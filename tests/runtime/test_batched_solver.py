@@ -6,20 +6,17 @@ the same event ids whatever batches the loop happened to take)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from gateway.clock import PinnedClock
 from gateway.config.sections import load_config
-from gateway.identity.bulk import import_profiles
 from gateway.model import OfferDecision, PipelineEvent, ZoneEvent
 from gateway.pipeline import Pipeline
 from gateway.runtime.commit import Item
 from gateway.runtime.gateway import Gateway
 from gateway.sim import busystore
-from gateway.store import db
 
 DEVICES = 60
 SECONDS = 40.0
@@ -27,16 +24,7 @@ SECONDS = 40.0
 
 def _state(folder: Path) -> Path:
     folder.mkdir()
-    (folder / "busy.geojson").write_text(json.dumps(busystore.store_map()))
-    profiles = folder / "profiles.jsonl"
-    busystore.write_profiles(str(profiles), 2 * DEVICES, DEVICES)
-    conn = db.connect(folder / "state" / "gateway.db")
-    import_profiles(conn, profiles)
-    conn.executemany(
-        "INSERT OR REPLACE INTO stock (sku, title, quantity, zone_id) VALUES (?,?,?,?)",
-        [(s["sku"], s["title"], s["quantity"], s["zone_id"]) for s in busystore.stock()],
-    )
-    conn.close()
+    busystore.seed_state(folder, 2 * DEVICES, DEVICES)
     config = folder / "gateway.toml"
     config.write_text(
         f"[gateway]\nstate_dir = '{folder / 'state'}'\n[map]\npath = '{folder / 'busy.geojson'}'\n"
